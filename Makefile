@@ -1,0 +1,37 @@
+# Everything the project needs is installed from its own files: uv.lock for Python,
+# scripts/system-deps.sh for the Debian packages the tests use (Chromium, PostgreSQL).
+UV_VERSION := 0.13.8
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+
+.PHONY: setup demo test lint bench clean
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)" || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras
+	touch $@
+
+setup: $(VENV)/.installed
+
+## demo: generate data, run the nightly flow end to end, print where the outputs are
+demo: setup
+	$(VENV)/bin/leadscore demo
+
+## test: install system test dependencies if missing, then run the whole suite
+test: setup
+	bash scripts/system-deps.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(VENV)/bin/python benchmarks/features.py
+	$(VENV)/bin/python benchmarks/scoring.py
+
+clean:
+	rm -rf output data .pytest_cache
