@@ -1,0 +1,79 @@
+"""Population stability index (PSI) of scores and features against a reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Share given to an empty bin so that log(0) never appears.
+_EMPTY_BIN_SHARE = 1e-4
+
+
+def psi(
+    reference: pd.Series | np.ndarray, current: pd.Series | np.ndarray, bins: int = 10
+) -> float:
+    """Population stability index of ``current`` against ``reference``.
+
+    Numeric values are cut at the reference's deciles (``bins`` quantile bins, ties
+    merged); non-numeric values are compared level by level. Missing values form a
+    bin of their own, so a feature that suddenly goes missing shows as drift.
+    PSI = sum((cur - ref) * ln(cur / ref)) over bins; below 0.1 is usually read as
+    stable, 0.1-0.25 as a moderate shift and above 0.25 as a major one.
+
+    Args:
+        reference: Values the model was trained or validated on.
+        current: Values of this run.
+        bins: Number of quantile bins for numeric values.
+
+    Returns:
+        The PSI (0 when both are empty).
+    """
+    ref = pd.Series(reference)
+    cur = pd.Series(current)
+    if ref.empty or cur.empty:
+        return 0.0
+    if pd.api.types.is_numeric_dtype(ref) and pd.api.types.is_numeric_dtype(cur):
+        ref_labels, cur_labels = _numeric_bins(ref.astype("float64"), cur.astype("float64"), bins)
+    else:
+        ref_labels = ref.astype("object").where(ref.notna(), "<missing>")
+        cur_labels = cur.astype("object").where(cur.notna(), "<missing>")
+    ref_share = ref_labels.value_counts(normalize=True)
+    cur_share = cur_labels.value_counts(normalize=True)
+    levels = ref_share.index.union(cur_share.index)
+    r = ref_share.reindex(levels, fill_value=0.0).to_numpy().clip(_EMPTY_BIN_SHARE, None)
+    c = cur_share.reindex(levels, fill_value=0.0).to_numpy().clip(_EMPTY_BIN_SHARE, None)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _numeric_bins(ref: pd.Series, cur: pd.Series, bins: int) -> tuple[pd.Series, pd.Series]:
+    edges = np.unique(np.nanquantile(ref.dropna(), np.linspace(0, 1, bins + 1)[1:-1]))
+    if ref.notna().sum() == 0:
+        edges = np.array([])
+
+    def label(values: pd.Series) -> pd.Series:
+        codes = np.searchsorted(edges, values.to_numpy(), side="right").astype("int64")
+        return pd.Series(np.where(values.isna(), -1, codes), index=values.index)
+
+    return label(ref), label(cur)
+
+
+def psi_table(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], bins: int = 10
+) -> pd.DataFrame:
+    """PSI per column, largest first.
+
+    Args:
+        reference: Reference frame (e.g. the training features).
+        current: This run's frame.
+        columns: Columns present in both to compare.
+        bins: Quantile bins for numeric columns.
+
+    Returns:
+        A frame with ``column`` and ``psi``, sorted by ``psi`` descending.
+    """
+    rows = [
+        {"column": c, "psi": psi(reference[c], current[c], bins)}
+        for c in columns
+        if c in reference and c in current
+    ]
+    return pd.DataFrame(rows, columns=["column", "psi"]).sort_values("psi", ascending=False)
