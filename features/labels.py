@@ -1,0 +1,377 @@
+"""Point-in-time labels: did the outcome happen in (cutoff, cutoff + horizon]?
+
+Populations (who gets a label at cutoff ``c``):
+
+* Every target: the entity exists (``created_at < c``) and has consent (``consent``
+  missing counts as consent, as in the data contract).
+* ``conversion``: not converted by ``c`` (no ``converted`` outcome at or before ``c``)
+  and, when the entities table has a ``kind`` column, not a ``customer`` from the start.
+* ``churn``: an active customer at ``c``: ``kind == "customer"`` or converted by ``c``
+  (all entities when there is no ``kind`` column), and not churned by ``c``. With
+  inactivity churn, also active: at least one event in ``[c - h, c)``.
+
+Labels:
+
+* ``conversion``: a ``converted`` outcome in ``(c, c + h]``.
+* ``churn``: a ``churned`` outcome in ``(c, c + h]``; with ``churn_from_inactivity``
+  also 1 when the entity has no event at all in ``(c, c + h]``.
+
+A cutoff is only usable for training when its window is closed, i.e. ``c + h`` is not
+after the last date outcomes are known; :func:`rolling_cutoffs` picks such cutoffs.
+:func:`time_split` then cuts the stacked rows into training, calibration and
+validation folds whose label windows do not reach into the next fold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
+
+Target = Literal["conversion", "churn"]
+TARGET_OUTCOME = {"conversion": "converted", "churn": "churned"}
+DEFAULT_HORIZON_DAYS = {"conversion": 30, "churn": 60}
+
+
+def _require(frame: pd.DataFrame, columns: Iterable[str], name: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"The {name} table lacks column(s) {', '.join(missing)}; "
+            f"it has {', '.join(map(str, frame.columns)) or 'no columns'}."
+        )
+
+
+def _utc(values: object) -> pd.Series | pd.DatetimeIndex:
+    return pd.to_datetime(values, utc=True)
+
+
+def _as_cutoffs(cutoffs: Iterable[object]) -> pd.DatetimeIndex:
+    index = pd.DatetimeIndex(_utc(list(cutoffs))).unique().sort_values()
+    if index.empty:
+        raise ValueError("No cutoffs given: labels need at least one cutoff date.")
+    return index
+
+
+def rolling_cutoffs(
+    first: object,
+    outcomes_known_until: object,
+    step_days: int,
+    horizon_days: int,
+    *,
+    max_cutoffs: int | None = None,
+) -> pd.DatetimeIndex:
+    """Rolling cutoffs whose label windows are closed, latest last.
+
+    The latest cutoff is ``outcomes_known_until - horizon`` (floored to midnight UTC),
+    so its window ``(c, c + h]`` ends no later than the last known outcome; earlier
+    cutoffs step back by ``step_days`` while they are not before ``first``.
+
+    Args:
+        first: Earliest allowed cutoff (e.g. the start of the history plus the
+            longest feature window).
+        outcomes_known_until: Last moment outcomes are known (usually the run date).
+        step_days: Days between cutoffs (30: about monthly).
+        horizon_days: Label window in days.
+        max_cutoffs: Keep only the latest this many.
+
+    Returns:
+        Cutoffs as UTC timestamps, oldest first (empty when none fit).
+    """
+    if step_days <= 0 or horizon_days <= 0:
+        raise ValueError("step_days and horizon_days must be positive.")
+    start = pd.Timestamp(_utc(first))
+    last = (pd.Timestamp(_utc(outcomes_known_until)) - pd.Timedelta(days=horizon_days)).floor("D")
+    cutoffs: list[pd.Timestamp] = []
+    current = last
+    while current >= start and (max_cutoffs is None or len(cutoffs) < max_cutoffs):
+        cutoffs.append(current)
+        current = current - pd.Timedelta(days=step_days)
+    return pd.DatetimeIndex(sorted(cutoffs))
+
+
+def label_definition(target: str, horizon_days: int, churn_from_inactivity: bool = False) -> str:
+    """One sentence saying what a positive label means (for model cards and reports)."""
+    if target == "conversion":
+        return (
+            f"1 when a lead not yet converted at the cutoff has a 'converted' outcome in "
+            f"the {horizon_days} days after it (cutoff excluded, last day included)."
+        )
+    if target == "churn":
+        text = (
+            f"1 when a customer active at the cutoff has a 'churned' outcome in the "
+            f"{horizon_days} days after it"
+        )
+        if churn_from_inactivity:
+            text += (
+                f", or, having been active in the {horizon_days} days before, "
+                "has no event at all in that window"
+            )
+        return text + " (cutoff excluded, last day included)."
+    raise ValueError(f"Unknown target {target!r}; use conversion or churn.")
+
+
+def _first_outcome(outcomes: pd.DataFrame, outcome: str) -> pd.Series:
+    rows = outcomes[outcomes["outcome"].astype("string") == outcome]
+    return rows.groupby("entity_id", sort=False)["occurred_at"].min()
+
+
+def _base_population(entities: pd.DataFrame, cutoffs: pd.DatetimeIndex) -> pd.DataFrame:
+    people = pd.DataFrame(
+        {
+            "entity_id": entities["entity_id"].astype("string"),
+            "created_at": _utc(entities["created_at"]),
+        }
+    )
+    if "consent" in entities:
+        consent = entities["consent"].astype("boolean").fillna(True)
+        people = people[consent.to_numpy(dtype=bool)]
+    if "kind" in entities:
+        kind = entities.loc[people.index, "kind"]
+        people["kind"] = kind.astype("string").str.lower().to_numpy()
+    if people["created_at"].isna().any():
+        sample = people.loc[people["created_at"].isna(), "entity_id"].head(3).tolist()
+        raise ValueError(f"entities.created_at is missing for e.g. {sample}.")
+    grid = people.merge(pd.DataFrame({"as_of": cutoffs}), how="cross")
+    return grid[grid["created_at"] < grid["as_of"]].reset_index(drop=True)
+
+
+def _map_first(grid: pd.DataFrame, first: pd.Series) -> pd.Series:
+    values = first.reindex(pd.Index(grid["entity_id"])).to_numpy()
+    return pd.Series(_utc(values), index=grid.index)
+
+
+def make_labels(
+    outcomes: pd.DataFrame,
+    entities: pd.DataFrame,
+    cutoffs: Iterable[object],
+    target: Target,
+    horizon_days: int,
+    *,
+    events: pd.DataFrame | None = None,
+    churn_from_inactivity: bool = False,
+) -> pd.DataFrame:
+    """One label per eligible (entity, cutoff); see the module docstring for the rules.
+
+    Args:
+        outcomes: ``entity_id``, ``outcome`` (``converted``/``churned``), ``occurred_at``.
+        entities: ``entity_id``, ``created_at``; optional ``consent`` and ``kind``.
+        cutoffs: Cutoff timestamps (naive values are read as UTC).
+        target: ``conversion`` or ``churn``.
+        horizon_days: Label window length in days.
+        events: ``entity_id``, ``event_time``; needed for inactivity churn only.
+        churn_from_inactivity: Count a whole window without events as churn.
+
+    Returns:
+        Columns ``entity_id`` (string), ``as_of`` (UTC) and ``label`` (int64 0/1),
+        sorted by ``as_of`` then ``entity_id``.
+
+    Raises:
+        ValueError: On an unknown target, a bad horizon or missing columns.
+    """
+    if target not in TARGET_OUTCOME:
+        raise ValueError(f"Unknown target {target!r}; use conversion or churn.")
+    if horizon_days <= 0:
+        raise ValueError(f"The label horizon must be positive, got {horizon_days} days.")
+    _require(entities, ("entity_id", "created_at"), "entities")
+    _require(outcomes, ("entity_id", "outcome", "occurred_at"), "outcomes")
+    if churn_from_inactivity and target == "churn":
+        if events is None:
+            raise ValueError("Inactivity churn needs the events table (entity_id, event_time).")
+        _require(events, ("entity_id", "event_time"), "events")
+
+    cutoff_index = _as_cutoffs(cutoffs)
+    outcomes = outcomes.assign(
+        entity_id=outcomes["entity_id"].astype("string"),
+        occurred_at=_utc(outcomes["occurred_at"]),
+    )
+    grid = _base_population(entities, cutoff_index)
+    horizon = pd.Timedelta(days=horizon_days)
+    window_end = grid["as_of"] + horizon
+    first_conversion = _map_first(grid, _first_outcome(outcomes, "converted"))
+    converted_by_cutoff = (first_conversion <= grid["as_of"]).fillna(False).astype(bool)
+
+    if target == "conversion":
+        eligible = ~converted_by_cutoff
+        if "kind" in grid:
+            eligible &= grid["kind"].fillna("lead") != "customer"
+        label = (first_conversion <= window_end).fillna(False).astype(bool)
+    else:
+        first_churn = _map_first(grid, _first_outcome(outcomes, "churned"))
+        churned_by_cutoff = (first_churn <= grid["as_of"]).fillna(False).astype(bool)
+        is_customer = (
+            (grid["kind"] == "customer").fillna(False).astype(bool) | converted_by_cutoff
+            if "kind" in grid
+            else pd.Series(True, index=grid.index)
+        )
+        eligible = is_customer & ~churned_by_cutoff
+        label = (first_churn <= window_end).fillna(False).astype(bool)
+        if churn_from_inactivity:
+            active, silent = _inactivity(grid, events, cutoff_index, horizon)
+            eligible &= active
+            label |= silent
+    labels = grid.loc[eligible, ["entity_id", "as_of"]].assign(
+        label=label[eligible].astype("int64")
+    )
+    labels = labels.sort_values(["as_of", "entity_id"]).reset_index(drop=True)
+    log.info(
+        "%s labels: %d rows over %d cutoffs, %d positives",
+        target,
+        len(labels),
+        len(cutoff_index),
+        int(labels["label"].sum()),
+    )
+    return labels
+
+
+def _inactivity(
+    grid: pd.DataFrame,
+    events: pd.DataFrame,
+    cutoffs: pd.DatetimeIndex,
+    horizon: pd.Timedelta,
+) -> tuple[pd.Series, pd.Series]:
+    """Per grid row: active in ``[c - h, c)``, and silent for all of ``(c, c + h]``."""
+    codes, known_ids = pd.factorize(events["entity_id"].astype("string"))
+    times = pd.DatetimeIndex(_utc(events["event_time"])).as_unit("ns").asi8
+    # Position of each grid entity among the ids seen in events (-1: no event ever).
+    grid_codes = known_ids.get_indexer(pd.Index(grid["entity_id"]))
+    active = np.zeros(len(grid), dtype=bool)
+    silent = np.zeros(len(grid), dtype=bool)
+    step = horizon.value
+    for cutoff in cutoffs:
+        c = cutoff.as_unit("ns").value
+        rows = np.flatnonzero((grid["as_of"] == cutoff).to_numpy())
+        seen_before = np.zeros(len(known_ids) + 1, dtype=bool)  # last slot: "no events"
+        seen_after = np.zeros(len(known_ids) + 1, dtype=bool)
+        seen_before[codes[(times >= c - step) & (times < c)]] = True
+        seen_after[codes[(times > c) & (times <= c + step)]] = True
+        active[rows] = seen_before[grid_codes[rows]]
+        silent[rows] = ~seen_after[grid_codes[rows]]
+    return pd.Series(active, index=grid.index), pd.Series(silent, index=grid.index)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row positions of the three folds and how they were chosen."""
+
+    train: np.ndarray
+    calibration: np.ndarray
+    validation: np.ndarray
+    out_of_time: bool
+    gap_days: int = 0
+    train_cutoffs: tuple[pd.Timestamp, ...] = ()
+    calibration_cutoffs: tuple[pd.Timestamp, ...] = ()
+    validation_cutoffs: tuple[pd.Timestamp, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe summary (sizes, cutoffs, whether the validation is out-of-time)."""
+
+        def days(values: tuple[pd.Timestamp, ...]) -> list[str]:
+            return [v.strftime("%Y-%m-%d") for v in values]
+
+        return {
+            "out_of_time": self.out_of_time,
+            "gap_days": self.gap_days,
+            "rows": {
+                "train": len(self.train),
+                "calibration": len(self.calibration),
+                "validation": len(self.validation),
+            },
+            "cutoffs": {
+                "train": days(self.train_cutoffs),
+                "calibration": days(self.calibration_cutoffs),
+                "validation": days(self.validation_cutoffs),
+            },
+        }
+
+
+def time_split(
+    as_of: pd.Series | Sequence[object],
+    horizon_days: int,
+    *,
+    validation_cutoffs: int = 1,
+    calibration_cutoffs: int = 1,
+) -> Split:
+    """Split rows by cutoff: oldest to train, then calibration, latest to validation.
+
+    Each boundary keeps a gap of at least ``horizon_days``: a calibration cutoff ``c``
+    needs ``c + horizon <= first validation cutoff`` and a training cutoff needs
+    ``c + horizon <= first calibration cutoff``, so no label window of an earlier fold
+    reaches into a later one. Cutoffs inside a gap are left out.
+
+    Args:
+        as_of: Cutoff of every row.
+        horizon_days: Label window in days.
+        validation_cutoffs: Number of latest cutoffs in the validation fold.
+        calibration_cutoffs: Number of cutoffs in the calibration fold.
+
+    Returns:
+        The split (``out_of_time=True``).
+
+    Raises:
+        ValueError: When there are not enough cutoffs for three separated folds.
+    """
+    stamps = pd.Series(pd.to_datetime(pd.Series(as_of), utc=True).to_numpy())
+    cutoffs = sorted(stamps.dropna().unique())
+    gap = pd.Timedelta(days=horizon_days)
+    valid = cutoffs[-validation_cutoffs:] if len(cutoffs) >= validation_cutoffs else []
+    calib = [c for c in cutoffs if valid and c + gap <= valid[0]][-calibration_cutoffs:]
+    train = [c for c in cutoffs if calib and c + gap <= calib[0]]
+    if not (train and calib and valid):
+        shown = ", ".join(pd.Timestamp(c).strftime("%Y-%m-%d") for c in cutoffs) or "none"
+        raise ValueError(
+            f"A time split needs cutoffs for training, calibration and validation, each at "
+            f"least the {horizon_days}-day horizon apart; the data has cutoffs {shown}. "
+            "Use a longer history, a shorter cutoff step or a shorter horizon."
+        )
+
+    def rows(chosen: list) -> np.ndarray:
+        return np.flatnonzero(stamps.isin(chosen).to_numpy())
+
+    def stamps_of(values: list) -> tuple[pd.Timestamp, ...]:
+        return tuple(pd.Timestamp(v) for v in values)
+
+    return Split(
+        rows(train), rows(calib), rows(valid), True, horizon_days,
+        stamps_of(train), stamps_of(calib), stamps_of(valid),
+    )  # fmt: skip
+
+
+def stratified_split(
+    y: np.ndarray | pd.Series,
+    *,
+    calibration_fraction: float = 0.2,
+    validation_fraction: float = 0.2,
+    seed: int = 42,
+) -> Split:
+    """Random split stratified by label, for data that is one snapshot with no time.
+
+    The result is flagged ``out_of_time=False``: its validation says how the model
+    ranks similar entities, not how it holds up on a later period.
+
+    Args:
+        y: Labels (0/1).
+        calibration_fraction: Share of rows for calibration and early stopping.
+        validation_fraction: Share of rows for validation.
+        seed: Random seed.
+
+    Returns:
+        The split.
+    """
+    labels = np.asarray(y)
+    positions = np.arange(labels.size)
+    rest, valid = train_test_split(
+        positions, test_size=validation_fraction, stratify=labels, random_state=seed
+    )
+    share = calibration_fraction / (1.0 - validation_fraction)
+    train, calib = train_test_split(
+        rest, test_size=share, stratify=labels[rest], random_state=seed + 1
+    )
+    return Split(np.sort(train), np.sort(calib), np.sort(valid), out_of_time=False)

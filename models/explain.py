@@ -1,0 +1,458 @@
+"""Reason codes: the top factors raising and lowering each entity's 0-100 score.
+
+How a reason is made, per entity:
+
+1. Exact TreeSHAP contributions in log-odds come from LightGBM itself
+   (``Booster.predict(pred_contrib=True)``; last column = base value), computed in
+   chunks so memory stays flat. The ``shap`` library is for plots and notebooks only.
+2. Contributions of the features sharing one human concept (``FeatureDef.concept``:
+   the windows, recency, decay and trend of one event type; a category column is
+   already one feature with LightGBM native categoricals) are summed.
+3. Impacts are in **points of the 0-100 score**. The score moves from the base score
+   (the score at the base-value margin) to the entity's score; that difference is
+   allocated to concepts in proportion to their log-odds contributions, so
+   ``base score + sum(impacts) == score`` exactly. Because the score is a monotone
+   function of the margin, each impact has the sign of its contribution for leads
+   and the opposite sign for customers (health score: churn risk lowers it), so
+   "raising" always means raising the shown score.
+4. Impacts are rounded to whole points by the largest-remainder rule, so the rounded
+   impacts of all concepts add up to ``round(score) - round(base score)``; the part not
+   shown in the top reasons is reported as ``other_factors_points``.
+5. Each reason is the sentence of the concept's most contributing feature, rendered by
+   ``FeatureDef.describe`` with the entity's own value (from the unprepared input, so
+   an unseen category still shows its value), e.g.
+   ``+12 pts: 4 pricing page visits in the last 7 days``, tagged ``fit`` or
+   ``engagement``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from features.spec import FeatureDef
+from models.bands import ScoreKind, score_from_probability
+
+if TYPE_CHECKING:
+    from models.model import TrainedModel
+
+log = logging.getLogger(__name__)
+
+#: The unit every impact is stated in.
+IMPACT_UNIT = "points of the 0-100 score"
+REASON_COLUMNS = (
+    "reasons_up",
+    "reasons_down",
+    "reasons_text",
+    "base_score",
+    "other_factors_points",
+)
+_DTYPES = {"reasons_up": object, "reasons_down": object, "reasons_text": object}
+_EMPTY_NOTE = re.compile(r"\s*\(empty:\s*([^)]*)\)")
+
+
+@dataclass(frozen=True)
+class ConceptMap:
+    """Which concept (and group) each model feature belongs to.
+
+    Attributes:
+        feature_names: The model's features, in booster order.
+        definitions: The :class:`FeatureDef` of each feature.
+        concepts: Distinct concepts, in order of first appearance.
+        groups: ``fit`` or ``engagement`` per concept.
+        feature_concept: Index into ``concepts`` per feature.
+        categorical_levels: Training levels of categorical features.
+    """
+
+    feature_names: tuple[str, ...]
+    definitions: tuple[FeatureDef, ...]
+    concepts: tuple[str, ...]
+    groups: tuple[str, ...]
+    feature_concept: np.ndarray
+    categorical_levels: dict[str, frozenset[str]]
+
+    @property
+    def membership(self) -> np.ndarray:
+        """``(features, concepts)`` 0/1 matrix: contributions @ membership sums per concept."""
+        matrix = np.zeros((len(self.feature_names), len(self.concepts)))
+        matrix[np.arange(len(self.feature_names)), self.feature_concept] = 1.0
+        return matrix
+
+
+def concept_map(
+    feature_names: Sequence[str],
+    catalog: Sequence[FeatureDef],
+    categorical_levels: dict[str, list[str]] | None = None,
+) -> ConceptMap:
+    """Map model features to concepts using the feature catalog.
+
+    Features missing from the catalog (e.g. extra columns a user added) become their
+    own concept, named after the column, in the ``engagement`` group unless they are
+    categorical (then ``fit``, like the entities table's attributes).
+
+    Args:
+        feature_names: The model's features, in booster order.
+        catalog: ``features.spec.feature_catalog(...)`` of the feature table.
+        categorical_levels: The model's ``categorical_levels``.
+
+    Returns:
+        The mapping.
+    """
+    levels = categorical_levels or {}
+    by_name = {d.name: d for d in catalog}
+    definitions: list[FeatureDef] = []
+    for name in feature_names:
+        definition = by_name.get(name)
+        if definition is None:
+            label = name.replace("_", " ")
+            definition = FeatureDef(
+                name,
+                "category" if name in levels else "float64",
+                f"{label.capitalize()}: {{value}}",
+                label,
+                "fit" if name in levels else "engagement",
+            )
+        definitions.append(definition)
+    concepts: list[str] = []
+    groups: list[str] = []
+    index: dict[str, int] = {}
+    feature_concept = np.empty(len(definitions), dtype=np.int64)
+    for i, definition in enumerate(definitions):
+        if definition.concept not in index:
+            index[definition.concept] = len(concepts)
+            concepts.append(definition.concept)
+            groups.append(definition.group)
+        feature_concept[i] = index[definition.concept]
+    missing = [n for n in feature_names if n not in by_name]
+    if missing:
+        log.info("Features outside the catalog, explained under their own name: %s", missing)
+    return ConceptMap(
+        tuple(feature_names),
+        tuple(definitions),
+        tuple(concepts),
+        tuple(groups),
+        feature_concept,
+        {k: frozenset(map(str, v)) for k, v in levels.items()},
+    )
+
+
+def score_from_margin(model: TrainedModel, margin: np.ndarray, kind: ScoreKind) -> np.ndarray:
+    """The 0-100 score of raw margins: calibrate, then percentile (see ``models.bands``)."""
+    probability = np.clip(model.calibrator.predict(np.asarray(margin, dtype="float64")), 0.0, 1.0)
+    return score_from_probability(probability, model.reference_scores, kind)
+
+
+def tree_contributions(
+    model: TrainedModel, prepared: pd.DataFrame, num_threads: int | None = None
+) -> np.ndarray:
+    """Exact TreeSHAP log-odds contributions from LightGBM (``pred_contrib``).
+
+    Args:
+        model: The trained model.
+        prepared: ``model.prepare(features)`` rows.
+        num_threads: LightGBM threads (default: LightGBM's own choice).
+
+    Returns:
+        ``(rows, features + 1)`` array; the last column is the base value.
+    """
+    return np.asarray(model.booster.predict(prepared, pred_contrib=True, **_threads(num_threads)))
+
+
+def _threads(num_threads: int | None) -> dict[str, int]:
+    return {} if num_threads is None else {"num_threads": num_threads}
+
+
+def allocate_points(
+    concept_logodds: np.ndarray, score: np.ndarray, base_score: float
+) -> np.ndarray:
+    """Split each row's score change over concepts in proportion to their log-odds.
+
+    Args:
+        concept_logodds: ``(rows, concepts)`` summed contributions.
+        score: Each row's 0-100 score.
+        base_score: Score at the base-value margin.
+
+    Returns:
+        ``(rows, concepts)`` points; each row sums to ``score - base_score``.
+    """
+    total = concept_logodds.sum(axis=1)
+    delta = np.asarray(score, dtype="float64") - base_score
+    # A row at the base margin has no change to allocate (0/0): give every concept 0.
+    safe = np.abs(total) > 1e-12
+    ratio = np.divide(delta, total, out=np.zeros_like(delta), where=safe)
+    points = concept_logodds * ratio[:, None]
+    # Tiny margins with a non-zero delta cannot happen for a monotone score; keep the
+    # sum exact anyway by putting any rest on the largest concept.
+    rest = np.where(safe, 0.0, delta)
+    if np.any(rest != 0.0):
+        largest = np.abs(concept_logodds).argmax(axis=1)
+        points[np.arange(len(points)), largest] += rest
+    return points
+
+
+def round_to_total(points: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Whole points per concept adding up to ``total`` per row (largest remainder).
+
+    Every value is floored, then the rows' missing units go to the largest fractional
+    parts. With ``total = round(score) - round(base)`` the shortfall lies in
+    ``[0, concepts]``, so no value moves by more than one point from its floor.
+
+    Args:
+        points: ``(rows, concepts)`` exact points.
+        total: Integer target per row.
+
+    Returns:
+        ``(rows, concepts)`` int64 array whose rows sum to ``total``.
+    """
+    floors = np.floor(points)
+    fractions = points - floors
+    shortfall = np.asarray(total, dtype="float64") - floors.sum(axis=1)
+    order = np.argsort(-fractions, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(points.shape[1])[None, :], axis=1)
+    n_concepts = points.shape[1]
+    # Shortfall outside [0, concepts] only arises from inconsistent inputs; spread it.
+    laps = np.floor_divide(shortfall, n_concepts)
+    remaining = shortfall - laps * n_concepts
+    rounded = floors + laps[:, None] + (ranks < remaining[:, None])
+    return rounded.astype(np.int64)
+
+
+def _decimals(description: str) -> int | None:
+    """Decimals the description shows of ``{value}`` (``.0f`` -> 0, ``.1%`` -> 3)."""
+    for _, name, spec, _ in string.Formatter().parse(description):
+        if name == "value" and spec:
+            match = re.search(r"\.(\d+)([f%])", spec)
+            if match:
+                return int(match.group(1)) + (2 if match.group(2) == "%" else 0)
+    return None
+
+
+def _sentence(definition: FeatureDef, value: object, levels: frozenset[str] | None) -> str:
+    missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    if missing:
+        note = _EMPTY_NOTE.search(definition.description)
+        return f"{definition.concept.capitalize()}: {note.group(1) if note else 'no value'}"
+    text = _EMPTY_NOTE.sub("", definition.describe(value))
+    if levels is not None and str(value) not in levels:
+        text += " (new value, scored as unknown)"
+    return text
+
+
+def _entity_values(block: pd.DataFrame, concepts: ConceptMap) -> list[np.ndarray]:
+    """Per feature, the rows' own values: floats rounded as the sentence shows them."""
+    values = []
+    for name, definition in zip(concepts.feature_names, concepts.definitions, strict=True):
+        if name not in block:
+            values.append(np.full(len(block), np.nan))
+        elif name in concepts.categorical_levels or definition.dtype == "category":
+            values.append(block[name].to_numpy(dtype=object))
+        else:
+            numbers = pd.to_numeric(block[name], errors="coerce").to_numpy(dtype="float64")
+            decimals = _decimals(definition.description)
+            # Rounding first lets equal-looking values share one rendered sentence.
+            values.append(numbers if decimals is None else np.round(numbers, decimals))
+    return values
+
+
+def _sentences(
+    rows: np.ndarray, features: np.ndarray, values: list[np.ndarray], concepts: ConceptMap
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sentence per (row, feature) pair, plain and JSON-escaped; each value rendered once."""
+    plain = np.empty(len(rows), dtype=object)
+    escaped = np.empty(len(rows), dtype=object)
+    for feature in np.unique(features):
+        chosen = np.flatnonzero(features == feature)
+        codes, uniques = pd.factorize(values[feature][rows[chosen]], use_na_sentinel=True)
+        definition = concepts.definitions[feature]
+        levels = concepts.categorical_levels.get(concepts.feature_names[feature])
+        rendered = [_sentence(definition, u, levels) for u in [*uniques, None]]
+        # Code -1 (missing) picks the last entry, the sentence for a missing value.
+        plain[chosen] = np.array(rendered, dtype=object)[codes]
+        escaped[chosen] = np.array([json.dumps(t)[1:-1] for t in rendered], dtype=object)[codes]
+    return plain, escaped
+
+
+def _most_contributing(contrib: np.ndarray, concepts: ConceptMap, sign: np.ndarray) -> np.ndarray:
+    """Per row and concept, the feature pushing hardest in the concept's direction."""
+    best = np.empty(sign.shape, dtype=np.int64)
+    for c in range(len(concepts.concepts)):
+        members = np.flatnonzero(concepts.feature_concept == c)
+        block = contrib[:, members]
+        best[:, c] = np.where(
+            sign[:, c] >= 0, members[block.argmax(axis=1)], members[block.argmin(axis=1)]
+        )
+    return best
+
+
+def _joined(parts: np.ndarray, valid: np.ndarray, separator: str) -> np.ndarray:
+    """Row-wise join of the valid entries of an ``(rows, k)`` object array."""
+    joined = np.full(len(parts), "", dtype=object)
+    seen = np.zeros(len(parts), dtype=bool)
+    for j in range(parts.shape[1]):
+        sep = np.where(valid[:, j] & seen, separator, "")
+        joined = joined + sep + np.where(valid[:, j], parts[:, j], "")
+        seen |= valid[:, j]
+    return joined
+
+
+def explain_chunk(
+    contrib: np.ndarray,
+    score: np.ndarray,
+    base_score: float,
+    values: list[np.ndarray],
+    concepts: ConceptMap,
+    top_k: int = 3,
+) -> dict[str, np.ndarray]:
+    """Reason codes of a block of rows from their contributions (vectorised).
+
+    Args:
+        contrib: ``(rows, features + 1)`` from :func:`tree_contributions`.
+        score: The rows' 0-100 scores (a monotone function of the margin).
+        base_score: Score at the base-value margin.
+        values: Per feature, the rows' own values (see :func:`_entity_values`).
+        concepts: From :func:`concept_map`.
+        top_k: Reasons per direction.
+
+    Returns:
+        Columns :data:`REASON_COLUMNS` as arrays of the block's length.
+    """
+    features = contrib[:, :-1]
+    logodds = features @ concepts.membership
+    points = allocate_points(logodds, score, base_score)
+    base = round(base_score)
+    total = (np.round(score) - base).astype(np.int64)
+    rounded = round_to_total(points, total)
+    best = _most_contributing(features, concepts, np.sign(logodds))
+    order = np.argsort(-points, axis=1, kind="stable")
+    k = min(top_k, points.shape[1])
+    n_rows = len(points)
+    rows = np.arange(n_rows)[:, None]
+    # Per-concept fixed parts of each reason, built once (string work dominates otherwise).
+    json_head = np.array(
+        [
+            f'{{"concept": {json.dumps(c)}, "group": {json.dumps(g)}, "text": "'
+            for c, g in zip(concepts.concepts, concepts.groups, strict=True)
+        ],
+        dtype=object,
+    )
+    group_tag = np.array([f"[{g}] " for g in concepts.groups], dtype=object)
+    shown = np.zeros(n_rows, dtype=np.int64)
+    columns: dict[str, np.ndarray] = {}
+    lines: dict[str, np.ndarray] = {}
+    for name, picked, positive in (
+        ("up", order[:, :k], True),
+        ("down", order[:, ::-1][:, :k], False),
+    ):
+        impact = rounded[rows, picked]
+        # Rounded points are monotone in the exact ones, so valid reasons form a prefix.
+        valid = impact > 0 if positive else impact < 0
+        shown += np.where(valid, impact, 0).sum(axis=1)
+        r, j = np.nonzero(valid)
+        c = picked[r, j]
+        plain, escaped = _sentences(r, best[r, c], values, concepts)
+        prefix = _impact_text(impact[r, j], "{:+d} pts: ")
+        items = np.full((n_rows, k), "", dtype=object)
+        items[r, j] = json_head[c] + prefix + escaped + _impact_text(impact[r, j], _JSON_TAIL)
+        columns[f"reasons_{name}"] = "[" + _joined(items, valid, ", ") + "]"
+        items[r, j] = group_tag[c] + prefix + plain
+        lines[name] = _joined(items, valid, "; ")
+    other = total - shown
+    tail = _impact_text(other, f"({IMPACT_UNIT}: base {base}, other factors {{:+d}})")
+    up = np.where(lines["up"] != "", "Up: " + lines["up"] + ". ", "")
+    down = np.where(lines["down"] != "", "Down: " + lines["down"] + ". ", "")
+    columns |= {
+        "reasons_text": (up + down + tail).astype(object),
+        "base_score": np.full(n_rows, base, dtype=np.int64),
+        "other_factors_points": other,
+    }
+    return columns
+
+
+_JSON_TAIL = '", "impact": {:d}}}'
+#: Impacts formatted through a lookup table within [-RANGE, RANGE], one by one beyond.
+_IMPACT_RANGE = 300
+
+
+@functools.cache
+def _impact_table(template: str) -> np.ndarray:
+    values = range(-_IMPACT_RANGE, _IMPACT_RANGE + 1)
+    return np.array([template.format(i) for i in values], dtype=object)
+
+
+def _impact_text(impact: np.ndarray, template: str) -> np.ndarray:
+    """``template.format(i)`` for each integer (formatting millions one by one is slow)."""
+    impact = np.asarray(impact, dtype=np.int64)
+    inside = np.abs(impact) <= _IMPACT_RANGE
+    text = _impact_table(template)[np.where(inside, impact, 0) + _IMPACT_RANGE]
+    if not inside.all():
+        text[~inside] = [template.format(int(i)) for i in impact[~inside]]
+    return text
+
+
+def explain(
+    model: TrainedModel,
+    features: pd.DataFrame,
+    kind: ScoreKind,
+    concepts: ConceptMap,
+    top_k: int = 3,
+    chunk_rows: int = 50_000,
+    num_threads: int | None = None,
+) -> pd.DataFrame:
+    """Reason codes for every row of ``features``.
+
+    Args:
+        model: The champion model of the rows' target.
+        features: Feature rows (unprepared: entity values are read from here).
+        kind: ``lead`` (conversion score) or ``customer`` (health score).
+        concepts: ``concept_map(model.feature_names, catalog, model.categorical_levels)``.
+        top_k: Reasons per direction.
+        chunk_rows: Rows per ``pred_contrib`` call (bounds memory).
+        num_threads: LightGBM threads.
+
+    Returns:
+        Frame on ``features.index`` with :data:`REASON_COLUMNS` plus ``score_exact``
+        (the unrounded score the impacts add up to).
+    """
+    if list(concepts.feature_names) != list(model.feature_names):
+        raise ValueError(
+            "The concept map was built for other features than the model's "
+            f"({len(concepts.feature_names)} vs {len(model.feature_names)} columns); build it "
+            "with concept_map(model.feature_names, catalog, model.categorical_levels)."
+        )
+    out: dict[str, list[np.ndarray]] = {name: [] for name in (*REASON_COLUMNS, "score_exact")}
+    base_score: float | None = None
+    for start in range(0, len(features), chunk_rows):
+        block = features.iloc[start : start + chunk_rows]
+        prepared = model.prepare(block)
+        contrib = tree_contributions(model, prepared, num_threads)
+        if base_score is None:
+            base_score = float(score_from_margin(model, contrib[:1, -1], kind)[0])
+        # The score from the booster's own margin, as scoring computes it: summing the
+        # contributions differs in the last bits, which can flip a score sitting on .5.
+        margin = model.booster.predict(prepared, raw_score=True, **_threads(num_threads))
+        score = score_from_margin(model, margin, kind)
+        values = _entity_values(block, concepts)
+        chunk = explain_chunk(contrib, score, base_score, values, concepts, top_k)
+        for name in REASON_COLUMNS:
+            out[name].append(chunk[name])
+        out["score_exact"].append(score)
+    if not out["score_exact"]:
+        return pd.DataFrame(columns=[*REASON_COLUMNS, "score_exact"], index=features.index)
+    # Object dtype on purpose: inferring Arrow strings for millions of rows costs seconds.
+    return pd.DataFrame(
+        {
+            name: pd.Series(np.concatenate(parts), index=features.index, dtype=_DTYPES.get(name))
+            for name, parts in out.items()
+        }
+    )

@@ -1,0 +1,415 @@
+"""Training: time split, leakage guard, LightGBM with early stopping, calibration.
+
+The flow of :func:`train_model`:
+
+1. refuse targets with fewer positives than the configured minimum
+   (:class:`InsufficientLabelsError`; scoring then falls back to the rule score);
+2. split by cutoff with :func:`time_split` (train / calibration / validation, each
+   boundary at least one horizon apart so no label window reaches into a later fold),
+   or, for a single snapshot without time, :func:`stratified_split` (flagged as not
+   out-of-time);
+3. refuse any single feature whose own AUC on the training fold exceeds the leakage
+   threshold (:func:`check_leakage`);
+4. fit LightGBM on the training fold (categoricals native, no class reweighting)
+   with early stopping on the calibration fold, then fit the calibrator on the
+   calibration fold's margins;
+5. evaluate on the latest out-of-time fold, side by side with the rule score and the
+   rule score refitted on the training fold, both mapped to probabilities by a
+   sigmoid fitted on the calibration fold.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from features.labels import Split, stratified_split, time_split
+from models.calibration import fit_calibrator
+from models.evaluate import evaluate, feature_auc
+from models.model import TrainedModel, feature_frame, feature_profile, prepare_features
+
+log = logging.getLogger(__name__)
+
+#: Compact trees keep exact TreeSHAP fast at scoring time.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "metric": "binary_logloss",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "max_depth": 5,
+    "min_child_samples": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "cat_smooth": 10.0,
+    "min_data_per_group": 50,
+    "seed": 42,
+    "deterministic": True,
+    "force_row_wise": True,
+    "num_threads": 2,
+    "verbose": -1,
+    "num_boost_round": 400,
+    "early_stopping_rounds": 40,
+}
+#: Reweighting classes distorts probabilities; calibration cannot fully undo it.
+FORBIDDEN_PARAMS = frozenset(
+    {
+        "is_unbalance",
+        "unbalance",
+        "unbalanced_sets",
+        "scale_pos_weight",
+        "class_weight",
+        "pos_bagging_fraction",
+        "neg_bagging_fraction",
+    }
+)
+
+
+class InsufficientLabelsError(ValueError):
+    """Too few positive labels to train; scoring falls back to the rule score."""
+
+
+class LeakageError(ValueError):
+    """A single feature predicts the label too well to be believed."""
+
+
+def check_leakage(
+    features: pd.DataFrame,
+    y: np.ndarray | pd.Series,
+    threshold: float = 0.95,
+    allow: Sequence[str] = (),
+    *,
+    max_rows: int = 200_000,
+    seed: int = 0,
+) -> pd.Series:
+    """Each feature's own AUC; stop when one exceeds the threshold.
+
+    A feature that alone nearly separates the classes usually encodes the outcome
+    itself (a status set at conversion, a date after the cutoff).
+
+    Args:
+        features: Feature columns (no ids).
+        y: Labels (0/1).
+        threshold: Largest believable single-feature AUC.
+        allow: Features exempt from the check (still reported).
+        max_rows: Rows sampled for the check on large frames.
+        seed: Seed of that sample.
+
+    Returns:
+        AUC per feature, largest first.
+
+    Raises:
+        LeakageError: Naming every offending feature with its AUC.
+    """
+    labels = np.asarray(y, dtype="float64").ravel()
+    frame = features.reset_index(drop=True)
+    if len(frame) > max_rows:
+        rows = np.random.default_rng(seed).choice(len(frame), max_rows, replace=False)
+        frame, labels = frame.iloc[rows], labels[rows]
+    aucs = pd.Series(
+        {name: feature_auc(frame[name], labels) for name in frame.columns}, dtype="float64"
+    ).sort_values(ascending=False)
+    leaky = aucs[(aucs > threshold) & ~aucs.index.isin(list(allow))]
+    if not leaky.empty:
+        named = ", ".join(f"{name} (AUC {auc:.3f})" for name, auc in leaky.items())
+        raise LeakageError(
+            f"Training stopped: feature(s) {named} alone predict the label above the "
+            f"leakage threshold {threshold:.2f}. They probably encode the outcome itself; "
+            "remove them, or list them in model.allow_leaky_features if they are genuine."
+        )
+    return aucs
+
+
+class RuleModel(Protocol):
+    """A scikit-learn style rule score (``models.rules.RuleScore``): points, higher = likelier."""
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RuleModel: ...  # noqa: D102, N803
+    def predict(self, X: pd.DataFrame) -> np.ndarray: ...  # noqa: D102, N803
+
+
+@dataclass
+class TrainResult:
+    """Everything training produced; tracking logs it, scoring uses ``model``.
+
+    Attributes:
+        model: The calibrated model.
+        metrics: ``{"model" | "rule" | "rule_recalibrated": evaluate(...) dict}`` on
+            the validation fold.
+        split: The folds.
+        validation: ``as_of``, ``label``, ``p_model`` and ``p_<baseline>`` per
+            validation row (no entity ids).
+        validation_features: Every feature column of the validation fold (no ids), so
+            the champion can be re-scored on exactly the same rows.
+        importance: ``feature``, ``gain``, ``splits``, largest gain first.
+        leakage_aucs: Each feature's own AUC on the training fold, largest first.
+        data_fingerprint: Hash of the training frame (features, labels, cutoffs).
+        params: LightGBM parameters used.
+    """
+
+    model: TrainedModel
+    metrics: dict[str, dict[str, Any]]
+    split: Split
+    validation: pd.DataFrame
+    validation_features: pd.DataFrame
+    importance: pd.DataFrame
+    leakage_aucs: pd.Series
+    data_fingerprint: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        """``conversion`` or ``churn``."""
+        return self.model.target
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """Stable short hash of a frame's values and column names (order-sensitive).
+
+    Args:
+        frame: Usually the training features with labels and cutoffs.
+
+    Returns:
+        16 hex digits.
+    """
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def resolve_params(overrides: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
+    """Default LightGBM parameters with the configured overrides laid over them.
+
+    Raises:
+        ValueError: If an override reweights classes (it would spoil probabilities).
+    """
+    params = {**DEFAULT_PARAMS, "seed": seed, **dict(overrides or {})}
+    bad = sorted(k for k, v in params.items() if k in FORBIDDEN_PARAMS and v not in (None, False))
+    if bad:
+        raise ValueError(
+            f"LightGBM parameter(s) {', '.join(bad)} reweight the classes, which spoils the "
+            "probabilities; remove them from model.lightgbm_params."
+        )
+    return params
+
+
+def _fit_booster(x_train, y_train, x_calib, y_calib, params: dict[str, Any]) -> lgb.Booster:  # noqa: ANN001
+    booster_params = {
+        k: v for k, v in params.items() if k not in ("num_boost_round", "early_stopping_rounds")
+    }
+    train_set = lgb.Dataset(x_train, y_train, categorical_feature="auto", free_raw_data=True)
+    calib_set = lgb.Dataset(x_calib, y_calib, reference=train_set)
+    booster = lgb.train(
+        booster_params,
+        train_set,
+        num_boost_round=int(params["num_boost_round"]),
+        valid_sets=[calib_set],
+        valid_names=["calibration"],
+        callbacks=[lgb.early_stopping(int(params["early_stopping_rounds"]), verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    # Keep only the trees early stopping chose, so every later predict (and pred_contrib)
+    # uses them without needing to pass num_iteration.
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
+def _baselines(
+    rule_model: RuleModel | None, features: pd.DataFrame, y: np.ndarray, split: Split
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Rule points on the calibration and validation folds, as given and refitted."""
+    if rule_model is None:
+        return {}
+    try:
+        unfitted = clone(rule_model)
+    except TypeError:  # not a full scikit-learn estimator: copy it instead
+        unfitted = copy.deepcopy(rule_model)
+    fitted = unfitted.fit(features.iloc[split.train], y[split.train])
+    out = {}
+    for name, rule in (("rule", rule_model), ("rule_recalibrated", fitted)):
+        calib = np.asarray(rule.predict(features.iloc[split.calibration]), dtype="float64")
+        valid = np.asarray(rule.predict(features.iloc[split.validation]), dtype="float64")
+        out[name] = (calib, valid)
+    return out
+
+
+def train_model(
+    features: pd.DataFrame,
+    labels: pd.Series | np.ndarray,
+    as_of: pd.Series | None,
+    target: str,
+    *,
+    horizon_days: int,
+    params: Mapping[str, Any] | None = None,
+    feature_set_version: str = "",
+    min_positive_labels: int = 100,
+    leakage_auc_threshold: float = 0.95,
+    allow_leaky_features: Sequence[str] = (),
+    rule_model: RuleModel | None = None,
+    calibration: str = "auto",
+    validation_cutoffs: int = 1,
+    calibration_cutoffs: int = 1,
+    label_definition: str = "",
+    seed: int = 42,
+) -> TrainResult:
+    """Train, calibrate and evaluate one target on a stacked (entity, cutoff) frame.
+
+    Args:
+        features: One row per (entity, cutoff); ``entity_id``/``as_of`` are ignored.
+        labels: 0/1 label per row.
+        as_of: Cutoff per row, or ``None`` for a single snapshot without time (then a
+            stratified split, flagged as not out-of-time).
+        target: ``conversion`` or ``churn``.
+        horizon_days: Label window; also the minimum gap between folds.
+        params: LightGBM overrides (``num_boost_round``, ``early_stopping_rounds`` too).
+        feature_set_version: ``FeatureSpec.version`` of the features.
+        min_positive_labels: Fewer positives than this refuses to train.
+        leakage_auc_threshold: A single feature above this AUC stops training.
+        allow_leaky_features: Features exempt from the leakage guard.
+        rule_model: Rule score to compare against (``models.rules.RuleScore``).
+        calibration: ``auto``, ``sigmoid`` or ``isotonic``.
+        validation_cutoffs: Latest cutoffs held out for validation.
+        calibration_cutoffs: Cutoffs for early stopping and calibration.
+        label_definition: Human sentence on the label, kept in the model metadata.
+        seed: Seed of LightGBM and of the stratified split.
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        InsufficientLabelsError: Too few positive labels.
+        LeakageError: A feature predicts the label suspiciously well.
+        ValueError: Bad inputs (lengths, labels, too few cutoffs, forbidden params).
+    """
+    y = np.asarray(labels, dtype="float64").ravel()
+    if y.size != len(features):
+        raise ValueError(f"{len(features)} feature rows but {y.size} labels.")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("Labels must be 0 or 1 (no missing labels).")
+    positives = int(y.sum())
+    if positives < min_positive_labels:
+        raise InsufficientLabelsError(
+            f"Only {positives} positive {target} labels in {y.size} rows; training needs at "
+            f"least {min_positive_labels} (model.min_positive_labels). No model was trained: "
+            f"{target} scoring falls back to the rule score."
+        )
+    run_params = resolve_params(params, seed)
+    x_all, kinds = feature_frame(features.reset_index(drop=True))
+    cutoffs = None if as_of is None else pd.Series(pd.to_datetime(pd.Series(as_of), utc=True))
+    if cutoffs is not None and cutoffs.nunique() > 1:
+        split = time_split(
+            cutoffs.reset_index(drop=True),
+            horizon_days,
+            validation_cutoffs=validation_cutoffs,
+            calibration_cutoffs=calibration_cutoffs,
+        )
+    else:
+        log.warning(
+            "%s: one snapshot without time; the split is stratified, not out-of-time", target
+        )
+        split = stratified_split(y, seed=seed)
+
+    x_train_raw = x_all.iloc[split.train]
+    leakage = check_leakage(
+        x_train_raw, y[split.train], leakage_auc_threshold, allow_leaky_features
+    )
+    levels = {
+        n: sorted(str(v) for v in x_train_raw[n].dropna().unique())
+        for n, kind in kinds.items()
+        if kind == "categorical"
+    }
+    names = list(kinds)
+    x_prepared = prepare_features(x_all, names, levels)
+    folds = {k: x_prepared.iloc[getattr(split, k)] for k in ("train", "calibration", "validation")}
+    booster = _fit_booster(
+        folds["train"], y[split.train], folds["calibration"], y[split.calibration], run_params
+    )
+    calib_margin = booster.predict(folds["calibration"], raw_score=True)
+    calibrator = fit_calibrator(calib_margin, y[split.calibration], calibration)
+    y_valid = y[split.validation]
+    p_valid = np.clip(
+        calibrator.predict(booster.predict(folds["validation"], raw_score=True)), 0.0, 1.0
+    )
+
+    metrics = {"model": evaluate(y_valid, p_valid)}
+    validation = pd.DataFrame({"label": y_valid.astype("int64"), "p_model": p_valid})
+    if cutoffs is not None:
+        validation.insert(0, "as_of", cutoffs.iloc[split.validation].to_numpy())
+    for name, (calib_points, valid_points) in _baselines(
+        rule_model, features.reset_index(drop=True), y, split
+    ).items():
+        to_probability = fit_calibrator(calib_points, y[split.calibration], "sigmoid")
+        p_rule = to_probability.predict(valid_points)
+        metrics[name] = evaluate(y_valid, p_rule)
+        metrics[name].update(
+            {
+                f"points_{k}": v
+                for k, v in evaluate(y_valid, valid_points, probabilities=False).items()
+                if k in ("roc_auc", "pr_auc", "lift_top_decile", "capture_top_decile")
+            }
+        )
+        validation[f"p_{name}"] = p_rule
+
+    fingerprint_frame = x_all.assign(__label=y)
+    if cutoffs is not None:
+        fingerprint_frame["__as_of"] = cutoffs.to_numpy()
+    importance = pd.DataFrame(
+        {
+            "feature": names,
+            "gain": booster.feature_importance("gain"),
+            "splits": booster.feature_importance("split"),
+        }
+    ).sort_values("gain", ascending=False, ignore_index=True)
+
+    def window(rows: np.ndarray) -> list[str]:
+        if cutoffs is None:
+            return []
+        chosen = cutoffs.iloc[rows]
+        return [chosen.min().strftime("%Y-%m-%d"), chosen.max().strftime("%Y-%m-%d")]
+
+    model = TrainedModel(
+        target=target,
+        booster=booster,
+        calibrator=calibrator,
+        feature_names=names,
+        categorical_levels=levels,
+        feature_set_version=feature_set_version,
+        reference_scores=np.sort(p_valid),
+        metadata={
+            "horizon_days": horizon_days,
+            "label_definition": label_definition,
+            "calibration_method": calibrator.method,
+            "best_iteration": booster.current_iteration(),
+            "split": split.describe(),
+            "train_window": window(split.train),
+            "validation_window": window(split.validation),
+            "feature_profile": feature_profile(x_train_raw, kinds),
+            "validation_metrics": {k: v for k, v in metrics["model"].items() if k != "band_rates"},
+        },
+    )
+    log.info(
+        "%s: %d trees, validation AUC %.3f, ECE %.4f",
+        target,
+        booster.current_iteration(),
+        metrics["model"]["roc_auc"],
+        metrics["model"]["ece"],
+    )
+    return TrainResult(
+        model=model,
+        metrics=metrics,
+        split=split,
+        validation=validation,
+        validation_features=x_all.iloc[split.validation].reset_index(drop=True),
+        importance=importance,
+        leakage_aucs=leakage,
+        data_fingerprint=data_fingerprint(fingerprint_frame),
+        params=run_params,
+    )

@@ -1,0 +1,253 @@
+"""The lead board: one self-contained HTML page per run for sales.
+
+The page carries its data as JSON in a ``<script type="application/json">`` block
+and renders the table in the browser with ``textContent`` only, so nothing from the
+data can become markup. Everything else goes through Jinja2 with autoescape on. No
+CDN, no network: the file opens from a disk, a share or an email attachment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+log = logging.getLogger(__name__)
+
+BAND_ORDER = ("high", "medium", "at-risk")
+#: Entity attributes shown as "fit" on the board when present, in this order.
+FIT_FIELDS = ("industry", "company_size", "country", "job_level", "lead_source")
+#: Columns that name the lead, first present and non-empty wins.
+NAME_FIELDS = ("name", "company", "company_name", "account_name")
+NO_CONSENT_STATUS = "not scored: no consent"
+DEFAULT_BAND_RULE = (
+    "Bands come from calibrated probabilities: high = likely to convert within the "
+    "conversion horizon, at-risk = likely to churn, medium = everyone else scored."
+)
+#: Characters that could end a ``<script>`` block or start an HTML entity.
+_JSON_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+
+
+@dataclass(frozen=True)
+class BoardPaths:
+    """Where a run's board went."""
+
+    page: Path
+    index: Path | None
+
+
+def is_no_consent(status: pd.Series) -> pd.Series:
+    """True where a status says the entity withheld or withdrew consent."""
+    return status.astype("string").str.startswith(NO_CONSENT_STATUS).fillna(False).astype(bool)
+
+
+def embed_json(data: Any) -> Markup:
+    """JSON safe to place inside ``<script type="application/json">``.
+
+    ``<``, ``>`` and ``&`` are written as JSON unicode escapes so a value such as
+    ``</script><script>...`` cannot close the block; ``json.loads`` and
+    ``JSON.parse`` read them back unchanged.
+    """
+    text = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    for char, escaped in _JSON_HTML_ESCAPES.items():
+        text = text.replace(char, escaped)
+    return Markup(text)
+
+
+def _clean(value: Any) -> Any:
+    """A JSON-ready scalar: missing values become ``None``, timestamps ISO text."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+    if isinstance(value, pd.Timestamp | date):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return _clean(value.item())
+    return value
+
+
+def _rounded(value: Any, digits: int = 4) -> float | None:
+    cleaned = _clean(value)
+    return None if cleaned is None else round(float(cleaned), digits)
+
+
+def parse_reasons(raw: Any) -> list[dict[str, Any]]:
+    """The reason list from its JSON string; empty when missing or unreadable.
+
+    Each reason keeps ``concept``, ``group`` (``fit`` or ``engagement``), ``text``
+    and ``impact`` (score points, signed).
+    """
+    if raw is None or raw is pd.NA or (isinstance(raw, float) and math.isnan(raw)):
+        return []
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else list(raw)
+    except (TypeError, ValueError):
+        log.warning("Unreadable reasons value %r; shown as none.", str(raw)[:80])
+        return []
+    reasons = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        impact = _clean(item.get("impact"))
+        reasons.append(
+            {
+                "concept": str(item.get("concept") or ""),
+                "group": "fit" if item.get("group") == "fit" else "engagement",
+                "text": str(item.get("text") or item.get("concept") or ""),
+                "impact": round(float(impact), 1) if impact is not None else None,
+            }
+        )
+    return reasons
+
+
+def _first_present(row: pd.Series, columns: tuple[str, ...]) -> Any:
+    for column in columns:
+        value = _clean(row.get(column))
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def owner_columns(scored: pd.DataFrame) -> list[str]:
+    """Columns about the lead's owner (``owner``, ``owner_email``, ``owner_team``...)."""
+    return [c for c in scored.columns if c == "owner" or c.startswith("owner_")]
+
+
+def board_rows(scored: pd.DataFrame) -> list[dict[str, Any]]:
+    """One JSON-ready dict per scored entity; not-scored entities are left out.
+
+    Entities without consent are never shown (their status is counted in the
+    header instead).
+    """
+    shown = scored[scored["status"].astype("string").eq("scored").fillna(False).astype(bool)]
+    fit_columns = [c for c in FIT_FIELDS if c in shown.columns]
+    owners = owner_columns(shown)
+    rows = []
+    for _, row in shown.iterrows():
+        score = _clean(row.get("score"))
+        delta = _clean(row.get("score_delta"))
+        rows.append(
+            {
+                "id": _clean(row["entity_id"]),
+                "crm_id": _clean(row.get("crm_id")),
+                "name": _first_present(row, NAME_FIELDS) or _clean(row["entity_id"]),
+                "kind": _clean(row.get("kind")),
+                "score": int(score) if score is not None else None,
+                "band": _clean(row.get("band")),
+                "previous_band": _clean(row.get("previous_band")),
+                "delta": int(round(delta)) if delta is not None else None,
+                "conversion": _rounded(row.get("conversion_probability")),
+                "churn": _rounded(row.get("churn_probability")),
+                "rule_score": _clean(row.get("rule_score")),
+                "rule_band": _clean(row.get("rule_band")),
+                "source": _clean(row.get("score_source")),
+                "fit": [[c.replace("_", " "), _clean(row.get(c))] for c in fit_columns],
+                "owner": " · ".join(str(v) for c in owners if (v := _clean(row.get(c)))),
+                "up": parse_reasons(row.get("reasons_up")),
+                "down": parse_reasons(row.get("reasons_down")),
+            }
+        )
+    return rows
+
+
+def board_header(scored: pd.DataFrame, as_of: date, band_rule: str | None) -> dict[str, Any]:
+    """Numbers and text for the page header: counts, not-scored reasons, models, rule."""
+    status = scored["status"].astype("string").fillna("not scored: unknown")
+    scored_mask = status.eq("scored")
+    bands = scored.loc[scored_mask, "band"].astype("string").value_counts()
+    not_scored = status[~scored_mask].str.removeprefix("not scored:").str.strip().value_counts()
+    versions = (
+        scored.loc[scored_mask, "model_versions"].dropna().astype(str).unique().tolist()
+        if "model_versions" in scored.columns
+        else []
+    )
+    sources = (
+        scored.loc[scored_mask, "score_source"].dropna().astype(str).value_counts().to_dict()
+        if "score_source" in scored.columns
+        else {}
+    )
+    return {
+        "as_of": as_of.isoformat(),
+        "scored": int(scored_mask.sum()),
+        "total": len(scored),
+        "bands": [(band, int(bands.get(band, 0))) for band in BAND_ORDER],
+        "not_scored": [(str(why), int(n)) for why, n in not_scored.items()],
+        "model_versions": sorted(versions),
+        "score_sources": {str(k): int(v) for k, v in sources.items()},
+        "band_rule": band_rule or scored.attrs.get("band_rule") or DEFAULT_BAND_RULE,
+    }
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pipelines", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_board(scored: pd.DataFrame, as_of: date, band_rule: str | None = None) -> str:
+    """The lead board of one run as a self-contained HTML document.
+
+    Args:
+        scored: The scored frame (one row per entity, see ``models.scoring``).
+        as_of: The run date shown in the title.
+        band_rule: One sentence on how bands are assigned; defaults to
+            ``scored.attrs["band_rule"]`` or a generic description.
+
+    Returns:
+        The HTML text.
+    """
+    missing = {"entity_id", "status"} - set(scored.columns)
+    if missing:
+        raise ValueError(
+            f"The scored frame has no {', '.join(sorted(missing))} column; the lead board "
+            f"needs it (columns present: {', '.join(map(str, scored.columns[:12]))})."
+        )
+    rows = board_rows(scored)
+    header = board_header(scored, as_of, band_rule)
+    return (
+        _environment()
+        .get_template("board.html.j2")
+        .render(header=header, data_json=embed_json(rows))
+    )
+
+
+def write_board(
+    scored: pd.DataFrame, board_dir: Path, as_of: date, band_rule: str | None = None
+) -> BoardPaths:
+    """Write ``YYYY-MM-DD.html`` and, when this is the latest run, ``index.html``.
+
+    Re-running an older date rewrites that date's page but leaves ``index.html``
+    pointing at the newest run. Both writes are atomic.
+    """
+    from pipelines.io import write_text_atomic
+
+    board_dir = Path(board_dir)
+    board_dir.mkdir(parents=True, exist_ok=True)
+    html = render_board(scored, as_of, band_rule)
+    page = board_dir / f"{as_of.isoformat()}.html"
+    write_text_atomic(html, page)
+    newer = [p for p in board_dir.glob("????-??-??.html") if p.stem > as_of.isoformat()]
+    index = None
+    if not newer:
+        index = board_dir / "index.html"
+        write_text_atomic(html, index)
+    else:
+        log.info("Kept index.html on %s: it is newer than %s.", max(newer).stem, as_of)
+    log.info("Lead board written to %s (%d leads).", page, (scored["status"] == "scored").sum())
+    return BoardPaths(page=page, index=index)

@@ -1,0 +1,190 @@
+"""Prefect flows: thin wiring over the pure steps in ``features/`` and ``models/``.
+
+Tasks that touch storage or services retry with backoff; pure steps do not. A
+failure in any step ends the run in a failed state whose message names the step,
+and since every write is atomic and promotion happens only after evaluation, the
+previous outputs and the champion model stay as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from pipelines import steps
+from pipelines.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+
+
+class StepFailed(RuntimeError):
+    """A nightly step failed; the message names the step and the cause."""
+
+
+def _step(name: str, func, *args, **kwargs):  # noqa: ANN001, ANN202
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:
+        raise StepFailed(f"Step '{name}' failed: {exc}") from exc
+
+
+def _settings(config_path: str | None, sources: dict[str, str | None]) -> Settings:
+    overrides = {k: v for k, v in sources.items() if v}
+    settings = load_settings(config_path and __import__("pathlib").Path(config_path))
+    if overrides:
+        settings.sources = settings.sources.model_copy(update=overrides)
+    return settings
+
+
+@task(name="load inputs", **IO_RETRIES)
+def load_inputs_task(settings: Settings, as_of: pd.Timestamp) -> steps.LoadedInputs:
+    """Read and validate events, entities and outcomes."""
+    return steps.load_inputs(settings, as_of)
+
+
+@task(name="build features")
+def build_features_task(
+    settings: Settings, inputs: steps.LoadedInputs, as_of: pd.Timestamp
+) -> pd.DataFrame:
+    """Point-in-time features as of the run date."""
+    return steps.build_features(settings, inputs, as_of)
+
+
+@task(name="train model", **IO_RETRIES)
+def train_task(settings: Settings, inputs: steps.LoadedInputs, target: str, as_of: pd.Timestamp):  # noqa: ANN201
+    """Train, evaluate and register one target; promotion only when it wins."""
+    return steps.train(settings, inputs, target, as_of)
+
+
+@task(name="load champions", **IO_RETRIES)
+def load_champions_task(settings: Settings) -> dict[str, Any]:
+    """The ``@champion`` model of each target, or ``None``."""
+    return steps.load_champions(settings)
+
+
+@task(name="read previous scores", **IO_RETRIES)
+def read_previous_task(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    """The last scores written before this date."""
+    return steps.read_previous(settings, as_of)
+
+
+@task(name="score")
+def score_task(settings, inputs, features, champions, previous, as_of):  # noqa: ANN001, ANN201
+    """Score every entity: probabilities, bands, rule score and reasons."""
+    return steps.score(settings, inputs, features, champions, previous, as_of)
+
+
+@task(name="write outputs", **IO_RETRIES)
+def write_outputs_task(settings, scored, previous, as_of):  # noqa: ANN001, ANN201
+    """Parquet partition, score tables, CRM export and lead board, each atomic."""
+    return steps.write_outputs(settings, scored, previous, as_of)
+
+
+@task(name="publish summary", **IO_RETRIES)
+def publish_summary_task(settings: Settings, summary) -> str:  # noqa: ANN001
+    """Run summary as JSON beside the outputs and as a Prefect Markdown artifact."""
+    path = steps.write_summary(settings, summary)
+    create_markdown_artifact(
+        markdown=summary.to_markdown(),
+        key="leadscore-run-summary",
+        description=f"leadscore nightly run {summary.as_of}",
+    )
+    return str(path)
+
+
+@flow(name="build_features")
+def build_features_flow(
+    as_of: str | None = None, config_path: str | None = None, events: str | None = None,
+    entities: str | None = None, outcomes: str | None = None,
+) -> str:
+    """Build and save the feature table as of a date; returns its path."""
+    settings = _settings(config_path, {"events": events, "entities": entities, "outcomes": outcomes})
+    run_date = steps.resolve_as_of(as_of, settings)
+    inputs = load_inputs_task(settings, run_date)
+    table = build_features_task(settings, inputs, run_date)
+    return str(steps.save_features(settings, table, run_date))
+
+
+@flow(name="train")
+def train_flow(
+    target: str = "conversion", as_of: str | None = None, config_path: str | None = None
+) -> dict[str, Any]:
+    """Train one target on point-in-time snapshots and run champion/challenger."""
+    settings = _settings(config_path, {})
+    run_date = steps.resolve_as_of(as_of, settings)
+    inputs = load_inputs_task(settings, run_date)
+    return train_task(settings, inputs, target, run_date)
+
+
+@flow(name="recalibrate_baseline")
+def recalibrate_flow(
+    rules: str = "engagement", target: str = "churn", as_of: str | None = None,
+    config_path: str | None = None,
+) -> dict[str, Any]:
+    """Recalibrate a rule file's points from outcomes and write the report."""
+    settings = _settings(config_path, {})
+    run_date = steps.resolve_as_of(as_of, settings)
+    inputs = load_inputs_task(settings, run_date)
+    return steps.recalibrate(settings, inputs, rules, target, run_date)
+
+
+@flow(name="score")
+def score_flow(as_of: str | None = None, config_path: str | None = None) -> dict[str, Any]:
+    """Score everyone with the champions and write all outputs (no retraining)."""
+    return _run_nightly(as_of, config_path, {}, allow_retrain=False)
+
+
+@flow(name="nightly")
+def nightly(
+    as_of: str | None = None, config_path: str | None = None, events: str | None = None,
+    entities: str | None = None, outcomes: str | None = None,
+) -> dict[str, Any]:
+    """Validate inputs, build features, retrain when due, score, write and publish."""
+    sources = {"events": events, "entities": entities, "outcomes": outcomes}
+    return _run_nightly(as_of, config_path, sources, allow_retrain=True)
+
+
+def _run_nightly(
+    as_of: str | None, config_path: str | None, sources: dict, *, allow_retrain: bool
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    settings = _settings(config_path, sources)
+    run_date = steps.resolve_as_of(as_of, settings)
+    logger.info("leadscore run as of %s", run_date.date())
+    inputs = _step("load inputs", load_inputs_task, settings, run_date)
+    retention = _step("retention", steps.apply_retention, settings, inputs, run_date)
+    features = _step("build features", build_features_task, settings, inputs, run_date)
+    champions = _step("load champions", load_champions_task, settings)
+    decisions: dict[str, str] = {}
+    if allow_retrain:
+        for target in steps.TARGETS:
+            due, why = steps.retrain_due(settings, champions.get(target), features, run_date)
+            decisions[target] = why
+            if due:
+                result = _step(f"train {target}", train_task, settings, inputs, target, run_date)
+                decisions[target] = f"{why}; {result['decision']}"
+        champions = _step("load champions", load_champions_task, settings)
+    previous = _step("read previous scores", read_previous_task, settings, run_date)
+    scored = _step("score", score_task, settings, inputs, features, champions, previous, run_date)
+    summary = steps.summarise(
+        settings, inputs, features, scored, champions, decisions, retention, run_date
+    )
+    paths = _step("write outputs", write_outputs_task, settings, scored, previous, run_date)
+    summary.outputs = {k: str(v) for k, v in paths.items()}
+    summary_path = _step("publish summary", publish_summary_task, settings, summary)
+    if summary.psi_status == "failed":
+        raise StepFailed(
+            "Step 'drift check' failed: " + " ".join(summary.warnings)
+            + f" Scores were written; see {summary_path}."
+        )
+    if not summary.counts_match:
+        raise StepFailed(
+            f"Step 'score' failed: {summary.entities_in} entities in but {summary.rows_out} rows out."
+        )
+    return summary.to_dict()

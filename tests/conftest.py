@@ -1,0 +1,89 @@
+"""Fixtures shared by every test package: small seeded event histories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.spec import DEFAULT_EVENT_TYPES
+
+AS_OF = pd.Timestamp("2025-03-15 09:30:00", tz="UTC")
+EventHistory = tuple[pd.DataFrame, pd.DataFrame]
+
+
+def make_event_history(
+    seed: int = 0,
+    n_entities: int = 40,
+    n_events: int = 800,
+    as_of: pd.Timestamp = AS_OF,
+    extra_types: tuple[str, ...] = ("chat message", "api_call"),
+    history_days: float = 120.0,
+) -> EventHistory:
+    """Random events and entities around ``as_of``, seeded.
+
+    Events cover every declared type plus ``extra_types``, a tenth of them after
+    the cutoff, a few of entities missing from the entities table, NPS scores,
+    session minutes (some missing), purchase amounts and feature ids. Entities
+    include some created after the cutoff, some without consent and some without
+    any event; they carry a text and a numeric fit attribute.
+
+    Returns:
+        ``(events, entities)`` with contract column names.
+    """
+    rng = np.random.default_rng(seed)
+    types = np.array([e.name for e in DEFAULT_EVENT_TYPES] + list(extra_types))
+    ids = np.array([f"e{i:03d}" for i in range(n_entities)])
+    # Only the first 80% of entities have events; a few events belong to strangers.
+    who = np.where(
+        rng.random(n_events) < 0.97,
+        ids[rng.integers(0, int(n_entities * 0.8), n_events)],
+        "stranger",
+    )
+    what = types[rng.integers(0, len(types), n_events)]
+    age_days = rng.uniform(-0.1, 1.0, n_events) * history_days
+    event_time = (as_of - pd.to_timedelta(age_days, unit="D")).floor("us").as_unit("us")
+    value = np.full(n_events, np.nan)
+    for name, draw in {
+        "nps_answer": lambda k: rng.integers(0, 11, k).astype(float),
+        "session": lambda k: np.where(rng.random(k) < 0.1, np.nan, rng.uniform(1, 90, k)),
+        "purchase": lambda k: rng.uniform(10, 500, k).round(2),
+    }.items():
+        chosen = what == name
+        value[chosen] = draw(chosen.sum())
+    item = np.where(
+        what == "feature_use",
+        np.array([f"f{i}" for i in range(6)])[rng.integers(0, 6, n_events)],
+        None,
+    )
+    events = pd.DataFrame(
+        {"entity_id": who, "event_time": event_time, "event_type": what, "value": value,
+         "item": pd.array(item, dtype="str")}  # fmt: skip
+    )
+    created = as_of - pd.to_timedelta(rng.uniform(-20, 400, n_entities), unit="D")
+    entities = pd.DataFrame(
+        {
+            "entity_id": ids,
+            "created_at": created.floor("us").as_unit("us"),
+            "crm_id": [f"crm-{i}" for i in range(n_entities)],
+            "consent": rng.random(n_entities) > 0.05,
+            "kind": np.where(rng.random(n_entities) < 0.5, "lead", "customer"),
+            "industry": rng.choice(["software", "retail", "finance"], n_entities),
+            "employees": rng.integers(1, 5000, n_entities).astype(float),
+        }
+    )
+    return events, entities
+
+
+@pytest.fixture
+def as_of() -> pd.Timestamp:
+    """The default cutoff of :func:`make_event_history` (not a midnight)."""
+    return AS_OF
+
+
+@pytest.fixture
+def event_history() -> Callable[..., EventHistory]:
+    """Factory of seeded random ``(events, entities)``; see :func:`make_event_history`."""
+    return make_event_history

@@ -1,0 +1,356 @@
+from __future__ import annotations
+
+import ibis
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.build import build_features, build_snapshots, event_types_seen
+from features.reference import build_features_pandas
+from features.spec import FeatureSpec, feature_catalog
+
+US = pd.Timedelta(microseconds=1)
+DAY = pd.Timedelta(days=1)
+CUSTOM_SPEC = FeatureSpec(
+    windows_days=(1, 14),
+    half_life_days=3.5,
+    trend_window_days=7,
+    kpi_window_days=30,
+    key_features=("f1", "f2", "f4"),
+)
+
+
+@pytest.fixture(scope="module")
+def duckdb_con():
+    return ibis.duckdb.connect()
+
+
+def one_entity(as_of, created_days_ago=100.0):
+    return pd.DataFrame({"entity_id": ["a"], "created_at": [as_of - created_days_ago * DAY]})
+
+
+def events_of(*rows):
+    """Events of entity ``a`` from ``(event_type, event_time[, value[, item]])`` tuples."""
+    rows = [(*row, *(None,) * (4 - len(row))) for row in rows]
+    return pd.DataFrame(
+        {
+            "entity_id": "a",
+            "event_time": pd.to_datetime([r[1] for r in rows], utc=True),
+            "event_type": [r[0] for r in rows],
+            "value": pd.array([r[2] for r in rows], dtype="float64"),
+            "item": pd.array([r[3] for r in rows], dtype="str"),
+        }
+    )
+
+
+def the_row(events, as_of, spec=FeatureSpec(), **kwargs):
+    table = build_features(events, one_entity(as_of), as_of, spec, **kwargs)
+    assert len(table) == 1
+    return table.iloc[0]
+
+
+# --- (a) the engine equals the pandas reference ------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_duckdb_equals_the_pandas_reference(seed, event_history, as_of, duckdb_con):
+    events, entities = event_history(seed, n_entities=30, n_events=1500, history_days=100)
+    expected = build_features_pandas(events, entities, as_of)
+    built = build_features(events, entities, as_of, con=duckdb_con)
+    pd.testing.assert_frame_equal(built, expected, check_exact=False, rtol=1e-9)
+    # The data really exercises the special features, so the comparison means something.
+    assert (built["key_features_used_30d"] > 0).any()
+    assert (built["login_active_weeks_4w"] > 0).any()
+    assert set(built["nps_class"]) >= {"none", "detractor"}
+    assert (built["open_tickets"] > 0).any()
+    assert built["avg_session_minutes_30d"].notna().any()
+
+
+def test_a_custom_spec_drives_both_implementations(event_history, as_of, duckdb_con):
+    events, entities = event_history(7, n_entities=25, n_events=1500, history_days=60)
+    built = build_features(events, entities, as_of, CUSTOM_SPEC, con=duckdb_con)
+    expected = build_features_pandas(events, entities, as_of, CUSTOM_SPEC)
+    pd.testing.assert_frame_equal(built, expected, check_exact=False, rtol=1e-9)
+    assert {"login_count_1d", "login_count_14d", "purchase_amount_30d"} <= set(built.columns)
+    assert "login_count_7d" not in built.columns
+
+
+# --- (b) leakage: nothing at or after the cutoff matters ---------------------------------
+
+NEW_TYPES = ["login", "nps_answer", "ticket_resolved", "purchase", "brand_new_type"]
+
+
+@st.composite
+def future_edits(draw, n_future):
+    """Which future events to drop, how to change the rest, and new events to add."""
+    drop = draw(st.lists(st.booleans(), min_size=n_future, max_size=n_future))
+    change = draw(
+        st.lists(
+            st.tuples(st.sampled_from(NEW_TYPES), st.floats(0, 10), st.integers(0, 10**12)),
+            min_size=n_future,
+            max_size=n_future,
+        )
+    )
+    added = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["e000", "e001", "e005", "stranger"]),
+                st.sampled_from(NEW_TYPES),
+                st.integers(0, 90 * 86_400 * 10**6),  # microseconds at or after the cutoff
+                st.one_of(st.none(), st.floats(0, 10)),
+            ),
+            max_size=12,
+        )
+    )
+    return drop, change, added
+
+
+HISTORY = None
+
+
+def leakage_history(event_history):
+    global HISTORY  # built once: hypothesis re-runs the test body many times
+    if HISTORY is None:
+        HISTORY = event_history(11, n_entities=12, n_events=260, history_days=60)
+    return HISTORY
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_events_at_or_after_the_cutoff_never_change_the_table(
+    data, event_history, as_of, duckdb_con
+):
+    events, entities = leakage_history(event_history)
+    future = events["event_time"] >= as_of
+    drop, change, added = data.draw(future_edits(int(future.sum())))
+    kept_future = events[future].copy()
+    new_type, new_value, shift_us = zip(*change, strict=True) if change else ((), (), ())
+    kept_future["event_type"] = list(new_type)
+    kept_future["value"] = list(new_value)
+    kept_future["event_time"] = kept_future["event_time"] + pd.to_timedelta(shift_us, unit="us")
+    kept_future = kept_future[~np.array(drop, dtype=bool)]
+    new_events = pd.DataFrame(
+        {
+            "entity_id": [a[0] for a in added],
+            "event_time": [as_of + pd.Timedelta(microseconds=a[2]) for a in added],
+            "event_type": [a[1] for a in added],
+            "value": pd.array([a[3] for a in added], dtype="float64"),
+        }
+    ).astype({"event_time": "datetime64[us, UTC]"})
+    edited = pd.concat([events[~future], kept_future, new_events], ignore_index=True)
+    before = build_features(events, entities, as_of, con=duckdb_con)
+    after = build_features(edited, entities, as_of, con=duckdb_con)
+    pd.testing.assert_frame_equal(after, before, check_exact=False, rtol=1e-12)
+
+
+# --- (c)-(f) defined values, generic types, exact cutoffs, window edges ------------------
+
+
+def test_entities_without_events_get_zero_counts_and_no_recency(as_of, duckdb_con):
+    entities = pd.DataFrame(
+        {"entity_id": ["quiet", "busy"], "created_at": [as_of - 10 * DAY, as_of - 10 * DAY]}
+    )
+    events = events_of(("login", as_of - DAY)).assign(entity_id="busy")
+    table = build_features(events, entities, as_of, con=duckdb_con).set_index("entity_id")
+    quiet = table.loc["quiet"]
+    catalog = {d.name: d for d in feature_catalog(FeatureSpec())}
+    for name, feature in catalog.items():
+        if feature.dtype == "int64":
+            assert quiet[name] == 0, name
+    assert np.isnan(quiet["login_days_since_last"]) and np.isnan(quiet["days_since_last_event"])
+    assert quiet["login_decayed"] == 0.0 and quiet["login_trend"] == 0.0
+    assert quiet["nps_class"] == "none" and np.isnan(quiet["nps_latest"])
+    assert np.isnan(quiet["email_open_rate_90d"]) and np.isnan(quiet["avg_session_minutes_30d"])
+    assert quiet["session_minutes_30d"] == 0.0 and quiet["purchase_amount_90d"] == 0.0
+    assert table.loc["busy", "login_count_7d"] == 1
+
+
+def test_undeclared_event_types_get_generic_columns(as_of, duckdb_con):
+    events = events_of(
+        ("Chat Message!", as_of - DAY),
+        ("Chat Message!", as_of - 40 * DAY),
+        ("seen_later", as_of + DAY),
+    )
+    row = the_row(events, as_of, con=duckdb_con)
+    assert row["chat_message_count_7d"] == 1 and row["chat_message_count_90d"] == 2
+    assert row["chat_message_days_since_last"] == pytest.approx(1.0)
+    assert row["chat_message_trend"] == 0.0  # one in the last 30 days, one in the 30 before
+    assert row["chat_message_decayed"] == pytest.approx(0.5 ** (1 / 14) + 0.5 ** (40 / 14))
+    assert not any(c.startswith("seen_later") for c in row.index)
+    assert row["days_since_last_event"] == pytest.approx(1.0)
+    assert event_types_seen(events, as_of) == ["Chat Message!"]
+    assert event_types_seen(events) == ["Chat Message!", "seen_later"]
+
+
+def test_event_types_whose_columns_would_collide_are_refused(as_of):
+    events = events_of(("page view", as_of - DAY), ("Page-View", as_of - DAY))
+    with pytest.raises(ValueError, match="page_view"):
+        build_features(events, one_entity(as_of), as_of)
+
+
+def test_an_event_at_the_cutoff_is_excluded_one_microsecond_before_is_included(as_of):
+    at_cutoff = the_row(events_of(("login", as_of)), as_of)
+    assert at_cutoff["login_count_7d"] == 0 and np.isnan(at_cutoff["login_days_since_last"])
+    just_before = the_row(events_of(("login", as_of - US)), as_of)
+    assert just_before["login_count_7d"] == 1
+    assert just_before["login_days_since_last"] == pytest.approx(1e-6 / 86_400, rel=1e-6)
+    assert just_before["login_decayed"] == pytest.approx(1.0)
+
+
+def test_window_edges_follow_the_point_in_time_rule(duckdb_con):
+    as_of = pd.Timestamp("2025-03-15 09:30", tz="UTC")
+    row = the_row(
+        events_of(
+            ("page_view", as_of - 7 * DAY),  # first instant of the 7-day window
+            ("page_view", as_of - 7 * DAY - US),  # just outside it
+            ("page_view", as_of - 30 * DAY),  # last 30 days: trend "recent" span
+            ("page_view", as_of - 60 * DAY),  # the 30 days before
+            ("page_view", as_of - 60 * DAY - US),  # outside both trend spans
+        ),
+        as_of,
+        con=duckdb_con,
+    )
+    assert row["page_view_count_7d"] == 1
+    assert row["page_view_count_30d"] == 3
+    assert row["page_view_count_90d"] == 5
+    assert row["page_view_trend"] == 3 - 1
+
+
+def test_login_weeks_and_days_use_utc_days_and_seven_day_spans(duckdb_con):
+    as_of = pd.Timestamp("2025-03-15 09:30", tz="UTC")
+    row = the_row(
+        events_of(
+            ("login", as_of - 7 * DAY),  # week 1 (its first instant), on Mar 8
+            ("login", as_of - 7 * DAY - US),  # week 2, also on Mar 8
+            ("login", as_of - 21 * DAY - US),  # week 4, Feb 22
+            ("login", as_of - 28 * DAY - US),  # outside the 28 days (Feb 15), inside 30
+            ("login", pd.Timestamp("2025-03-15 00:00", tz="UTC")),  # the cutoff's UTC day
+            ("login", pd.Timestamp("2025-03-14 23:59:59.999999", tz="UTC")),  # the day before
+        ),
+        as_of,
+        con=duckdb_con,
+    )
+    assert row["login_active_weeks_4w"] == 3
+    assert row["login_active_days_28d"] == 4  # Mar 15, Mar 14, Mar 8, Feb 22
+    assert row["active_days_30d"] == 5  # ... and Feb 15
+
+
+def test_special_features_follow_their_definitions(duckdb_con):
+    as_of = pd.Timestamp("2025-03-15", tz="UTC")
+    row = the_row(
+        events_of(
+            ("nps_answer", as_of - 20 * DAY, 3.0),
+            ("nps_answer", as_of - 2 * DAY, 7.0),
+            ("nps_answer", as_of - 2 * DAY, 9.0),  # same instant: the highest score
+            ("nps_answer", as_of - DAY, None),  # no score: not an answer
+            ("session", as_of - DAY, 30.0),
+            ("session", as_of - 2 * DAY, 10.0),
+            ("session", as_of - 31 * DAY, 99.0),
+            ("feature_use", as_of - DAY, None, "f1"),
+            ("feature_use", as_of - 3 * DAY, None, "f1"),
+            ("feature_use", as_of - 4 * DAY, None, "f2"),
+            ("feature_use", as_of - 40 * DAY, None, "f3"),
+            ("ticket_opened", as_of - 200 * DAY),
+            ("ticket_opened", as_of - 5 * DAY),
+            ("ticket_resolved", as_of - 100 * DAY),
+            ("ticket_resolved", as_of - 99 * DAY),
+            ("ticket_resolved", as_of - 98 * DAY),
+            ("purchase", as_of - 10 * DAY, 120.5),
+            ("purchase", as_of - 91 * DAY, 1000.0),
+            ("email_delivered", as_of - 3 * DAY),
+            ("email_delivered", as_of - 4 * DAY),
+            ("email_bounced", as_of - 4 * DAY),
+            ("email_opened", as_of - 2 * DAY),
+        ),
+        as_of,
+        con=duckdb_con,
+    )
+    assert row["nps_latest"] == 9.0 and row["nps_class"] == "promoter"
+    assert row["session_minutes_30d"] == 40.0 and row["avg_session_minutes_30d"] == 20.0
+    assert row["key_features_used_30d"] == 2
+    assert row["open_tickets"] == 0  # 2 opened, 3 resolved: never negative
+    assert row["purchase_amount_90d"] == 120.5
+    assert row["email_delivery_rate_90d"] == pytest.approx(2 / 3)
+    assert row["email_open_rate_90d"] == 0.5 and row["email_click_rate_90d"] == 0.0
+    assert row["email_click_to_open_rate_90d"] == 0.0
+    assert row["tenure_days"] == 100.0
+    keyed = the_row(events_of(("feature_use", as_of - DAY, None, "f3")), as_of, CUSTOM_SPEC)
+    assert keyed["key_features_used_30d"] == 0  # f3 is not a key feature of CUSTOM_SPEC
+
+
+# --- the table's shape and inputs -------------------------------------------------------
+
+
+def test_columns_rows_and_dtypes_follow_the_contract(event_history, as_of, duckdb_con):
+    events, entities = event_history(5)
+    table = build_features(events, entities, as_of.tz_localize(None), con=duckdb_con)
+    fits = {"industry": "category", "employees": "float64"}
+    types = sorted(set(events.loc[events["event_time"] < as_of, "event_type"]))
+    catalog = feature_catalog(FeatureSpec(), types, fits)
+    assert list(table.columns) == ["entity_id", "as_of", *(d.name for d in catalog)]
+    for feature in catalog:
+        assert str(table[feature.name].dtype) == feature.dtype, feature.name
+    assert (table["as_of"] == as_of).all() and str(table["as_of"].dt.tz) == "UTC"
+    eligible = entities[(entities["created_at"] < as_of) & entities["consent"]]
+    assert table["entity_id"].tolist() == sorted(eligible["entity_id"])
+    assert set(table["industry"].cat.categories) == set(entities["industry"])
+
+
+def test_parquet_files_give_the_same_table_as_a_frame(event_history, as_of, tmp_path):
+    events, entities = event_history(6)
+    folder = tmp_path / "events"
+    folder.mkdir()
+    events.iloc[:400].to_parquet(folder / "part-0.parquet")
+    events.iloc[400:].to_parquet(folder / "part-1.parquet")
+    from_frame = build_features(events, entities, as_of)
+    pd.testing.assert_frame_equal(build_features(folder, entities, as_of), from_frame)
+    pd.testing.assert_frame_equal(
+        build_features(str(folder / "*.parquet"), entities, as_of), from_frame
+    )
+
+
+def test_snapshots_stack_one_table_per_cutoff(event_history, as_of, duckdb_con):
+    events, entities = event_history(8)
+    cutoffs = [as_of - 30 * DAY, as_of, as_of]
+    stacked = build_snapshots(events, entities, cutoffs, con=duckdb_con)
+    types = event_types_seen(events, as_of)
+    for cutoff in (as_of - 30 * DAY, as_of):
+        alone = build_features(events, entities, cutoff, con=duckdb_con, event_types=types)
+        part = stacked[stacked["as_of"] == cutoff].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, alone)
+    assert isinstance(stacked["industry"].dtype, pd.CategoricalDtype)
+    assert isinstance(stacked["nps_class"].dtype, pd.CategoricalDtype)
+
+
+def test_missing_columns_are_named(as_of):
+    events = events_of(("login", as_of - DAY)).drop(columns=["event_type"])
+    with pytest.raises(ValueError, match="event_type"):
+        build_features(events, one_entity(as_of), as_of)
+    with pytest.raises(ValueError, match="created_at"):
+        build_features(events_of(("login", as_of)), pd.DataFrame({"entity_id": ["a"]}), as_of)
+    with pytest.raises(ValueError, match="backend"):
+        build_features(events_of(("login", as_of)), one_entity(as_of), as_of, backend="polars")
+
+
+def test_repeated_entities_are_refused(as_of):
+    entities = pd.concat([one_entity(as_of)] * 2, ignore_index=True)
+    with pytest.raises(ValueError, match="repeats entity_id"):
+        build_features(events_of(("login", as_of - DAY)), entities, as_of)
+
+
+def test_naive_and_nanosecond_parquet_times_are_read_as_utc(as_of, tmp_path):
+    events = events_of(("login", as_of - DAY), ("login", as_of - 3 * DAY))
+    expected = build_features(events, one_entity(as_of), as_of)
+    naive = events.assign(event_time=events["event_time"].dt.tz_localize(None))
+    naive.to_parquet(tmp_path / "naive.parquet")
+    nanoseconds = events.assign(event_time=events["event_time"].dt.as_unit("ns"))
+    nanoseconds.to_parquet(tmp_path / "ns.parquet")
+    for name in ("naive.parquet", "ns.parquet"):
+        built = build_features(tmp_path / name, one_entity(as_of), as_of)
+        pd.testing.assert_frame_equal(built, expected)

@@ -1,0 +1,390 @@
+"""Lead board: escaping, content, pages per run, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from websockets.sync.client import connect
+
+from pipelines.board import board_header, board_rows, embed_json, render_board, write_board
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EVIL_NAME = "<script>alert(1)</script>"
+
+
+REASONS_UP = [
+    ("pricing page visits", "engagement", "4 pricing page visits in the last 7 days"),
+    ("demo requests", "engagement", "1 demo requests in the last 30 days"),
+    ("industry", "fit", "Industry: software"),
+    ("webinars", "engagement", "2 webinars attended in the last 30 days"),
+]
+REASONS_DOWN = [
+    (
+        "unsubscribes",
+        "engagement",
+        "Unsubscribed from 5.0% of delivered emails in the last 90 days",
+    ),
+    ("company size", "fit", "Company size: 1-10"),
+    ("recent activity", "engagement", "No activity of any kind for 41 days"),
+]
+
+
+def make_scored(
+    n: int = 40,
+    *,
+    seed: int = 0,
+    as_of: str = "2025-06-01",
+    no_consent: tuple[int, ...] = (3,),
+    evil_name_at: int | None = 1,
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    as_of_ts = pd.Timestamp(as_of, tz="UTC")
+    conversion = rng.uniform(0, 1, n)
+    churn = rng.uniform(0, 0.6, n)
+    score = np.round(conversion * 100).astype(int)
+    kind = np.where(rng.uniform(size=n) < 0.7, "lead", "customer")
+    band = np.where(
+        score >= 70, "high", np.where((kind == "customer") & (churn > 0.4), "at-risk", "medium")
+    )
+    bands = ["high", "medium", "at-risk"]
+    previous_band = [bands[i] for i in rng.integers(0, 3, n)]
+    delta = rng.integers(-15, 16, n)
+
+    def reasons(pool, sign):
+        picks = rng.choice(len(pool), size=2, replace=False)
+        return json.dumps(
+            [
+                {
+                    "concept": pool[i][0],
+                    "group": pool[i][1],
+                    "text": pool[i][2],
+                    "impact": float(sign * rng.integers(1, 20)),
+                }
+                for i in picks
+            ]
+        )
+
+    up = [reasons(REASONS_UP, 1) for _ in range(n)]
+    down = [reasons(REASONS_DOWN, -1) for _ in range(n)]
+    names = [f"Company {i:03d}" for i in range(n)]
+    if evil_name_at is not None:
+        names[evil_name_at] = "<script>alert(1)</script>"
+    frame = pd.DataFrame(
+        {
+            "entity_id": [f"e{i:04d}" for i in range(n)],
+            "crm_id": [f"00Q{i:012d}" if i % 5 else None for i in range(n)],
+            "kind": kind,
+            "status": "scored",
+            "conversion_probability": conversion,
+            "churn_probability": churn,
+            "score": pd.array(score, dtype="Int64"),
+            "band": band,
+            "rule_score": rng.integers(0, 150, n).astype(float),
+            "rule_band": [bands[i] for i in rng.integers(0, 3, n)],
+            "score_source": "model",
+            "model_versions": "conversion:v3 churn:v2",
+            "scored_at": pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(hours=2),
+            "as_of": as_of_ts,
+            "previous_band": previous_band,
+            "score_delta": delta.astype(float),
+            "reasons_up": up,
+            "reasons_down": down,
+            "reasons_text": ["Up: pricing page visits; Down: unsubscribes"] * n,
+            "reasons_computed_at": as_of_ts,
+            "industry": rng.choice(["software", "retail", "finance"], n),
+            "company_size": rng.choice(["1-10", "11-50", "51-200"], n),
+            "country": rng.choice(["FR", "DE", "US"], n),
+            "lead_source": rng.choice(["webinar", "organic", "paid"], n),
+            "job_level": rng.choice(["manager", "director", "c-level"], n),
+            "owner": rng.choice(["Ana Ruiz", "Ben Cole"], n),
+            "name": names,
+        }
+    )
+    for i in no_consent:
+        for column in ("conversion_probability", "churn_probability", "rule_score", "score_delta"):
+            frame.loc[i, column] = np.nan
+        for column in (
+            "band",
+            "rule_band",
+            "previous_band",
+            "reasons_up",
+            "reasons_down",
+            "reasons_text",
+        ):
+            frame.loc[i, column] = None
+        frame.loc[i, "score"] = pd.NA
+        frame.loc[i, "status"] = "not scored: no consent"
+    return frame
+
+
+# --- a small DevTools Protocol client ---
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+    "--hide-scrollbars",
+)
+
+
+class HeadlessChromium:
+    """Debian's Chromium driven over the DevTools protocol (no browser download)."""
+
+    def __init__(self, binary: str, profile_dir: Path) -> None:
+        self.binary, self.profile_dir = binary, profile_dir
+        self.events: list[dict] = []
+        self._next_id = 0
+
+    def __enter__(self) -> HeadlessChromium:
+        self.process = subprocess.Popen(
+            [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile_dir}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        port_file = self.profile_dir / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"Chromium did not start (exit code {self.process.poll()}).")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
+            targets = json.load(reply)
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        for domain in ("Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ws.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def _handle_event(self, message: dict) -> None:
+        self.events.append(message)
+        if message["method"] == "Page.javascriptDialogOpening":
+            # A dialog blocks the page; dismiss it so the test can report it.
+            self._next_id += 1
+            self.ws.send(
+                json.dumps(
+                    {
+                        "id": self._next_id,
+                        "method": "Page.handleJavaScriptDialog",
+                        "params": {"accept": False},
+                    }
+                )
+            )
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 30) -> dict:
+        self._next_id += 1
+        call_id = self._next_id
+        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params or {}}))
+        deadline = time.monotonic() + timeout
+        while True:
+            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if "method" in message:
+                self._handle_event(message)
+            elif message.get("id") == call_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method} failed: {message['error']}")
+                return message.get("result", {})
+
+    def wait_for(self, event: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.events:
+                if message["method"] == event:
+                    return message
+            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if "method" in message:
+                self._handle_event(message)
+
+    def open(self, url: str, width: int = 1440, height: int = 900) -> None:
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        self.send("Page.navigate", {"url": url})
+        self.wait_for("Page.loadEventFired")
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"Script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def screenshot(self, path: Path, full_page: bool = False) -> Path:
+        params = {"format": "png", "captureBeyondViewport": full_page}
+        data = self.send("Page.captureScreenshot", params)["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def errors(self) -> list[str]:
+        found = []
+        for message in self.events:
+            method, params = message["method"], message.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+                found.append(
+                    "console.error: "
+                    + " ".join(
+                        str(a.get("value", a.get("description"))) for a in params.get("args", [])
+                    )
+                )
+            elif method == "Runtime.exceptionThrown":
+                found.append("exception: " + json.dumps(params.get("exceptionDetails", {}))[:500])
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                found.append("log: " + params["entry"].get("text", ""))
+        return found
+
+    def dialogs(self) -> list[str]:
+        return [
+            m["params"].get("message", "")
+            for m in self.events
+            if m["method"] == "Page.javascriptDialogOpening"
+        ]
+
+
+# --- tests ---
+
+
+def test_embed_json_cannot_close_its_script_block():
+    payload = [{"name": "</script><script>alert(1)</script>", "note": "a & b > c"}]
+    embedded = str(embed_json(payload))
+    assert "<" not in embedded and ">" not in embedded and "&" not in embedded
+    assert json.loads(embedded) == payload
+
+
+def test_data_text_is_escaped_in_the_page():
+    scored = make_scored(12, seed=1)
+    scored.loc[0, "owner"] = '"><img src=x onerror=alert(2)>'
+    html = render_board(scored, date(2025, 6, 1), band_rule="high when <b>p</b> >= 0.4 & up")
+    assert EVIL_NAME not in html
+    assert "<img" not in html
+    # Only the page's own two script blocks exist: the JSON data and the board code.
+    assert html.count("<script") == 2
+    assert "high when &lt;b&gt;p&lt;/b&gt; &gt;= 0.4 &amp; up" in html
+    data = html.split('id="board-data">', 1)[1].split("</script>", 1)[0]
+    names = {row["name"] for row in json.loads(data)}
+    assert EVIL_NAME in names
+
+
+def test_board_leaves_out_entities_without_consent_and_counts_them():
+    scored = make_scored(20, seed=2, no_consent=(0, 5, 7))
+    rows = board_rows(scored)
+    shown = {row["id"] for row in rows}
+    hidden = set(scored.loc[[0, 5, 7], "entity_id"])
+    assert not shown & hidden
+    assert len(rows) == len(scored) - len(hidden)
+    header = board_header(scored, date(2025, 6, 1), None)
+    assert ("no consent", len(hidden)) in header["not_scored"]
+    assert sum(n for _, n in header["bands"]) == len(rows)
+
+
+def test_board_rows_carry_reasons_change_and_fit():
+    scored = make_scored(10, seed=3, no_consent=())
+    rows = {row["id"]: row for row in board_rows(scored)}
+    for _, source in scored.iterrows():
+        row = rows[source["entity_id"]]
+        assert row["score"] == source["score"]
+        assert row["delta"] == round(source["score_delta"])
+        assert [r["text"] for r in row["up"]] == [
+            r["text"] for r in json.loads(source["reasons_up"])
+        ]
+        assert all(r["impact"] < 0 for r in row["down"])
+        assert dict(row["fit"])["industry"] == source["industry"]
+        assert row["owner"] == source["owner"]
+
+
+def test_unreadable_reasons_show_as_none():
+    scored = make_scored(4, seed=4, no_consent=(), evil_name_at=None)
+    scored.loc[0, "reasons_up"] = "{not json"
+    rows = board_rows(scored)
+    assert rows[0]["up"] == [] and rows[1]["up"]
+
+
+def test_page_per_run_and_index_follows_the_newest(tmp_path):
+    first = write_board(make_scored(6, as_of="2025-06-01"), tmp_path, date(2025, 6, 1))
+    second = write_board(make_scored(6, as_of="2025-06-02"), tmp_path, date(2025, 6, 2))
+    assert first.page != second.page and first.page.exists() and second.page.exists()
+    assert second.index.read_text() == second.page.read_text()
+    # Re-running the older date rewrites its page but keeps index.html on the newest.
+    rerun = write_board(make_scored(6, seed=9, as_of="2025-06-01"), tmp_path, date(2025, 6, 1))
+    assert rerun.index is None
+    assert (tmp_path / "index.html").read_text() == second.page.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "2025-06-01.html", "2025-06-02.html", "index.html",
+    ]  # fmt: skip
+
+
+def _chromium_binary() -> str:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip(
+            "Debian's chromium package is not installed (scripts/system-deps.sh installs it)"
+        )
+    return binary
+
+
+@pytest.mark.browser
+def test_board_in_headless_chromium(tmp_path, record_property):
+    scored = make_scored(60, seed=5, no_consent=(3, 8))
+    page = write_board(scored, tmp_path / "board", date(2025, 6, 1)).page
+    expected_high = int(((scored["status"] == "scored") & (scored["band"] == "high")).sum())
+    assert expected_high > 0
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    with HeadlessChromium(_chromium_binary(), profile) as browser:
+        browser.open(page.as_uri())
+        rendered = browser.evaluate("document.querySelectorAll('#board tbody tr').length")
+        assert rendered == len(scored) - 2
+        found = browser.evaluate(
+            "Array.from(document.querySelectorAll('.lead-name'))"
+            f".filter(e => e.textContent === {json.dumps(EVIL_NAME)}).length"
+        )
+        assert found == 1, "the lead named like a script tag must show as text"
+        bands = browser.evaluate(
+            "(() => { const s = document.getElementById('band-filter'); s.value = 'high';"
+            " s.dispatchEvent(new Event('change'));"
+            " return Array.from(document.querySelectorAll('#board tbody tr'))"
+            ".map(r => r.dataset.band); })()"
+        )
+        assert bands and set(bands) == {"high"} and len(bands) == expected_high
+        browser.evaluate(
+            "(() => { const s = document.getElementById('band-filter'); s.value = '';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
+        # Clicking the Score header flips the default (descending) order.
+        ascending = browser.evaluate(
+            "(() => { document.querySelector('th[data-sort=score]').click();"
+            " return Array.from(document.querySelectorAll('#board tbody .score'))"
+            ".map(e => Number(e.textContent)); })()"
+        )
+        assert ascending == sorted(ascending) and len(ascending) == rendered
+        browser.evaluate("document.querySelector('th[data-sort=score]').click()")
+        screenshot = browser.screenshot(REPO_ROOT / "test-artifacts" / "lead-board.png")
+        assert browser.errors() == []
+        assert browser.dialogs() == []
+    record_property("screenshot", str(screenshot))
+    print(f"lead board screenshot: {screenshot}")
