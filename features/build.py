@@ -10,7 +10,7 @@ contract of ``docs/ARCHITECTURE.md``: ``entity_id``, ``as_of``, then the columns
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 

@@ -108,8 +108,10 @@ def events_before(events: ir.Table, as_of: pd.Timestamp, backend: str) -> ir.Tab
 
 
 def _bit(position: ir.IntegerValue) -> ir.IntegerValue:
-    """``1 << position``, capped: engines also evaluate it on rows an aggregate's
-    filter drops, where the position may exceed 63 (those bits are never read).
+    """``1 << position``, capped at bit 62.
+
+    Engines also evaluate it on rows an aggregate's filter drops, where the position
+    may exceed 63 (those bits are never read).
     """
     return ibis.literal(1, "int64") << ibis.least(position, 62)
 
@@ -167,17 +169,24 @@ def per_entity_and_type(
     aggregates |= {
         "min_age_us": age.min(),
         "decayed": (age.cast("float64") * rate).exp().sum(),
-        "amount": ibis.ifelse(is_ticket, 1.0, coded.value).sum(where=amount_counted),
-        "active_day_mask": _bit(day_offset).bit_or(where=age <= ACTIVE_DAYS_WINDOW * DAY_US),
-        "login_mask": login_bits.bit_or(
-            where=(code == names[LOGIN]) & (age <= LOGIN_DAYS_WINDOW * DAY_US)
-        ),
+        # CASE rather than FILTER: the engines then compute the value on its rows only.
+        "amount": ibis.cases((is_ticket, 1.0), (amount_counted, coded.value)).sum(),
+        "active_day_mask": ibis.ifelse(
+            age <= ACTIVE_DAYS_WINDOW * DAY_US, _bit(day_offset), ibis.null("int64")
+        ).bit_or(),
+        "login_mask": ibis.ifelse(
+            (code == names[LOGIN]) & (age <= LOGIN_DAYS_WINDOW * DAY_US),
+            login_bits,
+            ibis.null("int64"),
+        ).bit_or(),
     }
     grouped = coded.group_by(["entity_id", "code"]).aggregate(**aggregates)
     # Empty sums and masks are NULL in SQL; 0 keeps every column integer or float.
     filled = grouped.mutate(
-        **{column: grouped[column].fill_null(0) for column in ("amount", "active_day_mask",
-                                                               "login_mask")}  # fmt: skip
+        **{
+            column: grouped[column].fill_null(0)
+            for column in ("amount", "active_day_mask", "login_mask")
+        }  # fmt: skip
     )
     joined = filled.join(entity_rows, filled.entity_id == entity_rows.entity_id)
     return joined.drop("entity_id")
@@ -233,62 +242,33 @@ def key_features_used(
 
 
 class _Columns:
-    """The output columns, written in place into one 2D block per dtype.
-
-    Feature tables have ~150 columns per entity: allocating each once, in the
-    block the final DataFrame wraps without copying, halves the memory traffic.
+    """Output columns as rows of one 2D block per dtype, which the final DataFrame wraps
+    without copying (a feature table is ~150 columns: each is written exactly once).
     """
 
-    def __init__(self, names: dict[str, str], n_rows: int) -> None:
-        ints = [name for name, dtype in names.items() if dtype == "int64"]
-        floats = [name for name, dtype in names.items() if dtype == "float64"]
-        self.int_block = np.zeros((len(ints), n_rows), dtype="int64")
-        self.float_block = np.zeros((len(floats), n_rows), dtype="float64")
-        self.column = {name: self.int_block[i] for i, name in enumerate(ints)}
-        self.column |= {name: self.float_block[i] for i, name in enumerate(floats)}
-        self.ints, self.floats = ints, floats
+    def __init__(self, dtypes: dict[str, str], n_rows: int) -> None:
+        self.names = {
+            kind: [n for n, d in dtypes.items() if d == kind] for kind in ("int64", "float64")
+        }
+        self.blocks = {
+            kind: np.zeros((len(names), n_rows), kind) for kind, names in self.names.items()
+        }
+        self.position = {name: i for names in self.names.values() for i, name in enumerate(names)}
+        self.dtype = dtypes
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.blocks[self.dtype[name]][self.position[name]]
+
+    def region(self, names: list[str]) -> np.ndarray:
+        """Consecutive columns as one (len(names), n_rows) view."""
+        first = self.position[names[0]]
+        return self.blocks[self.dtype[names[0]]][first : first + len(names)]
 
     def frame(self) -> pd.DataFrame:
-        """Both blocks as one DataFrame (no copy)."""
-        return pd.concat(
-            [
-                pd.DataFrame(self.int_block.T, columns=self.ints, copy=False),
-                pd.DataFrame(self.float_block.T, columns=self.floats, copy=False),
-            ],
-            axis=1,
-        )
-
-
-class _LongTable:
-    """The engine's (entity row, type code) rows, sliced by type code."""
-
-    def __init__(self, long: pa.Table) -> None:
-        self.long = long
-        codes = _numpy(long, "code")
-        # Codes are small integers: a stable sort on int16 is a radix sort.
-        self.order = np.argsort(codes.astype(np.int16), kind="stable")
-        edges = np.arange(OTHER_TYPE, codes.max(initial=OTHER_TYPE) + 2)
-        self.bounds = np.searchsorted(codes[self.order], edges)
-        self.rows = _numpy(long, "row")
-        self._values: dict[str, np.ndarray] = {}
-
-    def values(self, column: str) -> np.ndarray:
-        if column not in self._values:
-            self._values[column] = _numpy(self.long, column)
-        return self._values[column]
-
-    def of_type(self, code: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions in the long table of one type code, and their entity rows."""
-        position = code - OTHER_TYPE
-        if position + 1 >= len(self.bounds):
-            empty = np.empty(0, dtype=np.int64)
-            return empty, empty
-        picked = self.order[self.bounds[position] : self.bounds[position + 1]]
-        return picked, self.rows[picked]
-
-
-def _numpy(table: pa.Table, column: str) -> np.ndarray:
-    return table.column(column).to_numpy()
+        parts = [
+            pd.DataFrame(self.blocks[k].T, columns=self.names[k], copy=False) for k in self.names
+        ]
+        return pd.concat(parts, axis=1)
 
 
 def nps_classes(scores: np.ndarray) -> np.ndarray:
@@ -300,13 +280,13 @@ def nps_classes(scores: np.ndarray) -> np.ndarray:
     )
 
 
-def output_dtypes(spec: FeatureSpec, event_types: Sequence[str]) -> dict[str, str]:
-    """Name and dtype of every column :func:`assemble` writes, from the spec."""
-    from features.spec import per_type_features, special_features
-
-    dtypes = {d.name: d.dtype for name in event_types for d in per_type_features(spec, name)}
-    dtypes |= {d.name: d.dtype for d in special_features(spec) if d.name != "tenure_days"}
-    return dtypes
+def _per_type_names(spec: FeatureSpec, event_types: Sequence[str]) -> dict[str, list[str]]:
+    """Per-type column names grouped by statistic, types in order (one block region each)."""
+    bases = [safe_name(name) for name in event_types]
+    names = {f"n_{days}d": [f"{b}_count_{days}d" for b in bases] for days in spec.windows_days}
+    for stat in ("days_since_last", "decayed", "trend"):
+        names[stat] = [f"{b}_{stat}" for b in bases]
+    return names
 
 
 def assemble(
@@ -325,61 +305,72 @@ def assemble(
         nps: Result of :func:`latest_nps`.
         keys: Result of :func:`key_features_used`.
         n_rows: Number of entity rows.
-        codes: The type codes the engine used (see :func:`type_codes`).
+        codes: The type codes the engine used (see :func:`type_codes`); the
+            featurised types must have codes ``0 .. len(event_types) - 1``.
         spec: The feature set.
         event_types: Featurised event types.
 
     Returns:
-        Every engagement feature of the catalog except ``tenure_days``.
+        Every engagement feature of the catalog except ``tenure_days``, in no
+        particular column order.
     """
-    out = _Columns(output_dtypes(spec, event_types), n_rows)
-    column = out.column
-    table = _LongTable(long)
+    from features.spec import special_features
+
+    per_type = _per_type_names(spec, event_types)
+    dtypes = {name: ("int64" if stat.startswith("n_") else "float64")
+              for stat, names in per_type.items() for name in names}  # fmt: skip
+    dtypes |= {d.name: d.dtype for d in special_features(spec)
+               if d.name != "tenure_days" and d.dtype != "category"}  # fmt: skip
+    out = _Columns(dtypes, n_rows)
+    regions = {stat: out.region(names).reshape(-1) for stat, names in per_type.items()}
+    regions["days_since_last"][:] = np.nan
     code = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
     trend, kpi = spec.trend_window_days, spec.kpi_window_days
-    counts = {days: table.values(f"n_{days}d") for days in count_windows(spec)}
-    ages, decayed = table.values("min_age_us"), table.values("decayed")
-    for name in event_types:
-        base = safe_name(name)
-        picked, rows = table.of_type(code[name])
-        for days in spec.windows_days:
-            column[f"{base}_count_{days}d"][rows] = counts[days][picked]
-        since = column[f"{base}_days_since_last"]
-        since.fill(np.nan)
-        since[rows] = ages[picked] / DAY_US
-        column[f"{base}_decayed"][rows] = decayed[picked]
-        column[f"{base}_trend"][rows] = 2 * counts[trend][picked] - counts[2 * trend][picked]
-
-    def special(event_type: str, values: str) -> np.ndarray:
-        picked, rows = table.of_type(code[event_type])
-        spread = np.zeros(n_rows, dtype=table.values(values).dtype)
-        spread[rows] = table.values(values)[picked]
-        return spread
-
+    # Type-specific values, spread over entity rows: (type, engine column) -> values.
+    wanted = [(LOGIN, "login_mask"), (SESSION, "amount"), (SESSION, f"n_{SESSION_WINDOW}d"),
+              (PURCHASE, "amount"), (TICKET_OPENED, "amount"), (TICKET_RESOLVED, "amount"),
+              *((name, f"n_{kpi}d") for name in EMAIL_TYPES)]  # fmt: skip
+    typed = {key: np.zeros(n_rows, long.schema.field(key[1]).type.to_pandas_dtype())
+             for key in wanted}  # fmt: skip
     last_age = np.full(n_rows, np.inf)
-    np.minimum.at(last_age, table.rows, ages.astype("float64"))
     active = np.zeros(n_rows, dtype="int64")
-    np.bitwise_or.at(active, table.rows, table.values("active_day_mask"))
-    column["days_since_last_event"][:] = np.where(np.isinf(last_age), np.nan, last_age / DAY_US)
-    column[f"active_days_{ACTIVE_DAYS_WINDOW}d"][:] = np.bitwise_count(active)
-    login = special(LOGIN, "login_mask")
-    column[f"login_active_days_{LOGIN_DAYS_WINDOW}d"][:] = np.bitwise_count(
+    for batch in long.to_batches():
+        column = {name: batch.column(name).to_numpy() for name in batch.schema.names}
+        rows, codes_ = column["row"], column["code"]
+        featurised = (codes_ >= 0) & (codes_ < len(event_types))
+        cells = codes_[featurised] * n_rows + rows[featurised]
+        for days in spec.windows_days:
+            regions[f"n_{days}d"][cells] = column[f"n_{days}d"][featurised]
+        regions["days_since_last"][cells] = column["min_age_us"][featurised] / DAY_US
+        regions["decayed"][cells] = column["decayed"][featurised]
+        change = 2 * column[f"n_{trend}d"] - column[f"n_{2 * trend}d"]
+        regions["trend"][cells] = change[featurised]
+        for event_type, name in wanted:
+            chosen = codes_ == code[event_type]
+            typed[event_type, name][rows[chosen]] = column[name][chosen]
+        np.minimum.at(last_age, rows, column["min_age_us"])
+        np.bitwise_or.at(active, rows, column["active_day_mask"])
+    login = typed[LOGIN, "login_mask"]
+    minutes = typed[SESSION, "amount"]
+    out["days_since_last_event"][:] = np.where(np.isinf(last_age), np.nan, last_age / DAY_US)
+    out[f"active_days_{ACTIVE_DAYS_WINDOW}d"][:] = np.bitwise_count(active)
+    out[f"login_active_days_{LOGIN_DAYS_WINDOW}d"][:] = np.bitwise_count(
         login & ((1 << LOGIN_WEEK_BIT) - 1)
     )
-    column[f"login_active_weeks_{LOGIN_WEEKS}w"][:] = np.bitwise_count(login >> LOGIN_WEEK_BIT)
-    minutes = special(SESSION, "amount")
-    column[f"session_minutes_{SESSION_WINDOW}d"][:] = minutes
-    _ratio(minutes, special(SESSION, f"n_{SESSION_WINDOW}d"), column[f"avg_session_minutes_{SESSION_WINDOW}d"])
-    column[f"key_features_used_{KEY_FEATURES_WINDOW}d"][_numpy(keys, "row")] = _numpy(
+    out[f"login_active_weeks_{LOGIN_WEEKS}w"][:] = np.bitwise_count(login >> LOGIN_WEEK_BIT)
+    out[f"session_minutes_{SESSION_WINDOW}d"][:] = minutes
+    _ratio(minutes, typed[SESSION, f"n_{SESSION_WINDOW}d"],
+           out[f"avg_session_minutes_{SESSION_WINDOW}d"])  # fmt: skip
+    out[f"key_features_used_{KEY_FEATURES_WINDOW}d"][_numpy(keys, "row")] = _numpy(
         keys, "key_features_used"
     )
-    scores = column["nps_latest"]
-    scores.fill(np.nan)
+    scores = out["nps_latest"]
+    scores[:] = np.nan
     scores[_numpy(nps, "row")] = _numpy(nps, "nps_latest")
-    opened = special(TICKET_OPENED, "amount") - special(TICKET_RESOLVED, "amount")
-    column["open_tickets"][:] = np.maximum(opened, 0)
-    column[f"purchase_amount_{kpi}d"][:] = special(PURCHASE, "amount")
-    email = {name: special(name, f"n_{kpi}d") for name in EMAIL_TYPES}
+    tickets = typed[TICKET_OPENED, "amount"] - typed[TICKET_RESOLVED, "amount"]
+    out["open_tickets"][:] = np.maximum(tickets, 0)
+    out[f"purchase_amount_{kpi}d"][:] = typed[PURCHASE, "amount"]
+    email = {name: typed[name, f"n_{kpi}d"] for name in EMAIL_TYPES}
     delivered = email[EMAIL_DELIVERED]
     for rate, numerator, denominator in (
         ("delivery", delivered, delivered + email[EMAIL_BOUNCED]),
@@ -388,13 +379,17 @@ def assemble(
         ("click_to_open", email[EMAIL_CLICKED], email[EMAIL_OPENED]),
         ("unsubscribe", email[EMAIL_UNSUBSCRIBED], delivered),
     ):
-        _ratio(numerator, denominator, column[f"email_{rate}_rate_{kpi}d"])
+        _ratio(numerator, denominator, out[f"email_{rate}_rate_{kpi}d"])
     frame = out.frame()
     frame["nps_class"] = pd.Categorical(nps_classes(scores), categories=list(NPS_CLASSES))
     return frame
 
 
+def _numpy(table: pa.Table, column: str) -> np.ndarray:
+    return table.column(column).to_numpy()
+
+
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, out: np.ndarray) -> None:
     """``out = numerator / denominator``, NaN where the denominator is 0."""
-    out.fill(np.nan)
+    out[:] = np.nan
     np.divide(numerator, denominator, out=out, where=denominator > 0)

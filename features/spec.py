@@ -159,8 +159,7 @@ def per_type_features(spec: FeatureSpec, event_type: str) -> list[FeatureDef]:
         FeatureDef(
             f"{base}_decayed",
             "float64",
-            f"Recency-weighted {et.noun}: {{value:.1f}} "
-            f"(half-life {spec.half_life_days:g} days)",
+            f"Recency-weighted {et.noun}: {{value:.1f}} (half-life {spec.half_life_days:g} days)",
             et.concept,
         ),
         FeatureDef(
@@ -185,11 +184,15 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
             "recent activity",
         ),
         FeatureDef(
-            "active_days_30d", "int64", "Active on {value:.0f} of the last 30 days",
+            "active_days_30d",
+            "int64",
+            "Active on {value:.0f} of the last 30 days",
             "recent activity",
         ),
         FeatureDef(
-            "login_active_days_28d", "int64", "Logged in on {value:.0f} of the last 28 days",
+            "login_active_days_28d",
+            "int64",
+            "Logged in on {value:.0f} of the last 28 days",
             "logins",
         ),
         FeatureDef(
@@ -199,7 +202,9 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
             "logins",
         ),
         FeatureDef(
-            "session_minutes_30d", "float64", "{value:.0f} minutes in the product in the last 30 days",
+            "session_minutes_30d",
+            "float64",
+            "{value:.0f} minutes in the product in the last 30 days",
             "product usage",
         ),
         FeatureDef(
@@ -222,7 +227,9 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
             "open_tickets", "int64", "{value:.0f} support tickets still open", "support tickets"
         ),
         FeatureDef(
-            f"purchase_amount_{k}d", "float64", f"Spent {{value:,.2f}} in the last {k} days",
+            f"purchase_amount_{k}d",
+            "float64",
+            f"Spent {{value:,.2f}} in the last {k} days",
             "purchases",
         ),
         FeatureDef(

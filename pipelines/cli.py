@@ -78,8 +78,8 @@ def generate(
     out: Annotated[Path, typer.Option(help="Folder to write the generated data to.")] = Path(
         "data"
     ),
-    leads: Annotated[int, typer.Option(help="Number of B2B leads.")] = 15_000,
-    customers: Annotated[int, typer.Option(help="Number of SaaS customers.")] = 6_000,
+    leads: Annotated[int, typer.Option(help="Number of B2B leads.")] = 12_000,
+    customers: Annotated[int, typer.Option(help="Number of SaaS customers.")] = 9_000,
     months: Annotated[int, typer.Option(help="Months of history.")] = 12,
     start: Annotated[
         str, typer.Option(help="First day of the history, YYYY-MM-DD.")

@@ -100,11 +100,16 @@ def publish_summary_task(settings: Settings, summary) -> str:  # noqa: ANN001
 
 @flow(name="build_features")
 def build_features_flow(
-    as_of: str | None = None, config_path: str | None = None, events: str | None = None,
-    entities: str | None = None, outcomes: str | None = None,
+    as_of: str | None = None,
+    config_path: str | None = None,
+    events: str | None = None,
+    entities: str | None = None,
+    outcomes: str | None = None,
 ) -> str:
     """Build and save the feature table as of a date; returns its path."""
-    settings = _settings(config_path, {"events": events, "entities": entities, "outcomes": outcomes})
+    settings = _settings(
+        config_path, {"events": events, "entities": entities, "outcomes": outcomes}
+    )
     run_date = steps.resolve_as_of(as_of, settings)
     inputs = load_inputs_task(settings, run_date)
     table = build_features_task(settings, inputs, run_date)
@@ -124,7 +129,9 @@ def train_flow(
 
 @flow(name="recalibrate_baseline")
 def recalibrate_flow(
-    rules: str = "engagement", target: str = "churn", as_of: str | None = None,
+    rules: str = "engagement",
+    target: str = "churn",
+    as_of: str | None = None,
     config_path: str | None = None,
 ) -> dict[str, Any]:
     """Recalibrate a rule file's points from outcomes and write the report."""
@@ -142,8 +149,11 @@ def score_flow(as_of: str | None = None, config_path: str | None = None) -> dict
 
 @flow(name="nightly")
 def nightly(
-    as_of: str | None = None, config_path: str | None = None, events: str | None = None,
-    entities: str | None = None, outcomes: str | None = None,
+    as_of: str | None = None,
+    config_path: str | None = None,
+    events: str | None = None,
+    entities: str | None = None,
+    outcomes: str | None = None,
 ) -> dict[str, Any]:
     """Validate inputs, build features, retrain when due, score, write and publish."""
     sources = {"events": events, "entities": entities, "outcomes": outcomes}
@@ -180,11 +190,13 @@ def _run_nightly(
     summary_path = _step("publish summary", publish_summary_task, settings, summary)
     if summary.psi_status == "failed":
         raise StepFailed(
-            "Step 'drift check' failed: " + " ".join(summary.warnings)
+            "Step 'drift check' failed: "
+            + " ".join(summary.warnings)
             + f" Scores were written; see {summary_path}."
         )
     if not summary.counts_match:
         raise StepFailed(
-            f"Step 'score' failed: {summary.entities_in} entities in but {summary.rows_out} rows out."
+            f"Step 'score' failed: {summary.entities_in} entities in"
+            f" but {summary.rows_out} rows out."
         )
     return summary.to_dict()

@@ -45,7 +45,8 @@ def events_of(*rows):
     )
 
 
-def the_row(events, as_of, spec=FeatureSpec(), **kwargs):
+def the_row(events, as_of, spec=None, **kwargs):
+    spec = spec or FeatureSpec()
     table = build_features(events, one_entity(as_of), as_of, spec, **kwargs)
     assert len(table) == 1
     return table.iloc[0]

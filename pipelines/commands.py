@@ -1,0 +1,203 @@
+"""Bodies of the CLI commands: call a flow or a step, show progress, summarise."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pipelines.settings import Settings
+
+
+def generate(
+    out: Path, leads: int, customers: int, months: int, start: str, seed: int, console: Console
+) -> None:
+    """Generate synthetic data with a progress bar."""
+    from rich.progress import Progress
+
+    from features.synthetic import generate as run
+
+    began = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("Generating entities", total=leads + customers)
+        data = run(
+            out,
+            n_leads=leads,
+            n_customers=customers,
+            months=months,
+            start=start,
+            seed=seed,
+            progress=lambda done, total: progress.update(bar, completed=done),
+        )
+    console.print(
+        f"Generated {data.n_leads:,} leads, {data.n_customers:,} customers, "
+        f"{data.n_events:,} events, {data.n_conversions:,} conversions and "
+        f"{data.n_churns:,} churns in {time.perf_counter() - began:.1f} s -> {out}/"
+    )
+
+
+def features(settings: Settings, as_of: str | None, out: Path | None, console: Console) -> None:
+    """Build and save the feature table; print a short description of it."""
+    from pipelines import steps
+
+    run_date = steps.resolve_as_of(as_of, settings)
+    began = time.perf_counter()
+    with console.status("Reading inputs and building features"):
+        inputs = steps.load_inputs(settings, run_date)
+        table = steps.build_features(settings, inputs, run_date)
+        if out is not None:
+            from pipelines.io import write_parquet_atomic
+
+            path = write_parquet_atomic(table, out)
+        else:
+            path = steps.save_features(settings, table, run_date)
+    console.print(feature_summary(table, run_date, time.perf_counter() - began))
+    console.print(f"Input report: {inputs.report}")
+    console.print(f"Feature table written to {path}")
+
+
+def feature_summary(table: pd.DataFrame, as_of: pd.Timestamp, seconds: float) -> str:
+    """A few lines describing a feature table."""
+    numeric = table.select_dtypes("number")
+    busiest = (numeric.filter(like="_count_30d") > 0).mean().sort_values(ascending=False).head(5)
+    lines = [
+        f"Feature table as of {as_of.date()}: {len(table):,} entities x "
+        f"{table.shape[1] - 2} features, built in {seconds:.1f} s",
+        "Most common activity in the last 30 days (share of entities): "
+        + ", ".join(f"{c.removesuffix('_count_30d')} {v:.0%}" for c, v in busiest.items()),
+    ]
+    return "\n".join(lines)
+
+
+def nightly(settings: Settings, as_of: str | None, config: Path | None, console: Console) -> dict:
+    """Run the nightly flow once and print its summary."""
+    from pipelines.flows import nightly as flow
+
+    result = flow(as_of=as_of, config_path=str(config) if config else None)
+    _print_run(result, console)
+    return result
+
+
+def score(settings: Settings, as_of: str | None, console: Console) -> None:
+    """Score with the champions, no retraining."""
+    from pipelines.flows import score_flow
+
+    _print_run(score_flow(as_of=as_of), console)
+
+
+def backfill(
+    settings: Settings, start: str, end: str, every: int, config: Path | None, console: Console
+) -> None:
+    """Run the nightly flow for each date in order."""
+    for day in pd.date_range(start, end, freq=f"{every}D"):
+        console.rule(f"{day.date()}")
+        nightly(settings, str(day.date()), config, console)
+
+
+def train(settings: Settings, target: str, as_of: str | None, console: Console) -> None:
+    """Train one target through the train flow."""
+    from pipelines.flows import train_flow
+
+    with console.status(f"Training the {target} model"):
+        result = train_flow(target=target, as_of=as_of)
+    metrics = result["metrics"]
+    console.print(f"{result['decision']}")
+    console.print(
+        f"Out-of-time AUC {metrics['roc_auc']:.3f}, ECE {metrics['ece']:.4f}; "
+        f"MLflow run {result['run_id']} at {settings.tracking_uri}"
+    )
+
+
+def list_models(settings: Settings, console: Console) -> None:
+    """Print registered versions, aliases and key metrics."""
+    from models import tracking
+
+    tracking.configure(settings.tracking_uri)
+    console.print(tracking.list_models().to_string(index=False))
+
+
+def recalibrate(
+    settings: Settings, rules: str, target: str, as_of: str | None, console: Console
+) -> None:
+    """Recalibrate a rule file from outcomes and write the report."""
+    from models.recalibrate import recalibrate as run
+    from pipelines import steps
+
+    run_date = steps.resolve_as_of(as_of, settings)
+    with console.status("Building labelled snapshots and recalibrating"):
+        inputs = steps.load_inputs(settings, run_date)
+        frame = steps.training_frame(settings, inputs, target, run_date)
+        horizon = (
+            settings.labels.conversion_horizon_days
+            if target == "conversion"
+            else settings.labels.churn_horizon_days
+        )
+        result = run(
+            frame,
+            frame["label"],
+            frame["as_of"],
+            rules,
+            target,
+            seed=settings.seed,
+            label_horizon_days=horizon,
+        )
+        out = settings.output.dir / "recalibration" / f"{rules}-{target}"
+        result.write(out)
+    console.print(result.table.to_string(index=False))
+    console.print(f"Report, recalibrated rule file and metrics written to {out}/")
+
+
+def forget(settings: Settings, ids: list[str], console: Console) -> None:
+    """Erasure across every store is not built yet (issue 8); refuse rather than pretend."""
+    raise NotImplementedError(
+        "Erasure (leadscore forget) is not implemented yet; nothing was deleted."
+    )
+
+
+def demo(out: Path, as_of: str, console: Console) -> None:
+    """Generate data if missing, run the nightly flow, print where everything is."""
+    import os
+
+    from pipelines.settings import load_settings
+
+    data = out / "data"
+    if not (data / "entities.parquet").exists():
+        generate(data, 12_000, 9_000, 12, "2025-01-01", 0, console)
+    os.environ.setdefault("LEADSCORE_SOURCES__EVENTS", str(data / "events"))
+    os.environ.setdefault("LEADSCORE_SOURCES__ENTITIES", str(data / "entities.parquet"))
+    os.environ.setdefault("LEADSCORE_SOURCES__OUTCOMES", str(data / "outcomes.parquet"))
+    os.environ.setdefault("LEADSCORE_OUTPUT__DIR", str(out / "output"))
+    settings = load_settings(None)
+    from pipelines import steps
+
+    run_date = steps.resolve_as_of(as_of, settings)
+    inputs = steps.load_inputs(settings, run_date)
+    table = steps.build_features(settings, inputs, run_date)
+    console.print(feature_summary(table, run_date, 0.0))
+    try:
+        nightly(settings, as_of, None, console)
+    except RuntimeError as exc:
+        if "drift check" not in str(exc):
+            raise
+        console.print(f"[yellow]Warning:[/] {exc}")
+    board = settings.output.dir / "board" / "index.html"
+    console.print(f"Lead board: {board.resolve()}")
+    console.print(f"Score table: {settings.database_url} (table lead_scores)")
+    console.print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
+
+
+def _print_run(result: dict, console: Console) -> None:
+    console.print(
+        f"Run {result['as_of']}: {result['rows_out']:,} rows for "
+        f"{result['entities_in']:,} entities; scored {result['scored']:,}; "
+        f"bands {result['bands']}; not scored {result['not_scored']}"
+    )
+    for target, why in result.get("retrain", {}).items():
+        console.print(f"  {target}: {why}")
+    for name, path in result.get("outputs", {}).items():
+        console.print(f"  {name}: {path}")
