@@ -242,8 +242,10 @@ def key_features_used(
 
 
 class _Columns:
-    """Output columns as rows of one 2D block per dtype, which the final DataFrame wraps
-    without copying (a feature table is ~150 columns: each is written exactly once).
+    """Output columns as rows of one 2D block per dtype.
+
+    The final DataFrame wraps them without copying (a feature table is ~150 columns:
+    each is written exactly once).
     """
 
     def __init__(self, dtypes: dict[str, str], n_rows: int) -> None:
