@@ -350,11 +350,14 @@ def assemble(
         for event_type, name in wanted:
             chosen = codes_ == code[event_type]
             typed[event_type, name][rows[chosen]] = column[name][chosen]
-        np.minimum.at(last_age, rows, column["min_age_us"])
+        others = ~featurised  # their last event still counts as activity
+        np.minimum.at(last_age, rows[others], column["min_age_us"][others].astype("float64"))
         np.bitwise_or.at(active, rows, column["active_day_mask"])
     login = typed[LOGIN, "login_mask"]
     minutes = typed[SESSION, "amount"]
-    out["days_since_last_event"][:] = np.where(np.isinf(last_age), np.nan, last_age / DAY_US)
+    last_days = np.fmin(np.fmin.reduce(out.region(per_type["days_since_last"]), axis=0),
+                        np.where(np.isinf(last_age), np.nan, last_age / DAY_US))  # fmt: skip
+    out["days_since_last_event"][:] = last_days
     out[f"active_days_{ACTIVE_DAYS_WINDOW}d"][:] = np.bitwise_count(active)
     out[f"login_active_days_{LOGIN_DAYS_WINDOW}d"][:] = np.bitwise_count(
         login & ((1 << LOGIN_WEEK_BIT) - 1)

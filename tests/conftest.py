@@ -87,3 +87,22 @@ def as_of() -> pd.Timestamp:
 def event_history() -> Callable[..., EventHistory]:
     """Factory of seeded random ``(events, entities)``; see :func:`make_event_history`."""
     return make_event_history
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """One local Spark session (2 cores, UTC, no UI) for the whole run; skipped without PySpark."""
+    pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("leadscore-tests")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
