@@ -148,7 +148,8 @@ def recalibrate(
         )
         out = settings.output.dir / "recalibration" / f"{rules}-{target}"
         result.write(out)
-    console.print(result.table.to_string(index=False))
+    console.print(result.table[["signal", "old_points", "new_points", "ci_low", "ci_high"]]
+                  .to_string(index=False))
     console.print(f"Report, recalibrated rule file and metrics written to {out}/")
 
 

@@ -264,7 +264,7 @@ def summarise(settings, inputs, features, scored, champions, decisions, retentio
         bands={k: int(v) for k, v in scored["band"].value_counts().items()},
         band_moves=band_moves(scored),
         champions={
-            t: (f"v{m.metadata.get('version', '?')}" if m else "none: rule score used")
+            t: (f"v{m.metadata.get('registered_version', '?')}" if m else "none: rule score used")
             for t, m in champions.items()
         },
         retrain=decisions,
