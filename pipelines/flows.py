@@ -56,7 +56,8 @@ def build_features_task(
     return steps.build_features(settings, inputs, as_of)
 
 
-@task(name="train model", **IO_RETRIES)
+# No retries: training failures (too few labels, leakage, short history) are not transient.
+@task(name="train model")
 def train_task(settings: Settings, inputs: steps.LoadedInputs, target: str, as_of: pd.Timestamp):  # noqa: ANN201
     """Train, evaluate and register one target; promotion only when it wins."""
     return steps.train(settings, inputs, target, as_of)
