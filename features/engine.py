@@ -102,9 +102,17 @@ def events_before(events: ir.Table, as_of: pd.Timestamp, backend: str) -> ir.Tab
         entity_id=before.entity_id,
         event_type=before.event_type,
         age_us=age_us,
-        value=before.value.cast("float64") if "value" in has else ibis.null("float64"),
+        value=_missing_as_null(before.value) if "value" in has else ibis.null("float64"),
         item=before.item.cast("string") if "item" in has else ibis.null("string"),
     )
+
+
+def _missing_as_null(value: ir.Value) -> ir.FloatingValue:
+    """``value`` as float64 with NaN as NULL: pandas writes missing floats as NaN, which
+    Spark keeps (and sums to NaN) where DuckDB and pandas skip them.
+    """
+    number = value.cast("float64")
+    return ibis.ifelse(number.isnan(), ibis.null("float64"), number)
 
 
 def _bit_or(bits: ir.IntegerValue) -> ir.IntegerScalar:
@@ -122,7 +130,8 @@ def _bit(position: ir.IntegerValue) -> ir.IntegerValue:
     Engines also evaluate it on rows an aggregate's filter drops, where the position
     may exceed 63 (those bits are never read).
     """
-    return ibis.literal(1, "int64") << ibis.least(position, 62)
+    # An explicit cast: Spark reads a bare 1 as a 32-bit int and would wrap at bit 32.
+    return ibis.literal(1).cast("int64") << ibis.least(position, 62)
 
 
 def per_entity_and_type(
@@ -173,7 +182,10 @@ def per_entity_and_type(
         | is_ticket
     )
     # Login days in bits 0-28, login weeks in bits 32-35 (same 28-day window).
-    login_bits = _bit(day_offset) | _bit(week + LOGIN_WEEK_BIT)
+    # The two bit ranges are disjoint, so + is |; Ibis's PySpark compiler has no BitOr.
+    # The clamps change nothing inside the window and keep the sum from overflowing
+    # on rows outside it, which engines still evaluate.
+    login_bits = _bit(ibis.least(day_offset, 31)) + _bit(ibis.least(week, 7) + LOGIN_WEEK_BIT)
     aggregates = {f"n_{days}d": coded.count(where=window) for days, window in in_days.items()}
     aggregates |= {
         "min_age_us": age.min(),
