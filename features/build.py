@@ -196,7 +196,8 @@ def finish_table(
     )
     engagement = engagement.set_axis(pd.RangeIndex(n_rows), axis=0)
     table = pd.concat([keys, engagement, fit_values], axis=1)
-    table = table[["entity_id", "as_of", *(d.name for d in catalog)]]
+    # reindex splits blocks into views where column selection would copy them.
+    table = table.reindex(columns=["entity_id", "as_of", *(d.name for d in catalog)])
     # Engines return what they compute; the contract fixes the dtypes (no-op when equal).
     for feature in catalog:
         if feature.name in fits:

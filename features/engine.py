@@ -108,8 +108,10 @@ def events_before(events: ir.Table, as_of: pd.Timestamp, backend: str) -> ir.Tab
 
 
 def _missing_as_null(value: ir.Value) -> ir.FloatingValue:
-    """``value`` as float64 with NaN as NULL: pandas writes missing floats as NaN, which
-    Spark keeps (and sums to NaN) where DuckDB and pandas skip them.
+    """``value`` as float64 with NaN as NULL.
+
+    Pandas writes missing floats as NaN, which Spark keeps (and sums to NaN) where
+    DuckDB and pandas skip them.
     """
     number = value.cast("float64")
     return ibis.ifelse(number.isnan(), ibis.null("float64"), number)
