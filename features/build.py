@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,11 +72,7 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
         dtype = entities[column].dtype
         if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
             columns[column] = "float64"
-        elif (
-            pd.api.types.is_string_dtype(dtype)
-            or isinstance(dtype, pd.CategoricalDtype)
-            or pd.api.types.is_object_dtype(dtype)
-        ):
+        elif pd.api.types.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
             columns[column] = "category"
         else:
             log.warning(
@@ -103,13 +100,18 @@ def existing_entities(entities: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFra
         keep &= entities["consent"].fillna(True).astype(bool)
     kept = entities.loc[keep].assign(created_at=created[keep])
     kept = kept.assign(entity_id=kept["entity_id"].astype("str"))
-    repeated = kept["entity_id"][kept["entity_id"].duplicated()]
+    if not kept["entity_id"].is_monotonic_increasing:
+        kept = kept.sort_values("entity_id", kind="stable")
+    kept = kept.reset_index(drop=True)
+    ids = kept["entity_id"]
+    # Sorted, so a repeated id sits next to itself.
+    repeated = ids[(ids == ids.shift()).to_numpy()]
     if len(repeated):
         raise ValueError(
             f"The entities table repeats entity_id {list(repeated.unique()[:5])}: "
             "each entity must appear once."
         )
-    return kept.sort_values("entity_id", kind="stable", ignore_index=True)
+    return kept
 
 
 def check_events_frame(events: pd.DataFrame) -> pd.DataFrame:
@@ -182,34 +184,26 @@ def finish_table(
             "features the feature engine does not know."
         )
     n_rows = len(entities)
-    keys = pd.DataFrame(
-        {
-            "entity_id": entities["entity_id"].astype("str").to_numpy(),
-            "as_of": pd.DatetimeIndex(
-                np.full(n_rows, as_of.tz_localize(None).as_unit("us").asm8)
-            ).tz_localize("UTC"),
-        }
-    )
-    fit_values = pd.DataFrame(
-        {column: _fit_values(entities, all_entities, column, fits) for column in fits},
-        index=pd.RangeIndex(n_rows),
-    )
-    engagement = engagement.set_axis(pd.RangeIndex(n_rows), axis=0)
-    table = pd.concat([keys, engagement, fit_values], axis=1)
-    # reindex splits blocks into views where column selection would copy them.
-    table = table.reindex(columns=["entity_id", "as_of", *(d.name for d in catalog)])
-    # Engines return what they compute; the contract fixes the dtypes (no-op when equal).
+    columns: dict[str, Any] = {
+        "entity_id": entities["entity_id"].astype("str").to_numpy(),
+        "as_of": pd.DatetimeIndex(
+            np.full(n_rows, as_of.tz_localize(None).as_unit("us").asm8)
+        ).tz_localize("UTC"),
+    }
     for feature in catalog:
         if feature.name in fits:
+            columns[feature.name] = _fit_values(entities, all_entities, feature.name, fits)
             continue
+        values = engagement[feature.name]
         if feature.dtype == "category":
-            if not isinstance(table[feature.name].dtype, pd.CategoricalDtype):
-                table[feature.name] = pd.Categorical(
-                    table[feature.name].astype("str"), categories=list(NPS_CLASSES)
-                )
-        elif table[feature.name].dtype != feature.dtype:
-            table[feature.name] = table[feature.name].astype(feature.dtype)
-    return table
+            if not isinstance(values.dtype, pd.CategoricalDtype):
+                values = pd.Categorical(values.astype("str"), categories=list(NPS_CLASSES))
+            columns[feature.name] = pd.Categorical(values)
+        else:
+            columns[feature.name] = np.asarray(values, dtype=feature.dtype)
+    # No copy: each column stays the array it was computed in (a 1M-row table is
+    # ~1.2 GB; consolidating it into blocks would copy all of it once more).
+    return pd.DataFrame(columns, index=pd.RangeIndex(n_rows), copy=False)
 
 
 def _fit_values(
@@ -263,9 +257,7 @@ def connect(backend: str = "duckdb", con: Any = None) -> Any:
             return ibis.pyspark.connect(SparkSession.builder.getOrCreate())
         if isinstance(con, SparkSession):
             return ibis.pyspark.connect(con)
-    raise ValueError(
-        f"The connection given ({type(con).__name__}) is not a {backend} connection."
-    )
+    raise ValueError(f"The connection given ({type(con).__name__}) is not a {backend} connection.")
 
 
 def events_table(con: Any, events: EventsInput) -> Any:
@@ -338,6 +330,21 @@ def event_types_seen(
     return _types_seen(connection, events_table(connection, events), cutoff)
 
 
+def _source(
+    events: EventsInput,
+    backend: str,
+    con: Any,
+    event_types: Sequence[str] | None,
+    last_cutoff: pd.Timestamp,
+) -> tuple[Any, Any, list[str]]:
+    """Connection, events table and the event types to featurise."""
+    connection = connect(backend, con)
+    table = events_table(connection, events)
+    if event_types is None:
+        return connection, table, _types_seen(connection, table, last_cutoff)
+    return connection, table, list(event_types)
+
+
 def _build_one(
     con: Any,
     table: Any,
@@ -361,9 +368,14 @@ def _build_one(
     long = con.to_pyarrow(
         engine.per_entity_and_type(table, entity_rows, codes, as_of, spec, con.name)
     )
-    nps = con.to_pyarrow(engine.latest_nps(table, entity_rows, as_of, con.name))
-    keys = con.to_pyarrow(engine.key_features_used(table, entity_rows, as_of, spec, con.name))
-    engagement = engine.assemble(long, nps, keys, n_rows, codes, spec, featurised)
+    # The small query runs while numpy spreads the long table: one core each.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        small = background.submit(
+            con.to_pyarrow,
+            engine.nps_and_key_features(table, entity_rows, as_of, spec, con.name),
+        )
+        columns = engine.spread(long, n_rows, codes, spec, featurised)
+        engagement = engine.with_nps_and_key_features(columns, small.result())
     age = (as_of - existing["created_at"]) / pd.Timedelta(microseconds=1)
     engagement["tenure_days"] = age.to_numpy() / engine.DAY_US
     log.info(
@@ -400,11 +412,7 @@ def build_features(
         ``entity_id``: ``entity_id``, ``as_of``, then the feature catalog columns.
     """
     cutoff = as_utc(as_of)
-    connection = connect(backend, con)
-    table = events_table(connection, events)
-    types = list(event_types) if event_types is not None else None
-    if types is None:
-        types = _types_seen(connection, table, cutoff)
+    connection, table, types = _source(events, backend, con, event_types, cutoff)
     return _build_one(connection, table, entities, cutoff, spec, types)
 
 
@@ -439,10 +447,6 @@ def build_snapshots(
     ordered = sorted({as_utc(cutoff) for cutoff in cutoffs})
     if not ordered:
         raise ValueError("build_snapshots needs at least one cutoff.")
-    connection = connect(backend, con)
-    table = events_table(connection, events)
-    types = list(event_types) if event_types is not None else None
-    if types is None:
-        types = _types_seen(connection, table, ordered[-1])
+    connection, table, types = _source(events, backend, con, event_types, ordered[-1])
     frames = [_build_one(connection, table, entities, c, spec, types) for c in ordered]
     return pd.concat(frames, ignore_index=True)

@@ -217,56 +217,57 @@ def per_entity_and_type(
     return joined.drop("entity_id")
 
 
-def latest_nps(
-    events: ir.Table, entity_rows: ir.Table, as_of: pd.Timestamp, backend: str
-) -> ir.Table:
-    """``row, nps_latest``: the score of each entity's latest NPS answer before ``as_of``.
-
-    Answers without a score are ignored; of answers at the same instant the
-    highest score counts, so the result never depends on row order.
-    """
-    before = events_before(events, as_of, backend)
-    answers = before.filter((before.event_type == NPS_ANSWER) & before.value.notnull())
-    rank = ibis.row_number().over(
-        group_by=answers.entity_id, order_by=[answers.age_us, answers.value.desc()]
-    )
-    latest = answers.mutate(rank=rank).filter(ibis._.rank == 0)
-    return latest.join(entity_rows, latest.entity_id == entity_rows.entity_id).select(
-        "row", nps_latest=latest.value
-    )
-
-
-def key_features_used(
+def nps_and_key_features(
     events: ir.Table,
     entity_rows: ir.Table,
     as_of: pd.Timestamp,
     spec: FeatureSpec,
     backend: str,
 ) -> ir.Table:
-    """``row, key_features_used``: distinct ``item`` of recent ``feature_use`` events.
+    """``row, nps_latest, key_features_used`` of entities with NPS answers or feature use.
 
-    Only the spec's key features count when it lists them.
+    ``nps_latest`` is the score of the latest NPS answer before ``as_of``; answers
+    without a score are ignored and of answers at the same instant the highest
+    score counts, so the result never depends on row order. ``key_features_used``
+    counts distinct ``item`` of ``feature_use`` events in the last 30 days (only
+    the spec's key features, when it lists them). Both read one filtered scan.
     """
     before = events_before(events, as_of, backend)
-    uses = before.filter(
-        (before.event_type == FEATURE_USE)
-        & (before.age_us <= KEY_FEATURES_WINDOW * DAY_US)
-        & before.item.notnull()
+    relevant = before.filter(before.event_type.isin([NPS_ANSWER, FEATURE_USE]))
+    answers = relevant.filter((relevant.event_type == NPS_ANSWER) & relevant.value.notnull())
+    rank = ibis.row_number().over(
+        group_by=answers.entity_id, order_by=[answers.age_us, answers.value.desc()]
+    )
+    latest = answers.mutate(rank=rank).filter(ibis._.rank == 0)
+    latest = latest.select(
+        "entity_id", nps_latest=latest.value, key_features_used=ibis.null("int64")
+    )
+    uses = relevant.filter(
+        (relevant.event_type == FEATURE_USE)
+        & (relevant.age_us <= KEY_FEATURES_WINDOW * DAY_US)
+        & relevant.item.notnull()
     )
     if spec.key_features is not None:
         uses = uses.filter(uses.item.isin(list(spec.key_features)))
     # Deduplicate first: no engine needs count(DISTINCT ...).
     pairs = uses.select("entity_id", "item").distinct()
-    counts = pairs.group_by("entity_id").aggregate(key_features_used=pairs.count())
-    return counts.join(entity_rows, counts.entity_id == entity_rows.entity_id).select(
-        "row", "key_features_used"
+    counts = pairs.group_by("entity_id").aggregate(
+        nps_latest=ibis.null("float64"), key_features_used=pairs.count()
+    )
+    stacked = latest.union(counts)
+    both = stacked.group_by("entity_id").aggregate(
+        nps_latest=stacked.nps_latest.max(),
+        key_features_used=stacked.key_features_used.max().fill_null(0),
+    )
+    return both.join(entity_rows, both.entity_id == entity_rows.entity_id).select(
+        "row", "nps_latest", "key_features_used"
     )
 
 
 # --- from the engine's long (entity, type) table to feature columns ---------------------
 
 
-class _Columns:
+class FeatureColumns:
     """Output columns as rows of one 2D block per dtype.
 
     The final DataFrame wraps them without copying (a feature table is ~150 columns:
@@ -292,6 +293,7 @@ class _Columns:
         return self.blocks[self.dtype[names[0]]][first : first + len(names)]
 
     def frame(self) -> pd.DataFrame:
+        """Every column, as one DataFrame over the blocks (not a copy)."""
         parts = [
             pd.DataFrame(self.blocks[k].T, columns=self.names[k], copy=False) for k in self.names
         ]
@@ -316,21 +318,13 @@ def _per_type_names(spec: FeatureSpec, event_types: Sequence[str]) -> dict[str, 
     return names
 
 
-def assemble(
-    long: pa.Table,
-    nps: pa.Table,
-    keys: pa.Table,
-    n_rows: int,
-    codes: pd.DataFrame,
-    spec: FeatureSpec,
-    event_types: Sequence[str],
-) -> pd.DataFrame:
-    """The engagement features (one row per entity row) from the engine's three results.
+def spread(
+    long: pa.Table, n_rows: int, codes: pd.DataFrame, spec: FeatureSpec, event_types: Sequence[str]
+) -> FeatureColumns:
+    """Spread the long (entity, type) table into feature columns over entity rows.
 
     Args:
         long: Result of :func:`per_entity_and_type`.
-        nps: Result of :func:`latest_nps`.
-        keys: Result of :func:`key_features_used`.
         n_rows: Number of entity rows.
         codes: The type codes the engine used (see :func:`type_codes`); the
             featurised types must have codes ``0 .. len(event_types) - 1``.
@@ -338,8 +332,9 @@ def assemble(
         event_types: Featurised event types.
 
     Returns:
-        Every engagement feature of the catalog except ``tenure_days``, in no
-        particular column order.
+        Every engagement feature of the catalog except ``tenure_days``,
+        ``nps_latest``, ``nps_class`` and ``key_features_used_30d`` (see
+        :func:`with_nps_and_key_features`).
     """
     from features.spec import special_features
 
@@ -348,7 +343,7 @@ def assemble(
               for stat, names in per_type.items() for name in names}  # fmt: skip
     dtypes |= {d.name: d.dtype for d in special_features(spec)
                if d.name != "tenure_days" and d.dtype != "category"}  # fmt: skip
-    out = _Columns(dtypes, n_rows)
+    out = FeatureColumns(dtypes, n_rows)
     regions = {stat: out.region(names).reshape(-1) for stat, names in per_type.items()}
     regions["days_since_last"][:] = np.nan
     code = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
@@ -363,20 +358,25 @@ def assemble(
     active = np.zeros(n_rows, dtype="int64")
     for batch in long.to_batches():
         column = {name: batch.column(name).to_numpy() for name in batch.schema.names}
-        rows, codes_ = column["row"], column["code"]
-        featurised = (codes_ >= 0) & (codes_ < len(event_types))
-        cells = codes_[featurised] * n_rows + rows[featurised]
+        rows, type_codes_ = column["row"], column["code"]
+        featurised = (type_codes_ >= 0) & (type_codes_ < len(event_types))
+        every = bool(featurised.all())
+
+        def of(values: np.ndarray, every: bool = every, featurised: np.ndarray = featurised):
+            return values if every else values[featurised]
+
+        cells = of(type_codes_) * n_rows + of(rows)
         for days in spec.windows_days:
-            regions[f"n_{days}d"][cells] = column[f"n_{days}d"][featurised]
-        regions["days_since_last"][cells] = column["min_age_us"][featurised] / DAY_US
-        regions["decayed"][cells] = column["decayed"][featurised]
-        change = 2 * column[f"n_{trend}d"] - column[f"n_{2 * trend}d"]
-        regions["trend"][cells] = change[featurised]
+            regions[f"n_{days}d"][cells] = of(column[f"n_{days}d"])
+        regions["days_since_last"][cells] = of(column["min_age_us"]) / DAY_US
+        regions["decayed"][cells] = of(column["decayed"])
+        regions["trend"][cells] = of(2 * column[f"n_{trend}d"] - column[f"n_{2 * trend}d"])
         for event_type, name in wanted:
-            chosen = codes_ == code[event_type]
+            chosen = type_codes_ == code[event_type]
             typed[event_type, name][rows[chosen]] = column[name][chosen]
-        others = ~featurised  # their last event still counts as activity
-        np.minimum.at(last_age, rows[others], column["min_age_us"][others].astype("float64"))
+        if not every:  # types neither featurised nor special: their events are activity too
+            others = ~featurised
+            np.minimum.at(last_age, rows[others], column["min_age_us"][others].astype("float64"))
         np.bitwise_or.at(active, rows, column["active_day_mask"])
     login = typed[LOGIN, "login_mask"]
     minutes = typed[SESSION, "amount"]
@@ -391,12 +391,6 @@ def assemble(
     out[f"session_minutes_{SESSION_WINDOW}d"][:] = minutes
     _ratio(minutes, typed[SESSION, f"n_{SESSION_WINDOW}d"],
            out[f"avg_session_minutes_{SESSION_WINDOW}d"])  # fmt: skip
-    out[f"key_features_used_{KEY_FEATURES_WINDOW}d"][_numpy(keys, "row")] = _numpy(
-        keys, "key_features_used"
-    )
-    scores = out["nps_latest"]
-    scores[:] = np.nan
-    scores[_numpy(nps, "row")] = _numpy(nps, "nps_latest")
     tickets = typed[TICKET_OPENED, "amount"] - typed[TICKET_RESOLVED, "amount"]
     out["open_tickets"][:] = np.maximum(tickets, 0)
     out[f"purchase_amount_{kpi}d"][:] = typed[PURCHASE, "amount"]
@@ -410,7 +404,21 @@ def assemble(
         ("unsubscribe", email[EMAIL_UNSUBSCRIBED], delivered),
     ):
         _ratio(numerator, denominator, out[f"email_{rate}_rate_{kpi}d"])
-    frame = out.frame()
+    return out
+
+
+def with_nps_and_key_features(columns: FeatureColumns, small: pa.Table) -> pd.DataFrame:
+    """The output of :func:`spread` completed with :func:`nps_and_key_features`.
+
+    Returns:
+        All engagement features but ``tenure_days``, in no particular column order.
+    """
+    rows = _numpy(small, "row")
+    columns[f"key_features_used_{KEY_FEATURES_WINDOW}d"][rows] = _numpy(small, "key_features_used")
+    scores = columns["nps_latest"]
+    scores[:] = np.nan
+    scores[rows] = small.column("nps_latest").to_numpy(zero_copy_only=False)
+    frame = columns.frame()
     frame["nps_class"] = pd.Categorical(nps_classes(scores), categories=list(NPS_CLASSES))
     return frame
 

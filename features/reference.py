@@ -85,25 +85,21 @@ def build_features_pandas(
     features |= _activity_features(recent, cutoff, n_rows)
     features |= _typed_features(recent, cutoff, spec, n_rows)
     features["tenure_days"] = ((cutoff - existing["created_at"]) / ONE_DAY).to_numpy()
-    return finish_table(pd.DataFrame(features), existing, cutoff, catalog, fits, entities)
+    engagement = pd.DataFrame(features, copy=False)
+    return finish_table(engagement, existing, cutoff, catalog, fits, entities)
 
 
 def _with_entity_rows(events: pd.DataFrame, entity_ids: pd.Series) -> pd.DataFrame:
     """Events of the given entities, with ``row`` = the entity's row number."""
-    ids = events["entity_id"]
-    index = pd.Index(entity_ids)
-    if isinstance(ids.dtype, pd.CategoricalDtype):
-        # Look up each category once instead of every row's string.
-        category_rows = index.get_indexer(ids.cat.categories.astype("str"))
-        rows = np.where(ids.cat.codes.to_numpy() < 0, -1, category_rows[ids.cat.codes.to_numpy()])
-    else:
-        rows = index.get_indexer(ids.astype("str"))
+    # Look up each distinct id once, not every event's.
+    codes, distinct = pd.factorize(events["entity_id"])
+    distinct_rows = pd.Index(entity_ids).get_indexer(pd.Index(distinct).astype("str"))
+    rows = np.where(codes < 0, -1, distinct_rows[codes])
     known = rows >= 0
-    kept = events.loc[known, [c for c in events.columns if c != "entity_id"]]
-    event_type = kept["event_type"]
-    if not isinstance(event_type.dtype, pd.CategoricalDtype):
-        event_type = event_type.astype("category")
-    return kept.assign(row=rows[known], event_type=event_type)
+    # Text columns as categories before filtering: rows then move as small codes.
+    text = {c: events[c].astype("category") for c in ("event_type", "item") if c in events}
+    kept = events.drop(columns="entity_id").assign(**text, row=rows)
+    return kept if known.all() else kept.loc[known]
 
 
 def _since(events: pd.DataFrame, cutoff: pd.Timestamp, days: float) -> pd.Series:
@@ -127,14 +123,17 @@ def _per_type_features(
 ) -> dict[str, np.ndarray]:
     """Counts per window, days since last, decayed count and trend, per event type."""
     trend = spec.trend_window_days
+    types = events["event_type"].cat.categories
+    # One integer key per (entity row, event type): pandas groups one int column fastest.
+    key = events["row"].to_numpy() * len(types) + events["event_type"].cat.codes.to_numpy()
     age_days = (cutoff - events["event_time"]) / ONE_DAY
     flags = {f"count_{days}d": _since(events, cutoff, days) for days in spec.windows_days}
     flags["trend_last"] = _since(events, cutoff, trend)
     flags["trend_before"] = _since(events, cutoff, 2 * trend) & ~flags["trend_last"]
     stats = (
-        events[["row", "event_type", "event_time"]]
+        events[["event_time"]]
         .assign(**flags, decayed=0.5 ** (age_days / spec.half_life_days))
-        .groupby(["row", "event_type"], observed=True)
+        .groupby(key, sort=False)
         .agg(
             **{name: (name, "sum") for name in flags},
             last=("event_time", "max"),
@@ -143,24 +142,18 @@ def _per_type_features(
     )
     stats["days_since_last"] = (cutoff - stats.pop("last")) / ONE_DAY
     stats["trend"] = stats.pop("trend_last") - stats.pop("trend_before")
-    wide = stats.unstack("event_type")
+    rows, type_codes = np.divmod(stats.index.to_numpy(), len(types))
+    stats.index = rows
     out: dict[str, np.ndarray] = {}
     for name in event_types:
         base = safe_name(name)
+        of_type = stats[type_codes == (types.get_loc(name) if name in types else -1)]
         for days in spec.windows_days:
-            out[f"{base}_count_{days}d"] = _column(wide, f"count_{days}d", name, n_rows, 0, "int64")
-        out[f"{base}_days_since_last"] = _column(wide, "days_since_last", name, n_rows, np.nan)
-        out[f"{base}_decayed"] = _column(wide, "decayed", name, n_rows, 0.0)
-        out[f"{base}_trend"] = _column(wide, "trend", name, n_rows, 0.0)
+            out[f"{base}_count_{days}d"] = _spread(of_type[f"count_{days}d"], n_rows, 0, "int64")
+        out[f"{base}_days_since_last"] = _spread(of_type["days_since_last"], n_rows, np.nan)
+        out[f"{base}_decayed"] = _spread(of_type["decayed"], n_rows, 0.0)
+        out[f"{base}_trend"] = _spread(of_type["trend"], n_rows, 0.0)
     return out
-
-
-def _column(
-    wide: pd.DataFrame, stat: str, event_type: str, n_rows: int, fill: float, dtype: str = "float64"
-) -> np.ndarray:
-    if (stat, event_type) not in wide.columns:
-        return np.full(n_rows, fill, dtype=dtype)
-    return _spread(wide[(stat, event_type)].dropna(), n_rows, fill, dtype)
 
 
 def _distinct_days(events: pd.DataFrame, n_rows: int) -> np.ndarray:

@@ -59,8 +59,13 @@ def make_event_history(
         None,
     )
     events = pd.DataFrame(
-        {"entity_id": who, "event_time": event_time, "event_type": what, "value": value,
-         "item": pd.array(item, dtype="str")}  # fmt: skip
+        {
+            "entity_id": who,
+            "event_time": event_time,
+            "event_type": what,
+            "value": value,
+            "item": pd.array(item, dtype="str"),
+        }  # fmt: skip
     )
     created = as_of - pd.to_timedelta(rng.uniform(-20, 400, n_entities), unit="D")
     entities = pd.DataFrame(
