@@ -27,12 +27,8 @@ How a reason is made, per entity:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import math
-import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +38,7 @@ import pandas as pd
 
 from features.spec import FeatureDef
 from models.bands import ScoreKind, score_from_probability
+from models.reason_text import JSON_TAIL, entity_values, impact_text, joined, sentences
 
 if TYPE_CHECKING:
     from models.model import TrainedModel
@@ -58,7 +55,6 @@ REASON_COLUMNS = (
     "other_factors_points",
 )
 _DTYPES = {"reasons_up": object, "reasons_down": object, "reasons_text": object}
-_EMPTY_NOTE = re.compile(r"\s*\(empty:\s*([^)]*)\)")
 
 
 @dataclass(frozen=True)
@@ -228,61 +224,6 @@ def round_to_total(points: np.ndarray, total: np.ndarray) -> np.ndarray:
     return rounded.astype(np.int64)
 
 
-def _decimals(description: str) -> int | None:
-    """Decimals the description shows of ``{value}`` (``.0f`` -> 0, ``.1%`` -> 3)."""
-    for _, name, spec, _ in string.Formatter().parse(description):
-        if name == "value" and spec:
-            match = re.search(r"\.(\d+)([f%])", spec)
-            if match:
-                return int(match.group(1)) + (2 if match.group(2) == "%" else 0)
-    return None
-
-
-def _sentence(definition: FeatureDef, value: object, levels: frozenset[str] | None) -> str:
-    missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-    if missing:
-        note = _EMPTY_NOTE.search(definition.description)
-        return f"{definition.concept.capitalize()}: {note.group(1) if note else 'no value'}"
-    text = _EMPTY_NOTE.sub("", definition.describe(value))
-    if levels is not None and str(value) not in levels:
-        text += " (new value, scored as unknown)"
-    return text
-
-
-def _entity_values(block: pd.DataFrame, concepts: ConceptMap) -> list[np.ndarray]:
-    """Per feature, the rows' own values: floats rounded as the sentence shows them."""
-    values = []
-    for name, definition in zip(concepts.feature_names, concepts.definitions, strict=True):
-        if name not in block:
-            values.append(np.full(len(block), np.nan))
-        elif name in concepts.categorical_levels or definition.dtype == "category":
-            values.append(block[name].to_numpy(dtype=object))
-        else:
-            numbers = pd.to_numeric(block[name], errors="coerce").to_numpy(dtype="float64")
-            decimals = _decimals(definition.description)
-            # Rounding first lets equal-looking values share one rendered sentence.
-            values.append(numbers if decimals is None else np.round(numbers, decimals))
-    return values
-
-
-def _sentences(
-    rows: np.ndarray, features: np.ndarray, values: list[np.ndarray], concepts: ConceptMap
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sentence per (row, feature) pair, plain and JSON-escaped; each value rendered once."""
-    plain = np.empty(len(rows), dtype=object)
-    escaped = np.empty(len(rows), dtype=object)
-    for feature in np.unique(features):
-        chosen = np.flatnonzero(features == feature)
-        codes, uniques = pd.factorize(values[feature][rows[chosen]], use_na_sentinel=True)
-        definition = concepts.definitions[feature]
-        levels = concepts.categorical_levels.get(concepts.feature_names[feature])
-        rendered = [_sentence(definition, u, levels) for u in [*uniques, None]]
-        # Code -1 (missing) picks the last entry, the sentence for a missing value.
-        plain[chosen] = np.array(rendered, dtype=object)[codes]
-        escaped[chosen] = np.array([json.dumps(t)[1:-1] for t in rendered], dtype=object)[codes]
-    return plain, escaped
-
-
 def _most_contributing(contrib: np.ndarray, concepts: ConceptMap, sign: np.ndarray) -> np.ndarray:
     """Per row and concept, the feature pushing hardest in the concept's direction."""
     best = np.empty(sign.shape, dtype=np.int64)
@@ -293,17 +234,6 @@ def _most_contributing(contrib: np.ndarray, concepts: ConceptMap, sign: np.ndarr
             sign[:, c] >= 0, members[block.argmax(axis=1)], members[block.argmin(axis=1)]
         )
     return best
-
-
-def _joined(parts: np.ndarray, valid: np.ndarray, separator: str) -> np.ndarray:
-    """Row-wise join of the valid entries of an ``(rows, k)`` object array."""
-    joined = np.full(len(parts), "", dtype=object)
-    seen = np.zeros(len(parts), dtype=bool)
-    for j in range(parts.shape[1]):
-        sep = np.where(valid[:, j] & seen, separator, "")
-        joined = joined + sep + np.where(valid[:, j], parts[:, j], "")
-        seen |= valid[:, j]
-    return joined
 
 
 def explain_chunk(
@@ -320,7 +250,7 @@ def explain_chunk(
         contrib: ``(rows, features + 1)`` from :func:`tree_contributions`.
         score: The rows' 0-100 scores (a monotone function of the margin).
         base_score: Score at the base-value margin.
-        values: Per feature, the rows' own values (see :func:`_entity_values`).
+        values: Per feature, the rows' own values (see :func:`entity_values`).
         concepts: From :func:`concept_map`.
         top_k: Reasons per direction.
 
@@ -360,15 +290,15 @@ def explain_chunk(
         shown += np.where(valid, impact, 0).sum(axis=1)
         r, j = np.nonzero(valid)
         c = picked[r, j]
-        plain, escaped = _sentences(r, best[r, c], values, concepts)
-        prefix = _impact_text(impact[r, j], "{:+d} pts: ")
+        plain, escaped = sentences(r, best[r, c], values, concepts)
+        prefix = impact_text(impact[r, j], "{:+d} pts: ")
         items = np.full((n_rows, k), "", dtype=object)
-        items[r, j] = json_head[c] + prefix + escaped + _impact_text(impact[r, j], _JSON_TAIL)
-        columns[f"reasons_{name}"] = "[" + _joined(items, valid, ", ") + "]"
+        items[r, j] = json_head[c] + prefix + escaped + impact_text(impact[r, j], JSON_TAIL)
+        columns[f"reasons_{name}"] = "[" + joined(items, valid, ", ") + "]"
         items[r, j] = group_tag[c] + prefix + plain
-        lines[name] = _joined(items, valid, "; ")
+        lines[name] = joined(items, valid, "; ")
     other = total - shown
-    tail = _impact_text(other, f"({IMPACT_UNIT}: base {base}, other factors {{:+d}})")
+    tail = impact_text(other, f"({IMPACT_UNIT}: base {base}, other factors {{:+d}})")
     up = np.where(lines["up"] != "", "Up: " + lines["up"] + ". ", "")
     down = np.where(lines["down"] != "", "Down: " + lines["down"] + ". ", "")
     columns |= {
@@ -377,27 +307,6 @@ def explain_chunk(
         "other_factors_points": other,
     }
     return columns
-
-
-_JSON_TAIL = '", "impact": {:d}}}'
-#: Impacts formatted through a lookup table within [-RANGE, RANGE], one by one beyond.
-_IMPACT_RANGE = 300
-
-
-@functools.cache
-def _impact_table(template: str) -> np.ndarray:
-    values = range(-_IMPACT_RANGE, _IMPACT_RANGE + 1)
-    return np.array([template.format(i) for i in values], dtype=object)
-
-
-def _impact_text(impact: np.ndarray, template: str) -> np.ndarray:
-    """``template.format(i)`` for each integer (formatting millions one by one is slow)."""
-    impact = np.asarray(impact, dtype=np.int64)
-    inside = np.abs(impact) <= _IMPACT_RANGE
-    text = _impact_table(template)[np.where(inside, impact, 0) + _IMPACT_RANGE]
-    if not inside.all():
-        text[~inside] = [template.format(int(i)) for i in impact[~inside]]
-    return text
 
 
 def explain(
@@ -442,7 +351,7 @@ def explain(
         # contributions differs in the last bits, which can flip a score sitting on .5.
         margin = model.booster.predict(prepared, raw_score=True, **_threads(num_threads))
         score = score_from_margin(model, margin, kind)
-        values = _entity_values(block, concepts)
+        values = entity_values(block, concepts)
         chunk = explain_chunk(contrib, score, base_score, values, concepts, top_k)
         for name in REASON_COLUMNS:
             out[name].append(chunk[name])
