@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from features import engine
+from features import engine, pivot
 from features.engine import NPS_CLASSES
 from features.spec import FeatureDef, FeatureSpec, feature_catalog, safe_name
 
@@ -374,8 +374,8 @@ def _build_one(
             con.to_pyarrow,
             engine.nps_and_key_features(table, entity_rows, as_of, spec, con.name),
         )
-        columns = engine.spread(long, n_rows, codes, spec, featurised)
-        engagement = engine.with_nps_and_key_features(columns, small.result())
+        columns = pivot.spread(long, n_rows, codes, spec, featurised)
+        engagement = pivot.with_nps_and_key_features(columns, small.result())
     age = (as_of - existing["created_at"]) / pd.Timedelta(microseconds=1)
     engagement["tenure_days"] = age.to_numpy() / engine.DAY_US
     log.info(

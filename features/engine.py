@@ -7,8 +7,9 @@ to DuckDB (the default) and to Spark SQL. Its shape was chosen for speed:
   aggregates; the type is an integer code from a small join, because hashing
   integers is cheaper than hashing the type names;
 * that long table (entities x types, far smaller than the events) is pivoted to
-  one column per feature with numpy, where a wide SQL pivot of ~150 filtered
-  aggregates per entity would cost more than the whole pass over the events;
+  one column per feature with numpy (:mod:`features.pivot`), where a wide SQL pivot
+  of ~150 filtered aggregates per entity would cost more than the whole pass over
+  the events;
 * distinct UTC days and weeks are collected as bit masks (``bit_or(1 << day)``)
   instead of ``count(DISTINCT ...)``;
 * times are integer microseconds before the cutoff (``age_us``): exact on both
@@ -24,11 +25,9 @@ from collections.abc import Sequence
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
-import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from features.spec import NPS_PASSIVE_MIN, NPS_PROMOTER_MIN, FeatureSpec, safe_name
+from features.spec import FeatureSpec
 
 DAY_US = 86_400 * 1_000_000
 #: Fixed windows of the special features (their names carry them: ``active_days_30d``).
@@ -262,172 +261,3 @@ def nps_and_key_features(
     return both.join(entity_rows, both.entity_id == entity_rows.entity_id).select(
         "row", "nps_latest", "key_features_used"
     )
-
-
-# --- from the engine's long (entity, type) table to feature columns ---------------------
-
-
-class FeatureColumns:
-    """Output columns as rows of one 2D block per dtype.
-
-    The final DataFrame wraps them without copying (a feature table is ~150 columns:
-    each is written exactly once).
-    """
-
-    def __init__(self, dtypes: dict[str, str], n_rows: int) -> None:
-        self.names = {
-            kind: [n for n, d in dtypes.items() if d == kind] for kind in ("int64", "float64")
-        }
-        self.blocks = {
-            kind: np.zeros((len(names), n_rows), kind) for kind, names in self.names.items()
-        }
-        self.position = {name: i for names in self.names.values() for i, name in enumerate(names)}
-        self.dtype = dtypes
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.blocks[self.dtype[name]][self.position[name]]
-
-    def region(self, names: list[str]) -> np.ndarray:
-        """Consecutive columns as one (len(names), n_rows) view."""
-        first = self.position[names[0]]
-        return self.blocks[self.dtype[names[0]]][first : first + len(names)]
-
-    def frame(self) -> pd.DataFrame:
-        """Every column, as one DataFrame over the blocks (not a copy)."""
-        parts = [
-            pd.DataFrame(self.blocks[k].T, columns=self.names[k], copy=False) for k in self.names
-        ]
-        return pd.concat(parts, axis=1)
-
-
-def nps_classes(scores: np.ndarray) -> np.ndarray:
-    """NPS class of 0-10 scores: promoter 9-10, passive 7-8, detractor 0-6, none (NaN)."""
-    return np.select(
-        [np.isnan(scores), scores >= NPS_PROMOTER_MIN, scores >= NPS_PASSIVE_MIN],
-        ["none", "promoter", "passive"],
-        default="detractor",
-    )
-
-
-def _per_type_names(spec: FeatureSpec, event_types: Sequence[str]) -> dict[str, list[str]]:
-    """Per-type column names grouped by statistic, types in order (one block region each)."""
-    bases = [safe_name(name) for name in event_types]
-    names = {f"n_{days}d": [f"{b}_count_{days}d" for b in bases] for days in spec.windows_days}
-    for stat in ("days_since_last", "decayed", "trend"):
-        names[stat] = [f"{b}_{stat}" for b in bases]
-    return names
-
-
-def spread(
-    long: pa.Table, n_rows: int, codes: pd.DataFrame, spec: FeatureSpec, event_types: Sequence[str]
-) -> FeatureColumns:
-    """Spread the long (entity, type) table into feature columns over entity rows.
-
-    Args:
-        long: Result of :func:`per_entity_and_type`.
-        n_rows: Number of entity rows.
-        codes: The type codes the engine used (see :func:`type_codes`); the
-            featurised types must have codes ``0 .. len(event_types) - 1``.
-        spec: The feature set.
-        event_types: Featurised event types.
-
-    Returns:
-        Every engagement feature of the catalog except ``tenure_days``,
-        ``nps_latest``, ``nps_class`` and ``key_features_used_30d`` (see
-        :func:`with_nps_and_key_features`).
-    """
-    from features.spec import special_features
-
-    per_type = _per_type_names(spec, event_types)
-    dtypes = {name: ("int64" if stat.startswith("n_") else "float64")
-              for stat, names in per_type.items() for name in names}  # fmt: skip
-    dtypes |= {d.name: d.dtype for d in special_features(spec)
-               if d.name != "tenure_days" and d.dtype != "category"}  # fmt: skip
-    out = FeatureColumns(dtypes, n_rows)
-    regions = {stat: out.region(names).reshape(-1) for stat, names in per_type.items()}
-    regions["days_since_last"][:] = np.nan
-    code = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
-    trend, kpi = spec.trend_window_days, spec.kpi_window_days
-    # Type-specific values, spread over entity rows: (type, engine column) -> values.
-    wanted = [(LOGIN, "login_mask"), (SESSION, "amount"), (SESSION, f"n_{SESSION_WINDOW}d"),
-              (PURCHASE, "amount"), (TICKET_OPENED, "amount"), (TICKET_RESOLVED, "amount"),
-              *((name, f"n_{kpi}d") for name in EMAIL_TYPES)]  # fmt: skip
-    typed = {key: np.zeros(n_rows, long.schema.field(key[1]).type.to_pandas_dtype())
-             for key in wanted}  # fmt: skip
-    last_age = np.full(n_rows, np.inf)
-    active = np.zeros(n_rows, dtype="int64")
-    for batch in long.to_batches():
-        column = {name: batch.column(name).to_numpy() for name in batch.schema.names}
-        rows, type_codes_ = column["row"], column["code"]
-        featurised = (type_codes_ >= 0) & (type_codes_ < len(event_types))
-        every = bool(featurised.all())
-
-        def of(values: np.ndarray, every: bool = every, featurised: np.ndarray = featurised):
-            return values if every else values[featurised]
-
-        cells = of(type_codes_) * n_rows + of(rows)
-        for days in spec.windows_days:
-            regions[f"n_{days}d"][cells] = of(column[f"n_{days}d"])
-        regions["days_since_last"][cells] = of(column["min_age_us"]) / DAY_US
-        regions["decayed"][cells] = of(column["decayed"])
-        regions["trend"][cells] = of(2 * column[f"n_{trend}d"] - column[f"n_{2 * trend}d"])
-        for event_type, name in wanted:
-            chosen = type_codes_ == code[event_type]
-            typed[event_type, name][rows[chosen]] = column[name][chosen]
-        if not every:  # types neither featurised nor special: their events are activity too
-            others = ~featurised
-            np.minimum.at(last_age, rows[others], column["min_age_us"][others].astype("float64"))
-        np.bitwise_or.at(active, rows, column["active_day_mask"])
-    login = typed[LOGIN, "login_mask"]
-    minutes = typed[SESSION, "amount"]
-    last_days = np.fmin(np.fmin.reduce(out.region(per_type["days_since_last"]), axis=0),
-                        np.where(np.isinf(last_age), np.nan, last_age / DAY_US))  # fmt: skip
-    out["days_since_last_event"][:] = last_days
-    out[f"active_days_{ACTIVE_DAYS_WINDOW}d"][:] = np.bitwise_count(active)
-    out[f"login_active_days_{LOGIN_DAYS_WINDOW}d"][:] = np.bitwise_count(
-        login & ((1 << LOGIN_WEEK_BIT) - 1)
-    )
-    out[f"login_active_weeks_{LOGIN_WEEKS}w"][:] = np.bitwise_count(login >> LOGIN_WEEK_BIT)
-    out[f"session_minutes_{SESSION_WINDOW}d"][:] = minutes
-    _ratio(minutes, typed[SESSION, f"n_{SESSION_WINDOW}d"],
-           out[f"avg_session_minutes_{SESSION_WINDOW}d"])  # fmt: skip
-    tickets = typed[TICKET_OPENED, "amount"] - typed[TICKET_RESOLVED, "amount"]
-    out["open_tickets"][:] = np.maximum(tickets, 0)
-    out[f"purchase_amount_{kpi}d"][:] = typed[PURCHASE, "amount"]
-    email = {name: typed[name, f"n_{kpi}d"] for name in EMAIL_TYPES}
-    delivered = email[EMAIL_DELIVERED]
-    for rate, numerator, denominator in (
-        ("delivery", delivered, delivered + email[EMAIL_BOUNCED]),
-        ("open", email[EMAIL_OPENED], delivered),
-        ("click", email[EMAIL_CLICKED], delivered),
-        ("click_to_open", email[EMAIL_CLICKED], email[EMAIL_OPENED]),
-        ("unsubscribe", email[EMAIL_UNSUBSCRIBED], delivered),
-    ):
-        _ratio(numerator, denominator, out[f"email_{rate}_rate_{kpi}d"])
-    return out
-
-
-def with_nps_and_key_features(columns: FeatureColumns, small: pa.Table) -> pd.DataFrame:
-    """The output of :func:`spread` completed with :func:`nps_and_key_features`.
-
-    Returns:
-        All engagement features but ``tenure_days``, in no particular column order.
-    """
-    rows = _numpy(small, "row")
-    columns[f"key_features_used_{KEY_FEATURES_WINDOW}d"][rows] = _numpy(small, "key_features_used")
-    scores = columns["nps_latest"]
-    scores[:] = np.nan
-    scores[rows] = small.column("nps_latest").to_numpy(zero_copy_only=False)
-    frame = columns.frame()
-    frame["nps_class"] = pd.Categorical(nps_classes(scores), categories=list(NPS_CLASSES))
-    return frame
-
-
-def _numpy(table: pa.Table, column: str) -> np.ndarray:
-    return table.column(column).to_numpy()
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, out: np.ndarray) -> None:
-    """``out = numerator / denominator``, NaN where the denominator is 0."""
-    out[:] = np.nan
-    np.divide(numerator, denominator, out=out, where=denominator > 0)

@@ -42,8 +42,8 @@ from features.engine import (
     SESSION_WINDOW,
     TICKET_OPENED,
     TICKET_RESOLVED,
-    nps_classes,
 )
+from features.pivot import nps_classes
 from features.spec import FeatureSpec, safe_name
 
 ONE_DAY = pd.Timedelta(days=1)
