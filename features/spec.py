@@ -43,13 +43,44 @@ class FeatureDef:
     description: str
     concept: str
     group: FeatureGroup = "engagement"
+    #: The description when the value shows as 1 ("1 demo request ..."), if it differs.
+    singular: str | None = None
 
     def describe(self, value: object) -> str:
         """Render the description with an entity's own value."""
         try:
-            return self.description.format(value=value)
+            text = self.description.format(value=value)
         except (ValueError, TypeError):
             return self.description.format(value=str(value))
+        if _shows_as_one(value):
+            if self.singular is not None:
+                return self.singular
+            return _ONE_DAYS.sub(r"\1 day", text)
+        return text
+
+
+_ONE_DAYS = re.compile(r"(?<![\d.])(1) days\b")
+
+
+def _shows_as_one(value: object) -> bool:
+    try:
+        return round(float(value)) == 1 and abs(float(value) - 1) < 0.5
+    except (TypeError, ValueError):
+        return False
+
+
+def singular_noun(noun: str) -> str:
+    """The singular of a plural noun phrase: its first plural word loses its ``s``.
+
+    ``"pricing page visits"`` -> ``"pricing page visit"``, ``"webinars attended"`` ->
+    ``"webinar attended"``; a phrase without such a word is returned as it is.
+    """
+    words = noun.split(" ")
+    for i, word in enumerate(words):
+        if word.endswith("s") and not word.endswith("ss") and len(word) > 2:
+            words[i] = word[:-1]
+            return " ".join(words)
+    return noun
 
 
 DEFAULT_EVENT_TYPES: tuple[EventType, ...] = (
@@ -145,6 +176,7 @@ def per_type_features(spec: FeatureSpec, event_type: str) -> list[FeatureDef]:
             "int64",
             f"{{value:.0f}} {et.noun} in the last {w} days",
             et.concept,
+            singular=f"1 {singular_noun(et.noun)} in the last {w} days",
         )
         for w in spec.windows_days
     ]
@@ -206,25 +238,32 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
             "float64",
             "{value:.0f} minutes in the product in the last 30 days",
             "product usage",
+            singular="1 minute in the product in the last 30 days",
         ),
         FeatureDef(
             "avg_session_minutes_30d",
             "float64",
             "Average session of {value:.0f} minutes over the last 30 days (empty: no session)",
             "product usage",
+            singular="Average session of 1 minute over the last 30 days",
         ),
         FeatureDef(
             "key_features_used_30d",
             "int64",
             "Used {value:.0f} key product features in the last 30 days",
             "product usage",
+            singular="Used 1 key product feature in the last 30 days",
         ),
         FeatureDef(
             "nps_latest", "float64", "Latest NPS answer: {value:.0f} out of 10 (empty: none)", "NPS"
         ),
         FeatureDef("nps_class", "category", "Latest NPS class: {value}", "NPS"),
         FeatureDef(
-            "open_tickets", "int64", "{value:.0f} support tickets still open", "support tickets"
+            "open_tickets",
+            "int64",
+            "{value:.0f} support tickets still open",
+            "support tickets",
+            singular="1 support ticket still open",
         ),
         FeatureDef(
             f"purchase_amount_{k}d",

@@ -224,11 +224,14 @@ def test_reason_text_uses_the_entitys_own_value(conversion_model, scored_rows) -
             if item["concept"] != "pricing page visits":
                 continue
             seen_pricing += 1
+            week, month = row.pricing_page_view_count_7d, row.pricing_page_view_count_30d
+            days = row.pricing_page_view_days_since_last
             expected = {
-                f"{row.pricing_page_view_count_7d:.0f} pricing page visits in the last 7 days",
-                f"{row.pricing_page_view_count_30d:.0f} pricing page visits in the last 30 days",
-                "Last of the pricing page visits "
-                f"{row.pricing_page_view_days_since_last:.0f} days ago",
+                f"{week:.0f} pricing page {'visit' if week == 1 else 'visits'} in the last 7 days",
+                f"{month:.0f} pricing page {'visit' if month == 1 else 'visits'} "
+                "in the last 30 days",
+                f"Last of the pricing page visits {days:.0f} "
+                f"{'day' if round(days) == 1 else 'days'} ago",
                 "Pricing page visits: never",
             }
             sentence = item["text"].split(" pts: ", 1)[1]
