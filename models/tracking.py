@@ -6,8 +6,13 @@
   of the model and of the rule baselines, and artifacts: calibration curve, lift
   chart, global SHAP summary, feature importance, model card, metrics and split.
 * The model is a ``pyfunc`` (calibrated probabilities) with a signature and a made-up
-  input example, and it carries the pickled :class:`~models.model.TrainedModel` so
-  scoring gets the booster back for ``pred_contrib``. No artifact holds entity ids.
+  input example (:func:`safe_input_example`), and it carries the pickled
+  :class:`~models.model.TrainedModel` so scoring gets the booster back for
+  ``pred_contrib``. No artifact holds entity ids; the SHAP summary is drawn on
+  decorrelated rows (:func:`models.privacy.decorrelated_rows`), never real ones.
+* Erasure support (the functions at the end): find runs and
+  logged models whose artifacts hold given values, replace forgotten category levels
+  inside stored models, delete runs, and run ``mlflow gc`` so deleted runs are gone.
 * Promotion uses aliases: ``@champion`` only when the new version is at least as good
   as the champion on the same out-of-time rows and beats the rule baseline;
   otherwise it becomes ``@challenger``. The decision and its numbers are logged.
@@ -16,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -38,6 +44,7 @@ from mlflow.models import infer_signature
 
 from models.evaluate import evaluate, flat_metrics
 from models.model import TrainedModel, write_report_files
+from models.privacy import decorrelated_rows
 from models.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,9 @@ MODEL_ARTIFACT = "trained_model.pkl"
 #: Metrics shown by ``leadscore models`` and compared for promotion.
 KEY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
 _state: dict[str, str | None] = {"artifact_root": None}
+#: Categorical columns with more levels than this may identify people (names, e-mails):
+#: their values never appear in an input example.
+MAX_EXAMPLE_LEVELS = 50
 
 
 def registered_name(target: str) -> str:
@@ -160,6 +170,40 @@ def _log_pyfunc(
     return info
 
 
+def safe_input_example(model: TrainedModel, n_rows: int = 3) -> pd.DataFrame:
+    """A made-up input example that holds no value identifying a person.
+
+    Numbers are training quartiles (aggregates). Categorical columns keep their most
+    common training levels only when they have at most :data:`MAX_EXAMPLE_LEVELS`
+    levels; a column with more (names, e-mails, company names) gets generated
+    placeholders instead, which the model reads as missing.
+
+    Args:
+        model: The trained model.
+        n_rows: Rows in the example.
+
+    Returns:
+        The example, categorical columns as plain strings (MLflow schemas have no
+        categorical type; ``TrainedModel.prepare`` turns them back).
+    """
+    example = model.example_input(n_rows)
+    example = example.astype({c: object for c in model.categorical_levels})
+    for name, levels in model.categorical_levels.items():
+        if len(levels) > MAX_EXAMPLE_LEVELS:
+            example[name] = [f"example value {i + 1}" for i in range(len(example))]
+    return example
+
+
+def _without_real_rows(result: TrainResult, n_rows: int, seed: int) -> TrainResult:
+    # The SHAP summary plots one dot per row: decorrelated rows keep the picture of
+    # each feature's effect while no dot is a real person's row.
+    real = result.validation_features
+    if real.empty:
+        return result
+    shown = decorrelated_rows(real, min(n_rows, len(real)), seed)
+    return dataclasses.replace(result, validation_features=shown)
+
+
 def log_training_run(
     result: TrainResult,
     run_settings: Mapping[str, Any] | None = None,
@@ -218,14 +262,11 @@ def log_training_run(
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            write_report_files(result, folder, shap_rows, seed)
+            write_report_files(_without_real_rows(result, shap_rows, seed), folder, shap_rows, seed)
             mlflow.log_artifacts(str(folder))
             pickled = folder / MODEL_ARTIFACT
             pickled.write_bytes(pickle.dumps(model))
-            example = model.example_input(3)
-            # MLflow schemas have no categorical type: the example carries plain strings,
-            # and TrainedModel.prepare turns them back into categories.
-            example = example.astype({c: object for c in model.categorical_levels})
+            example = safe_input_example(model, 3)
             info = _log_pyfunc(folder, pickled, example, model, result.target, register)
     registered = info.registered_model_version
     version_id = str(registered) if registered is not None else None
@@ -422,3 +463,233 @@ def list_models(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFr
     ]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["model", "version"], ascending=[True, False], ignore_index=True)
+
+
+# --- erasure -----------------------------------------------------------------------
+
+
+@dataclass
+class ArtifactHit:
+    """A run or logged model whose artifacts hold some of the searched values.
+
+    Attributes:
+        kind: ``run`` or ``logged_model``.
+        id: The run id or logged model id.
+        target: ``conversion`` or ``churn``.
+        files: Artifact paths (relative) that matched; never the values themselves.
+    """
+
+    kind: str
+    id: str
+    target: str
+    files: list[str] = field(default_factory=list)
+
+
+def _experiments(targets: tuple[str, ...]) -> list[tuple[str, str]]:
+    found = []
+    for target in targets:
+        experiment = mlflow.get_experiment_by_name(experiment_name(target))
+        if experiment is not None:
+            found.append((target, experiment.experiment_id))
+    return found
+
+
+def _matching_files(folder: Path, needles: list[bytes]) -> list[str]:
+    hits = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if any(needle in data for needle in needles):
+            hits.append(path.relative_to(folder).as_posix())
+    return hits
+
+
+def find_artifacts_containing(
+    values: list[str], targets: tuple[str, ...] = ("conversion", "churn")
+) -> list[ArtifactHit]:
+    """Runs and logged models (deleted ones too) whose artifact bytes contain a value.
+
+    Every artifact is downloaded to a temporary folder and searched byte for byte
+    (UTF-8), pickles included, so nothing escapes because of its format.
+
+    Args:
+        values: Raw ids and attribute values to look for (empty strings are skipped).
+        targets: Experiments to search.
+
+    Returns:
+        One hit per run or logged model with at least one matching file.
+    """
+    from mlflow.entities import ViewType
+
+    needles = [v.encode("utf-8") for v in dict.fromkeys(values) if v]
+    if not needles:
+        return []
+    client = MlflowClient()
+    hits = []
+    for target, experiment_id in _experiments(targets):
+        runs = client.search_runs([experiment_id], run_view_type=ViewType.ALL)
+        sources = [("run", r.info.run_id, {"run_id": r.info.run_id}) for r in runs]
+        sources += [
+            ("logged_model", m.model_id, {"artifact_uri": m.artifact_location})
+            for m in client.search_logged_models(experiment_ids=[experiment_id])
+        ]
+        for kind, identifier, where in sources:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    local = mlflow.artifacts.download_artifacts(**where, dst_path=tmp)
+                except (MlflowException, OSError):  # artifacts already collected
+                    continue
+                files = _matching_files(Path(local), needles)
+            if files:
+                hits.append(ArtifactHit(kind, identifier, target, files))
+    return hits
+
+
+def _local_path(artifact_uri: str) -> Path | None:
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    return Path(artifact_uri) if parsed.scheme == "" else None
+
+
+def _replaced(items: list[Any], replacements: Mapping[str, str]) -> tuple[list[Any], int]:
+    out = [replacements.get(v, v) if isinstance(v, str) else v for v in items]
+    return out, sum(a != b for a, b in zip(items, out, strict=True))
+
+
+def replace_model_levels(
+    replacements: Mapping[str, str], targets: tuple[str, ...] = ("conversion", "churn")
+) -> list[dict[str, Any]]:
+    """Replace forgotten category levels inside every stored model, in place.
+
+    A categorical fit attribute keeps its training levels in the model (our
+    ``categorical_levels``, the feature profile and LightGBM's ``pandas_categorical``).
+    A level unique to a forgotten person (a company name) is personal data. Each
+    such level is swapped for its replacement at the same position in all three
+    lists, so category codes, and therefore every other entity's score, stay exactly
+    the same. Only local (``file:``) artifact stores can be rewritten.
+
+    Args:
+        replacements: Raw value -> replacement (e.g. a pseudonym).
+        targets: Experiments to search.
+
+    Returns:
+        One ``{"target", "model_id", "levels_replaced"}`` per model rewritten.
+    """
+    if not replacements:
+        return []
+    client = MlflowClient()
+    rewritten = []
+    for target, experiment_id in _experiments(targets):
+        for logged in client.search_logged_models(experiment_ids=[experiment_id]):
+            folder = _local_path(logged.artifact_location)
+            path = folder / "artifacts" / MODEL_ARTIFACT if folder else None
+            if path is None or not path.is_file():
+                continue
+            with open(path, "rb") as handle:
+                model: TrainedModel = pickle.load(handle)  # noqa: S301 - our own registry
+            count = 0
+            for name, levels in model.categorical_levels.items():
+                model.categorical_levels[name], n = _replaced(levels, replacements)
+                count += n
+                stats = model.metadata.get("feature_profile", {}).get(name, {})
+                if "top_levels" in stats:
+                    stats["top_levels"], _ = _replaced(stats["top_levels"], replacements)
+            booster_levels = getattr(model.booster, "pandas_categorical", None) or []
+            model.booster.pandas_categorical = [
+                _replaced(list(levels), replacements)[0] for levels in booster_levels
+            ]
+            if count:
+                _write_bytes_atomic(path, pickle.dumps(model))
+                rewritten.append(
+                    {"target": target, "model_id": logged.model_id, "levels_replaced": count}
+                )
+    return rewritten
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def delete_hits(hits: list[ArtifactHit]) -> dict[str, list[str]]:
+    """Mark the runs and logged models of ``hits`` deleted, with their model versions.
+
+    They disappear for real at the next :func:`collect_garbage`.
+
+    Returns:
+        ``{"runs": [...], "logged_models": [...], "model_versions": ["churn v3", ...]}``.
+    """
+    client = MlflowClient()
+    deleted: dict[str, list[str]] = {"runs": [], "logged_models": [], "model_versions": []}
+    run_ids = {h.id for h in hits if h.kind == "run"}
+    model_ids = {h.id for h in hits if h.kind == "logged_model"}
+    for target in {h.target for h in hits}:
+        name = registered_name(target)
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            versions = []
+        for mv in versions:
+            if mv.run_id in run_ids or getattr(mv, "model_id", None) in model_ids:
+                client.delete_model_version(name, mv.version)
+                deleted["model_versions"].append(f"{name} v{mv.version}")
+    for model_id in sorted(model_ids):
+        client.delete_logged_model(model_id)
+        deleted["logged_models"].append(model_id)
+    for run_id in sorted(run_ids):
+        client.delete_run(run_id)
+        deleted["runs"].append(run_id)
+    return deleted
+
+
+def collect_garbage(tracking_uri: str) -> None:
+    """Run ``mlflow gc`` on the store: deleted runs and logged models go for good.
+
+    The venv's ``mlflow`` command is used (MLflow has no public Python API for it).
+    A SQLite store is then vacuumed, so deleted rows do not linger in free pages.
+
+    Raises:
+        RuntimeError: ``mlflow gc`` failed; the message quotes its last output lines.
+    """
+    import sqlite3
+    import subprocess
+    import sys
+
+    command = Path(sys.executable).with_name("mlflow")
+    args = [str(command)] if command.exists() else [sys.executable, "-m", "mlflow"]
+    args += ["gc", "--backend-store-uri", tracking_uri]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)  # noqa: S603
+    if done.returncode != 0:
+        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"mlflow gc on {tracking_uri} failed (exit {done.returncode}): {tail}")
+    if tracking_uri.startswith("sqlite:///"):
+        connection = sqlite3.connect(tracking_uri.removeprefix("sqlite:///"))
+        try:
+            connection.execute("VACUUM")
+        finally:
+            connection.close()
+    log.info("mlflow gc done on %s", tracking_uri)
+
+
+def model_versions_with_windows(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFrame:
+    """Registered versions with the last training cutoff of each (``last_cutoff``, UTC).
+
+    Returns:
+        :func:`list_models` columns plus ``last_cutoff`` (NaT when unknown).
+    """
+    frame = list_models(targets)
+    client = MlflowClient()
+    last = []
+    for run_id in frame["run_id"]:
+        window = client.get_run(run_id).data.params.get("validation_window", "") if run_id else ""
+        end = window.rpartition(" to ")[2]
+        last.append(pd.Timestamp(end, tz="UTC") if end else pd.NaT)
+    return frame.assign(last_cutoff=pd.Series(last, index=frame.index, dtype="datetime64[ns, UTC]"))

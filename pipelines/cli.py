@@ -183,7 +183,10 @@ def serve(
 def forget(
     entity_ids: Annotated[list[str] | None, typer.Argument(help="Entity ids to erase.")] = None,
     from_file: Annotated[
-        Path | None, typer.Option("--from-file", help="File with one entity id per line.")
+        Path | None,
+        typer.Option(
+            "--from-file", help="File with one entity id per line.", exists=True, dir_okay=False
+        ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:

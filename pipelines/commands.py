@@ -93,10 +93,38 @@ def score(settings: Settings, as_of: str | None, console: Console) -> None:
 def backfill(
     settings: Settings, start: str, end: str, every: int, config: Path | None, console: Console
 ) -> None:
-    """Run the nightly flow for each date in order."""
-    for day in pd.date_range(start, end, freq=f"{every}D"):
-        console.rule(f"{day.date()}")
-        nightly(settings, str(day.date()), config, console)
+    """Run the nightly flow for each date from ``start`` to ``end``, oldest first.
+
+    Each date is a full nightly run (retraining when due as of that date), so the
+    score history and band moves build up as if the job had run on those nights.
+    It stops at the first failing date; the dates before it are complete.
+
+    Raises:
+        ValueError: If a date does not parse, ``start`` is after ``end`` or ``every`` < 1.
+        RuntimeError: If a date's run fails; the message names the date and the step.
+    """
+    try:
+        first, last = pd.Timestamp(start), pd.Timestamp(end)
+    except ValueError as exc:
+        raise ValueError(f"Backfill dates must be YYYY-MM-DD, got {start!r} and {end!r}.") from exc
+    if first > last:
+        raise ValueError(f"Backfill --from {start} is after --to {end}.")
+    if every < 1:
+        raise ValueError(f"Backfill --every must be at least 1 day, got {every}.")
+    days = [str(day.date()) for day in pd.date_range(first, last, freq=f"{every}D")]
+    for number, day in enumerate(days, start=1):
+        console.rule(f"{day} ({number}/{len(days)})")
+        try:
+            nightly(settings, day, config, console)
+        except Exception as exc:
+            done = f"{number - 1} earlier date(s) are complete" if number > 1 else "none done"
+            raise RuntimeError(
+                f"Backfill stopped at {day}: {exc} ({done}; run again with --from {day})."
+            ) from exc
+    console.print(
+        f"Backfilled {len(days)} date(s) from {days[0]} to {days[-1]}; score partitions under "
+        f"{settings.output.dir / 'scores'}."
+    )
 
 
 def train(settings: Settings, target: str, as_of: str | None, console: Console) -> None:
@@ -148,15 +176,42 @@ def recalibrate(
         )
         out = settings.output.dir / "recalibration" / f"{rules}-{target}"
         result.write(out)
-    console.print(result.table[["signal", "old_points", "new_points", "ci_low", "ci_high"]]
-                  .to_string(index=False))
+    console.print(
+        result.table[["signal", "old_points", "new_points", "ci_low", "ci_high"]].to_string(
+            index=False
+        )
+    )
     console.print(f"Report, recalibrated rule file and metrics written to {out}/")
 
 
 def forget(settings: Settings, ids: list[str], console: Console) -> None:
-    """Erasure across every store is not built yet (issue 8); refuse rather than pretend."""
-    raise NotImplementedError(
-        "Erasure (leadscore forget) is not implemented yet; nothing was deleted."
+    """Erase entities from every store, run MLflow's garbage collection, print the receipt."""
+    from pipelines.erasure import forget as erase
+
+    began = time.perf_counter()
+    with console.status(f"Erasing {len(ids):,} entities from every store"):
+        receipt, path = erase(settings, ids)
+    for store in receipt["stores"]:
+        console.print(
+            f"  {store['store']}: {store['rows_deleted']:,} rows deleted, "
+            f"{store['files_rewritten']:,} files rewritten"
+        )
+    mlflow_part = receipt["mlflow"]
+    deleted = len(mlflow_part.get("runs_deleted", [])) + len(
+        mlflow_part.get("logged_models_deleted", [])
+    )
+    console.print(
+        f"  MLflow: {deleted} runs/models deleted, "
+        f"{len(mlflow_part.get('models_with_levels_replaced', []))} models scrubbed"
+        + ("; garbage collected" if mlflow_part.get("garbage_collected") else "")
+    )
+    trained = mlflow_part.get("models_trained_with_data", [])
+    if trained:
+        names = ", ".join(f"{m['model']} v{m['version']}" for m in trained)
+        console.print(f"  Trained with their data (retrained at the next retrain): {names}")
+    console.print(
+        f"Forgot {receipt['entities']['count']:,} entities in "
+        f"{time.perf_counter() - began:.1f} s. Receipt: {path}"
     )
 
 

@@ -256,14 +256,73 @@ def load_inputs(
         outcomes = VALIDATORS["outcomes"](
             pd.DataFrame(columns=["entity_id", "outcome", "occurred_at"]), sources.outcomes
         )
+    suppressed = 0
+    if sources.suppression_list:
+        listed = read_suppression_list(sources.suppression_list, maps.get("suppression_list"))
+        entities, suppressed = apply_suppression(entities, listed)
     report = input_report(events, now, entities, outcomes)
     events, report.rejected = clean_events(events, now)
+    if sources.suppression_list:
+        # Counted here until InputReport has a field of its own for it.
+        report.rejected["entities_on_suppression_list"] = suppressed
     log.info(
         "Inputs as of %s: %d events (%d exact duplicates dropped, %d after as_of), "
         "%d entities, %d outcomes.", now.isoformat(), report.events, report.duplicate_events,
         report.future_events, report.entities, report.outcomes,
     )  # fmt: skip
     return Inputs(events=events, entities=entities, outcomes=outcomes, report=report)
+
+
+def read_suppression_list(source: str, column_map: dict[str, str] | None = None) -> set[str]:
+    """The entity ids of a suppression list (people who objected to profiling).
+
+    Args:
+        source: A CSV/Parquet file, folder or glob, or a SQL URL with ``?table=``;
+            it needs an ``entity_id`` column (after ``column_map``).
+        column_map: User column name -> ``entity_id``.
+
+    Returns:
+        The listed ids as text (blank values ignored).
+
+    Raises:
+        SourceNotFoundError: The list does not exist.
+        ContractError: It has no ``entity_id`` column; the columns present are named.
+    """
+    if is_sql_url(source):
+        frame = sql_read(source, "suppression_list")
+    else:
+        frame = read_files(source, "suppression list", text_columns=("entity_id",))
+    frame = apply_column_map(frame, column_map, "suppression_list", source)
+    if "entity_id" not in frame.columns:
+        present = ", ".join(repr(str(c)) for c in frame.columns) or "none"
+        raise ContractError(
+            "suppression_list",
+            source,
+            [f"it has no entity_id column (columns present: {present}); add one or map it "
+             "with column_map.suppression_list"],
+        )  # fmt: skip
+    ids = frame["entity_id"].dropna().astype("string").str.strip()
+    return set(ids[ids != ""].tolist())
+
+
+def apply_suppression(entities: pd.DataFrame, listed: set[str]) -> tuple[pd.DataFrame, int]:
+    """Entities with ``consent`` set to false for everyone on the suppression list.
+
+    Everything downstream already treats consent false as "never profiled, trained
+    on or scored", so this is the only place the list needs to act.
+
+    Returns:
+        The new entities table and how many of its entities are on the list.
+    """
+    on_list = entities["entity_id"].astype("string").isin(listed).fillna(False).to_numpy(bool)
+    consent = (
+        entities["consent"].astype("boolean").fillna(True)
+        if "consent" in entities.columns
+        else pd.Series(True, index=entities.index, dtype="boolean")
+    )
+    out = entities.assign(consent=(consent & ~on_list).astype(bool))
+    log.info("Suppression list: %d of %d entities set to no consent.", on_list.sum(), len(out))
+    return out, int(on_list.sum())
 
 
 @contextmanager

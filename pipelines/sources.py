@@ -370,3 +370,46 @@ def sql_delete(url: str, table: str, where_column: str, values: Sequence[object]
                 deleted += connection.execute(table_obj.delete().where(column.in_(chunk))).rowcount
     log.info("Deleted %d rows from %s where %s matched.", deleted, table, where_column)
     return deleted
+
+
+def sql_delete_before(url: str, table: str, time_column: str, before: pd.Timestamp) -> int:
+    """Delete the rows whose ``time_column`` is strictly before ``before``, atomically.
+
+    Args:
+        url: Database URL (a ``?table=`` in it is ignored).
+        table: Table name, ``schema.table`` allowed.
+        time_column: A timestamp column (UTC).
+        before: The cutoff (naive values are UTC).
+
+    Returns:
+        The number of rows deleted (0 when the database or table does not exist).
+    """
+    target = parse_sql_url(url, table, override=True)
+    schema, name = target.schema_and_name
+    cutoff = pd.Timestamp(before)
+    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    if target.duckdb_path is not None:
+        if not target.duckdb_path.exists():
+            return 0
+        with duckdb_connection(target.duckdb_path, read_only=False) as connection:
+            if not duckdb_table_exists(connection, target):
+                return 0
+            rows = connection.execute(
+                f"DELETE FROM {target.qualified} WHERE {quote(time_column)} < ?",
+                [cutoff.to_pydatetime()],
+            ).fetchall()
+            deleted = int(rows[0][0]) if rows else 0
+    else:
+        with sql_engine(target) as engine, engine.begin() as connection:
+            if not sa.inspect(connection).has_table(name, schema=schema):
+                return 0
+            table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
+            column = table_obj.c[time_column]
+            if engine.dialect.name == "sqlite":
+                # pandas writes SQLite timestamps as text: compare in the same format.
+                bound: object = cutoff.tz_convert(None).strftime("%Y-%m-%d %H:%M:%S.%f")
+            else:
+                bound = cutoff.to_pydatetime()
+            deleted = connection.execute(table_obj.delete().where(column < bound)).rowcount
+    log.info("Deleted %d rows of %s older than %s.", deleted, table, cutoff.isoformat())
+    return deleted
