@@ -14,8 +14,13 @@ The flow of :func:`train_model`:
    with early stopping on the calibration fold, then fit the calibrator on the
    calibration fold's margins;
 5. evaluate on the latest out-of-time fold, side by side with the rule score and the
-   rule score refitted on the training fold, both mapped to probabilities by a
-   sigmoid fitted on the calibration fold.
+   rule score recalibrated on the training fold (:func:`models.recalibrate.fit_rules`
+   for a :class:`~models.rules.RuleScore`), both mapped to probabilities by a sigmoid
+   fitted on the calibration fold.
+
+Rule scores measure engagement: higher means likelier to convert and *less* likely to
+churn. For the churn target their points are negated before any metric, so a rule AUC
+above 0.5 always means the rules rank churners first.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from features.labels import Split, stratified_split, time_split
 from models.calibration import fit_calibrator
 from models.evaluate import evaluate, feature_auc
 from models.model import TrainedModel, feature_frame, feature_profile, prepare_features
+from models.recalibrate import fit_rules
+from models.rules import RuleScore, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -222,23 +229,98 @@ def _fit_booster(x_train, y_train, x_calib, y_calib, params: dict[str, Any]) -> 
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
 
-def _baselines(
-    rule_model: RuleModel | None, features: pd.DataFrame, y: np.ndarray, split: Split
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Rule points on the calibration and validation folds, as given and refitted."""
-    if rule_model is None:
-        return {}
+def rule_direction(target: str) -> float:
+    """Sign that turns rule points into a score where higher means the outcome is likelier.
+
+    Rule scores measure engagement, which goes with conversion and against churn.
+
+    Args:
+        target: ``conversion`` or ``churn``.
+
+    Returns:
+        ``-1.0`` for churn, ``1.0`` otherwise.
+    """
+    return -1.0 if target == "churn" else 1.0
+
+
+def recalibrated_rule_model(
+    rule_model: RuleModel,
+    features: pd.DataFrame,
+    y: np.ndarray,
+    target: str,
+    *,
+    as_of: pd.Series | None = None,
+    horizon_days: int | None = None,
+    seed: int = 42,
+) -> RuleModel:
+    """The rule score with its points relearned on the rows given (the training fold).
+
+    A :class:`~models.rules.RuleScore` is recalibrated by
+    :func:`models.recalibrate.fit_rules` (its ``fit`` only parses the rule file, so
+    refitting it would change nothing); any other rule model is cloned and fitted.
+
+    Args:
+        rule_model: The rule score as configured.
+        features: Training rows with every column the rules read.
+        y: Their labels (1 = converted / churned).
+        target: ``conversion`` or ``churn``.
+        as_of: Cutoff per row, so the ridge strength is picked by time.
+        horizon_days: Label window, for that inner time split.
+        seed: Seed of the sign-test bootstrap.
+
+    Returns:
+        A fitted rule model.
+    """
+    if isinstance(rule_model, RuleScore):
+        rules = fit_rules(
+            features, y, load_rules(rule_model.rules), target,  # type: ignore[arg-type]
+            as_of=as_of, seed=seed, label_horizon_days=horizon_days,
+        )  # fmt: skip
+        return RuleScore(rules).fit(features.head(0))
     try:
         unfitted = clone(rule_model)
     except TypeError:  # not a full scikit-learn estimator: copy it instead
         unfitted = copy.deepcopy(rule_model)
-    fitted = unfitted.fit(features.iloc[split.train], y[split.train])
+    return unfitted.fit(features, y)
+
+
+def _baselines(
+    rule_model: RuleModel | None,
+    features: pd.DataFrame,
+    y: np.ndarray,
+    split: Split,
+    target: str,
+    cutoffs: pd.Series | None,
+    horizon_days: int,
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Rule scores (oriented to the target) on the calibration and validation folds."""
+    if rule_model is None:
+        return {}
+    fitted = recalibrated_rule_model(
+        rule_model, features.iloc[split.train], y[split.train], target,
+        as_of=None if cutoffs is None else cutoffs.iloc[split.train],
+        horizon_days=horizon_days, seed=seed,
+    )  # fmt: skip
+    sign = rule_direction(target)
     out = {}
     for name, rule in (("rule", rule_model), ("rule_recalibrated", fitted)):
-        calib = np.asarray(rule.predict(features.iloc[split.calibration]), dtype="float64")
-        valid = np.asarray(rule.predict(features.iloc[split.validation]), dtype="float64")
+        calib = sign * np.asarray(rule.predict(features.iloc[split.calibration]), dtype="float64")
+        valid = sign * np.asarray(rule.predict(features.iloc[split.validation]), dtype="float64")
         out[name] = (calib, valid)
     return out
+
+
+def _trained_at(given: object | None, cutoffs: pd.Series | None, horizon_days: int) -> str:
+    if given is not None:
+        moment = pd.Timestamp(given)
+    elif cutoffs is not None:
+        moment = cutoffs.max() + pd.Timedelta(days=horizon_days)
+    else:
+        moment = pd.Timestamp.now(tz="UTC")
+    # Naive dates are UTC, as everywhere in the data contract.
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    return moment.isoformat()
 
 
 def train_model(
@@ -259,6 +341,7 @@ def train_model(
     calibration_cutoffs: int = 1,
     label_definition: str = "",
     seed: int = 42,
+    trained_at: object | None = None,
 ) -> TrainResult:
     """Train, calibrate and evaluate one target on a stacked (entity, cutoff) frame.
 
@@ -274,12 +357,17 @@ def train_model(
         min_positive_labels: Fewer positives than this refuses to train.
         leakage_auc_threshold: A single feature above this AUC stops training.
         allow_leaky_features: Features exempt from the leakage guard.
-        rule_model: Rule score to compare against (``models.rules.RuleScore``).
+        rule_model: Rule score to compare against (``models.rules.RuleScore``); its
+            points are negated for churn (see the module docstring).
         calibration: ``auto``, ``sigmoid`` or ``isotonic``.
         validation_cutoffs: Latest cutoffs held out for validation.
         calibration_cutoffs: Cutoffs for early stopping and calibration.
         label_definition: Human sentence on the label, kept in the model metadata.
         seed: Seed of LightGBM and of the stratified split.
+        trained_at: The training as-of date (the run date), kept in the metadata as ISO
+            UTC for the retrain schedule. Default: the end of the latest label window
+            (latest cutoff + horizon, the date outcomes are known until), or the current
+            time for a snapshot without cutoffs.
 
     Returns:
         The :class:`TrainResult`.
@@ -344,7 +432,7 @@ def train_model(
     if cutoffs is not None:
         validation.insert(0, "as_of", cutoffs.iloc[split.validation].to_numpy())
     for name, (calib_points, valid_points) in _baselines(
-        rule_model, features.reset_index(drop=True), y, split
+        rule_model, features.reset_index(drop=True), y, split, target, cutoffs, horizon_days, seed
     ).items():
         to_probability = fit_calibrator(calib_points, y[split.calibration], "sigmoid")
         p_rule = to_probability.predict(valid_points)
@@ -384,6 +472,7 @@ def train_model(
         feature_set_version=feature_set_version,
         reference_scores=np.sort(p_valid),
         metadata={
+            "trained_at": _trained_at(trained_at, cutoffs, horizon_days),
             "horizon_days": horizon_days,
             "label_definition": label_definition,
             "calibration_method": calibrator.method,

@@ -6,12 +6,15 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from models.model import model_card_markdown
+from models.recalibrate import fit_rules
+from models.rules import RuleScore, load_rules
 from models.train import (
     InsufficientLabelsError,
     LeakageError,
     check_leakage,
     data_fingerprint,
     resolve_params,
+    rule_direction,
     train_model,
 )
 from tests.models.conftest import PointsRule, make_training_frame
@@ -196,3 +199,78 @@ def test_synthetic_generator_model_is_near_the_truth_and_beats_the_rules(target,
     assert abs(model["roc_auc"] - true_auc) <= 0.02
     assert model["ece"] <= 0.02
     assert model["roc_auc"] >= result.metrics["rule"]["roc_auc"] + 0.05
+
+
+# --- Rule baselines: recalibration, churn direction; training date ----------------------
+
+
+@pytest.fixture(scope="module")
+def churn_with_engagement_rules():
+    from tests.models.test_recalibrate import simulate_customers
+
+    frame, churn, _ = simulate_customers(seed=11, n_customers=1500, n_cutoffs=6)
+    result = train_model(
+        frame, churn, frame["as_of"], "churn", horizon_days=30,
+        rule_model=RuleScore("engagement"), params={"num_boost_round": 60},
+    )  # fmt: skip
+    return frame, churn, result
+
+
+def test_recalibrated_rule_baseline_is_fit_rules_on_the_training_fold(
+    churn_with_engagement_rules,
+):
+    frame, churn, result = churn_with_engagement_rules
+    train, valid = result.split.train, result.split.validation
+    expected = fit_rules(
+        frame.iloc[train], churn[train], load_rules("engagement"), "churn",
+        as_of=frame["as_of"].iloc[train], seed=42, label_horizon_days=30,
+    )  # fmt: skip
+    assert expected.points.to_dict() != load_rules("engagement").points.to_dict()
+    points = RuleScore(expected).predict(frame.iloc[valid])
+    recalibrated = result.metrics["rule_recalibrated"]
+    assert recalibrated["points_roc_auc"] == pytest.approx(roc_auc_score(churn[valid], -points))
+    assert recalibrated["roc_auc"] > result.metrics["rule"]["roc_auc"]
+
+
+def test_churn_rule_auc_is_computed_on_the_negated_engagement_score(
+    churn_with_engagement_rules,
+):
+    frame, churn, result = churn_with_engagement_rules
+    valid = result.split.validation
+    engagement = RuleScore("engagement").predict(frame.iloc[valid])
+    rule = result.metrics["rule"]
+    # High engagement means low churn, so the raw points rank churners last.
+    assert roc_auc_score(churn[valid], engagement) < 0.5
+    assert rule["points_roc_auc"] == pytest.approx(roc_auc_score(churn[valid], -engagement))
+    assert rule["points_roc_auc"] > 0.6 and rule["roc_auc"] == pytest.approx(rule["points_roc_auc"])
+    assert rule_direction("churn") == -1.0 and rule_direction("conversion") == 1.0
+
+
+def test_conversion_rule_points_keep_their_direction(trained, training_data):
+    valid = trained.split.validation
+    points = PointsRule().predict(training_data.features.iloc[valid])
+    expected = roc_auc_score(training_data.labels[valid], points)
+    assert trained.metrics["rule"]["points_roc_auc"] == pytest.approx(expected)
+
+
+def test_trained_at_is_kept_as_iso_utc_and_drives_the_retrain_schedule(
+    churn_with_engagement_rules,
+):
+    from pipelines.settings import Settings
+    from pipelines.steps import retrain_due
+
+    frame, _, result = churn_with_engagement_rules
+    default = pd.Timestamp(result.model.metadata["trained_at"])
+    assert default == frame["as_of"].max() + pd.Timedelta(days=30)
+    data = make_training_frame(seed=6, n_entities=800, n_cutoffs=6)
+    given = train_model(
+        data.features, data.labels, data.as_of, "conversion", horizon_days=30,
+        params={"num_boost_round": 20}, trained_at="2025-09-01",
+    )  # fmt: skip
+    model = pickle.loads(pickle.dumps(given.model))
+    assert model.metadata["trained_at"] == "2025-09-01T00:00:00+00:00"
+    settings = Settings(model={"retrain_max_age_days": 7})
+    due, why = retrain_due(settings, model, None, pd.Timestamp("2025-09-05", tz="UTC"))
+    assert not due and "4 days" in why
+    due, why = retrain_due(settings, model, None, pd.Timestamp("2025-09-09", tz="UTC"))
+    assert due and "8 days" in why
