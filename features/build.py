@@ -57,7 +57,9 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
     Every column outside the data contract (``entity_id, created_at, crm_id,
     consent, kind``) is a fit attribute: numbers and booleans become ``float64``,
     strings and categories ``category``. Other types (timestamps) are skipped with
-    a warning, since no model can use them as they are.
+    a warning, since no model can use them as they are, and so are text columns
+    with a different value for most entities (names, e-mails, ids): they carry no
+    pattern to learn and would keep personal data inside the model.
 
     Args:
         entities: The entities table.
@@ -73,6 +75,13 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
         if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
             columns[column] = "float64"
         elif pd.api.types.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+            if _looks_like_an_identifier(entities[column]):
+                log.warning(
+                    "Entities column %r holds a different value for most entities (a name, "
+                    "e-mail or id?): it is not used as a fit attribute, so no model learns "
+                    "or stores it.", column,
+                )  # fmt: skip
+                continue
             columns[column] = "category"
         else:
             log.warning(
@@ -80,6 +89,19 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
                 "it is not used as a fit attribute.", column, dtype,
             )  # fmt: skip
     return columns
+
+
+#: A text column with more distinct values than this share of its rows is per-entity.
+IDENTIFIER_DISTINCT_SHARE = 0.5
+#: ... and more than this many distinct values (small tables repeat little by chance).
+IDENTIFIER_MIN_DISTINCT = 20
+
+
+def _looks_like_an_identifier(values: pd.Series) -> bool:
+    present = values.dropna()
+    distinct = present.nunique()
+    share = IDENTIFIER_DISTINCT_SHARE * len(present)
+    return distinct > IDENTIFIER_MIN_DISTINCT and distinct > share
 
 
 def existing_entities(entities: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:

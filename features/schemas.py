@@ -320,7 +320,9 @@ class InputReport:
         duplicate_events: Event rows that exactly repeat an earlier row.
         future_events: Events later than ``as_of`` (never used by features).
         events_of_unknown_entities: Events whose ``entity_id`` is not in entities.
-        entities_without_consent: Entities with ``consent`` false.
+        entities_without_consent: Entities with ``consent`` false (the suppression
+            list included).
+        entities_on_suppression_list: Entities set to no consent by the suppression list.
         rejected: Rows removed from the inputs, by reason.
         as_of: The run's "now".
     """
@@ -332,6 +334,7 @@ class InputReport:
     future_events: int
     events_of_unknown_entities: int = 0
     entities_without_consent: int = 0
+    entities_on_suppression_list: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     as_of: pd.Timestamp | None = None
 

@@ -42,6 +42,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from models.bands import BAND_METADATA_KEY
 from models.evaluate import evaluate, flat_metrics
 from models.model import TrainedModel, write_report_files
 from models.privacy import decorrelated_rows
@@ -259,6 +260,10 @@ def log_training_run(
             if name != "model":
                 metrics.update(flat_metrics(values, f"{name}_"))
         metrics.update({f"rows_{k}": float(v) for k, v in split["rows"].items()})
+        band = model.metadata.get(BAND_METADATA_KEY) or {}
+        metrics.update(
+            {f"band_{k}": float(v) for k, v in band.items() if isinstance(v, int | float)}
+        )
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

@@ -38,6 +38,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from features.labels import Split, stratified_split, time_split
+from models.bands import BAND_METADATA_KEY, choose_thresholds
 from models.calibration import fit_calibrator
 from models.evaluate import evaluate, feature_auc
 from models.model import TrainedModel, feature_frame, feature_profile, prepare_features
@@ -342,6 +343,7 @@ def train_model(
     label_definition: str = "",
     seed: int = 42,
     trained_at: object | None = None,
+    band_share: float = 0.10,
 ) -> TrainResult:
     """Train, calibrate and evaluate one target on a stacked (entity, cutoff) frame.
 
@@ -368,6 +370,9 @@ def train_model(
             UTC for the retrain schedule. Default: the end of the latest label window
             (latest cutoff + horizon, the date outcomes are known until), or the current
             time for a snapshot without cutoffs.
+        band_share: Share of validation rows the band threshold flags (``high`` for
+            conversion, ``at-risk`` for churn); stored in the metadata under
+            ``models.bands.BAND_METADATA_KEY`` with its validation precision and lift.
 
     Returns:
         The :class:`TrainResult`.
@@ -482,6 +487,9 @@ def train_model(
             "validation_window": window(split.validation),
             "feature_profile": feature_profile(x_train_raw, kinds),
             "validation_metrics": {k: v for k, v in metrics["model"].items() if k != "band_rates"},
+            # The band threshold is chosen here, on labelled validation data, and travels
+            # with the model version so batch, notebook and report band alike.
+            BAND_METADATA_KEY: choose_thresholds(y_valid, p_valid, band_share).to_dict(),
         },
     )
     log.info(

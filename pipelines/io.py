@@ -262,9 +262,7 @@ def load_inputs(
         entities, suppressed = apply_suppression(entities, listed)
     report = input_report(events, now, entities, outcomes)
     events, report.rejected = clean_events(events, now)
-    if sources.suppression_list:
-        # Counted here until InputReport has a field of its own for it.
-        report.rejected["entities_on_suppression_list"] = suppressed
+    report.entities_on_suppression_list = suppressed
     log.info(
         "Inputs as of %s: %d events (%d exact duplicates dropped, %d after as_of), "
         "%d entities, %d outcomes.", now.isoformat(), report.events, report.duplicate_events,

@@ -29,6 +29,9 @@ class SourceSettings(BaseModel):
     events: str = "data/events"
     entities: str = "data/entities.parquet"
     outcomes: str = "data/outcomes.parquet"
+    #: People who objected to profiling: a file, folder, glob or SQL URL with
+    #: ``?table=``, with an ``entity_id`` column (mappable under ``column_map``'s
+    #: ``suppression_list`` key). Listed entities are treated as ``consent`` false.
     suppression_list: str | None = None
     #: Map from the user's column name to the contract's, per input.
     column_map: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -99,7 +102,13 @@ class ScheduleSettings(BaseModel):
 
 
 class RetentionSettings(BaseModel):
-    """How long personal data is kept (``None``: forever)."""
+    """How long personal data is kept (``None``: forever); the nightly run purges.
+
+    ``max_event_age_days``: events older than this are not read into features.
+    ``max_score_history_days``: older rows of ``lead_score_history``, score
+    partitions, feature snapshots, CRM export folders, board pages and
+    ``lead_scores`` rows not refreshed since are deleted.
+    """
 
     max_event_age_days: int | None = None
     max_score_history_days: int | None = None
@@ -123,7 +132,9 @@ class Settings(BaseSettings):
     #: MLflow tracking URI; default: a SQLite store in the output dir.
     mlflow_tracking_uri: str | None = None
     seed: int = 42
-    #: Key of the keyed hash that pseudonymises ids in artifacts (env only, never a file).
+    #: Key of the keyed hash (HMAC-SHA256, 16+ characters) that pseudonymises ids in
+    #: artifacts and erasure receipts: set ``LEADSCORE_PSEUDONYM_KEY``, never a file in
+    #: the repository. Without it, receipts use a random key of the process.
     pseudonym_key: str | None = None
 
     @property

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.build import build_features, build_snapshots, event_types_seen
+from features.build import build_features, build_snapshots, event_types_seen, fit_columns
 from features.reference import build_features_pandas
 from features.spec import FeatureSpec, feature_catalog
 
@@ -355,3 +355,20 @@ def test_naive_and_nanosecond_parquet_times_are_read_as_utc(as_of, tmp_path):
     for name in ("naive.parquet", "ns.parquet"):
         built = build_features(tmp_path / name, one_entity(as_of), as_of)
         pd.testing.assert_frame_equal(built, expected)
+
+
+def test_text_columns_unique_per_entity_are_not_fit_attributes(caplog):
+    n = 200
+    entities = pd.DataFrame(
+        {
+            "entity_id": [f"e{i}" for i in range(n)],
+            "created_at": pd.Timestamp("2024-01-01", tz="UTC"),
+            "industry": pd.array(["retail", "software"] * (n // 2), dtype="str"),
+            "email": pd.array([f"person{i}@example.com" for i in range(n)], dtype="str"),
+            "employees": range(n),
+        }
+    )
+    with caplog.at_level("WARNING"):
+        columns = fit_columns(entities)
+    assert columns == {"industry": "category", "employees": "float64"}
+    assert "'email'" in caplog.text

@@ -274,3 +274,16 @@ def test_trained_at_is_kept_as_iso_utc_and_drives_the_retrain_schedule(
     assert not due and "4 days" in why
     due, why = retrain_due(settings, model, None, pd.Timestamp("2025-09-09", tz="UTC"))
     assert due and "8 days" in why
+
+
+def test_band_threshold_is_chosen_on_validation_labels_and_stored(trained):
+    from models.bands import BAND_METADATA_KEY, band_rule_for_models
+
+    stored = trained.model.metadata[BAND_METADATA_KEY]
+    flagged = trained.validation["p_model"] >= stored["threshold"]
+    assert stored["share_target"] == 0.10
+    assert stored["share_flagged"] == pytest.approx(flagged.mean())
+    assert stored["precision"] == pytest.approx(trained.validation["label"][flagged].mean())
+    assert stored["lift"] > 1.0
+    rule = band_rule_for_models({"conversion": trained.model, "churn": None})
+    assert rule.to_dict()["conversion_threshold"] == stored["threshold"]

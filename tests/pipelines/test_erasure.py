@@ -96,7 +96,7 @@ def test_no_consent_entities_are_never_trained_on_scored_or_shown(population):
     settings, refused, listed = population["settings"], population["refused"], population["listed"]
     as_of = steps.resolve_as_of(FIRST_RUN, settings)
     inputs = steps.load_inputs(settings, as_of)
-    assert inputs.report["rejected"]["entities_on_suppression_list"] == 1
+    assert inputs.report["entities_on_suppression_list"] == 1
     for target in steps.TARGETS:
         snapshots = steps.training_frame(settings, inputs, target, as_of)
         assert len(snapshots) > 0
@@ -125,11 +125,9 @@ def test_no_mlflow_artifact_holds_a_raw_entity_id(population):
     assert _found(artifact_root, [*entities["entity_id"], *entities["crm_id"].dropna()]) == {}
     db = (population["settings"].output.dir / "mlflow.db").read_bytes()
     assert not any(v.encode() in db for v in entities["entity_id"])
-    # A unique text attribute is a category level inside the pickled model (forget
-    # replaces it there), but never part of an example, a plot or a report.
-    companies = _found(artifact_root, list(entities["company"]))
-    assert companies
-    assert {Path(f).name for found in companies.values() for f in found} == {"trained_model.pkl"}
+    # A text attribute unique to each entity is never a fit attribute
+    # (features.build.fit_columns), so no model, example, plot or report holds it.
+    assert _found(artifact_root, list(entities["company"])) == {}
 
 
 def _sql(settings, table: str) -> pd.DataFrame:
@@ -261,7 +259,7 @@ def test_load_inputs_applies_the_suppression_list(tmp_path, event_history):
     refused = set(inputs.entities.loc[~inputs.entities["consent"], "entity_id"])
     assert refused == {"e003", "e005"}
     assert inputs.report.entities_without_consent == 2
-    assert inputs.report.rejected["entities_on_suppression_list"] == 2
+    assert inputs.report.entities_on_suppression_list == 2
 
 
 def _scored(day: str, ids: list[str]) -> pd.DataFrame:
