@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import mlflow
@@ -47,6 +47,9 @@ from models.evaluate import evaluate, flat_metrics
 from models.model import TrainedModel, write_report_files
 from models.privacy import decorrelated_rows
 from models.train import TrainResult
+
+if TYPE_CHECKING:
+    from models.recalibrate import RecalibrationResult
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +98,14 @@ def configure(tracking_uri: str) -> None:
     mlflow.set_registry_uri(tracking_uri)
 
 
+RECALIBRATION_EXPERIMENT = "leadscore-rule-recalibration"
+
+
 def _experiment_id(target: str) -> str:
-    name = experiment_name(target)
+    return _experiment_id_named(experiment_name(target))
+
+
+def _experiment_id_named(name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -698,3 +707,45 @@ def model_versions_with_windows(targets: tuple[str, ...] = ("conversion", "churn
         end = window.rpartition(" to ")[2]
         last.append(pd.Timestamp(end, tz="UTC") if end else pd.NaT)
     return frame.assign(last_cutoff=pd.Series(last, index=frame.index, dtype="datetime64[ns, UTC]"))
+
+
+def log_recalibration(
+    result: RecalibrationResult, run_settings: Mapping[str, Any] | None = None
+) -> str:
+    """Log a rule recalibration: its settings, holdout metrics, new points and report.
+
+    Everything logged is aggregate (points, intervals, rates): no row of the data.
+
+    Args:
+        result: What :func:`models.recalibrate.recalibrate` returned.
+        run_settings: Settings worth recording (nested dicts are flattened with dots).
+
+    Returns:
+        The run id.
+    """
+    rules = result.old_rules.name
+    with mlflow.start_run(
+        experiment_id=_experiment_id_named(RECALIBRATION_EXPERIMENT),
+        run_name=f"{rules}-{result.target}",
+    ) as run:
+        mlflow.set_tags({"rules": rules, "target": result.target})
+        params = {f"recalibration.{k}": str(v)[:500] for k, v in result.settings.items()}
+        params.update(_flatten(run_settings or {}, "settings."))
+        for part in ("training", "holdout"):
+            dates = result.split[f"{part}_cutoffs"]
+            params[f"{part}_cutoffs"] = f"{dates[0]} to {dates[-1]} ({len(dates)} dates)"
+        mlflow.log_params(params)
+        metrics = result.flat_metrics()
+        metrics.update(
+            {f"rows_{k.removeprefix('n_')}": float(v) for k, v in result.split.items()
+             if k.startswith("n_")}
+        )  # fmt: skip
+        for row in result.table.itertuples():
+            metrics[f"points_old.{row.signal}"] = float(row.old_points)
+            metrics[f"points_new.{row.signal}"] = float(row.new_points)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        with tempfile.TemporaryDirectory() as tmp:
+            result.write(tmp)
+            mlflow.log_artifacts(tmp)
+    log.info("logged %s/%s recalibration run %s", rules, result.target, run.info.run_id)
+    return run.info.run_id

@@ -176,12 +176,17 @@ def recalibrate(
         )
         out = settings.output.dir / "recalibration" / f"{rules}-{target}"
         result.write(out)
+        from models import tracking
+
+        tracking.configure(settings.tracking_uri)
+        run_id = tracking.log_recalibration(result, settings.model_dump(mode="json"))
     console.print(
         result.table[["signal", "old_points", "new_points", "ci_low", "ci_high"]].to_string(
             index=False
         )
     )
     console.print(f"Report, recalibrated rule file and metrics written to {out}/")
+    console.print(f"Logged to MLflow run {run_id} at {settings.tracking_uri}")
 
 
 def forget(settings: Settings, ids: list[str], console: Console) -> None:

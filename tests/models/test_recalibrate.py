@@ -303,3 +303,31 @@ def test_cdnow_recalibration_report_is_produced(tmp_path):
     assert "Recent purchase" in report or "recent purchase" in report.lower()
     assert result.metrics["recalibrated_rules"]["roc_auc"] > 0.5
     assert result.metrics["old_rules"]["roc_auc"] > 0.5
+
+
+def test_recalibration_is_logged_to_mlflow_with_points_metrics_and_report(
+    known_weights, local_tracking
+):
+    import mlflow.artifacts
+    from mlflow import MlflowClient
+
+    from models import tracking
+
+    frame, _, result = known_weights
+    run_id = tracking.log_recalibration(result, {"seed": 3})
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.data.tags["rules"] == "engagement" and run.data.tags["target"] == "churn"
+    assert run.data.params["recalibration.seed"] == "3"
+    metrics = run.data.metrics
+    assert metrics["recalibrated_rules_roc_auc"] == pytest.approx(
+        result.metrics["recalibrated_rules"]["roc_auc"]
+    )
+    for row in result.table.itertuples():
+        assert metrics[f"points_new.{row.signal}"] == row.new_points
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"recalibration_engagement_churn.md", "engagement_recalibrated_churn.yaml"} <= names
+    # Aggregates only: no entity id reaches the store.
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id))
+    text = "".join(p.read_text() for p in local.iterdir() if p.is_file())
+    assert not any(entity in text for entity in frame["entity_id"].astype(str).unique()[:200])
