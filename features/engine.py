@@ -156,7 +156,8 @@ def per_entity_and_type(
         backend: Backend name, for :func:`epoch_microseconds`.
 
     Returns:
-        ``row, code``, ``n_{N}d`` per count window, ``min_age_us``, ``decayed``,
+        ``row, code``, ``n_{N}d`` per count window, ``n_all`` (all time),
+        ``min_age_us`` and ``max_age_us`` (latest and first event), ``decayed``,
         ``amount`` (session minutes, purchase amounts or the all-time count of
         tickets, by type), ``active_day_mask`` (bit d: active d UTC days before the
         cutoff's day, last 30 days) and ``login_mask`` (login days, then weeks).
@@ -189,7 +190,9 @@ def per_entity_and_type(
     login_bits = _bit(ibis.least(day_offset, 31)) + _bit(ibis.least(week, 7) + LOGIN_WEEK_BIT)
     aggregates = {f"n_{days}d": coded.count(where=window) for days, window in in_days.items()}
     aggregates |= {
+        "n_all": coded.count(),
         "min_age_us": age.min(),
+        "max_age_us": age.max(),
         "decayed": (age.cast("float64") * rate).exp().sum(),
         # CASE rather than FILTER: the engines then compute the value on its rows only.
         "amount": ibis.cases((is_ticket, 1.0), (amount_counted, coded.value)).sum(),

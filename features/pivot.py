@@ -120,7 +120,8 @@ def spread(
     trend, kpi = spec.trend_window_days, spec.kpi_window_days
     # Type-specific values, spread over entity rows: (type, engine column) -> values.
     wanted = [(LOGIN, "login_mask"), (SESSION, "amount"), (SESSION, f"n_{SESSION_WINDOW}d"),
-              (PURCHASE, "amount"), (TICKET_OPENED, "amount"), (TICKET_RESOLVED, "amount"),
+              (PURCHASE, "amount"), (PURCHASE, "n_all"), (PURCHASE, "max_age_us"),
+              (TICKET_OPENED, "amount"), (TICKET_RESOLVED, "amount"),
               *((name, f"n_{kpi}d") for name in EMAIL_TYPES)]  # fmt: skip
     typed = {key: np.zeros(n_rows, long.schema.field(key[1]).type.to_pandas_dtype())
              for key in wanted}  # fmt: skip
@@ -164,6 +165,11 @@ def spread(
     tickets = typed[TICKET_OPENED, "amount"] - typed[TICKET_RESOLVED, "amount"]
     out["open_tickets"][:] = np.maximum(tickets, 0)
     out[f"purchase_amount_{kpi}d"][:] = typed[PURCHASE, "amount"]
+    purchases = typed[PURCHASE, "n_all"]
+    out["purchases_total"][:] = purchases
+    first = out["days_since_first_purchase"]
+    first[:] = np.nan
+    np.divide(typed[PURCHASE, "max_age_us"], DAY_US, out=first, where=purchases > 0)
     email = {name: typed[name, f"n_{kpi}d"] for name in EMAIL_TYPES}
     delivered = email[EMAIL_DELIVERED]
     for rate, numerator, denominator in (

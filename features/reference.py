@@ -210,6 +210,8 @@ def _typed_features(
     # Latest answer; of answers at the same instant, the highest score.
     latest = answers.sort_values(["row", "event_time", "value"]).groupby("row")["value"].last()
     nps = _spread(latest, n_rows, np.nan)
+    bought = events[event_type == PURCHASE]
+    first_purchase = (cutoff - bought.groupby("row")["event_time"].min()) / ONE_DAY
     email = {name: total(name, kpi) for name in (EMAIL_DELIVERED, EMAIL_OPENED, EMAIL_CLICKED,
                                                   EMAIL_BOUNCED, EMAIL_UNSUBSCRIBED)}  # fmt: skip
     delivered = email[EMAIL_DELIVERED]
@@ -223,6 +225,8 @@ def _typed_features(
             total(TICKET_OPENED, None) - total(TICKET_RESOLVED, None), 0
         ).astype("int64"),
         f"purchase_amount_{kpi}d": total(PURCHASE, kpi, value),
+        "purchases_total": total(PURCHASE, None).astype("int64"),
+        "days_since_first_purchase": _spread(first_purchase, n_rows, np.nan),
         f"email_delivery_rate_{kpi}d": _ratio(delivered, delivered + email[EMAIL_BOUNCED]),
         f"email_open_rate_{kpi}d": _ratio(email[EMAIL_OPENED], delivered),
         f"email_click_rate_{kpi}d": _ratio(email[EMAIL_CLICKED], delivered),

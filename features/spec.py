@@ -272,6 +272,19 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
             "purchases",
         ),
         FeatureDef(
+            "purchases_total",
+            "int64",
+            "{value:.0f} purchases so far",
+            "purchases",
+            singular="1 purchase so far",
+        ),
+        FeatureDef(
+            "days_since_first_purchase",
+            "float64",
+            "First purchase {value:.0f} days ago (empty: never bought)",
+            "purchases",
+        ),
+        FeatureDef(
             f"email_delivery_rate_{k}d",
             "float64",
             f"{{value:.0%}} of emails delivered in the last {k} days (empty: no email sent)",

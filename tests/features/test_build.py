@@ -277,12 +277,14 @@ def test_special_features_follow_their_definitions(duckdb_con):
     assert row["key_features_used_30d"] == 2
     assert row["open_tickets"] == 0  # 2 opened, 3 resolved: never negative
     assert row["purchase_amount_90d"] == 120.5
+    assert row["purchases_total"] == 2 and row["days_since_first_purchase"] == 91.0
     assert row["email_delivery_rate_90d"] == pytest.approx(2 / 3)
     assert row["email_open_rate_90d"] == 0.5 and row["email_click_rate_90d"] == 0.0
     assert row["email_click_to_open_rate_90d"] == 0.0
     assert row["tenure_days"] == 100.0
     keyed = the_row(events_of(("feature_use", as_of - DAY, None, "f3")), as_of, CUSTOM_SPEC)
     assert keyed["key_features_used_30d"] == 0  # f3 is not a key feature of CUSTOM_SPEC
+    assert keyed["purchases_total"] == 0 and np.isnan(keyed["days_since_first_purchase"])
 
 
 # --- the table's shape and inputs -------------------------------------------------------
