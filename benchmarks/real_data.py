@@ -415,7 +415,7 @@ def cdnow(folder: Path) -> DatasetResult:
         f"(each fold at least {horizon} days after the previous)",
     )
     out.rows = model_rows(result)
-    progress("CDNOW: model with lifetime purchase counts added")
+    progress("CDNOW: model with the BG/NBD summary statistics added")
     lifetime = pd.concat(
         [rfm_summary(events, c)[["x", "t_x"]].assign(as_of=c) for c in cutoffs]
     ).rename(columns={"x": "repeat_purchase_days", "t_x": "weeks_first_to_last_purchase"})
@@ -424,9 +424,10 @@ def cdnow(folder: Path) -> DatasetResult:
     )
     richer = train_model(extended, y, extended["as_of"], "churn", horizon_days=horizon, seed=SEED)
     out.rows.append(
-        Row("model + lifetime purchase counts (not in the feature table)",
+        Row("model + BG/NBD summary statistics (repeat purchase days, first-to-last span)",
             _pick(richer.metrics["model"]), int(richer.metrics["model"]["n"]),
-            "adds repeat purchase days and weeks from first to last purchase before the cutoff")
+            "adds the BG/NBD inputs x (repeat purchase days) and t_x (weeks from first to last "
+            "purchase) before the cutoff to the feature table")
     )  # fmt: skip
 
     progress("CDNOW: BG/NBD on purchases before the validation cutoff")

@@ -48,6 +48,8 @@ SCORED = "scored"
 NO_CONSENT = "not scored: no consent"
 NOT_YET_CREATED = "not scored: not yet created"
 NO_FEATURES = "not scored: no feature row"
+CHURNED = "not scored: already churned"
+CONVERTED = "not scored: already converted"
 MODEL_SOURCE = "model"
 RULE_SOURCE = "rules (no champion model)"
 #: Target scoring each kind of entity, and the kind of score it gives.
@@ -94,15 +96,24 @@ def _positions(ids: np.ndarray, other_ids: np.ndarray) -> np.ndarray:
 
 
 def entity_status(
-    entities: pd.DataFrame, has_features: np.ndarray, as_of: pd.Timestamp
+    entities: pd.DataFrame,
+    has_features: np.ndarray,
+    as_of: pd.Timestamp,
+    outcomes: pd.DataFrame | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each entity's kind and whether (or why not) it is scored.
+
+    Scored are the entities the models were trained for: leads not yet converted and
+    customers not yet churned by ``as_of`` (the label eligibility of
+    ``features.labels``), so the scores are comparable with the training reference.
 
     Args:
         entities: ``entity_id``, ``created_at``; optional ``consent`` (missing counts
             as consent, as in the data contract) and ``kind`` (missing: ``lead``).
         has_features: Per entity, whether the feature table has its row.
         as_of: The cutoff.
+        outcomes: ``entity_id``, ``outcome``, ``occurred_at``; a lead converted or a
+            customer churned at or before ``as_of`` is not scored. ``None``: no check.
 
     Returns:
         ``(kind, status)`` object arrays in the order of ``entities``.
@@ -122,14 +133,39 @@ def entity_status(
     known_kind = np.zeros(n, dtype=bool)
     for name in TARGET_OF_KIND:
         known_kind |= kind == name
+    converted, churned = _outcome_by(entities, outcomes, as_of)
     status = np.select(
-        [~consent, created, ~np.asarray(has_features, dtype=bool), ~known_kind],
-        [NO_CONSENT, NOT_YET_CREATED, NO_FEATURES, "unknown"],
+        [
+            ~consent,
+            created,
+            ~np.asarray(has_features, dtype=bool),
+            ~known_kind,
+            (kind == "lead") & converted,
+            (kind == "customer") & churned,
+        ],
+        [NO_CONSENT, NOT_YET_CREATED, NO_FEATURES, "unknown", CONVERTED, CHURNED],
         default=SCORED,
     ).astype(object)
     unknown = status == "unknown"
     status[unknown] = [f"not scored: unknown kind {k!r}" for k in kind[unknown]]
     return kind, status
+
+
+def _outcome_by(
+    entities: pd.DataFrame, outcomes: pd.DataFrame | None, as_of: pd.Timestamp
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per entity: converted by ``as_of``, churned by ``as_of``."""
+    n = len(entities)
+    if outcomes is None or not len(outcomes):
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    when = pd.to_datetime(outcomes["occurred_at"], utc=True)
+    past = outcomes.loc[(when <= as_of).to_numpy(bool)]
+    ids = entities["entity_id"].astype("str")
+    result = []
+    for outcome in ("converted", "churned"):
+        done = set(past.loc[past["outcome"].astype("str") == outcome, "entity_id"].astype("str"))
+        result.append(ids.isin(done).to_numpy(bool))
+    return result[0], result[1]
 
 
 def model_versions(models: Mapping[str, TrainedModel | None]) -> str:
@@ -217,6 +253,7 @@ def score_entities(
     rule_points_max: float = 150.0,
     num_threads: int | None = None,
     with_reasons: bool = True,
+    outcomes: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Score every entity: probabilities, 0-100 score, band, rule score, change, reasons.
 
@@ -237,6 +274,8 @@ def score_entities(
         num_threads: LightGBM threads for reason codes.
         with_reasons: ``False`` for probabilities, scores and bands only (reason
             columns left empty, nothing carried over): a quick rescoring.
+        outcomes: The outcomes table: leads already converted and customers already
+            churned by ``as_of`` get a ``not scored`` row (see :func:`entity_status`).
 
     Returns:
         One row per entity of ``entities``, in its order: ``entity_id``, ``crm_id``,
@@ -269,7 +308,7 @@ def score_entities(
         log.warning("%d feature rows belong to no input entity; ignored.", stray)
 
     n = len(ids)
-    kind, status = entity_status(entities, feature_row >= 0, cutoff)
+    kind, status = entity_status(entities, feature_row >= 0, cutoff, outcomes)
     scored = status == SCORED
     col: dict[str, np.ndarray] = {
         "conversion_probability": np.full(n, np.nan),

@@ -8,6 +8,7 @@ from bad input are printed as sentences, not tracebacks (``--debug`` shows them)
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -47,6 +48,9 @@ def main(
 ) -> None:
     """Predictive lead and customer scoring with reasons sales can read."""
     _state["debug"] = debug
+    # The ephemeral Prefect server would phone home on start-up (and log an error
+    # offline); a user who wants it sets the variable.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

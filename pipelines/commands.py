@@ -152,41 +152,23 @@ def list_models(settings: Settings, console: Console) -> None:
 def recalibrate(
     settings: Settings, rules: str, target: str, as_of: str | None, console: Console
 ) -> None:
-    """Recalibrate a rule file from outcomes and write the report."""
-    from models.recalibrate import recalibrate as run
+    """Recalibrate a rule file from outcomes, write the report and log it to MLflow."""
     from pipelines import steps
 
     run_date = steps.resolve_as_of(as_of, settings)
     with console.status("Building labelled snapshots and recalibrating"):
         inputs = steps.load_inputs(settings, run_date)
-        frame = steps.training_frame(settings, inputs, target, run_date)
-        horizon = (
-            settings.labels.conversion_horizon_days
-            if target == "conversion"
-            else settings.labels.churn_horizon_days
-        )
-        result = run(
-            frame,
-            frame["label"],
-            frame["as_of"],
-            rules,
-            target,
-            seed=settings.seed,
-            label_horizon_days=horizon,
-        )
-        out = settings.output.dir / "recalibration" / f"{rules}-{target}"
-        result.write(out)
-        from models import tracking
-
-        tracking.configure(settings.tracking_uri)
-        run_id = tracking.log_recalibration(result, settings.model_dump(mode="json"))
+        result = steps.recalibrate(settings, inputs, rules, target, run_date)
+    table = result["table"][["signal", "old_points", "new_points", "ci_low", "ci_high"]]
+    console.print(table.to_string(index=False))
+    metrics = result["metrics"]
     console.print(
-        result.table[["signal", "old_points", "new_points", "ci_low", "ci_high"]].to_string(
-            index=False
-        )
+        f"Holdout ROC AUC: old rules {metrics['old_rules_roc_auc']:.3f}, "
+        f"recalibrated {metrics['recalibrated_rules_roc_auc']:.3f}"
     )
-    console.print(f"Report, recalibrated rule file and metrics written to {out}/")
-    console.print(f"Logged to MLflow run {run_id} at {settings.tracking_uri}")
+    console.print(f"Report: {result['paths']['report']}")
+    console.print(f"Recalibrated rule file: {result['paths']['rules']}")
+    console.print(f"Logged to MLflow run {result['run_id']} at {settings.tracking_uri}")
 
 
 def forget(settings: Settings, ids: list[str], console: Console) -> None:
@@ -237,9 +219,11 @@ def demo(out: Path, as_of: str, console: Console) -> None:
     from pipelines import steps
 
     run_date = steps.resolve_as_of(as_of, settings)
-    inputs = steps.load_inputs(settings, run_date)
-    table = steps.build_features(settings, inputs, run_date)
-    console.print(feature_summary(table, run_date, 0.0))
+    began = time.perf_counter()
+    with console.status("Reading inputs and building features"):
+        inputs = steps.load_inputs(settings, run_date)
+        table = steps.build_features(settings, inputs, run_date)
+    console.print(feature_summary(table, run_date, time.perf_counter() - began))
     try:
         nightly(settings, as_of, None, console)
     except RuntimeError as exc:

@@ -9,6 +9,7 @@ previous outputs and the champion model stay as they were.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,7 +37,7 @@ def _step(name: str, func, *args, **kwargs):  # noqa: ANN001, ANN202
 
 def _settings(config_path: str | None, sources: dict[str, str | None]) -> Settings:
     overrides = {k: v for k, v in sources.items() if v}
-    settings = load_settings(config_path and __import__("pathlib").Path(config_path))
+    settings = load_settings(Path(config_path) if config_path else None)
     if overrides:
         settings.sources = settings.sources.model_copy(update=overrides)
     return settings
@@ -85,6 +86,14 @@ def score_task(settings, inputs, features, champions, previous, as_of):  # noqa:
 def write_outputs_task(settings, scored, previous, as_of):  # noqa: ANN001, ANN201
     """Parquet partition, score tables, CRM export and lead board, each atomic."""
     return steps.write_outputs(settings, scored, previous, as_of)
+
+
+@task(name="apply retention", **IO_RETRIES)
+def purge_task(
+    settings: Settings, scored: pd.DataFrame, previous: pd.DataFrame | None, as_of: pd.Timestamp
+) -> dict[str, int]:
+    """Purge score history past its maximum age and earlier scores of withdrawn consent."""
+    return steps.purge(settings, scored, previous, as_of)
 
 
 @task(name="publish summary", **IO_RETRIES)
@@ -139,7 +148,8 @@ def recalibrate_flow(
     settings = _settings(config_path, {})
     run_date = steps.resolve_as_of(as_of, settings)
     inputs = load_inputs_task(settings, run_date)
-    return steps.recalibrate(settings, inputs, rules, target, run_date)
+    result = steps.recalibrate(settings, inputs, rules, target, run_date)
+    return {**result, "table": result["table"].to_dict("records")}
 
 
 @flow(name="score")
@@ -174,20 +184,44 @@ def _run_nightly(
     champions = _step("load champions", load_champions_task, settings)
     decisions: dict[str, str] = {}
     if allow_retrain:
+        due = {}
         for target in steps.TARGETS:
-            due, why = steps.retrain_due(settings, champions.get(target), features, run_date)
-            decisions[target] = why
-            if due:
-                result = _step(f"train {target}", train_task, settings, inputs, target, run_date)
-                decisions[target] = f"{why}; {result['decision']}"
-        champions = _step("load champions", load_champions_task, settings)
+            due[target], decisions[target] = steps.retrain_due(
+                settings,
+                champions.get(target),
+                features,
+                run_date,
+                trained_already=steps.trained_for_date(settings, target, run_date),
+            )
+        champions = _retrain(settings, inputs, run_date, due, decisions, champions)
     previous = _step("read previous scores", read_previous_task, settings, run_date)
     scored = _step("score", score_task, settings, inputs, features, champions, previous, run_date)
-    summary = steps.summarise(
-        settings, inputs, features, scored, champions, decisions, retention, run_date
-    )
+    if allow_retrain:
+        # Drift is measured on this run's scores, so it needs a first scoring; only
+        # targets with a drifting champion are retrained, and then everything is re-scored.
+        drift = steps.score_psi(champions, scored)
+        due = {}
+        for target, value in drift.items():
+            if steps.trained_for_date(settings, target, run_date) is not None:
+                continue  # trained for this date already, by this run or an earlier one
+            due[target], why = steps.retrain_due(
+                settings, champions.get(target), features, run_date, drift_psi=value
+            )
+            if due[target]:
+                decisions[target] = why
+        if any(due.values()):
+            champions = _retrain(settings, inputs, run_date, due, decisions, champions)
+            scored = _step(
+                "score", score_task, settings, inputs, features, champions, previous, run_date
+            )
+    summary = _step(
+        "summarise",
+        steps.summarise,
+        settings, inputs, features, scored, champions, decisions, retention, run_date,
+    )  # fmt: skip
     paths = _step("write outputs", write_outputs_task, settings, scored, previous, run_date)
     summary.outputs = {k: str(v) for k, v in paths.items()}
+    summary.retention |= _step("retention", purge_task, settings, scored, previous, run_date)
     summary_path = _step("publish summary", publish_summary_task, settings, summary)
     if summary.psi_status == "failed":
         raise StepFailed(
@@ -201,3 +235,23 @@ def _run_nightly(
             f" but {summary.rows_out} rows out."
         )
     return summary.to_dict()
+
+
+def _retrain(
+    settings: Settings,
+    inputs: steps.LoadedInputs,
+    run_date: pd.Timestamp,
+    due: dict[str, bool],
+    decisions: dict[str, str],
+    champions: dict[str, Any],
+) -> dict[str, Any]:
+    """Train the targets that are due, note each decision, return the champions in force."""
+    trained = False
+    for target in steps.TARGETS:
+        if due.get(target):
+            result = _step(f"train {target}", train_task, settings, inputs, target, run_date)
+            decisions[target] = f"{decisions[target]}; {result['decision']}"
+            trained = True
+    if not trained:
+        return champions
+    return _step("load champions", load_champions_task, settings)

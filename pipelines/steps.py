@@ -128,6 +128,8 @@ def train(settings: Settings, inputs: LoadedInputs, target: str, as_of: pd.Times
         rule_model=RuleScore(RULES_FOR_TARGET[target]),
         label_definition=label_definition(target, horizon, settings.labels.churn_from_inactivity),
         seed=settings.seed,
+        # The run date, not the wall clock: backfills and re-runs age models consistently.
+        trained_at=as_of,
     )
     tracking.configure(settings.tracking_uri)
     run_id, version = tracking.log_training_run(result, settings.model_dump(mode="json"))
@@ -138,13 +140,43 @@ def train(settings: Settings, inputs: LoadedInputs, target: str, as_of: pd.Times
         max_auc_drop=m.champion_max_auc_drop,
         max_ece_increase=m.champion_max_ece_increase,
     )
-    return {
+    outcome = {
         "target": target,
         "run_id": run_id,
         "version": version,
         "decision": decision.summary(),
         "metrics": result.metrics["model"],
     }
+    _record_training(settings, target, as_of, outcome)
+    return outcome
+
+
+def _training_record(settings: Settings, target: str, as_of: pd.Timestamp) -> Path:
+    return settings.output.dir / "training" / f"{target}-{as_of.date()}.json"
+
+
+def _record_training(settings: Settings, target: str, as_of: pd.Timestamp, outcome: dict) -> None:
+    """Note that a target was trained for a run date, so a re-run does not train again."""
+    from pipelines.io import write_text_atomic
+
+    text = json.dumps(outcome, indent=2, default=str)
+    write_text_atomic(text, _training_record(settings, target, as_of))
+
+
+def trained_for_date(settings: Settings, target: str, as_of: pd.Timestamp) -> str | None:
+    """The decision of an earlier training of this target for this run date, or ``None``.
+
+    A run that retrained and then failed later, or a re-run of the date, finds it here
+    and reuses the registry's outcome (promoted or not) instead of training again.
+    """
+    path = _training_record(settings, target, as_of)
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text())["decision"])
+    except (ValueError, KeyError) as exc:
+        log.warning("Ignoring the unreadable training record %s (%s).", path, exc)
+        return None
 
 
 def load_champions(settings: Settings) -> dict[str, Any]:
@@ -218,6 +250,7 @@ def score(settings, inputs, features, champions, previous, as_of):  # noqa: ANN0
         previous,
         as_of,
         tolerance=settings.output.reason_refresh_tolerance,
+        outcomes=inputs.outcomes,
     )
 
 
@@ -236,23 +269,86 @@ def write_outputs(settings, scored, previous, as_of):  # noqa: ANN001, ANN201
     return dict(paths.items())
 
 
-def retrain_due(settings: Settings, champion, features, as_of) -> tuple[bool, str]:  # noqa: ANN001
-    """Retrain when there is no champion or it is older than the configured age."""
+def retrain_due(
+    settings: Settings,
+    champion,  # noqa: ANN001 - a models.model.TrainedModel or None
+    features: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+    *,
+    drift_psi: float | None = None,
+    trained_already: str | None = None,
+) -> tuple[bool, str]:
+    """Whether a target's model must be retrained on this run, and why, in words.
+
+    Retrain when there is no champion, when it is older than
+    ``model.retrain_max_age_days`` (age in run dates, from its ``trained_at``), or when
+    drift is flagged: the PSI of this run's scores against the champion's reference
+    is above ``schedule.psi_warn``. A target already trained for this run date (see
+    :func:`trained_for_date`), or whose champion was trained as of this date or later,
+    is not trained again, so running a date twice gives the same models and outputs.
+
+    Args:
+        settings: Settings with the age limit and the PSI warning threshold.
+        champion: The target's ``@champion`` model, or ``None``.
+        features: This run's feature table (unused; kept for callers that pass it).
+        as_of: The run date (midnight UTC).
+        drift_psi: PSI of this run's champion scores, or ``None`` when not measured yet.
+        trained_already: Decision of an earlier training for this date, if any.
+
+    Returns:
+        ``(due, reason)``.
+    """
+    del features
+    if trained_already is not None:
+        return False, f"already trained for {as_of.date()}: {trained_already}"
     if champion is None:
         return True, "no champion yet"
     trained = champion.metadata.get("trained_at")
     if trained is None:
-        return False, "champion in use"
-    age = (as_of - pd.Timestamp(trained)).days
-    if age > settings.model.retrain_max_age_days:
-        return True, f"champion is {age} days old"
-    return False, f"champion is {age} days old; no retrain"
+        age = None
+        described = "champion of unknown age"
+    else:
+        trained_at = pd.Timestamp(trained)
+        trained_at = trained_at.tz_localize("UTC") if trained_at.tzinfo is None else trained_at
+        age = (as_of - trained_at).days
+        if age < 0:
+            return False, (f"champion trained as of {trained_at.date()}, after this run date; kept")
+        described = f"champion is {age} days old"
+        if age > settings.model.retrain_max_age_days:
+            return True, f"{described} (limit {settings.model.retrain_max_age_days})"
+    warn = settings.schedule.psi_warn
+    if drift_psi is not None and drift_psi > warn:
+        if age == 0:
+            return False, f"{described}; score PSI {drift_psi:.3f} above {warn} but trained today"
+        return True, f"drift flagged: score PSI {drift_psi:.3f} above {warn}; {described}"
+    return False, f"{described}; no retrain"
+
+
+def score_psi(champions: dict[str, Any], scored: pd.DataFrame) -> dict[str, float]:
+    """PSI of each champion's probabilities in this run against its validation reference.
+
+    Args:
+        champions: ``{target: model or None}``.
+        scored: The scored frame with ``{target}_probability`` columns.
+
+    Returns:
+        ``{target: psi}`` for the targets with a champion and scored rows.
+    """
+    from models.drift import psi
+
+    values = {}
+    for target, model in champions.items():
+        column = f"{target}_probability"
+        if model is None or not len(model.reference_scores) or column not in scored:
+            continue
+        current = scored[column].dropna()
+        if len(current):
+            values[target] = psi(model.reference_scores, current)
+    return values
 
 
 def summarise(settings, inputs, features, scored, champions, decisions, retention, as_of):  # noqa: ANN001, ANN201
     """The run summary (counts, bands, moves, champions, PSI)."""
-    from models.drift import psi
-
     status = scored["status"].astype(str)
     summary = RunSummary(
         as_of=str(as_of.date()),
@@ -270,14 +366,7 @@ def summarise(settings, inputs, features, scored, champions, decisions, retentio
         retrain=decisions,
         retention=retention,
     )
-    values = {}
-    for target, model in champions.items():
-        if model is not None and len(model.reference_scores):
-            column = f"{target}_probability"
-            if column in scored:
-                current = scored[column].dropna()
-                if len(current):
-                    values[f"{target} probability"] = psi(model.reference_scores, current)
+    values = {f"{t} probability": v for t, v in score_psi(champions, scored).items()}
     summary.psi = values
     summary.psi_status, summary.warnings = psi_status(
         values, settings.schedule.psi_warn, settings.schedule.psi_fail
@@ -292,3 +381,68 @@ def write_summary(settings: Settings, summary: RunSummary) -> Path:
     text = json.dumps(summary.to_dict(), indent=2, default=str)
     write_text_atomic(text, settings.output.dir / "summaries" / f"{summary.as_of}.json")
     return write_text_atomic(text, settings.output.dir / "summary.json")
+
+
+def purge(
+    settings: Settings,
+    scored: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+) -> dict[str, int]:
+    """Retention after a run: old score history, and earlier scores of withdrawn consent.
+
+    Withdrawn means no consent now but profiled in the previous run; entities that
+    never consented have nothing to remove (their earlier rows only say why).
+
+    Returns:
+        Rows and files removed per store, for the run summary (a re-run of the same
+        date finds nothing left to remove).
+    """
+    from models.scoring import NO_CONSENT
+    from pipelines.erasure import purge_score_history, purge_withdrawn_consent
+
+    counts = purge_score_history(settings, as_of)
+    refused = set(scored.loc[scored["status"] == NO_CONSENT, "entity_id"].astype("str"))
+    withdrawn: list[str] = []
+    if previous is not None and len(previous):
+        profiled = previous.loc[previous["status"] != NO_CONSENT, "entity_id"].astype("str")
+        withdrawn = sorted(refused & set(profiled))
+    removed = purge_withdrawn_consent(settings, withdrawn, as_of)
+    counts |= {f"no_consent_{name}": n for name, n in removed.items()}
+    return counts
+
+
+def recalibrate(
+    settings: Settings, inputs: LoadedInputs, rules: str, target: str, as_of: pd.Timestamp
+) -> dict[str, Any]:
+    """Recalibrate a rule file from labelled snapshots, write the report, log to MLflow."""
+    from models import tracking
+    from models.recalibrate import recalibrate as learn
+
+    frame = training_frame(settings, inputs, target, as_of)
+    horizon = (
+        settings.labels.conversion_horizon_days
+        if target == "conversion"
+        else settings.labels.churn_horizon_days
+    )
+    result = learn(
+        frame,
+        frame["label"],
+        frame["as_of"],
+        rules,
+        target,
+        seed=settings.seed,
+        label_horizon_days=horizon,
+    )
+    out = settings.output.dir / "recalibration" / f"{rules}-{target}"
+    paths = result.write(out)
+    tracking.configure(settings.tracking_uri)
+    run_id = tracking.log_recalibration(result, settings.model_dump(mode="json"))
+    return {
+        "rules": rules,
+        "target": target,
+        "table": result.table,
+        "metrics": result.flat_metrics(),
+        "paths": {k: str(v) for k, v in paths.items()},
+        "run_id": run_id,
+    }

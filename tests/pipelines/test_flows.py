@@ -1,0 +1,433 @@
+"""The Prefect flows under Prefect's test harness, on one small generated dataset.
+
+One harness serves the session; one nightly run as of ``FIRST`` (which trains and
+promotes both champions) serves the module. Every other test works on a copy of that
+run's output folder (scores, SQL store, MLflow store), so it starts from "yesterday's
+outputs and a champion" without training again. Faults are injected with real bad
+input where that is natural and otherwise by making a step of ``pipelines.steps`` raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+from rich.console import Console
+
+from features.synthetic import generate
+from models.tracking import registered_name
+from pipelines import flows, steps
+
+FIRST = "2025-12-01"
+NEXT = "2025-12-08"
+TARGETS = ("conversion", "churn")
+#: Columns that hold the wall-clock time of a run, so differ between two runs of a date.
+CLOCK_COLUMNS = ["scored_at", "reasons_computed_at"]
+CRM_CLOCK_COLUMNS = ["Leadscore_Scored_At__c"]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    # The smallest history on which both targets train and beat the rule score.
+    return generate(
+        tmp_path_factory.mktemp("flows") / "data",
+        n_leads=1_500, n_customers=1_000, months=12, seed=3,
+    )  # fmt: skip
+
+
+def run_env(dataset, out: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "LEADSCORE_SOURCES__EVENTS": str(dataset.events_dir),
+        "LEADSCORE_SOURCES__ENTITIES": str(dataset.entities_path),
+        "LEADSCORE_SOURCES__OUTCOMES": str(dataset.outcomes_path),
+        "LEADSCORE_OUTPUT__DIR": str(out),
+        "LEADSCORE_MODEL__MIN_POSITIVE_LABELS": "30",
+        "LEADSCORE_MODEL__RETRAIN_MAX_AGE_DAYS": "30",
+        # Small samples drift a lot; drift-triggered retraining has its own test.
+        "LEADSCORE_SCHEDULE__PSI_WARN": "10",
+        "LEADSCORE_SCHEDULE__PSI_FAIL": "10",
+    }
+    env.update({f"LEADSCORE_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+def use_env(monkeypatch, env: dict[str, str]) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("first") / "output"
+    with pytest.MonkeyPatch.context() as patch:
+        use_env(patch, run_env(dataset, out))
+        result = flows.nightly(as_of=FIRST)
+    return out, result
+
+
+@pytest.fixture
+def after_first_run(first_run, tmp_path, monkeypatch, dataset):
+    """A private copy of the first run's outputs, with the environment pointing at it."""
+    out = tmp_path / "output"
+    shutil.copytree(first_run[0], out)
+    use_env(monkeypatch, run_env(dataset, out))
+    return out
+
+
+# --- what a run leaves behind -------------------------------------------------------
+
+
+def file_hashes(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.parts[len(out.parts)] in {"scores", "crm", "board", "summary.json"}
+    }
+
+
+def score_tables(out: Path) -> dict[str, pd.DataFrame]:
+    with duckdb.connect(str(out / "leadscore.duckdb"), read_only=True) as connection:
+        return {
+            table: connection.execute(f"SELECT * FROM {table} ORDER BY entity_id, as_of").df()
+            for table in ("lead_scores", "lead_score_history")
+        }
+
+
+def champion_versions(out: Path) -> dict[str, str]:
+    uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return {t: str(client.get_model_version_by_alias(registered_name(t), "champion").version)
+            for t in TARGETS}  # fmt: skip
+
+
+def snapshot(out: Path) -> dict:
+    return {
+        "files": file_hashes(out),
+        "tables": score_tables(out),
+        "champions": champion_versions(out),
+    }
+
+
+def of_date(snap: dict, day: str) -> dict:
+    """The part of a snapshot that belongs to one run date.
+
+    History rows of people without consent are left out: a later run deletes them on
+    purpose (their earlier scores must go).
+    """
+    files = {k: v for k, v in snap["files"].items() if day in k}
+    history = snap["tables"]["lead_score_history"]
+    keep = (history["as_of"].dt.strftime("%Y-%m-%d") == day) & (
+        history["status"] != "not scored: no consent"
+    )
+    rows = history[keep].reset_index(drop=True)
+    # A column that is all missing on one day reads back as object, otherwise as text.
+    rows = rows.astype(object).where(rows.notna(), None)
+    return {"files": files, "history": rows, "champions": snap["champions"]}
+
+
+def assert_same(before: dict, after: dict) -> None:
+    assert after["files"] == before["files"]
+    assert after["champions"] == before["champions"]
+    for name in ("tables", "history"):
+        if name in before:
+            left, right = before[name], after[name]
+            for table in left if isinstance(left, dict) else [None]:
+                pd.testing.assert_frame_equal(
+                    left[table] if table else left, right[table] if table else right
+                )
+
+
+def without_clock(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in columns if c in frame]).reset_index(drop=True)
+
+
+# --- the nightly flow end to end ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_nightly_scores_everyone_writes_every_output_and_promotes_champions(first_run, dataset):
+    out, result = first_run
+    entities = pd.read_parquet(dataset.entities_path)
+    assert result["entities_in"] == result["rows_out"] == len(entities)
+    scores = pd.read_parquet(out / "scores" / f"as_of={FIRST}")
+    assert sorted(scores["entity_id"]) == sorted(entities["entity_id"])
+    refused = scores[scores["entity_id"].isin(entities.loc[~entities["consent"], "entity_id"])]
+    assert len(refused) and (refused["status"] == "not scored: no consent").all()
+    assert refused["score"].isna().all()
+    scored = scores[scores["status"] == "scored"]
+    assert set(scored["band"]) <= {"high", "medium", "at-risk"}
+    assert scored["reasons_up"].notna().all()
+    assert set(scored["model_versions"].map(json.loads).map(str)) == {
+        str({"churn": "1", "conversion": "1"})
+    }
+    tables = score_tables(out)
+    assert len(tables["lead_scores"]) == len(entities)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads((out / "summaries" / f"{FIRST}.json").read_text())
+    assert summary["as_of"] == FIRST and summary["counts_match"] is True
+    for target in TARGETS:
+        assert summary["retrain"][target].startswith("no champion yet; ")
+        assert "promoted to @champion" in summary["retrain"][target]
+    assert champion_versions(out) == {"conversion": "1", "churn": "1"}
+    assert (out / "board" / "index.html").exists() and (out / "board" / f"{FIRST}.html").exists()
+    assert list((out / "crm" / f"as_of={FIRST}").glob("batch-*.csv"))
+
+
+@pytest.mark.slow
+def test_nightly_publishes_the_summary_as_a_markdown_artifact(first_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leadscore-run-summary"]))
+        )
+    assert any(f"nightly run, {FIRST}" in (a.data or "") for a in artifacts)
+    assert all(a.type == "markdown" for a in artifacts)
+
+
+@pytest.mark.slow
+def test_running_a_date_twice_gives_identical_outputs_without_duplicates(after_first_run):
+    out = after_first_run
+    first = flows.nightly(as_of=NEXT)
+    once = snapshot(out)
+    partition = pd.read_parquet(out / "scores" / f"as_of={NEXT}")
+    crm = {p.name: pd.read_csv(p) for p in sorted((out / "crm" / f"as_of={NEXT}").glob("*.csv"))}
+    summary = json.loads((out / "summary.json").read_text())
+
+    second = flows.nightly(as_of=NEXT)
+
+    assert second == first == summary
+    assert "no retrain" in first["retrain"]["conversion"]
+    twice = snapshot(out)
+    assert twice["champions"] == once["champions"]
+    assert twice["files"].keys() == once["files"].keys()
+    pd.testing.assert_frame_equal(
+        without_clock(pd.read_parquet(out / "scores" / f"as_of={NEXT}"), CLOCK_COLUMNS),
+        without_clock(partition, CLOCK_COLUMNS),
+    )
+    again = {p.name: pd.read_csv(p) for p in sorted((out / "crm" / f"as_of={NEXT}").glob("*.csv"))}
+    assert again.keys() == crm.keys() and crm
+    for name, frame in crm.items():
+        pd.testing.assert_frame_equal(
+            without_clock(again[name], CRM_CLOCK_COLUMNS), without_clock(frame, CRM_CLOCK_COLUMNS)
+        )
+    for table, rows in twice["tables"].items():
+        pd.testing.assert_frame_equal(
+            without_clock(rows, CLOCK_COLUMNS), without_clock(once["tables"][table], CLOCK_COLUMNS)
+        )
+    history = twice["tables"]["lead_score_history"]
+    assert not history.duplicated(["entity_id", "as_of"]).any()
+    assert not twice["tables"]["lead_scores"].duplicated(["entity_id"]).any()
+    assert set(history["as_of"].dt.strftime("%Y-%m-%d")) == {FIRST, NEXT}
+    assert (history["as_of"].dt.strftime("%Y-%m-%d") == NEXT).sum() == len(partition)
+
+
+# --- a failure in any step leaves the earlier outputs and the champion alone -----------
+
+
+@pytest.fixture
+def no_retry_delay(monkeypatch):
+    """Keep the retries but not their back-off, so an injected fault fails in seconds."""
+    for name in ("load_inputs_task", "load_champions_task", "read_previous_task",
+                 "write_outputs_task", "publish_summary_task"):  # fmt: skip
+        monkeypatch.setattr(flows, name, getattr(flows, name).with_options(retry_delay_seconds=0))
+
+
+def corrupt_events(dataset, tmp_path: Path, monkeypatch) -> Path:
+    events = tmp_path / "events"
+    shutil.copytree(dataset.events_dir, events)
+    victim = sorted(events.glob("*.parquet"))[0]
+    victim.write_bytes(b"PAR1 this is not a parquet file")
+    monkeypatch.setenv("LEADSCORE_SOURCES__EVENTS", str(events))
+    return victim
+
+
+#: Step name -> (function of pipelines.steps made to fail, attempts with retries, settings).
+FAULTS = {
+    "load inputs": (None, 4, {}),
+    "build features": ("build_features", 1, {}),
+    "train conversion": ("train", 1, {"MODEL__RETRAIN_MAX_AGE_DAYS": "3"}),
+    "load champions": ("load_champions", 4, {}),
+    "read previous scores": ("read_previous", 4, {}),
+    "score": ("score", 1, {}),
+    "write outputs": ("write_outputs", 4, {}),
+    "retention": ("purge", 4, {}),
+    "publish summary": ("write_summary", 4, {}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", list(FAULTS))
+def test_a_failing_step_leaves_earlier_outputs_and_champions_intact(
+    step, after_first_run, dataset, tmp_path, monkeypatch, no_retry_delay
+):
+    out = after_first_run
+    function, attempts, extra = FAULTS[step]
+    use_env(monkeypatch, {f"LEADSCORE_{k}": v for k, v in extra.items()})
+    before = snapshot(out)
+    calls = []
+    if function is None:
+        cause = corrupt_events(dataset, tmp_path, monkeypatch).name
+    else:
+        cause = f"injected fault in {function}"
+
+        def fail(*args, **kwargs):
+            calls.append(args)
+            raise OSError(cause)
+
+        monkeypatch.setattr(steps, function, fail)
+
+    state = flows.nightly(as_of=NEXT, return_state=True)
+
+    assert state.is_failed()
+    assert f"Step '{step}' failed" in state.message and cause in state.message
+    if function is not None:
+        assert len(calls) == attempts
+    after = snapshot(out)
+    assert_same(of_date(before, FIRST), of_date(after, FIRST))
+    if step not in ("retention", "publish summary"):  # outputs are written before these
+        assert_same(before, after)
+        assert not (out / "scores" / f"as_of={NEXT}").exists()
+    assert json.loads((out / "summary.json").read_text())["as_of"] == FIRST
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipelines.outputs.write_outputs commits store by store (partition, SQL, CRM, "
+    "board): a crash after the SQL upsert leaves lead_scores on the new date while the "
+    "CRM export and board are still yesterday's. Needs staging with one commit at the end.",
+)
+def test_a_crash_inside_write_outputs_leaves_no_store_half_written(
+    after_first_run, monkeypatch, no_retry_delay
+):
+    import pipelines.outputs
+
+    out = after_first_run
+    before = snapshot(out)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full while writing the CRM export")
+
+    monkeypatch.setattr(pipelines.outputs, "write_crm_batches", crash)
+    state = flows.nightly(as_of=NEXT, return_state=True)
+    assert state.is_failed() and "Step 'write outputs' failed" in state.message
+    assert_same(before, snapshot(out))
+
+
+# --- retraining when drift is flagged -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_drift_above_the_warning_retrains_and_scores_with_the_champions_in_force(
+    after_first_run, monkeypatch
+):
+    out = after_first_run
+    # Any shift at all counts as drift here; failing stays out of reach.
+    use_env(
+        monkeypatch, {"LEADSCORE_SCHEDULE__PSI_WARN": "0", "LEADSCORE_SCHEDULE__PSI_FAIL": "10"}
+    )
+
+    result = flows.nightly(as_of=NEXT)
+
+    for target in TARGETS:
+        # A new version was trained and judged against the champion (it may or may not win).
+        assert result["retrain"][target].startswith("drift flagged: score PSI")
+        assert f"{target} v2 " in result["retrain"][target]
+    versions = champion_versions(out)
+    scores = pd.read_parquet(out / "scores" / f"as_of={NEXT}")
+    used = scores.loc[scores["status"] == "scored", "model_versions"].map(json.loads)
+    assert all(used_by == versions for used_by in used)
+    # Trained for this date already: a re-run does not train again despite the same drift.
+    rerun = flows.nightly(as_of=NEXT)
+    for target in TARGETS:
+        assert rerun["retrain"][target].startswith(f"already trained for {NEXT}: {target} v2 ")
+    assert champion_versions(out) == versions
+
+
+# --- backfill ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_backfill_over_three_dates_writes_three_partitions_and_band_moves(
+    first_run, dataset, tmp_path, monkeypatch
+):
+    from pipelines import commands
+    from pipelines.settings import load_settings
+
+    out = tmp_path / "output"
+    out.mkdir()
+    # Yesterday's champions but no scores yet: the first backfilled date has no previous.
+    shutil.copy(first_run[0] / "mlflow.db", out / "mlflow.db")
+    use_env(monkeypatch, run_env(dataset, out))
+    console = Console(file=io.StringIO(), width=200)
+
+    commands.backfill(load_settings(None), "2025-12-08", "2025-12-22", 7, None, console)
+
+    days = ["2025-12-08", "2025-12-15", "2025-12-22"]
+    assert sorted(p.name for p in (out / "scores").iterdir()) == [f"as_of={d}" for d in days]
+    history = score_tables(out)["lead_score_history"]
+    assert not history.duplicated(["entity_id", "as_of"]).any()
+    by_day = {d: history[history["as_of"].dt.strftime("%Y-%m-%d") == d] for d in days}
+    assert by_day[days[0]]["previous_band"].isna().all()
+    for day in days[1:]:
+        rows = by_day[day]
+        assert rows["previous_band"].notna().mean() > 0.9
+        moved = (
+            rows["previous_band"].notna()
+            & rows["band"].notna()
+            & (rows["previous_band"] != rows["band"])
+        )
+        assert moved.any()
+        summary = json.loads((out / "summaries" / f"{day}.json").read_text())
+        assert sum(
+            n for move, n in summary["band_moves"].items() if not move.startswith("new")
+        ) == (moved.sum())
+    printed = console.file.getvalue()
+    assert all(day in printed for day in days)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "every", "words"),
+    [
+        ("2025-12-08", "2025-12-01", 1, "is after --to"),
+        ("2025-12-01", "2025-12-08", 0, "at least 1 day"),
+        ("yesterday-ish", "2025-12-08", 1, "must be YYYY-MM-DD"),
+    ],
+)
+def test_backfill_refuses_dates_it_cannot_walk_with_a_sentence(start, end, every, words):
+    from pipelines import commands
+    from pipelines.settings import Settings
+
+    console = Console(file=io.StringIO())
+    with pytest.raises(ValueError, match=words):
+        commands.backfill(Settings(), start, end, every, None, console)
+    assert console.file.getvalue() == ""
+
+
+@pytest.mark.slow
+def test_recalibrate_flow_writes_the_report_and_logs_to_mlflow(after_first_run):
+    from mlflow import MlflowClient
+
+    result = flows.recalibrate_flow(rules="engagement", target="churn", as_of=NEXT)
+
+    assert Path(result["paths"]["report"]).is_file()
+    assert {row["signal"] for row in result["table"]} >= {"daily_login", "inactive_30d"}
+    run = MlflowClient().get_run(result["run_id"])
+    assert run.data.tags["rules"] == "engagement"
+    assert run.data.metrics["old_rules_roc_auc"] == result["metrics"]["old_rules_roc_auc"]
