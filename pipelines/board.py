@@ -228,18 +228,24 @@ def render_board(scored: pd.DataFrame, as_of: date, band_rule: str | None = None
 
 
 def write_board(
-    scored: pd.DataFrame, board_dir: Path, as_of: date, band_rule: str | None = None
+    scored: pd.DataFrame,
+    board_dir: Path,
+    as_of: date,
+    band_rule: str | None = None,
+    html: str | None = None,
 ) -> BoardPaths:
     """Write ``YYYY-MM-DD.html`` and, when this is the latest run, ``index.html``.
 
     Re-running an older date rewrites that date's page but leaves ``index.html``
-    pointing at the newest run. Both writes are atomic.
+    pointing at the newest run. Both writes are atomic. ``html`` is the page when
+    already rendered by :func:`render_board`.
     """
     from pipelines.io import write_text_atomic
 
     board_dir = Path(board_dir)
     board_dir.mkdir(parents=True, exist_ok=True)
-    html = render_board(scored, as_of, band_rule)
+    if html is None:
+        html = render_board(scored, as_of, band_rule)
     page = board_dir / f"{as_of.isoformat()}.html"
     write_text_atomic(html, page)
     newer = [p for p in board_dir.glob("????-??-??.html") if p.stem > as_of.isoformat()]

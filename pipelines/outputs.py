@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.engine import make_url
 
-from pipelines.board import is_no_consent, parse_reasons, write_board
+from pipelines.board import is_no_consent, parse_reasons, render_board, write_board
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,11 @@ def write_outputs(
     previous: pd.DataFrame | None,
     band_rule: str | None = None,
 ) -> OutputPaths:
-    """Write every output of one scoring run, each atomically and idempotently.
+    """Write every output of one scoring run, atomically and idempotently.
+
+    The Parquet partition and the CRM batches are staged beside their final place,
+    the score tables are upserted, then the staged files are renamed in and the board
+    written: a failure up to the upsert leaves every store as it was.
 
     Args:
         scored: One row per entity from ``models.scoring`` (a single ``as_of``).
@@ -187,15 +191,34 @@ def write_outputs(
     Returns:
         Where everything went.
     """
+    from pipelines.io import atomic_path, replace_dir_atomic
+
     out_dir = Path(out_dir)
     as_of = run_date(scored)
     clean = blank_without_consent(scored)
-    partition = write_partition(clean, out_dir, as_of)
-    write_score_tables(clean, database_url)
     changes = crm_changes(clean, previous)
+    html = render_board(clean, as_of, band_rule)
     crm_dir = out_dir / "crm" / f"as_of={as_of.isoformat()}"
-    batches = write_crm_batches(changes, crm_dir, crm_batch_size)
-    board = write_board(clean, out_dir / "board", as_of, band_rule)
+    # Everything is staged first and the database upsert is the commit point: a
+    # failure before it changes no store, and after it only renames remain.
+    crm_staged = crm_dir.with_name(f".{crm_dir.name}.staged")
+    shutil.rmtree(crm_staged, ignore_errors=True)
+    partition = partition_dir(out_dir, as_of) / PARTITION_FILE
+    new_partition = not partition.parent.exists()
+    try:
+        with atomic_path(partition) as staged_partition:
+            clean.drop(columns=["as_of"]).to_parquet(staged_partition, index=False)
+            staged = write_crm_batches(changes, crm_staged, crm_batch_size)
+            write_score_tables(clean, database_url)
+        replace_dir_atomic(crm_staged, crm_dir)
+    except BaseException:
+        if new_partition and partition.parent.is_dir() and not any(partition.parent.iterdir()):
+            partition.parent.rmdir()  # no half-made date folder for readers to trip on
+        raise
+    finally:
+        shutil.rmtree(crm_staged, ignore_errors=True)
+    batches = [crm_dir / path.name for path in staged]
+    board = write_board(clean, out_dir / "board", as_of, band_rule, html=html)
     paths = OutputPaths(
         partition=partition,
         database=make_url(database_url).render_as_string(hide_password=True),

@@ -307,12 +307,6 @@ def test_a_failing_step_leaves_earlier_outputs_and_champions_intact(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipelines.outputs.write_outputs commits store by store (partition, SQL, CRM, "
-    "board): a crash after the SQL upsert leaves lead_scores on the new date while the "
-    "CRM export and board are still yesterday's. Needs staging with one commit at the end.",
-)
 def test_a_crash_inside_write_outputs_leaves_no_store_half_written(
     after_first_run, monkeypatch, no_retry_delay
 ):
@@ -328,6 +322,8 @@ def test_a_crash_inside_write_outputs_leaves_no_store_half_written(
     state = flows.nightly(as_of=NEXT, return_state=True)
     assert state.is_failed() and "Step 'write outputs' failed" in state.message
     assert_same(before, snapshot(out))
+    assert not (out / "scores" / f"as_of={NEXT}").exists()
+    assert not list((out / "crm").glob(".*"))  # no staging left behind
 
 
 # --- retraining when drift is flagged -----------------------------------------------------
