@@ -130,6 +130,9 @@ def train(settings: Settings, inputs: LoadedInputs, target: str, as_of: pd.Times
         seed=settings.seed,
         # The run date, not the wall clock: backfills and re-runs age models consistently.
         trained_at=as_of,
+        band_share=(
+            settings.bands.high_share if target == "conversion" else settings.bands.at_risk_share
+        ),
     )
     tracking.configure(settings.tracking_uri)
     run_id, version = tracking.log_training_run(result, settings.model_dump(mode="json"))
