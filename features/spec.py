@@ -73,9 +73,12 @@ def singular_noun(noun: str) -> str:
     """The singular of a plural noun phrase: its first plural word loses its ``s``.
 
     ``"pricing page visits"`` -> ``"pricing page visit"``, ``"webinars attended"`` ->
-    ``"webinar attended"``; a phrase without such a word is returned as it is.
+    ``"webinar attended"``, ``"sales call events"`` -> ``"sales call event"``; a
+    phrase without such a word is returned as it is.
     """
     words = noun.split(" ")
+    if words[-1] == "events":  # an undeclared type's noun: "<name> events"
+        return " ".join([*words[:-1], "event"])
     for i, word in enumerate(words):
         if word.endswith("s") and not word.endswith("ss") and len(word) > 2:
             words[i] = word[:-1]

@@ -49,7 +49,6 @@ NO_CONSENT = "not scored: no consent"
 NOT_YET_CREATED = "not scored: not yet created"
 NO_FEATURES = "not scored: no feature row"
 CHURNED = "not scored: already churned"
-CONVERTED = "not scored: already converted"
 MODEL_SOURCE = "model"
 RULE_SOURCE = "rules (no champion model)"
 #: Target scoring each kind of entity, and the kind of score it gives.
@@ -103,17 +102,18 @@ def entity_status(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each entity's kind and whether (or why not) it is scored.
 
-    Scored are the entities the models were trained for: leads not yet converted and
-    customers not yet churned by ``as_of`` (the label eligibility of
-    ``features.labels``), so the scores are comparable with the training reference.
+    Scored are the entities the models were trained for (the label eligibility of
+    ``features.labels``): leads not yet converted get the conversion model; customers,
+    and leads converted by ``as_of``, get the churn model unless churned by ``as_of``.
 
     Args:
         entities: ``entity_id``, ``created_at``; optional ``consent`` (missing counts
             as consent, as in the data contract) and ``kind`` (missing: ``lead``).
         has_features: Per entity, whether the feature table has its row.
         as_of: The cutoff.
-        outcomes: ``entity_id``, ``outcome``, ``occurred_at``; a lead converted or a
-            customer churned at or before ``as_of`` is not scored. ``None``: no check.
+        outcomes: ``entity_id``, ``outcome``, ``occurred_at``; a lead converted at or
+            before ``as_of`` counts as a customer, a customer churned by then is not
+            scored. ``None``: kinds as given.
 
     Returns:
         ``(kind, status)`` object arrays in the order of ``entities``.
@@ -134,21 +134,38 @@ def entity_status(
     for name in TARGET_OF_KIND:
         known_kind |= kind == name
     converted, churned = _outcome_by(entities, outcomes, as_of)
+    kind = current_kinds(kind, converted)
     status = np.select(
         [
             ~consent,
             created,
             ~np.asarray(has_features, dtype=bool),
             ~known_kind,
-            (kind == "lead") & converted,
             (kind == "customer") & churned,
         ],
-        [NO_CONSENT, NOT_YET_CREATED, NO_FEATURES, "unknown", CONVERTED, CHURNED],
+        [NO_CONSENT, NOT_YET_CREATED, NO_FEATURES, "unknown", CHURNED],
         default=SCORED,
     ).astype(object)
     unknown = status == "unknown"
     status[unknown] = [f"not scored: unknown kind {k!r}" for k in kind[unknown]]
     return kind, status
+
+
+def current_kinds(kind: np.ndarray, converted: np.ndarray) -> np.ndarray:
+    """Kinds as of the run: a converted lead is a customer from then on (as in the labels)."""
+    return np.where((kind == "lead") & converted, "customer", kind).astype(object)
+
+
+def kinds_as_of(
+    entities: pd.DataFrame, outcomes: pd.DataFrame | None, as_of: pd.Timestamp
+) -> pd.Series:
+    """``kind`` per entity id as of the run date (see :func:`current_kinds`)."""
+    kind = entities["kind"].astype("string").str.strip().str.lower().fillna("lead")
+    converted, _ = _outcome_by(entities, outcomes, as_of)
+    return pd.Series(
+        current_kinds(kind.to_numpy(dtype=object), converted),
+        index=entities["entity_id"].astype("str").to_numpy(),
+    )
 
 
 def _outcome_by(
@@ -274,8 +291,9 @@ def score_entities(
         num_threads: LightGBM threads for reason codes.
         with_reasons: ``False`` for probabilities, scores and bands only (reason
             columns left empty, nothing carried over): a quick rescoring.
-        outcomes: The outcomes table: leads already converted and customers already
-            churned by ``as_of`` get a ``not scored`` row (see :func:`entity_status`).
+        outcomes: The outcomes table: leads converted by ``as_of`` are scored as
+            customers, customers churned by then get a ``not scored`` row (see
+            :func:`entity_status`).
 
     Returns:
         One row per entity of ``entities``, in its order: ``entity_id``, ``crm_id``,

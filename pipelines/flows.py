@@ -89,11 +89,9 @@ def write_outputs_task(settings, scored, previous, as_of):  # noqa: ANN001, ANN2
 
 
 @task(name="apply retention", **IO_RETRIES)
-def purge_task(
-    settings: Settings, scored: pd.DataFrame, previous: pd.DataFrame | None, as_of: pd.Timestamp
-) -> dict[str, int]:
+def purge_task(settings: Settings, scored: pd.DataFrame, as_of: pd.Timestamp) -> dict[str, int]:
     """Purge score history past its maximum age and earlier scores of withdrawn consent."""
-    return steps.purge(settings, scored, previous, as_of)
+    return steps.purge(settings, scored, as_of)
 
 
 @task(name="publish summary", **IO_RETRIES)
@@ -179,7 +177,7 @@ def _run_nightly(
     run_date = steps.resolve_as_of(as_of, settings)
     logger.info("leadscore run as of %s", run_date.date())
     inputs = _step("load inputs", load_inputs_task, settings, run_date)
-    retention = _step("retention", steps.apply_retention, settings, inputs, run_date)
+    retention = _step("event retention", steps.apply_retention, settings, inputs, run_date)
     features = _step("build features", build_features_task, settings, inputs, run_date)
     champions = _step("load champions", load_champions_task, settings)
     decisions: dict[str, str] = {}
@@ -221,7 +219,7 @@ def _run_nightly(
     )  # fmt: skip
     paths = _step("write outputs", write_outputs_task, settings, scored, previous, run_date)
     summary.outputs = {k: str(v) for k, v in paths.items()}
-    summary.retention |= _step("retention", purge_task, settings, scored, previous, run_date)
+    summary.retention |= _step("retention", purge_task, settings, scored, run_date)
     summary_path = _step("publish summary", publish_summary_task, settings, summary)
     if summary.psi_status == "failed":
         raise StepFailed(

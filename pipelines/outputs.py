@@ -156,8 +156,10 @@ def write_score_tables(scored: pd.DataFrame, database_url: str) -> None:
     if withdrawn:
         # Consent withdrawn: earlier scores of these people go too, not only today's.
         sql_delete(database_url, HISTORY_TABLE, "entity_id", withdrawn)
-    sql_upsert(rows, database_url, SCORES_TABLE, key=["entity_id"])
+    # lead_scores last: it is what readers take as "the current run", so a failure
+    # before it leaves that table on the previous run (a re-run repairs the history).
     sql_upsert(rows, database_url, HISTORY_TABLE, key=["entity_id", "as_of"])
+    sql_upsert(rows, database_url, SCORES_TABLE, key=["entity_id"])
     log.info(
         "Upserted %d rows into %s and %s (%d without consent blanked).",
         len(rows), SCORES_TABLE, HISTORY_TABLE, len(withdrawn),
@@ -176,8 +178,10 @@ def write_outputs(
     """Write every output of one scoring run, atomically and idempotently.
 
     The Parquet partition and the CRM batches are staged beside their final place,
-    the score tables are upserted, then the staged files are renamed in and the board
-    written: a failure up to the upsert leaves every store as it was.
+    the score tables are upserted (history, then ``lead_scores``; each its own
+    transaction), then the staged files are renamed in and the board written. A
+    failure before the upserts leaves every store as it was; one between the two
+    upserts leaves only the history ahead, and re-running the date repairs it.
 
     Args:
         scored: One row per entity from ``models.scoring`` (a single ``as_of``).

@@ -197,11 +197,26 @@ def read_previous(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame | Non
     return read_previous_scores(settings.output.dir, as_of)
 
 
-def rule_scores(features: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
-    """Rule points and band per entity: lead rules for leads, engagement for customers."""
-    from models.rules import RuleScore
+def rule_scores(
+    features: pd.DataFrame,
+    entities: pd.DataFrame,
+    outcomes: pd.DataFrame | None = None,
+    as_of: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Rule points and band per entity: lead rules for leads, engagement for customers.
 
-    kinds = entities.set_index("entity_id")["kind"] if "kind" in entities else None
+    With ``outcomes`` and ``as_of``, a lead converted by then counts as a customer.
+    """
+    from models.rules import RuleScore
+    from models.scoring import kinds_as_of
+
+    kinds = None
+    if "kind" in entities:
+        kinds = (
+            kinds_as_of(entities, outcomes, as_of)
+            if as_of is not None
+            else entities.set_index("entity_id")["kind"]
+        )
     frames = []
     for kind, rules in (("lead", "lead"), ("customer", "engagement")):
         rows = (
@@ -247,7 +262,7 @@ def score(settings, inputs, features, champions, previous, as_of):  # noqa: ANN0
         features,
         inputs.entities,
         champions,
-        rule_scores(features, inputs.entities),
+        rule_scores(features, inputs.entities, inputs.outcomes, as_of),
         band_rule,
         catalog,
         previous,
@@ -386,16 +401,11 @@ def write_summary(settings: Settings, summary: RunSummary) -> Path:
     return write_text_atomic(text, settings.output.dir / "summary.json")
 
 
-def purge(
-    settings: Settings,
-    scored: pd.DataFrame,
-    previous: pd.DataFrame | None,
-    as_of: pd.Timestamp,
-) -> dict[str, int]:
+def purge(settings: Settings, scored: pd.DataFrame, as_of: pd.Timestamp) -> dict[str, int]:
     """Retention after a run: old score history, and earlier scores of withdrawn consent.
 
-    Withdrawn means no consent now but profiled in the previous run; entities that
-    never consented have nothing to remove (their earlier rows only say why).
+    Withdrawn means no consent now but profiled (scored) in an earlier partition;
+    entities that never consented have nothing to remove (their rows only say why).
 
     Returns:
         Rows and files removed per store, for the run summary (a re-run of the same
@@ -405,12 +415,20 @@ def purge(
     from pipelines.erasure import purge_score_history, purge_withdrawn_consent
 
     counts = purge_score_history(settings, as_of)
+    from pipelines.outputs import list_partitions
+
     refused = set(scored.loc[scored["status"] == NO_CONSENT, "entity_id"].astype("str"))
-    withdrawn: list[str] = []
-    if previous is not None and len(previous):
-        profiled = previous.loc[previous["status"] != NO_CONSENT, "entity_id"].astype("str")
-        withdrawn = sorted(refused & set(profiled))
-    removed = purge_withdrawn_consent(settings, withdrawn, as_of)
+    withdrawn: set[str] = set()
+    if refused:
+        # Every earlier partition, not only the last: a purge that failed once is
+        # caught up at the next run.
+        for day, path in list_partitions(settings.output.dir).items():
+            if day >= as_of.date():
+                continue
+            rows = pd.read_parquet(path, columns=["entity_id", "status"])
+            ids = rows["entity_id"].astype("str")
+            withdrawn |= refused & set(ids[(rows["status"] != NO_CONSENT).to_numpy()])
+    removed = purge_withdrawn_consent(settings, sorted(withdrawn), as_of)
     counts |= {f"no_consent_{name}": n for name, n in removed.items()}
     return counts
 

@@ -13,6 +13,7 @@ from features.spec import FeatureSpec, per_type_features, singular_noun, special
         ("email bounces", "email bounce"),
         ("unsubscribes", "unsubscribe"),
         ("business", "business"),
+        ("sales call events", "sales call event"),
     ],
 )
 def test_singular_noun_drops_the_s_of_the_first_plural_word(plural, singular):

@@ -11,7 +11,6 @@ import pytest
 from models.bands import AT_RISK, BANDS, HIGH, band_rule_for_models, score_from_probability
 from models.scoring import (
     CHURNED,
-    CONVERTED,
     MODEL_SOURCE,
     NO_CONSENT,
     NOT_YET_CREATED,
@@ -264,7 +263,7 @@ def test_probabilities_and_bands_only_skip_reasons(models) -> None:
     assert (quick.loc[scored, "previous_band"] == quick.loc[scored, "band"]).all()
 
 
-def test_converted_leads_and_churned_customers_are_accounted_for_not_scored(models) -> None:
+def test_converted_leads_become_customers_and_churned_customers_are_not_scored(models) -> None:
     features, entities, rules = make_inputs()
     kinds = entities.set_index("entity_id")["kind"]
     lead = next(i for i in features["entity_id"] if kinds[i] == "lead")
@@ -274,14 +273,17 @@ def test_converted_leads_and_churned_customers_are_accounted_for_not_scored(mode
         {
             "entity_id": [lead, customer, later],
             "outcome": ["converted", "churned", "converted"],
-            # The third outcome lies after the cutoff: not known yet, still scored.
+            # The third outcome lies after the cutoff: not known yet, still a lead.
             "occurred_at": [AS_OF - pd.Timedelta(days=3), AS_OF, AS_OF + pd.Timedelta(days=1)],
         }
     )
     scored = run(models, inputs=(features, entities, rules), outcomes=outcomes)
     rows = scored.set_index("entity_id")
     assert len(scored) == len(entities)
-    assert rows.loc[lead, "status"] == CONVERTED and pd.isna(rows.loc[lead, "score"])
+    assert rows.loc[lead, "kind"] == "customer" and rows.loc[lead, "status"] == SCORED
+    assert pd.notna(rows.loc[lead, "churn_probability"])
+    assert pd.isna(rows.loc[lead, "conversion_probability"])
     assert rows.loc[customer, "status"] == CHURNED and pd.isna(rows.loc[customer, "score"])
     assert pd.isna(rows.loc[customer, "churn_probability"])
-    assert rows.loc[later, "status"] == SCORED and pd.notna(rows.loc[later, "score"])
+    assert rows.loc[later, "kind"] == "lead" and rows.loc[later, "status"] == SCORED
+    assert pd.notna(rows.loc[later, "conversion_probability"])
