@@ -359,6 +359,13 @@ def score_entities(
                 "No %s champion: %d %ss get the rule score.", target, rows.sum(), entity_kind
             )
             continue
+        absent = [name for name in model.feature_names if name not in features.columns]
+        if absent:
+            # Scored as missing values; a renamed or dropped input column shows up here.
+            log.warning(
+                "The %s model reads %d columns the feature table lacks (%s); they are "
+                "scored as missing.", target, len(absent), ", ".join(absent[:5]),
+            )  # fmt: skip
         probability = model.predict_proba(features.iloc[feature_row[rows]])
         col[f"{target}_probability"][rows] = probability
         col["score_exact"][rows] = score_from_probability(

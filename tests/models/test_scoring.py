@@ -287,3 +287,12 @@ def test_converted_leads_become_customers_and_churned_customers_are_not_scored(m
     assert pd.isna(rows.loc[customer, "churn_probability"])
     assert rows.loc[later, "kind"] == "lead" and rows.loc[later, "status"] == SCORED
     assert pd.notna(rows.loc[later, "conversion_probability"])
+
+
+def test_a_model_column_missing_from_the_features_is_named_in_a_warning(models, caplog) -> None:
+    features, entities, rules = make_inputs()
+    dropped = models["conversion"].feature_names[0]
+    with caplog.at_level("WARNING", logger="models.scoring"):
+        scored = run(models, inputs=(features.drop(columns=[dropped]), entities, rules))
+    assert dropped in caplog.text and "scored as missing" in caplog.text
+    assert len(scored) == len(entities)
