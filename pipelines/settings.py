@@ -57,6 +57,10 @@ class LabelSettings(BaseModel):
     churn_from_inactivity: bool = False
     cutoff_step_days: int = 30
 
+    def horizon_days(self, target: str) -> int:
+        """The label window of ``conversion`` or ``churn``."""
+        return self.conversion_horizon_days if target == "conversion" else self.churn_horizon_days
+
 
 class ModelSettings(BaseModel):
     """Training, calibration and champion/challenger settings."""

@@ -79,11 +79,7 @@ def training_frame(
     from features.build import build_snapshots
     from features.labels import make_labels, rolling_cutoffs
 
-    horizon = (
-        settings.labels.conversion_horizon_days
-        if target == "conversion"
-        else settings.labels.churn_horizon_days
-    )
+    horizon = settings.labels.horizon_days(target)
     spec = settings.feature_spec()
     first = inputs.events["event_time"].min() + pd.Timedelta(days=max(spec.windows_days))
     cutoffs = rolling_cutoffs(first, as_of, settings.labels.cutoff_step_days, horizon)
@@ -108,11 +104,7 @@ def train(settings: Settings, inputs: LoadedInputs, target: str, as_of: pd.Times
     from models.train import train_model
 
     frame = training_frame(settings, inputs, target, as_of)
-    horizon = (
-        settings.labels.conversion_horizon_days
-        if target == "conversion"
-        else settings.labels.churn_horizon_days
-    )
+    horizon = settings.labels.horizon_days(target)
     m = settings.model
     result = train_model(
         frame.drop(columns=["label"]),
@@ -210,13 +202,7 @@ def rule_scores(
     from models.rules import RuleScore
     from models.scoring import kinds_as_of
 
-    kinds = None
-    if "kind" in entities:
-        kinds = (
-            kinds_as_of(entities, outcomes, as_of)
-            if as_of is not None
-            else entities.set_index("entity_id")["kind"]
-        )
+    kinds = kinds_as_of(entities, outcomes, as_of) if "kind" in entities else None
     frames = []
     for kind, rules in (("lead", "lead"), ("customer", "engagement")):
         rows = (
@@ -441,11 +427,7 @@ def recalibrate(
     from models.recalibrate import recalibrate as learn
 
     frame = training_frame(settings, inputs, target, as_of)
-    horizon = (
-        settings.labels.conversion_horizon_days
-        if target == "conversion"
-        else settings.labels.churn_horizon_days
-    )
+    horizon = settings.labels.horizon_days(target)
     result = learn(
         frame,
         frame["label"],
