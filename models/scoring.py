@@ -119,22 +119,17 @@ def entity_status(
         ``(kind, status)`` object arrays in the order of ``entities``.
     """
     n = len(entities)
-    if "kind" in entities:
-        kind_values = entities["kind"].astype("string").str.strip().str.lower().fillna("lead")
-        kind = kind_values.to_numpy(dtype=object)
-    else:
-        kind = np.full(n, "lead", dtype=object)
     consent = (
         entities["consent"].astype("boolean").fillna(True).to_numpy(dtype=bool)
         if "consent" in entities
         else np.ones(n, dtype=bool)
     )
     created = (pd.to_datetime(entities["created_at"], utc=True) >= as_of).to_numpy(bool)
+    converted, churned = _outcome_by(entities, outcomes, as_of)
+    kind = _current_kinds(entities, converted)
     known_kind = np.zeros(n, dtype=bool)
     for name in TARGET_OF_KIND:
         known_kind |= kind == name
-    converted, churned = _outcome_by(entities, outcomes, as_of)
-    kind = current_kinds(kind, converted)
     status = np.select(
         [
             ~consent,
@@ -151,20 +146,26 @@ def entity_status(
     return kind, status
 
 
-def current_kinds(kind: np.ndarray, converted: np.ndarray) -> np.ndarray:
-    """Kinds as of the run: a converted lead is a customer from then on (as in the labels)."""
+def _current_kinds(entities: pd.DataFrame, converted: np.ndarray) -> np.ndarray:
+    """Kinds as of the run (missing: ``lead``).
+
+    A converted lead is a customer from then on, as in the labels.
+    """
+    if "kind" in entities:
+        given = entities["kind"].astype("string").str.strip().str.lower().fillna("lead")
+        kind = given.to_numpy(dtype=object)
+    else:
+        kind = np.full(len(entities), "lead", dtype=object)
     return np.where((kind == "lead") & converted, "customer", kind).astype(object)
 
 
 def kinds_as_of(
     entities: pd.DataFrame, outcomes: pd.DataFrame | None, as_of: pd.Timestamp
 ) -> pd.Series:
-    """``kind`` per entity id as of the run date (see :func:`current_kinds`)."""
-    kind = entities["kind"].astype("string").str.strip().str.lower().fillna("lead")
+    """``kind`` per entity id as of the run date: converted leads are customers."""
     converted, _ = _outcome_by(entities, outcomes, as_of)
     return pd.Series(
-        current_kinds(kind.to_numpy(dtype=object), converted),
-        index=entities["entity_id"].astype("str").to_numpy(),
+        _current_kinds(entities, converted), index=entities["entity_id"].astype("str").to_numpy()
     )
 
 
