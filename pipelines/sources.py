@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,30 +344,21 @@ def sql_delete(url: str, table: str, where_column: str, values: Sequence[object]
     Returns:
         The number of rows deleted (0 when the database or table does not exist).
     """
-    target = parse_sql_url(url, table, override=True)
-    schema, name = target.schema_and_name
     values = list(dict.fromkeys(v.item() if hasattr(v, "item") else v for v in values))
-    deleted = 0
-    if not values or (target.duckdb_path is not None and not target.duckdb_path.exists()):
+    if not values:
         return 0
-    if target.duckdb_path is not None:
-        with duckdb_connection(target.duckdb_path, read_only=False) as connection:
-            if not duckdb_table_exists(connection, target):
-                return 0
-            rows = connection.execute(
-                f"DELETE FROM {target.qualified} WHERE {quote(where_column)} IN (SELECT unnest(?))",
-                [values],
-            ).fetchall()
-            deleted = int(rows[0][0]) if rows else 0
-    else:
-        with sql_engine(target) as engine, engine.begin() as connection:
-            if not sa.inspect(connection).has_table(name, schema=schema):
-                return 0
-            table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
-            column = table_obj.c[where_column]
-            for start in range(0, len(values), 500):  # SQLite caps bound parameters
-                chunk = values[start : start + 500]
-                deleted += connection.execute(table_obj.delete().where(column.in_(chunk))).rowcount
+
+    def chunks(table_obj: sa.Table, dialect: str) -> list[Any]:
+        column = table_obj.c[where_column]
+        # SQLite caps bound parameters.
+        return [column.in_(values[start : start + 500]) for start in range(0, len(values), 500)]
+
+    deleted = _delete_rows(
+        parse_sql_url(url, table, override=True),
+        f"{quote(where_column)} IN (SELECT unnest(?))",
+        [values],
+        chunks,
+    )
     log.info("Deleted %d rows from %s where %s matched.", deleted, table, where_column)
     return deleted
 
@@ -384,10 +375,42 @@ def sql_delete_before(url: str, table: str, time_column: str, before: pd.Timesta
     Returns:
         The number of rows deleted (0 when the database or table does not exist).
     """
-    target = parse_sql_url(url, table, override=True)
-    schema, name = target.schema_and_name
     cutoff = pd.Timestamp(before)
     cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+
+    def older(table_obj: sa.Table, dialect: str) -> list[Any]:
+        if dialect == "sqlite":
+            # pandas writes SQLite timestamps as text: compare in the same format.
+            bound: object = cutoff.tz_convert(None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        else:
+            bound = cutoff.to_pydatetime()
+        return [table_obj.c[time_column] < bound]
+
+    deleted = _delete_rows(
+        parse_sql_url(url, table, override=True),
+        f"{quote(time_column)} < ?",
+        [cutoff.to_pydatetime()],
+        older,
+    )
+    log.info("Deleted %d rows of %s older than %s.", deleted, table, cutoff.isoformat())
+    return deleted
+
+
+def _delete_rows(
+    target: SqlTarget,
+    duckdb_condition: str,
+    duckdb_parameters: list[Any],
+    conditions: Callable[[sa.Table, str], list[Any]],
+) -> int:
+    """``DELETE ... WHERE`` in one transaction; 0 when the database or table is missing.
+
+    Args:
+        target: The parsed SQL URL.
+        duckdb_condition: The condition as DuckDB SQL, with ``?`` parameters.
+        duckdb_parameters: Its parameters.
+        conditions: For SQLAlchemy databases, the WHERE clauses (one statement each)
+            given the reflected table and the dialect name.
+    """
     if target.duckdb_path is not None:
         if not target.duckdb_path.exists():
             return 0
@@ -395,21 +418,15 @@ def sql_delete_before(url: str, table: str, time_column: str, before: pd.Timesta
             if not duckdb_table_exists(connection, target):
                 return 0
             rows = connection.execute(
-                f"DELETE FROM {target.qualified} WHERE {quote(time_column)} < ?",
-                [cutoff.to_pydatetime()],
+                f"DELETE FROM {target.qualified} WHERE {duckdb_condition}", duckdb_parameters
             ).fetchall()
-            deleted = int(rows[0][0]) if rows else 0
-    else:
-        with sql_engine(target) as engine, engine.begin() as connection:
-            if not sa.inspect(connection).has_table(name, schema=schema):
-                return 0
-            table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
-            column = table_obj.c[time_column]
-            if engine.dialect.name == "sqlite":
-                # pandas writes SQLite timestamps as text: compare in the same format.
-                bound: object = cutoff.tz_convert(None).strftime("%Y-%m-%d %H:%M:%S.%f")
-            else:
-                bound = cutoff.to_pydatetime()
-            deleted = connection.execute(table_obj.delete().where(column < bound)).rowcount
-    log.info("Deleted %d rows of %s older than %s.", deleted, table, cutoff.isoformat())
-    return deleted
+            return int(rows[0][0]) if rows else 0
+    schema, name = target.schema_and_name
+    with sql_engine(target) as engine, engine.begin() as connection:
+        if not sa.inspect(connection).has_table(name, schema=schema):
+            return 0
+        table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
+        return sum(
+            connection.execute(table_obj.delete().where(condition)).rowcount
+            for condition in conditions(table_obj, engine.dialect.name)
+        )
