@@ -49,7 +49,7 @@ import pandas as pd
 from IPython.display import display
 
 from features.build import build_snapshots
-from features.synthetic import generate
+from features.synthetic import generate, source_paths
 from models.plots import event_mix_table, stacked_area_figure
 from pipelines import steps
 from pipelines.settings import load_settings
@@ -63,11 +63,7 @@ if data_dir is None:
     ).out_dir
 data_dir = Path(data_dir)
 settings = load_settings(
-    sources={
-        "events": str(data_dir / "events"),
-        "entities": str(data_dir / "entities.parquet"),
-        "outcomes": str(data_dir / "outcomes.parquet"),
-    },
+    sources=source_paths(data_dir),
     output={"dir": str(work / "output")},
     seed=seed,
 )

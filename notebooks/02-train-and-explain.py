@@ -52,7 +52,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from features.labels import label_definition
-from features.synthetic import generate
+from features.synthetic import generate, source_paths
 from models.evaluate import calibration_curve_figure, lift_chart_figure
 from models.plots import roc_curve_figure, shap_explanation
 from models.rules import RuleScore
@@ -71,11 +71,7 @@ if data_dir is None:
     ).out_dir
 data_dir = Path(data_dir)
 settings = load_settings(
-    sources={
-        "events": str(data_dir / "events"),
-        "entities": str(data_dir / "entities.parquet"),
-        "outcomes": str(data_dir / "outcomes.parquet"),
-    },
+    sources=source_paths(data_dir),
     output={"dir": str(work / "output")},
     model={"min_positive_labels": min_positive_labels},
     seed=seed,

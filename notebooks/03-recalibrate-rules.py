@@ -49,7 +49,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from features.labels import label_definition
-from features.synthetic import generate
+from features.synthetic import generate, source_paths
 from models.bands import choose_thresholds
 from models.evaluate import band_outcome_rates
 from models.plots import points_comparison_figure, roc_curve_figure
@@ -68,11 +68,7 @@ if data_dir is None:
     ).out_dir
 data_dir = Path(data_dir)
 settings = load_settings(
-    sources={
-        "events": str(data_dir / "events"),
-        "entities": str(data_dir / "entities.parquet"),
-        "outcomes": str(data_dir / "outcomes.parquet"),
-    },
+    sources=source_paths(data_dir),
     output={"dir": str(work / "output")},
     seed=seed,
 )

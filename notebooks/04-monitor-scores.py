@@ -62,7 +62,7 @@ import yaml
 from IPython.display import Markdown, display
 
 from features.build import build_snapshots
-from features.synthetic import generate
+from features.synthetic import generate, source_paths
 from models import tracking
 from models.drift import psi, psi_table
 from models.plots import band_moves_figure, band_transition_table, psi_figure
@@ -83,11 +83,7 @@ if data_dir is None:
     ).out_dir
 data_dir = Path(data_dir)
 config = {
-    "sources": {
-        "events": str(data_dir / "events"),
-        "entities": str(data_dir / "entities.parquet"),
-        "outcomes": str(data_dir / "outcomes.parquet"),
-    },
+    "sources": source_paths(data_dir),
     "output": {"dir": str(work / "output")},
     "model": {
         "min_positive_labels": min_positive_labels,

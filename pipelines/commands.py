@@ -206,14 +206,15 @@ def demo(out: Path, as_of: str, console: Console) -> None:
     """Generate data if missing, run the nightly flow, print where everything is."""
     import os
 
+    from features.synthetic import source_paths
     from pipelines.settings import load_settings
 
     data = out / "data"
-    if not (data / "entities.parquet").exists():
+    sources = source_paths(data)
+    if not Path(sources["entities"]).exists():
         generate(data, 12_000, 9_000, 12, "2025-01-01", 0, console)
-    os.environ.setdefault("LEADSCORE_SOURCES__EVENTS", str(data / "events"))
-    os.environ.setdefault("LEADSCORE_SOURCES__ENTITIES", str(data / "entities.parquet"))
-    os.environ.setdefault("LEADSCORE_SOURCES__OUTCOMES", str(data / "outcomes.parquet"))
+    for name, path in sources.items():
+        os.environ.setdefault(f"LEADSCORE_SOURCES__{name.upper()}", path)
     os.environ.setdefault("LEADSCORE_OUTPUT__DIR", str(out / "output"))
     settings = load_settings(None)
     from pipelines import steps

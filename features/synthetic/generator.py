@@ -168,15 +168,36 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+#: Where a generated folder keeps the three inputs of the data contract.
+EVENTS_DIR, ENTITIES_FILE, OUTCOMES_FILE = "events", "entities.parquet", "outcomes.parquet"
+
+
+def source_paths(out_dir: str | Path) -> dict[str, str]:
+    """The inputs of a generated folder as ``sources`` settings (events, entities, outcomes).
+
+    Args:
+        out_dir: A folder written by :func:`generate`.
+
+    Returns:
+        ``{"events": ..., "entities": ..., "outcomes": ...}`` paths as strings.
+    """
+    folder = Path(out_dir)
+    return {
+        "events": str(folder / EVENTS_DIR),
+        "entities": str(folder / ENTITIES_FILE),
+        "outcomes": str(folder / OUTCOMES_FILE),
+    }
+
+
 class _Writers:
     """Writers to temporary files, moved into place together by :meth:`commit`."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.events_dir = out_dir / "events"
+        self.events_dir = out_dir / EVENTS_DIR
         self.events_dir.mkdir(parents=True, exist_ok=True)
         self.paths = {
-            "entities": out_dir / "entities.parquet",
-            "outcomes": out_dir / "outcomes.parquet",
+            "entities": out_dir / ENTITIES_FILE,
+            "outcomes": out_dir / OUTCOMES_FILE,
             "truth": out_dir / "true_probabilities.parquet",
         }
         self.json_path = out_dir / "generator.json"

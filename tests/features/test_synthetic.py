@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.synthetic import generate, true_probability, true_weights
+from features.synthetic import generate, source_paths, true_probability, true_weights
 
 SMALL = {"n_leads": 300, "n_customers": 200, "months": 5, "chunk_entities": 200}
 LEAD_EVENT_TYPES = {
@@ -312,3 +312,10 @@ def test_progress_reports_every_chunk(tmp_path):
                       progress=lambda done, total: seen.append((done, total)))  # fmt: skip
     assert seen == [(75, 200), (150, 200), (200, 200)]
     assert result.n_events == sum(pq.read_metadata(p).num_rows for p in result.event_files)
+
+
+def test_source_paths_name_the_generated_inputs(small):
+    sources = source_paths(small)
+    assert set(sources) == {"events", "entities", "outcomes"}
+    assert Path(sources["events"]).is_dir() and any(Path(sources["events"]).glob("*.parquet"))
+    assert Path(sources["entities"]).is_file() and Path(sources["outcomes"]).is_file()
