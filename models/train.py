@@ -38,6 +38,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from features.labels import Split, stratified_split, time_split
+from features.schemas import as_utc
 from models.bands import BAND_METADATA_KEY, choose_thresholds
 from models.calibration import fit_calibrator
 from models.evaluate import evaluate, feature_auc
@@ -319,9 +320,7 @@ def _trained_at(given: object | None, cutoffs: pd.Series | None, horizon_days: i
         moment = cutoffs.max() + pd.Timedelta(days=horizon_days)
     else:
         moment = pd.Timestamp.now(tz="UTC")
-    # Naive dates are UTC, as everywhere in the data contract.
-    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-    return moment.isoformat()
+    return as_utc(moment).isoformat()
 
 
 def train_model(

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import make_url
 
+from features.schemas import as_utc
 from models.privacy import PSEUDONYM_KEY_ENV, pseudonymise_one, resolve_pseudonym_key
 from pipelines.board import render_board
 from pipelines.io import read_source, sql_delete, write_parquet_atomic, write_text_atomic
@@ -373,7 +374,7 @@ def purge_withdrawn_consent(
     ids = list(dict.fromkeys(str(i) for i in entity_ids))
     if not ids:
         return {}
-    before = _utc(as_of).date()
+    before = as_utc(as_of).date()
     out = Path(settings.output.dir)
     partitions = [p for d, p in sorted(list_partitions(out).items()) if d < before]
     features = _dated_before(sorted((out / "features").glob("as_of=*.parquet")), before)
@@ -398,11 +399,6 @@ def purge_withdrawn_consent(
     return {key: store.rows_deleted for key, store in zip(keys, stores, strict=True)}
 
 
-def _utc(moment: pd.Timestamp | str) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def purge_score_history(settings: Settings, as_of: pd.Timestamp | str) -> dict[str, int]:
     """Delete scores and derived files older than ``retention.max_score_history_days``.
 
@@ -420,7 +416,7 @@ def purge_score_history(settings: Settings, as_of: pd.Timestamp | str) -> dict[s
     max_days = settings.retention.max_score_history_days
     if max_days is None:
         return {}
-    cutoff = _utc(as_of) - pd.Timedelta(days=max_days)
+    cutoff = as_utc(as_of) - pd.Timedelta(days=max_days)
     out = Path(settings.output.dir)
     url = settings.database_url
     counts = {

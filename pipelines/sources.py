@@ -25,6 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from features.schemas import as_utc
+
 log = logging.getLogger(__name__)
 
 SQL_SCHEMES = ("duckdb", "postgresql", "postgres", "postgresql+psycopg", "sqlite")
@@ -375,8 +377,7 @@ def sql_delete_before(url: str, table: str, time_column: str, before: pd.Timesta
     Returns:
         The number of rows deleted (0 when the database or table does not exist).
     """
-    cutoff = pd.Timestamp(before)
-    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    cutoff = as_utc(before)
 
     def older(table_obj: sa.Table, dialect: str) -> list[Any]:
         if dialect == "sqlite":

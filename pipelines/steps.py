@@ -302,6 +302,8 @@ def retrain_due(
     Returns:
         ``(due, reason)``.
     """
+    from features.schemas import as_utc
+
     del features
     if trained_already is not None:
         return False, f"already trained for {as_of.date()}: {trained_already}"
@@ -312,8 +314,7 @@ def retrain_due(
         age = None
         described = "champion of unknown age"
     else:
-        trained_at = pd.Timestamp(trained)
-        trained_at = trained_at.tz_localize("UTC") if trained_at.tzinfo is None else trained_at
+        trained_at = as_utc(trained)
         age = (as_of - trained_at).days
         if age < 0:
             return False, (f"champion trained as of {trained_at.date()}, after this run date; kept")
