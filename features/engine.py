@@ -35,6 +35,8 @@ ACTIVE_DAYS_WINDOW = 30
 LOGIN_DAYS_WINDOW = 28
 LOGIN_WEEKS = LOGIN_DAYS_WINDOW // 7
 LOGIN_WEEK_BIT = 32
+#: Bit of "a login on day 28 within the last 28 days" (see :func:`per_entity_and_type`).
+LOGIN_EDGE_DAY_BIT = 36
 SESSION_WINDOW = 30
 KEY_FEATURES_WINDOW = 30
 #: Event types the special features read.
@@ -159,8 +161,10 @@ def per_entity_and_type(
         ``row, code``, ``n_{N}d`` per count window, ``n_all`` (all time),
         ``min_age_us`` and ``max_age_us`` (latest and first event), ``decayed``,
         ``amount`` (session minutes, purchase amounts or the all-time count of
-        tickets, by type), ``active_day_mask`` (bit d: active d UTC days before the
-        cutoff's day, last 30 days) and ``login_mask`` (login days, then weeks).
+        tickets, by type) and ``day_mask``: bit d (d <= 30) is set when the entity was
+        active d UTC days before the cutoff's day within the last 30 days; on login
+        rows, bits 32-35 are the login weeks of the last 28 days and bit 36 a login on
+        day 28 within them.
     """
     before = events_before(events, as_of, backend)
     code_table = ibis.memtable(codes)
@@ -183,11 +187,17 @@ def per_entity_and_type(
         | ((code == names[PURCHASE]) & (age <= spec.kpi_window_days * DAY_US))
         | is_ticket
     )
-    # Login days in bits 0-28, login weeks in bits 32-35 (same 28-day window).
-    # The two bit ranges are disjoint, so + is |; Ibis's PySpark compiler has no BitOr.
-    # The clamps change nothing inside the window and keep the sum from overflowing
-    # on rows outside it, which engines still evaluate.
-    login_bits = _bit(ibis.least(day_offset, 31)) + _bit(ibis.least(week, 7) + LOGIN_WEEK_BIT)
+    # One mask for active days and logins. Bits 0-30: active UTC days (last 30 days,
+    # every type). Login rows of the last 28 days add their week (bits 32-35) and, for
+    # day 28, bit 36: that day is only partly inside the 28 days, so bit 28 (any login
+    # that day) cannot tell. Each bit range is disjoint from the others, so + is |
+    # (Ibis's PySpark compiler has no BitOr); the clamps change nothing inside the
+    # windows and keep shifts in range on rows outside them, which engines evaluate.
+    is_recent_login = (code == names[LOGIN]) & (age <= LOGIN_DAYS_WINDOW * DAY_US)
+    login_bits = _bit(ibis.least(week, 7) + LOGIN_WEEK_BIT) + ibis.ifelse(
+        day_offset == LOGIN_DAYS_WINDOW, ibis.literal(1 << LOGIN_EDGE_DAY_BIT, "int64"), 0
+    )
+    day_bits = _bit(day_offset) + ibis.ifelse(is_recent_login, login_bits, 0)
     aggregates = {f"n_{days}d": coded.count(where=window) for days, window in in_days.items()}
     aggregates |= {
         "n_all": coded.count(),
@@ -196,24 +206,14 @@ def per_entity_and_type(
         "decayed": (age.cast("float64") * rate).exp().sum(),
         # CASE rather than FILTER: the engines then compute the value on its rows only.
         "amount": ibis.cases((is_ticket, 1.0), (amount_counted, coded.value)).sum(),
-        "active_day_mask": _bit_or(
-            ibis.ifelse(age <= ACTIVE_DAYS_WINDOW * DAY_US, _bit(day_offset), ibis.null("int64"))
-        ),
-        "login_mask": _bit_or(
-            ibis.ifelse(
-                (code == names[LOGIN]) & (age <= LOGIN_DAYS_WINDOW * DAY_US),
-                login_bits,
-                ibis.null("int64"),
-            )
+        "day_mask": _bit_or(
+            ibis.ifelse(age <= ACTIVE_DAYS_WINDOW * DAY_US, day_bits, ibis.null("int64"))
         ),
     }
     grouped = coded.group_by(["entity_id", "code"]).aggregate(**aggregates)
     # Empty sums and masks are NULL in SQL; 0 keeps every column integer or float.
     filled = grouped.mutate(
-        **{
-            column: grouped[column].fill_null(0)
-            for column in ("amount", "active_day_mask", "login_mask")
-        }  # fmt: skip
+        **{column: grouped[column].fill_null(0) for column in ("amount", "day_mask")}
     )
     joined = filled.join(entity_rows, filled.entity_id == entity_rows.entity_id)
     return joined.drop("entity_id")

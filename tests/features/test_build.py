@@ -242,6 +242,23 @@ def test_login_weeks_and_days_use_utc_days_and_seven_day_spans(duckdb_con):
     assert row["active_days_30d"] == 5  # ... and Feb 15
 
 
+def test_a_login_on_the_28th_day_counts_only_within_28_times_24_hours(duckdb_con):
+    # At 09:30, the 28th UTC day back (Feb 15) is partly inside the 28 days.
+    as_of = pd.Timestamp("2025-03-15 09:30", tz="UTC")
+    inside = the_row(events_of(("login", as_of - 28 * DAY)), as_of, con=duckdb_con)
+    outside = the_row(events_of(("login", as_of - 28 * DAY - US)), as_of, con=duckdb_con)
+    both = the_row(
+        events_of(("login", as_of - 28 * DAY), ("login", as_of - 28 * DAY - US)),
+        as_of,
+        con=duckdb_con,
+    )
+    assert inside["login_active_days_28d"] == 1 and inside["login_active_weeks_4w"] == 1
+    assert outside["login_active_days_28d"] == 0 and outside["login_active_weeks_4w"] == 0
+    assert both["login_active_days_28d"] == 1 and both["active_days_30d"] == 1
+    for row in (inside, outside, both):
+        assert row["active_days_30d"] == 1
+
+
 def test_special_features_follow_their_definitions(duckdb_con):
     as_of = pd.Timestamp("2025-03-15", tz="UTC")
     row = the_row(
