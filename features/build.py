@@ -352,19 +352,31 @@ def event_types_seen(
     return _types_seen(connection, events_table(connection, events), cutoff)
 
 
-def _source(
+def _build(
     events: EventsInput,
+    entities: pd.DataFrame,
+    cutoffs: list[pd.Timestamp],
+    spec: FeatureSpec,
     backend: str,
     con: Any,
     event_types: Sequence[str] | None,
-    last_cutoff: pd.Timestamp,
-) -> tuple[Any, Any, list[str]]:
-    """Connection, events table and the event types to featurise."""
+) -> list[pd.DataFrame]:
+    """One feature table per cutoff; columns follow the types seen before the last."""
     connection = connect(backend, con)
     table = events_table(connection, events)
-    if event_types is None:
-        return connection, table, _types_seen(connection, table, last_cutoff)
-    return connection, table, list(event_types)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # The engine lists the event types while pandas selects the first cutoff's entities.
+        listing = (
+            None
+            if event_types is not None
+            else background.submit(_types_seen, connection, table, cutoffs[-1])
+        )
+        first = existing_entities(entities, cutoffs[0])
+        types = list(event_types) if listing is None else listing.result()
+    return [
+        _build_one(connection, table, entities, cutoff, spec, types, first if i == 0 else None)
+        for i, cutoff in enumerate(cutoffs)
+    ]
 
 
 def _build_one(
@@ -374,6 +386,7 @@ def _build_one(
     as_of: pd.Timestamp,
     spec: FeatureSpec,
     event_types: Sequence[str],
+    existing: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     import ibis
 
@@ -381,7 +394,8 @@ def _build_one(
     catalog = columns_for(spec, event_types, fits)
     declared = [e.name for e in spec.event_types]
     featurised = declared + sorted(set(event_types) - set(declared))
-    existing = existing_entities(entities, as_of)
+    if existing is None:
+        existing = existing_entities(entities, as_of)
     n_rows = len(existing)
     entity_rows = ibis.memtable(
         pd.DataFrame({"entity_id": existing["entity_id"], "row": np.arange(n_rows)})
@@ -433,9 +447,7 @@ def build_features(
         One row per entity with ``created_at < as_of`` (and consent), sorted by
         ``entity_id``: ``entity_id``, ``as_of``, then the feature catalog columns.
     """
-    cutoff = as_utc(as_of)
-    connection, table, types = _source(events, backend, con, event_types, cutoff)
-    return _build_one(connection, table, entities, cutoff, spec, types)
+    return _build(events, entities, [as_utc(as_of)], spec, backend, con, event_types)[0]
 
 
 def build_snapshots(
@@ -469,6 +481,5 @@ def build_snapshots(
     ordered = sorted({as_utc(cutoff) for cutoff in cutoffs})
     if not ordered:
         raise ValueError("build_snapshots needs at least one cutoff.")
-    connection, table, types = _source(events, backend, con, event_types, ordered[-1])
-    frames = [_build_one(connection, table, entities, c, spec, types) for c in ordered]
+    frames = _build(events, entities, ordered, spec, backend, con, event_types)
     return pd.concat(frames, ignore_index=True)
