@@ -5,6 +5,9 @@ builds the feature table for one cutoff with each engine in its own child proces
 so that each engine's peak resident memory is measured on its own (``os.wait4``).
 
     .venv/bin/python benchmarks/features.py --events 10000000 50000000 --entities 1000000
+
+The machine is a shared VM whose speed drifts by tens of percent over minutes, so
+``--repeat N`` builds N times per engine and also prints the median.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,6 +210,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pandas", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=1, help="builds per engine and size")
     # DuckDB's own default (80% of RAM): a tight limit made it partition the aggregate,
     # which was slower *and* peaked higher (5.3 GB at 5GB against 3.7 GB without).
     parser.add_argument(
@@ -230,16 +235,37 @@ def main() -> None:
           f"memory_limit={options.memory_limit or 'DuckDB default'}")  # fmt: skip
     for n_events in options.events:
         events, entities = dataset(options.data_dir, n_events, options.entities, options.seed)
-        results = {engine: measure(engine, events, entities, options) for engine in engines}
-        for engine, r in results.items():
-            print(
-                f"{engine:7s} events={n_events:>12,} entities={options.entities:>10,} "
-                f"wall={r['seconds']:7.2f} s  events/s={n_events / r['seconds'] / 1e6:5.2f}M  "
-                f"peak_rss={r['peak_rss_gb']:5.2f} GB  table={r['rows']:,}x{r['cols']}"
-            )
-        if "pandas" in results:
-            ratio = results["pandas"]["seconds"] / results["duckdb"]["seconds"]
+        runs: dict[str, list[dict]] = {engine: [] for engine in engines}
+        # Each engine's builds run back to back, DuckDB's first: on this VM, memory a
+        # process has just freed (pandas peaks at 13 GB) goes back to the host, and the
+        # next process to touch memory pays for it (one DuckDB build took 25.5 s right
+        # after a 13 GB process, against 16.1-16.8 s around it).
+        for engine in engines:
+            for _ in range(options.repeat):
+                r = measure(engine, events, entities, options)
+                runs[engine].append(r)
+                _report(engine, n_events, options.entities, r)
+        medians = {e: statistics.median(r["seconds"] for r in rs) for e, rs in runs.items()}
+        if options.repeat > 1:
+            for engine, rs in runs.items():
+                seconds = sorted(r["seconds"] for r in rs)
+                print(f"{engine:7s} median of {len(rs)}: wall={medians[engine]:7.2f} s  "
+                      f"events/s={n_events / medians[engine] / 1e6:5.2f}M  "
+                      f"(fastest {seconds[0]:.2f} s, slowest {seconds[-1]:.2f} s; "
+                      f"peak_rss up to {max(r['peak_rss_gb'] for r in rs):.2f} GB)")  # fmt: skip
+        if "pandas" in medians:
+            ratio = medians["pandas"] / medians["duckdb"]
             print(f"duckdb is {ratio:.2f}x faster than pandas at {n_events:,} events")
+
+
+def _report(engine: str, n_events: int, n_entities: int, r: dict) -> None:
+    seconds = r["seconds"]
+    print(
+        f"{engine:7s} events={n_events:>12,} entities={n_entities:>10,} "
+        f"wall={seconds:7.2f} s  events/s={n_events / seconds / 1e6:5.2f}M  "
+        f"peak_rss={r['peak_rss_gb']:5.2f} GB  table={r['rows']:,}x{r['cols']}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

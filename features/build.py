@@ -207,7 +207,8 @@ def finish_table(
         )
     n_rows = len(entities)
     columns: dict[str, Any] = {
-        "entity_id": entities["entity_id"].astype("str").to_numpy(),
+        # The string array itself: through numpy it would become Python objects and back.
+        "entity_id": entities["entity_id"].astype("str").array,
         "as_of": pd.DatetimeIndex(
             np.full(n_rows, as_of.tz_localize(None).as_unit("us").asm8)
         ).tz_localize("UTC"),
