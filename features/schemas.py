@@ -323,6 +323,8 @@ class InputReport:
         entities_without_consent: Entities with ``consent`` false (the suppression
             list included).
         entities_on_suppression_list: Entities set to no consent by the suppression list.
+        entities_forgotten_earlier: Entities erased earlier by ``leadscore forget`` and
+            found again in the sources; their rows were dropped before any count above.
         rejected: Rows removed from the inputs, by reason.
         as_of: The run's "now".
     """
@@ -335,6 +337,7 @@ class InputReport:
     events_of_unknown_entities: int = 0
     entities_without_consent: int = 0
     entities_on_suppression_list: int = 0
+    entities_forgotten_earlier: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     as_of: pd.Timestamp | None = None
 

@@ -196,6 +196,7 @@ def forget(settings: Settings, ids: list[str], console: Console) -> None:
     if trained:
         names = ", ".join(f"{m['model']} v{m['version']}" for m in trained)
         console.print(f"  Trained with their data (retrained at the next retrain): {names}")
+    console.print(f"  Blocked from re-import: {receipt['entities']['reimport_blocked']}")
     console.print(
         f"Forgot {receipt['entities']['count']:,} entities in "
         f"{time.perf_counter() - began:.1f} s. Receipt: {path}"

@@ -33,7 +33,14 @@ from sqlalchemy.engine import make_url
 from features.schemas import as_utc
 from models.privacy import PSEUDONYM_KEY_ENV, pseudonymise_one, resolve_pseudonym_key
 from pipelines.board import render_board
-from pipelines.io import read_source, sql_delete, write_parquet_atomic, write_text_atomic
+from pipelines.io import (
+    FORGOTTEN_LIST,
+    read_forgotten,
+    read_source,
+    sql_delete,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from pipelines.outputs import HISTORY_TABLE, SCORES_TABLE, list_partitions
 from pipelines.settings import Settings
 from pipelines.sources import SourceNotFoundError, parse_sql_url, sql_delete_before
@@ -51,7 +58,8 @@ _BOARD_DATA = re.compile(
 #: What stays outside the pipeline's reach; said in every receipt.
 NOT_COVERED = (
     "The input sources (events, entities, outcomes) belong to the systems that export "
-    "them: erase the entities there too, or the next run reads them again.",
+    "them: erase the entities there too. Until then each run reads them again; with a "
+    "configured pseudonym key it recognises them and drops their rows unprofiled.",
     "CRM records already imported from earlier export files must be cleared in the CRM.",
     "Training snapshots are built in memory at each retrain and never stored.",
 )
@@ -117,16 +125,27 @@ def forget(
         _scrub_text(out, identity, key),
     ]  # fmt: skip
     mlflow_part = _erase_mlflow(settings, identity, collect_garbage)
+    pseudonyms = [pseudonymise_one(i, key) for i in ids]
+    key_configured = bool(settings.pseudonym_key or os.environ.get(PSEUDONYM_KEY_ENV))
+    if key_configured:
+        _record_forgotten(out, pseudonyms)
     receipt = {
         "receipt_id": uuid.uuid4().hex,
         "requested_at": requested.isoformat(),
         "completed_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "entities": {
             "count": len(ids),
-            "pseudonyms": [pseudonymise_one(i, key) for i in ids],
+            "pseudonyms": pseudonyms,
             "pseudonym_key": "configured"
-            if settings.pseudonym_key or os.environ.get(PSEUDONYM_KEY_ENV)
+            if key_configured
             else "ephemeral: these pseudonyms cannot be linked to anyone",
+            "reimport_blocked": (
+                f"yes: their keyed hashes are in {FORGOTTEN_LIST}, and runs that read them "
+                "again from a source drop their rows"
+                if key_configured
+                else f"no: without {PSEUDONYM_KEY_ENV} there is no stable keyed hash to "
+                "recognise them by, so erase them in the source systems"
+            ),
             "unique_attribute_values_replaced": len(identity.unique_values),
         },  # fmt: skip
         "stores": [asdict(s) for s in stores],
@@ -138,6 +157,13 @@ def forget(
     write_text_atomic(json.dumps(receipt, indent=2), path)
     log.info("Forgot %d entities; receipt %s", len(ids), path)
     return receipt, path
+
+
+def _record_forgotten(out: Path, pseudonyms: list[str]) -> None:
+    """Add keyed hashes to the list of erased entities (see :func:`pipelines.io.read_forgotten`)."""
+    known = read_forgotten(out) | set(pseudonyms)
+    header = "# Keyed hashes of entities erased by `leadscore forget`: never profile them again.\n"
+    write_text_atomic(header + "".join(f"{p}\n" for p in sorted(known)), out / FORGOTTEN_LIST)
 
 
 def _identity(settings: Settings, ids: list[str], key: bytes) -> Identity:

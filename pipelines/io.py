@@ -34,6 +34,7 @@ from features.schemas import (
     clean_events,
     input_report,
 )
+from models.privacy import PseudonymKeyError, pseudonymise, resolve_pseudonym_key
 from pipelines.settings import Settings
 from pipelines.sources import SourceNotFoundError, is_sql_url
 from pipelines.sources import sql_delete as sql_delete  # re-exported: callers use pipelines.io
@@ -48,6 +49,9 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
 #: Contract columns read from CSV as text, so ids like ``00123`` keep their zeros.
 ID_COLUMNS = ("entity_id", "crm_id")
+#: Under the output folder: keyed hashes of the entity ids ``leadscore forget`` erased,
+#: one per line, so that entities read again from a source stay unprofiled.
+FORGOTTEN_LIST = Path("erasure") / "forgotten.txt"
 
 
 def list_source_files(source: str, table: str = "input") -> list[Path]:
@@ -260,9 +264,11 @@ def load_inputs(
     if sources.suppression_list:
         listed = read_suppression_list(sources.suppression_list, maps.get("suppression_list"))
         entities, suppressed = apply_suppression(entities, listed)
+    events, entities, outcomes, forgotten = _drop_forgotten(events, entities, outcomes, settings)
     report = input_report(events, now, entities, outcomes)
     events, report.rejected = clean_events(events, now)
     report.entities_on_suppression_list = suppressed
+    report.entities_forgotten_earlier = forgotten
     log.info(
         "Inputs as of %s: %d events (%d exact duplicates dropped, %d after as_of), "
         "%d entities, %d outcomes.", now.isoformat(), report.events, report.duplicate_events,
@@ -303,7 +309,9 @@ def read_suppression_list(source: str, column_map: dict[str, str] | None = None)
     return set(ids[ids != ""].tolist())
 
 
-def apply_suppression(entities: pd.DataFrame, listed: set[str]) -> tuple[pd.DataFrame, int]:
+def apply_suppression(
+    entities: pd.DataFrame, listed: set[str], reason: str = "Suppression list"
+) -> tuple[pd.DataFrame, int]:
     """Entities with ``consent`` set to false for everyone on the suppression list.
 
     Everything downstream already treats consent false as "never profiled, trained
@@ -319,8 +327,59 @@ def apply_suppression(entities: pd.DataFrame, listed: set[str]) -> tuple[pd.Data
         else pd.Series(True, index=entities.index, dtype="boolean")
     )
     out = entities.assign(consent=(consent & ~on_list).astype(bool))
-    log.info("Suppression list: %d of %d entities set to no consent.", on_list.sum(), len(out))
+    log.info("%s: %d of %d entities set to no consent.", reason, on_list.sum(), len(out))
     return out, int(on_list.sum())
+
+
+def read_forgotten(output_dir: str | os.PathLike[str]) -> set[str]:
+    """Keyed hashes of the entity ids ``leadscore forget`` erased (see :data:`FORGOTTEN_LIST`)."""
+    path = Path(output_dir) / FORGOTTEN_LIST
+    if not path.exists():
+        return set()
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def _drop_forgotten(
+    events: pd.DataFrame, entities: pd.DataFrame, outcomes: pd.DataFrame, settings: Settings
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """The inputs without entities erased earlier and read again from a source.
+
+    They are dropped, events and outcomes included, rather than set to no consent: a
+    "not scored" row would write the erased id back into the score tables.
+
+    Returns:
+        Events, entities and outcomes without them, and how many erased entities were
+        found again.
+
+    Raises:
+        PseudonymKeyError: Entities were erased, but no key is configured to recognise them.
+    """
+    forgotten = read_forgotten(settings.output.dir)
+    if not forgotten:
+        return events, entities, outcomes, 0
+    try:
+        key = resolve_pseudonym_key(settings.pseudonym_key)
+    except PseudonymKeyError as error:
+        listing = Path(settings.output.dir) / FORGOTTEN_LIST
+        raise PseudonymKeyError(
+            f"{len(forgotten):,} entities were erased earlier ({listing}) and are recognised "
+            f"by their keyed hash, but: {error} Use the key that was set when they were erased."
+        ) from error
+    tables = (events, entities, outcomes)
+    ids = pd.Series(
+        pd.unique(pd.concat([t["entity_id"].astype("string") for t in tables]).dropna())
+    )
+    erased = set(ids[pseudonymise(ids, key).isin(forgotten).to_numpy(bool)])
+    if not erased:
+        return events, entities, outcomes, 0
+    log.warning(
+        "%d entities erased earlier with `leadscore forget` are in the sources again; their "
+        "rows are dropped. Erase them in the source systems too.",
+        len(erased),
+    )
+    kept = [t[~t["entity_id"].astype("string").isin(erased).to_numpy(bool)] for t in tables]
+    return kept[0], kept[1], kept[2], len(erased)
 
 
 @contextmanager

@@ -376,6 +376,12 @@ def summarise(settings, inputs, features, scored, champions, decisions, retentio
     summary.psi_status, summary.warnings = psi_status(
         values, settings.schedule.psi_warn, settings.schedule.psi_fail
     )
+    erased = inputs.report.get("entities_forgotten_earlier", 0)
+    if erased:
+        summary.warnings.append(
+            f"{erased:,} entities erased earlier with `leadscore forget` are in the sources "
+            "again; their rows were dropped. Erase them in the source systems too."
+        )
     return summary
 
 

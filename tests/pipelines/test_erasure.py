@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from features.synthetic import generate
+from models.privacy import PseudonymKeyError, pseudonymise_one
 from pipelines import steps
 from pipelines.erasure import forget, purge_score_history
 from pipelines.io import apply_suppression, load_inputs, read_suppression_list, sql_read
@@ -24,7 +25,7 @@ from pipelines.outputs import write_partition, write_score_tables
 from pipelines.settings import load_settings
 from pipelines.sources import sql_delete_before
 
-FIRST_RUN, SECOND_RUN = "2025-09-10", "2025-09-20"
+FIRST_RUN, SECOND_RUN, THIRD_RUN = "2025-09-10", "2025-09-20", "2025-09-30"
 NO_CONSENT_STATUS = "not scored: no consent"
 KEY = "test-key-0123456789abcdef"
 
@@ -207,6 +208,18 @@ def test_forget_erases_three_entities_from_every_store_and_nothing_else(populati
     assert con.execute("SELECT count(*) FROM lead_scores").fetchall()[0][0] == len(entities) - 3
     con.close()
 
+    # The sources still hold them: the next run drops them and writes no id back.
+    assert receipt["entities"]["reimport_blocked"].startswith("yes")
+    listed = (out / "erasure" / "forgotten.txt").read_text().split()
+    assert set(receipt["entities"]["pseudonyms"]) <= set(listed)
+    _run_day(settings, THIRD_RUN, retrain=False)
+    assert _found(out, values) == {}, "a later run wrote forgotten values back"
+    summary = json.loads((out / "summaries" / f"{THIRD_RUN}.json").read_text())
+    assert summary["inputs"]["entities_forgotten_earlier"] == 3
+    assert any("erased earlier" in warning for warning in summary["warnings"])
+    third = pd.read_parquet(out / "scores" / f"as_of={THIRD_RUN}")
+    assert len(third) == len(entities) - 3
+
 
 # --- fast tests: suppression list, retention -----------------------------------------
 
@@ -260,6 +273,54 @@ def test_load_inputs_applies_the_suppression_list(tmp_path, event_history):
     assert refused == {"e003", "e005"}
     assert inputs.report.entities_without_consent == 2
     assert inputs.report.entities_on_suppression_list == 2
+
+
+def _inputs_with_forgotten(tmp_path, event_history, key: str | None):
+    """Inputs of 30 entities, two of them on the list of entities erased earlier."""
+    events, entities = event_history(seed=3, n_entities=30)
+    events.to_parquet(tmp_path / "events.parquet")
+    entities.to_parquet(tmp_path / "entities.parquet")
+    outcomes = pd.DataFrame(
+        {
+            "entity_id": ["e003", "e004"],
+            "outcome": "converted",
+            "occurred_at": pd.Timestamp("2025-03-01", tz="UTC"),
+        }
+    )
+    outcomes.to_parquet(tmp_path / "outcomes.parquet")
+    erasure = tmp_path / "output" / "erasure"
+    erasure.mkdir(parents=True)
+    hashes = [pseudonymise_one(i, KEY.encode()) for i in ("e003", "e007", "gone-from-sources")]
+    (erasure / "forgotten.txt").write_text("# comment\n" + "\n".join(hashes) + "\n")
+    settings = load_settings(
+        None,
+        sources={
+            "events": str(tmp_path / "events.parquet"),
+            "entities": str(tmp_path / "entities.parquet"),
+            "outcomes": str(tmp_path / "outcomes.parquet"),
+        },
+        output={"dir": tmp_path / "output"},
+        pseudonym_key=key,
+    )
+    return settings, events
+
+
+def test_entities_erased_earlier_are_dropped_from_every_input(tmp_path, event_history):
+    settings, events = _inputs_with_forgotten(tmp_path, event_history, KEY)
+    inputs = load_inputs(settings, "2025-03-15")
+    for table in (inputs.events, inputs.entities, inputs.outcomes):
+        assert not table["entity_id"].isin(["e003", "e007"]).any()
+    assert inputs.report.entities_forgotten_earlier == 2
+    assert inputs.report.entities == 28
+    assert list(inputs.outcomes["entity_id"]) == ["e004"]
+    assert events["entity_id"].isin(["e003", "e007"]).any()  # they were in the sources
+
+
+def test_a_forgotten_list_without_its_key_stops_the_run(tmp_path, event_history, monkeypatch):
+    monkeypatch.delenv("LEADSCORE_PSEUDONYM_KEY", raising=False)
+    settings, _ = _inputs_with_forgotten(tmp_path, event_history, None)
+    with pytest.raises(PseudonymKeyError, match=r"3 entities were erased earlier.*forgotten\.txt"):
+        load_inputs(settings, "2025-03-15")
 
 
 def _scored(day: str, ids: list[str]) -> pd.DataFrame:
@@ -356,6 +417,7 @@ def test_forget_command_erases_outputs_and_prints_the_receipt(tmp_path, monkeypa
 
     assert result.exit_code == 0, result.output
     assert "Forgot 3 entities" in result.output and "Receipt:" in result.output
+    assert "Blocked from re-import: yes" in result.output
     assert _found(out, values) == {}
     receipt_path = next((out / "erasure").glob("receipt-*.json"))
     receipt = json.loads(receipt_path.read_text())
