@@ -254,6 +254,15 @@ def test_apply_suppression_sets_consent_false_and_counts(event_history):
     pd.testing.assert_series_equal(out.loc[~on_list, "consent"], entities.loc[~on_list, "consent"])
 
 
+def _file_sources(folder: Path, **overrides: str) -> dict[str, str]:
+    """Sources of ``events.parquet`` and ``entities.parquet`` in ``folder``, no outcomes."""
+    return {
+        "events": str(folder / "events.parquet"),
+        "entities": str(folder / "entities.parquet"),
+        "outcomes": str(folder / "missing.parquet"),
+    } | overrides
+
+
 def test_load_inputs_applies_the_suppression_list(tmp_path, event_history):
     events, entities = event_history(seed=2, n_entities=30)
     events.to_parquet(tmp_path / "events.parquet")
@@ -261,12 +270,7 @@ def test_load_inputs_applies_the_suppression_list(tmp_path, event_history):
     pd.DataFrame({"entity_id": ["e003", "e005"]}).to_csv(tmp_path / "optout.csv", index=False)
     settings = load_settings(
         None,
-        sources={
-            "events": str(tmp_path / "events.parquet"),
-            "entities": str(tmp_path / "entities.parquet"),
-            "outcomes": str(tmp_path / "missing.parquet"),
-            "suppression_list": str(tmp_path / "optout.csv"),
-        },
+        sources=_file_sources(tmp_path, suppression_list=str(tmp_path / "optout.csv")),
     )
     inputs = load_inputs(settings, "2025-03-15", outcomes_required=False)
     refused = set(inputs.entities.loc[~inputs.entities["consent"], "entity_id"])
@@ -294,11 +298,7 @@ def _inputs_with_forgotten(tmp_path, event_history, key: str | None):
     (erasure / "forgotten.txt").write_text("# comment\n" + "\n".join(hashes) + "\n")
     settings = load_settings(
         None,
-        sources={
-            "events": str(tmp_path / "events.parquet"),
-            "entities": str(tmp_path / "entities.parquet"),
-            "outcomes": str(tmp_path / "outcomes.parquet"),
-        },
+        sources=_file_sources(tmp_path, outcomes=str(tmp_path / "outcomes.parquet")),
         output={"dir": tmp_path / "output"},
         pseudonym_key=key,
     )
