@@ -40,6 +40,7 @@ from pipelines.sources import SourceNotFoundError, is_sql_url
 from pipelines.sources import sql_delete as sql_delete  # re-exported: callers use pipelines.io
 from pipelines.sources import sql_read as sql_read
 from pipelines.sources import sql_upsert as sql_upsert
+from pipelines.sources import sql_upsert_tables as sql_upsert_tables
 
 log = logging.getLogger(__name__)
 

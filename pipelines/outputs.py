@@ -148,18 +148,22 @@ def write_partition(scored: pd.DataFrame, out_dir: Path, as_of: date) -> Path:
 
 
 def write_score_tables(scored: pd.DataFrame, database_url: str) -> None:
-    """Upsert ``lead_scores`` and ``lead_score_history``; purge no-consent history."""
-    from pipelines.io import sql_delete, sql_upsert
+    """Upsert ``lead_scores`` and ``lead_score_history`` in one transaction.
+
+    The history of entities without consent is deleted first (withdrawn consent
+    removes earlier scores too).
+    """
+    from pipelines.io import sql_delete, sql_upsert_tables
 
     rows = score_table_rows(scored)
     withdrawn = rows.loc[is_no_consent(rows["status"]), "entity_id"].dropna().unique().tolist()
     if withdrawn:
         # Consent withdrawn: earlier scores of these people go too, not only today's.
         sql_delete(database_url, HISTORY_TABLE, "entity_id", withdrawn)
-    # lead_scores last: it is what readers take as "the current run", so a failure
-    # before it leaves that table on the previous run (a re-run repairs the history).
-    sql_upsert(rows, database_url, HISTORY_TABLE, key=["entity_id", "as_of"])
-    sql_upsert(rows, database_url, SCORES_TABLE, key=["entity_id"])
+    sql_upsert_tables(
+        database_url,
+        [(rows, HISTORY_TABLE, ["entity_id", "as_of"]), (rows, SCORES_TABLE, ["entity_id"])],
+    )
     log.info(
         "Upserted %d rows into %s and %s (%d without consent blanked).",
         len(rows), SCORES_TABLE, HISTORY_TABLE, len(withdrawn),
@@ -178,10 +182,9 @@ def write_outputs(
     """Write every output of one scoring run, atomically and idempotently.
 
     The Parquet partition and the CRM batches are staged beside their final place,
-    the score tables are upserted (history, then ``lead_scores``; each its own
-    transaction), then the staged files are renamed in and the board written. A
-    failure before the upserts leaves every store as it was; one between the two
-    upserts leaves only the history ahead, and re-running the date repairs it.
+    the score tables are upserted (both in one transaction), then the staged files
+    are renamed in and the board written. A failure before or during the upserts
+    leaves every store as it was.
 
     Args:
         scored: One row per entity from ``models.scoring`` (a single ``as_of``).

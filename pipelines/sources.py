@@ -228,15 +228,51 @@ def sql_upsert(df: pd.DataFrame, url: str, table: str, key: str | Sequence[str])
     """
     if isinstance(df, str) and isinstance(table, pd.DataFrame):
         df, url, table = table, df, url
-    keys = [key] if isinstance(key, str) else list(key)
-    frame = _sql_ready(df, keys, table)
-    target = parse_sql_url(url, table, override=True)
-    if target.duckdb_path is not None:
-        _duckdb_upsert(frame, target, keys)
+    return sql_upsert_tables(url, [(df, table, key)])[0]
+
+
+def sql_upsert_tables(
+    url: str, writes: Sequence[tuple[pd.DataFrame, str, str | Sequence[str]]]
+) -> list[int]:
+    """:func:`sql_upsert` of several tables of one database, all in one transaction.
+
+    Either every table gets its rows or none changes.
+
+    Args:
+        url: Database URL (a ``?table=`` in it is ignored).
+        writes: ``(rows, table, key)`` per table, written in this order.
+
+    Returns:
+        The number of rows written per table.
+
+    Raises:
+        ValueError: As :func:`sql_upsert`, before anything is written.
+    """
+    prepared = []
+    for df, table, key in writes:
+        keys = [key] if isinstance(key, str) else list(key)
+        target = parse_sql_url(url, table, override=True)
+        prepared.append((_sql_ready(df, keys, table), target, keys))
+    if not prepared:
+        return []
+    first = prepared[0][1]
+    if first.duckdb_path is not None:
+        with duckdb_connection(first.duckdb_path, read_only=False) as connection:
+            connection.begin()
+            try:
+                for frame, target, keys in prepared:
+                    _duckdb_upsert(connection, frame, target, keys)
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
     else:
-        _sqlalchemy_upsert(frame, target, keys)
-    log.info("Upserted %d rows into %s by %s.", len(frame), table, ", ".join(keys))
-    return len(frame)
+        with sql_engine(first) as engine, engine.begin() as connection:
+            for frame, target, keys in prepared:
+                _sqlalchemy_upsert(connection, engine.dialect.name, frame, target, keys)
+    for frame, target, keys in prepared:
+        log.info("Upserted %d rows into %s by %s.", len(frame), target.table, ", ".join(keys))
+    return [len(frame) for frame, _, _ in prepared]
 
 
 def _sql_ready(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
@@ -268,57 +304,56 @@ def _check_columns(existing: Sequence[str], frame: pd.DataFrame, target: SqlTarg
         )
 
 
-def _duckdb_upsert(frame: pd.DataFrame, target: SqlTarget, keys: list[str]) -> None:
-    assert target.duckdb_path is not None
+def _duckdb_upsert(
+    connection: Any, frame: pd.DataFrame, target: SqlTarget, keys: list[str]
+) -> None:
+    """Delete the matching rows and insert ``frame``, in the caller's transaction."""
     view = f"leadscore_incoming_{uuid.uuid4().hex}"
     match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
-    with duckdb_connection(target.duckdb_path, read_only=False) as connection:
-        connection.register(view, frame)
-        connection.begin()
-        try:
-            if not duckdb_table_exists(connection, target):
-                connection.execute(f"CREATE TABLE {target.qualified} AS FROM {view} LIMIT 0")
-            described = connection.execute(f"DESCRIBE {target.qualified}").fetchall()
-            _check_columns([row[0] for row in described], frame, target)
-            connection.execute(f"DELETE FROM {target.qualified} t USING {view} s WHERE {match}")
-            connection.execute(f"INSERT INTO {target.qualified} BY NAME FROM {view}")
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
+    connection.register(view, frame)
+    if not duckdb_table_exists(connection, target):
+        connection.execute(f"CREATE TABLE {target.qualified} AS FROM {view} LIMIT 0")
+    described = connection.execute(f"DESCRIBE {target.qualified}").fetchall()
+    _check_columns([row[0] for row in described], frame, target)
+    connection.execute(f"DELETE FROM {target.qualified} t USING {view} s WHERE {match}")
+    connection.execute(f"INSERT INTO {target.qualified} BY NAME FROM {view}")
+    connection.unregister(view)
 
 
-def _sqlalchemy_upsert(frame: pd.DataFrame, target: SqlTarget, keys: list[str]) -> None:
+def _sqlalchemy_upsert(
+    connection: sa.Connection,
+    dialect: str,
+    frame: pd.DataFrame,
+    target: SqlTarget,
+    keys: list[str],
+) -> None:
+    """Delete the matching rows and insert ``frame``, in the caller's transaction."""
     schema, name = target.schema_and_name
     # Keys go through a staging table written by the same pandas code as the rows,
     # so values compare equal in the database (SQLite stores timestamps as text).
     stage = f"leadscore_stage_{uuid.uuid4().hex[:16]}"
     columns = ", ".join(quote(k) for k in keys)
-    with sql_engine(target) as engine, engine.begin() as connection:
-        inspector = sa.inspect(connection)
-        if inspector.has_table(name, schema=schema):
-            existing = [c["name"] for c in inspector.get_columns(name, schema=schema)]
-            _check_columns(existing, frame, target)
-        else:
-            frame.head(0).to_sql(name, connection, schema=schema, index=False)
-            index = quote(f"ix_{name}_{'_'.join(keys)}"[:60])
-            connection.execute(sa.text(f"CREATE INDEX {index} ON {target.qualified} ({columns})"))
-        # COPY is ~3x faster than batched INSERTs on PostgreSQL, with the same NULLs.
-        method = _postgres_copy if engine.dialect.name == "postgresql" else None
-        frame[keys].to_sql(stage, connection, schema=schema, index=False, method=method)
-        staged = qualified_name(schema, stage)
-        # Row-value IN, not a correlated EXISTS: SQLite hashes the subquery once
-        # instead of scanning the stage for every row (minutes at 100k rows).
-        connection.execute(
-            sa.text(
-                f"DELETE FROM {target.qualified} WHERE ({columns}) IN "
-                f"(SELECT {columns} FROM {staged})"
-            )
+    inspector = sa.inspect(connection)
+    if inspector.has_table(name, schema=schema):
+        existing = [c["name"] for c in inspector.get_columns(name, schema=schema)]
+        _check_columns(existing, frame, target)
+    else:
+        frame.head(0).to_sql(name, connection, schema=schema, index=False)
+        index = quote(f"ix_{name}_{'_'.join(keys)}"[:60])
+        connection.execute(sa.text(f"CREATE INDEX {index} ON {target.qualified} ({columns})"))
+    # COPY is ~3x faster than batched INSERTs on PostgreSQL, with the same NULLs.
+    method = _postgres_copy if dialect == "postgresql" else None
+    frame[keys].to_sql(stage, connection, schema=schema, index=False, method=method)
+    staged = qualified_name(schema, stage)
+    # Row-value IN, not a correlated EXISTS: SQLite hashes the subquery once
+    # instead of scanning the stage for every row (minutes at 100k rows).
+    connection.execute(
+        sa.text(
+            f"DELETE FROM {target.qualified} WHERE ({columns}) IN (SELECT {columns} FROM {staged})"
         )
-        connection.execute(sa.text(f"DROP TABLE {staged}"))
-        frame.to_sql(
-            name, connection, schema=schema, index=False, if_exists="append", method=method
-        )
+    )
+    connection.execute(sa.text(f"DROP TABLE {staged}"))
+    frame.to_sql(name, connection, schema=schema, index=False, if_exists="append", method=method)
 
 
 def _postgres_copy(table: Any, connection: sa.Connection, keys: list[str], rows: Any) -> None:

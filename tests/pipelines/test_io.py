@@ -23,6 +23,7 @@ from pipelines.io import (
     sql_delete,
     sql_read,
     sql_upsert,
+    sql_upsert_tables,
     write_parquet_atomic,
     write_text_atomic,
 )
@@ -368,6 +369,26 @@ def test_sql_upsert_rejects_bad_keys_and_unknown_columns(database_url):
     with pytest.raises(ValueError, match=r"exists without column\(s\) \['reason'\]"):
         sql_upsert(rows.assign(reason="x"), database_url, "s", "entity_id")
     assert sql_read(database_url, "s")["score"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_sql_upsert_tables_changes_every_table_or_none(database_url):
+    first, second = make_scores([1.0, 2.0, 3.0]), make_scores([4.0, 5.0, 6.0])
+    sql_upsert_tables(
+        database_url, [(first, "history", "entity_id"), (first, "current", "entity_id")]
+    )
+    # The second table cannot take a new column: the first one's write is rolled back too.
+    with pytest.raises(ValueError, match=r"'current' exists without column\(s\) \['reason'\]"):
+        sql_upsert_tables(
+            database_url,
+            [(second, "history", "entity_id"), (second.assign(reason="x"), "current", "entity_id")],
+        )
+    for table in ("history", "current"):
+        assert sql_read(database_url, table)["score"].tolist() == [1.0, 2.0, 3.0]
+    assert sql_upsert_tables(
+        database_url, [(second, "history", "entity_id"), (second, "current", "entity_id")]
+    ) == [3, 3]
+    for table in ("history", "current"):
+        assert sql_read(database_url, table)["score"].tolist() == [4.0, 5.0, 6.0]
 
 
 def test_sql_delete_on_a_missing_table_deletes_nothing(database_url):
