@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -256,6 +256,17 @@ def _assemble(
     return pd.Series(combined.take(index, allow_fill=True))
 
 
+def absent_columns(model: TrainedModel, columns: Iterable[str]) -> list[str]:
+    """Columns the model reads that a feature table lacks (they are scored as missing).
+
+    A renamed or dropped source column does this, and so does a text column that has
+    become different for most entities (no longer a fit attribute, see
+    :func:`features.build.fit_columns`).
+    """
+    present = set(columns)
+    return [name for name in model.feature_names if name not in present]
+
+
 def score_entities(
     features: pd.DataFrame,
     entities: pd.DataFrame,
@@ -360,7 +371,7 @@ def score_entities(
                 "No %s champion: %d %ss get the rule score.", target, rows.sum(), entity_kind
             )
             continue
-        absent = [name for name in model.feature_names if name not in features.columns]
+        absent = absent_columns(model, features.columns)
         if absent:
             # Scored as missing values; a renamed or dropped input column shows up here.
             log.warning(

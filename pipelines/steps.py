@@ -353,7 +353,9 @@ def score_psi(champions: dict[str, Any], scored: pd.DataFrame) -> dict[str, floa
 
 
 def summarise(settings, inputs, features, scored, champions, decisions, retention, as_of):  # noqa: ANN001, ANN201
-    """The run summary (counts, bands, moves, champions, PSI)."""
+    """The run summary (counts, bands, moves, champions, PSI, warnings)."""
+    from models.scoring import absent_columns
+
     status = scored["status"].astype(str)
     summary = RunSummary(
         as_of=str(as_of.date()),
@@ -376,6 +378,15 @@ def summarise(settings, inputs, features, scored, champions, decisions, retentio
     summary.psi_status, summary.warnings = psi_status(
         values, settings.schedule.psi_warn, settings.schedule.psi_fail
     )
+    for target, model in champions.items():
+        absent = absent_columns(model, features.columns) if model is not None else []
+        if absent:
+            summary.warnings.append(
+                f"The {target} model reads {len(absent)} "
+                f"{'column' if len(absent) == 1 else 'columns'} this run's feature table "
+                f"lacks ({', '.join(absent[:5])}), scored as missing. A renamed or dropped "
+                "source column does this, or a text column now unique per entity."
+            )
     erased = inputs.report.get("entities_forgotten_earlier", 0)
     if erased:
         summary.warnings.append(

@@ -46,3 +46,27 @@ def test_a_training_record_is_found_for_its_date_only_and_a_damaged_one_is_ignor
     assert steps.trained_for_date(settings, "churn", RUN_DATE + pd.Timedelta(days=1)) is None
     (tmp_path / "training" / "churn-2025-12-08.json").write_text("{not json")
     assert steps.trained_for_date(settings, "churn", RUN_DATE) is None
+
+
+def test_the_summary_warns_of_model_columns_the_feature_table_lacks():
+    from tests.models.test_explain import make_model
+    from tests.models.test_scoring import AS_OF, make_inputs, run
+
+    models = {"conversion": make_model("conversion", seed=0, n=2000), "churn": None}
+    features, entities, rules = make_inputs()
+    dropped = models["conversion"].feature_names[0]
+    lacking = features.drop(columns=[dropped])
+    scored = run(models, inputs=(lacking, entities, rules))
+    inputs = steps.LoadedInputs(
+        pd.DataFrame(), entities, pd.DataFrame(), {"entities": len(entities)}
+    )
+
+    summary = steps.summarise(Settings(), inputs, lacking, scored, models, {}, {}, AS_OF)
+    complete = steps.summarise(Settings(), inputs, features, scored, models, {}, {}, AS_OF)
+
+    assert [w for w in summary.warnings if "scored as missing" in w] == [
+        f"The conversion model reads 1 column this run's feature table lacks ({dropped}), "
+        "scored as missing. A renamed or dropped source column does this, or a text column "
+        "now unique per entity."
+    ]
+    assert not [w for w in complete.warnings if "scored as missing" in w]
