@@ -12,7 +12,7 @@ $(UV):
 
 # Bytecode is compiled at install: without it (uv's default, and PYTHONDONTWRITEBYTECODE
 # is set on some machines) every command recompiles its imports, ~2 s per start here.
-$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+$(VENV)/.installed: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --frozen --all-extras --compile-bytecode
 	touch $@
 

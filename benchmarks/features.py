@@ -224,6 +224,8 @@ def main() -> None:
     parser.add_argument("--child-entities", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.repeat < 1:
+        parser.error("--repeat needs 1 or more builds per engine.")
     if options.child:
         child_args = {"threads": options.threads, "memory_limit": options.memory_limit}
         run_engine(options.child, options.child_events, options.child_entities,

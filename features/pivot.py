@@ -54,7 +54,14 @@ def zeros_in_small_pages(shape: tuple[int, int], dtype: str) -> np.ndarray:
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if size == 0:
         return np.zeros(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, size), dtype=dtype).reshape(shape)
+    if hasattr(mmap, "MAP_PRIVATE"):
+        # Private: a forked child's writes must not reach this table (shared is the default).
+        memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            memory.madvise(mmap.MADV_NOHUGEPAGE)  # also where huge pages are "always"
+    else:  # Windows: no flags, and no huge pages unless asked for
+        memory = mmap.mmap(-1, size)
+    return np.frombuffer(memory, dtype=dtype).reshape(shape)
 
 
 class FeatureColumns:

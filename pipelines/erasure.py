@@ -35,6 +35,8 @@ from models.privacy import PSEUDONYM_KEY_ENV, pseudonymise_one, resolve_pseudony
 from pipelines.board import render_board
 from pipelines.io import (
     FORGOTTEN_LIST,
+    check_forgotten_key,
+    forgotten_list_text,
     read_forgotten,
     read_source,
     sql_delete,
@@ -113,6 +115,11 @@ def forget(
     requested = pd.Timestamp.now(tz="UTC")
     key = resolve_pseudonym_key(settings.pseudonym_key, allow_ephemeral=True)
     out = Path(settings.output.dir)
+    pseudonyms = [pseudonymise_one(i, key) for i in ids]
+    key_configured = bool(settings.pseudonym_key or os.environ.get(PSEUDONYM_KEY_ENV))
+    if key_configured:
+        # First: a failure below must not leave the erased ids free to come back.
+        _record_forgotten(out, pseudonyms, key)
     identity = _identity(settings, ids, key)
     stores = [
         _scrub_parquet(sorted((out / "features").glob("as_of=*.parquet")), ids, "feature snapshots",
@@ -125,10 +132,6 @@ def forget(
         _scrub_text(out, identity, key),
     ]  # fmt: skip
     mlflow_part = _erase_mlflow(settings, identity, collect_garbage)
-    pseudonyms = [pseudonymise_one(i, key) for i in ids]
-    key_configured = bool(settings.pseudonym_key or os.environ.get(PSEUDONYM_KEY_ENV))
-    if key_configured:
-        _record_forgotten(out, pseudonyms)
     receipt = {
         "receipt_id": uuid.uuid4().hex,
         "requested_at": requested.isoformat(),
@@ -159,11 +162,16 @@ def forget(
     return receipt, path
 
 
-def _record_forgotten(out: Path, pseudonyms: list[str]) -> None:
-    """Add keyed hashes to the list of erased entities (see :func:`pipelines.io.read_forgotten`)."""
-    known = read_forgotten(out) | set(pseudonyms)
-    header = "# Keyed hashes of entities erased by `leadscore forget`: never profile them again.\n"
-    write_text_atomic(header + "".join(f"{p}\n" for p in sorted(known)), out / FORGOTTEN_LIST)
+def _record_forgotten(out: Path, pseudonyms: list[str], key: bytes) -> None:
+    """Add keyed hashes to the list of erased entities (see :func:`pipelines.io.read_forgotten`).
+
+    Raises:
+        PseudonymKeyError: The list was written with another key (nothing is erased).
+    """
+    listing = read_forgotten(out)
+    if listing.pseudonyms:
+        check_forgotten_key(listing, key)
+    write_text_atomic(forgotten_list_text(listing.pseudonyms | set(pseudonyms), key), listing.path)
 
 
 def _identity(settings: Settings, ids: list[str], key: bytes) -> Identity:

@@ -34,7 +34,13 @@ from features.schemas import (
     clean_events,
     input_report,
 )
-from models.privacy import PseudonymKeyError, pseudonymise, resolve_pseudonym_key
+from models.privacy import (
+    PSEUDONYM_KEY_ENV,
+    PseudonymKeyError,
+    pseudonymise,
+    pseudonymise_one,
+    resolve_pseudonym_key,
+)
 from pipelines.settings import Settings
 from pipelines.sources import SourceNotFoundError, is_sql_url
 from pipelines.sources import sql_delete as sql_delete  # re-exported: callers use pipelines.io
@@ -332,13 +338,64 @@ def apply_suppression(
     return out, int(on_list.sum())
 
 
-def read_forgotten(output_dir: str | os.PathLike[str]) -> set[str]:
-    """Keyed hashes of the entity ids ``leadscore forget`` erased (see :data:`FORGOTTEN_LIST`)."""
+@dataclass
+class ForgottenList:
+    """The keyed hashes of erased entities, and a hash that identifies the key."""
+
+    path: Path
+    pseudonyms: set[str]
+    key_check: str | None
+
+
+#: Hashed with the pseudonym key into the list's header, to recognise a changed key.
+FORGOTTEN_KEY_CHECK = "leadscore forgotten-list key check"
+_KEY_CHECK_PREFIX = "# key-check: "
+
+
+def read_forgotten(output_dir: str | os.PathLike[str]) -> ForgottenList:
+    """The entities ``leadscore forget`` erased, as keyed hashes (see :data:`FORGOTTEN_LIST`)."""
     path = Path(output_dir) / FORGOTTEN_LIST
-    if not path.exists():
-        return set()
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return {line for line in lines if line and not line.startswith("#")}
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    stripped = [line.strip() for line in lines]
+    checks = [
+        line[len(_KEY_CHECK_PREFIX) :] for line in stripped if line.startswith(_KEY_CHECK_PREFIX)
+    ]
+    pseudonyms = {line for line in stripped if line and not line.startswith("#")}
+    return ForgottenList(path, pseudonyms, checks[0] if checks else None)
+
+
+def forgotten_list_text(pseudonyms: set[str], key: bytes) -> str:
+    """The file content of a list of erased entities (header, key check, hashes)."""
+    return (
+        "# Keyed hashes of entities erased by `leadscore forget`: never profile them again.\n"
+        f"{_KEY_CHECK_PREFIX}{pseudonymise_one(FORGOTTEN_KEY_CHECK, key)}\n"
+        + "".join(f"{p}\n" for p in sorted(pseudonyms))
+    )
+
+
+def check_forgotten_key(listing: ForgottenList, key: bytes | None) -> None:
+    """Refuse a missing key, or one other than the key the list was written with.
+
+    Raises:
+        PseudonymKeyError: In a sentence that says which key is needed.
+    """
+    erased = (
+        f"{len(listing.pseudonyms):,} entities were erased earlier and are listed by keyed "
+        f"hash in {listing.path}"
+    )
+    if key is None:
+        raise PseudonymKeyError(
+            f"{erased}, but {PSEUDONYM_KEY_ENV} is not set. Set it to the key in use when they "
+            "were erased (a new key would not recognise them); nothing was read further."
+        )
+    if listing.key_check is not None and listing.key_check != pseudonymise_one(
+        FORGOTTEN_KEY_CHECK, key
+    ):
+        raise PseudonymKeyError(
+            f"{erased}, but {PSEUDONYM_KEY_ENV} is not the key in use when they were erased "
+            "(the list's key check differs), so they could not be recognised. Set the "
+            "original key; nothing was read further."
+        )
 
 
 def _drop_forgotten(
@@ -354,19 +411,19 @@ def _drop_forgotten(
         found again.
 
     Raises:
-        PseudonymKeyError: Entities were erased, but no key is configured to recognise them.
+        PseudonymKeyError: Entities were erased, but the key that recognises them is
+            not configured.
     """
-    forgotten = read_forgotten(settings.output.dir)
-    if not forgotten:
+    listing = read_forgotten(settings.output.dir)
+    if not listing.pseudonyms:
         return events, entities, outcomes, 0
     try:
-        key = resolve_pseudonym_key(settings.pseudonym_key)
-    except PseudonymKeyError as error:
-        listing = Path(settings.output.dir) / FORGOTTEN_LIST
-        raise PseudonymKeyError(
-            f"{len(forgotten):,} entities were erased earlier ({listing}) and are recognised "
-            f"by their keyed hash, but: {error} Use the key that was set when they were erased."
-        ) from error
+        key: bytes | None = resolve_pseudonym_key(settings.pseudonym_key)
+    except PseudonymKeyError:
+        key = None
+    check_forgotten_key(listing, key)
+    assert key is not None
+    forgotten = listing.pseudonyms
     tables = (events, entities, outcomes)
     ids = pd.Series(
         pd.unique(pd.concat([t["entity_id"].astype("string") for t in tables]).dropna())

@@ -182,9 +182,10 @@ def write_outputs(
     """Write every output of one scoring run, atomically and idempotently.
 
     The Parquet partition and the CRM batches are staged beside their final place,
-    the score tables are upserted (both in one transaction), then the staged files
-    are renamed in and the board written. A failure before or during the upserts
-    leaves every store as it was.
+    the score tables are upserted (both in one transaction, after the history of
+    withdrawn consent is deleted), then the staged files are renamed in and the board
+    written. A failure before or during the upserts leaves every score row and file
+    as it was.
 
     Args:
         scored: One row per entity from ``models.scoring`` (a single ``as_of``).

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import ibis
 import numpy as np
 import pandas as pd
@@ -8,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.build import build_features, build_snapshots, event_types_seen, fit_columns
+from features.pivot import zeros_in_small_pages
 from features.reference import build_features_pandas
 from features.spec import FeatureSpec, feature_catalog
 
@@ -391,3 +394,17 @@ def test_text_columns_unique_per_entity_are_not_fit_attributes(caplog):
         columns = fit_columns(entities)
     assert columns == {"industry": "category", "employees": "float64"}
     assert "'email'" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_the_output_block_is_zeroed_writable_and_private_to_its_process():
+    block = zeros_in_small_pages((2, 3), "int64")
+    assert block.flags.writeable and (block == 0).all()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        block[:] = 7
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert (block == 0).all()
+    block[1, 2] = 5
+    assert block.sum() == 5

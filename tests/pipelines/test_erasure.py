@@ -20,7 +20,13 @@ from features.synthetic import generate
 from models.privacy import PseudonymKeyError, pseudonymise_one
 from pipelines import steps
 from pipelines.erasure import forget, purge_score_history
-from pipelines.io import apply_suppression, load_inputs, read_suppression_list, sql_read
+from pipelines.io import (
+    apply_suppression,
+    forgotten_list_text,
+    load_inputs,
+    read_suppression_list,
+    sql_read,
+)
 from pipelines.outputs import write_partition, write_score_tables
 from pipelines.settings import load_settings
 from pipelines.sources import sql_delete_before
@@ -295,7 +301,7 @@ def _inputs_with_forgotten(tmp_path, event_history, key: str | None):
     erasure = tmp_path / "output" / "erasure"
     erasure.mkdir(parents=True)
     hashes = [pseudonymise_one(i, KEY.encode()) for i in ("e003", "e007", "gone-from-sources")]
-    (erasure / "forgotten.txt").write_text("# comment\n" + "\n".join(hashes) + "\n")
+    (erasure / "forgotten.txt").write_text(forgotten_list_text(set(hashes), KEY.encode()))
     settings = load_settings(
         None,
         sources=_file_sources(tmp_path, outcomes=str(tmp_path / "outcomes.parquet")),
@@ -319,8 +325,22 @@ def test_entities_erased_earlier_are_dropped_from_every_input(tmp_path, event_hi
 def test_a_forgotten_list_without_its_key_stops_the_run(tmp_path, event_history, monkeypatch):
     monkeypatch.delenv("LEADSCORE_PSEUDONYM_KEY", raising=False)
     settings, _ = _inputs_with_forgotten(tmp_path, event_history, None)
-    with pytest.raises(PseudonymKeyError, match=r"3 entities were erased earlier.*forgotten\.txt"):
+    with pytest.raises(
+        PseudonymKeyError, match=r"3 entities were erased earlier.*forgotten\.txt, but .* not set"
+    ):
         load_inputs(settings, "2025-03-15")
+
+
+def test_a_forgotten_list_with_another_key_stops_the_run_and_forget(tmp_path, event_history):
+    other_key = "another-key-0123456789abcdef"
+    settings, _ = _inputs_with_forgotten(tmp_path, event_history, other_key)
+    listing = tmp_path / "output" / "erasure" / "forgotten.txt"
+    before = listing.read_text()
+    with pytest.raises(PseudonymKeyError, match=r"is not the key in use when they were erased"):
+        load_inputs(settings, "2025-03-15")
+    with pytest.raises(PseudonymKeyError, match=r"is not the key in use when they were erased"):
+        forget(settings, ["e010"], collect_garbage=False)
+    assert listing.read_text() == before
 
 
 def _scored(day: str, ids: list[str]) -> pd.DataFrame:
