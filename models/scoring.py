@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.schemas import as_utc
 from features.spec import FeatureDef
 from models.bands import BandRule, ScoreKind, score_from_probability
 from models.explain import REASON_COLUMNS, concept_map, explain
@@ -319,10 +320,8 @@ def score_entities(
     Raises:
         ValueError: Duplicate ids, or features computed for another cutoff.
     """
-    cutoff = pd.Timestamp(as_of)
-    cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
-    now = pd.Timestamp.now(tz="UTC") if scored_at is None else pd.Timestamp(scored_at)
-    now = (now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")).floor("us")
+    cutoff = as_utc(as_of)
+    now = as_utc(pd.Timestamp.now(tz="UTC") if scored_at is None else scored_at).floor("us")
     ids, feature_ids = _ids(entities, "entities"), _ids(features, "features")
     if "as_of" in features and len(features):
         stamps = pd.to_datetime(features["as_of"], utc=True)

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.schemas import as_utc
 from features.synthetic import population as population_module
 from features.synthetic.expand import EVENTS_SCHEMA, ItemVocabulary, expand_block, ticket_ids
 from features.synthetic.population import draw_population, entities_table
@@ -88,8 +89,7 @@ class GeneratedData:
 
 
 def _start_day(start: str | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(start)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    stamp = as_utc(start)
     if stamp != stamp.normalize():
         raise ValueError(
             f"The synthetic history must start at midnight UTC (draw dates are whole days); "
