@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from pipelines import steps
 from pipelines.settings import Settings, load_settings
-from pipelines.summary import PSI_MESSAGE_START
+from pipelines.summary import psi_status
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +223,11 @@ def _run_nightly(
     summary.retention |= _step("retention", purge_task, settings, scored, run_date)
     summary_path = _step("publish summary", publish_summary_task, settings, summary)
     if summary.psi_status == "failed":
+        schedule = settings.schedule
         raise StepFailed(
             "Step 'drift check' failed: "
-            + " ".join(w for w in summary.warnings if w.startswith(PSI_MESSAGE_START))
+            # Only the drift messages: the summary's other warnings are not why it failed.
+            + " ".join(psi_status(summary.psi, schedule.psi_warn, schedule.psi_fail)[1])
             + f" Scores were written; see {summary_path}."
         )
     if not summary.counts_match:

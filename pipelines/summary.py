@@ -106,10 +106,6 @@ def band_moves(scored: pd.DataFrame) -> dict[str, int]:
     return {k: int(v) for k, v in labels.value_counts().sort_index().items()}
 
 
-#: Every drift message starts so; the run summary's other warnings do not.
-PSI_MESSAGE_START = "PSI of "
-
-
 def psi_status(values: dict[str, float], warn: float, fail: float) -> tuple[str, list[str]]:
     """Classify PSI values against the warning and failure thresholds.
 
@@ -121,12 +117,8 @@ def psi_status(values: dict[str, float], warn: float, fail: float) -> tuple[str,
     for name, value in values.items():
         if value > fail:
             status = "failed"
-            messages.append(
-                f"{PSI_MESSAGE_START}{name} is {value:.3f}, above the failure threshold {fail}."
-            )
+            messages.append(f"PSI of {name} is {value:.3f}, above the failure threshold {fail}.")
         elif value > warn:
             status = "warning" if status == "ok" else status
-            messages.append(
-                f"{PSI_MESSAGE_START}{name} is {value:.3f}, above the warning threshold {warn}."
-            )
+            messages.append(f"PSI of {name} is {value:.3f}, above the warning threshold {warn}.")
     return status, messages

@@ -356,6 +356,32 @@ def test_drift_above_the_warning_retrains_and_scores_with_the_champions_in_force
     assert champion_versions(out) == versions
 
 
+@pytest.mark.slow
+def test_drift_above_the_failure_threshold_fails_the_run_naming_only_the_drift(
+    after_first_run, monkeypatch
+):
+    out = after_first_run
+    # Any shift fails the run; none triggers a retrain (that needs the warning threshold).
+    use_env(
+        monkeypatch, {"LEADSCORE_SCHEDULE__PSI_WARN": "10", "LEADSCORE_SCHEDULE__PSI_FAIL": "0"}
+    )
+    summarise = steps.summarise
+
+    def with_another_warning(*args, **kwargs):
+        summary = summarise(*args, **kwargs)
+        summary.warnings.append("A warning that has nothing to do with drift.")
+        return summary
+
+    monkeypatch.setattr(steps, "summarise", with_another_warning)
+
+    state = flows.nightly(as_of=NEXT, return_state=True)
+
+    assert state.is_failed()
+    assert "Step 'drift check' failed: PSI of " in state.message
+    assert "nothing to do with drift" not in state.message
+    assert (out / "scores" / f"as_of={NEXT}").exists()  # scores were written all the same
+
+
 # --- backfill ---------------------------------------------------------------------------
 
 
