@@ -316,9 +316,7 @@ def read_suppression_list(source: str, column_map: dict[str, str] | None = None)
     return set(ids[ids != ""].tolist())
 
 
-def apply_suppression(
-    entities: pd.DataFrame, listed: set[str], reason: str = "Suppression list"
-) -> tuple[pd.DataFrame, int]:
+def apply_suppression(entities: pd.DataFrame, listed: set[str]) -> tuple[pd.DataFrame, int]:
     """Entities with ``consent`` set to false for everyone on the suppression list.
 
     Everything downstream already treats consent false as "never profiled, trained
@@ -334,7 +332,7 @@ def apply_suppression(
         else pd.Series(True, index=entities.index, dtype="boolean")
     )
     out = entities.assign(consent=(consent & ~on_list).astype(bool))
-    log.info("%s: %d of %d entities set to no consent.", reason, on_list.sum(), len(out))
+    log.info("Suppression list: %d of %d entities set to no consent.", on_list.sum(), len(out))
     return out, int(on_list.sum())
 
 
@@ -425,9 +423,8 @@ def _drop_forgotten(
     assert key is not None
     forgotten = listing.pseudonyms
     tables = (events, entities, outcomes)
-    ids = pd.Series(
-        pd.unique(pd.concat([t["entity_id"].astype("string") for t in tables]).dropna())
-    )
+    id_columns = [t["entity_id"].astype("string") for t in tables]
+    ids = pd.Series(pd.unique(pd.concat(id_columns).dropna()))
     erased = set(ids[pseudonymise(ids, key).isin(forgotten).to_numpy(bool)])
     if not erased:
         return events, entities, outcomes, 0
@@ -436,7 +433,7 @@ def _drop_forgotten(
         "rows are dropped. Erase them in the source systems too.",
         len(erased),
     )
-    kept = [t[~t["entity_id"].astype("string").isin(erased).to_numpy(bool)] for t in tables]
+    kept = [t[~c.isin(erased).to_numpy(bool)] for t, c in zip(tables, id_columns, strict=True)]
     return kept[0], kept[1], kept[2], len(erased)
 
 
