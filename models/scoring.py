@@ -257,15 +257,22 @@ def _assemble(
     return pd.Series(combined.take(index, allow_fill=True))
 
 
-def absent_columns(model: TrainedModel, columns: Iterable[str]) -> list[str]:
-    """Columns the model reads that a feature table lacks (they are scored as missing).
+def absent_columns_warning(target: str, model: TrainedModel, columns: Iterable[str]) -> str:
+    """A sentence naming the columns the model reads that a feature table lacks; "" if none.
 
-    A renamed or dropped source column does this, and so does a text column that has
-    become different for most entities (no longer a fit attribute, see
-    :func:`features.build.fit_columns`).
+    Those columns are scored as missing. A renamed or dropped source column does this,
+    and so does a text column that has become different for most entities (no longer a
+    fit attribute, see :func:`features.build.fit_columns`).
     """
     present = set(columns)
-    return [name for name in model.feature_names if name not in present]
+    absent = [name for name in model.feature_names if name not in present]
+    if not absent:
+        return ""
+    return (
+        f"The {target} model reads {len(absent)} {'column' if len(absent) == 1 else 'columns'} "
+        f"this run's feature table lacks ({', '.join(absent[:5])}), scored as missing. A "
+        "renamed or dropped source column does this, or a text column now unique per entity."
+    )
 
 
 def score_entities(
@@ -370,13 +377,9 @@ def score_entities(
                 "No %s champion: %d %ss get the rule score.", target, rows.sum(), entity_kind
             )
             continue
-        absent = absent_columns(model, features.columns)
+        absent = absent_columns_warning(target, model, features.columns)
         if absent:
-            # Scored as missing values; a renamed or dropped input column shows up here.
-            log.warning(
-                "The %s model reads %d columns the feature table lacks (%s); they are "
-                "scored as missing.", target, len(absent), ", ".join(absent[:5]),
-            )  # fmt: skip
+            log.warning(absent)
         probability = model.predict_proba(features.iloc[feature_row[rows]])
         col[f"{target}_probability"][rows] = probability
         col["score_exact"][rows] = score_from_probability(

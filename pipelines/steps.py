@@ -354,7 +354,7 @@ def score_psi(champions: dict[str, Any], scored: pd.DataFrame) -> dict[str, floa
 
 def summarise(settings, inputs, features, scored, champions, decisions, retention, as_of):  # noqa: ANN001, ANN201
     """The run summary (counts, bands, moves, champions, PSI, warnings)."""
-    from models.scoring import absent_columns
+    from models.scoring import absent_columns_warning
 
     status = scored["status"].astype(str)
     summary = RunSummary(
@@ -379,14 +379,9 @@ def summarise(settings, inputs, features, scored, champions, decisions, retentio
         values, settings.schedule.psi_warn, settings.schedule.psi_fail
     )
     for target, model in champions.items():
-        absent = absent_columns(model, features.columns) if model is not None else []
+        absent = "" if model is None else absent_columns_warning(target, model, features.columns)
         if absent:
-            summary.warnings.append(
-                f"The {target} model reads {len(absent)} "
-                f"{'column' if len(absent) == 1 else 'columns'} this run's feature table "
-                f"lacks ({', '.join(absent[:5])}), scored as missing. A renamed or dropped "
-                "source column does this, or a text column now unique per entity."
-            )
+            summary.warnings.append(absent)
     erased = inputs.report.get("entities_forgotten_earlier", 0)
     if erased:
         summary.warnings.append(
