@@ -7,7 +7,7 @@ import pytest
 
 from features.build import fit_columns
 from features.spec import feature_catalog
-from features.synthetic import generate, true_weights
+from features.synthetic import generate, source_paths, true_weights
 from models.explain import concept_map, explain
 from models.train import train_model
 from pipelines import steps
@@ -22,11 +22,7 @@ def trained(tmp_path_factory):
     data = generate(folder / "data", n_leads=6_000, n_customers=300, months=11, seed=5)
     settings = load_settings(
         None,
-        sources={
-            "events": str(data.events_dir),
-            "entities": str(data.entities_path),
-            "outcomes": str(data.outcomes_path),
-        },
+        sources=source_paths(data.out_dir),
         output={"dir": str(folder / "output")},
     )
     inputs = steps.load_inputs(settings, AS_OF)

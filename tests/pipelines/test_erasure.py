@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.synthetic import generate
+from features.synthetic import generate, source_paths
 from models.privacy import PseudonymKeyError, pseudonymise_one
 from pipelines import steps
 from pipelines.erasure import forget, purge_score_history
@@ -68,12 +68,7 @@ def population(tmp_path_factory):
     pd.DataFrame({"entity_id": [listed, "not-a-customer"]}).to_csv(suppression, index=False)
     settings = load_settings(
         None,
-        sources={
-            "events": str(data.events_dir),
-            "entities": str(data.entities_path),
-            "outcomes": str(data.outcomes_path),
-            "suppression_list": str(suppression),
-        },
+        sources=source_paths(data.out_dir) | {"suppression_list": str(suppression)},
         output={"dir": root / "output"},
         model={"min_positive_labels": 10},
         labels={"cutoff_step_days": 14, "churn_horizon_days": 30},

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.synthetic import generate
+from features.synthetic import generate, source_paths
 from tests.services import free_port
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -105,11 +105,7 @@ def test_serve_registers_the_nightly_deployment_and_executes_a_triggered_run(
     config.write_text(
         yaml.safe_dump(
             {
-                "sources": {
-                    "events": str(data.events_dir),
-                    "entities": str(data.entities_path),
-                    "outcomes": str(data.outcomes_path),
-                },
+                "sources": source_paths(data.out_dir),
                 "output": {"dir": str(out)},
                 "model": {"min_positive_labels": 10},
                 "schedule": {"cron": CRON, "psi_warn": 10, "psi_fail": 10},
