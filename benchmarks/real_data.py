@@ -30,32 +30,31 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.special import betaln, gammaln, hyp2f1
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.build import build_snapshots  # noqa: E402
-from features.labels import rolling_cutoffs  # noqa: E402
-from features.spec import FeatureSpec  # noqa: E402
+from benchmarks.real_data_cdnow import cdnow  # noqa: E402
+from benchmarks.real_data_report import (  # noqa: E402
+    METRICS,
+    SEED,
+    DatasetResult,
+    Row,
+    model_rows,
+    pick_metrics,
+    progress,
+    render_markdown,
+)
 from models.evaluate import evaluate  # noqa: E402
 from models.rules import RuleScore, atomic_write_text  # noqa: E402
 from models.train import train_model  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "real_data.md"
-SEED = 42
-METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
 #: Bank marketing `month` values in calendar order.
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-#: Published BG/NBD estimates on the CDNOW 1/10 sample, 39-week calibration (FHL 2005).
-PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
-CDNOW_HORIZON_DAYS = 90
 
 _SALES = "filled in by the sales team during or after the sales process (dataset README)"
 _VENDOR = "vendor score of unknown timing, null for 46% of leads: not known to precede the outcome"
@@ -72,45 +71,6 @@ X_EDUCATION_EXCLUDED = {
     "Asymmetrique Profile Score": _VENDOR,
 }
 X_EDUCATION_IDS = ("Prospect ID", "Lead Number")
-
-
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    score: str
-    metrics: dict[str, float]
-    n: int = 0
-    note: str = ""
-
-
-@dataclass
-class DatasetResult:
-    """The rows, notes and timing of one dataset."""
-
-    name: str
-    split: str
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _pick(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(metrics.get(k, np.nan)) for k in METRICS}
-
-
-def model_rows(result: Any, model_label: str = "model (LightGBM, calibrated)") -> list[Row]:
-    """Table rows of a :class:`models.train.TrainResult`: model, rules, recalibrated rules."""
-    n = int(result.metrics["model"]["n"])
-    labels = {"model": model_label, "rule": "rule score (default points)",
-              "rule_recalibrated": "rule score (recalibrated on the training fold)"}  # fmt: skip
-    return [Row(labels.get(k, k), _pick(v), n) for k, v in result.metrics.items()]
-
 
 # --- X Education -------------------------------------------------------------------------
 
@@ -162,8 +122,9 @@ def x_education(folder: Path) -> DatasetResult:
     honest = train_model(with_leaks.drop(columns=excluded), y, None, "conversion", **common)
     out.rows = model_rows(honest)
     out.rows.append(
-        Row("model WITH the excluded columns (comparison only)", _pick(leaky.metrics["model"]),
-            int(leaky.metrics["model"]["n"]), "optimistic: uses what sales wrote after contact")
+        Row("model WITH the excluded columns (comparison only)",
+            pick_metrics(leaky.metrics["model"]), int(leaky.metrics["model"]["n"]),
+            "optimistic: uses what sales wrote after contact")
     )  # fmt: skip
     out.rows.append(Row("published: class projects on this file", dict.fromkeys(METRICS, np.nan),
                         0, "no AUC published; accuracy about 0.86 (XGBoost, Duc Nguyen), "
@@ -254,12 +215,12 @@ def bank_marketing(folder: Path) -> DatasetResult:
     )
     n = int(result.metrics["model"]["n"])
     out.rows = [
-        Row("model (LightGBM, calibrated), one split", _pick(result.metrics["model"]), n,
+        Row("model (LightGBM, calibrated), one split", pick_metrics(result.metrics["model"]), n,
             f"early stopping kept {result.model.metadata['best_iteration']} trees; every "
             "validation call lands in the same leaf of each (its economic columns lie outside "
             "the training months' range), so the score is constant"),
         Row("model retrained every 3 validation months (rolling origin)",
-            _pick(evaluate(y_rolling, p_rolling)), len(y_rolling),
+            pick_metrics(evaluate(y_rolling, p_rolling)), len(y_rolling),
             "trained on every earlier month, calibrated on the latest ones holding about "
             "2,000 calls, then scores the next 3 months"),
         Row("rule score", dict.fromkeys(METRICS, np.nan), 0,
@@ -283,253 +244,7 @@ def bank_marketing(folder: Path) -> DatasetResult:
     return out
 
 
-# --- BG/NBD (Fader, Hardie & Lee 2005) ---------------------------------------------------
-
-
-def rfm_summary(purchases: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """BG/NBD inputs per customer from purchases strictly before ``cutoff``, in weeks.
-
-    ``x`` = repeat purchase days (distinct days - 1), ``t_x`` = weeks from the first to
-    the last purchase day, ``T`` = weeks from the first purchase day to the cutoff.
-    """
-    days = purchases.loc[purchases["event_time"] < cutoff, ["entity_id", "event_time"]]
-    days = days.assign(day=days["event_time"].dt.floor("D")).drop_duplicates(["entity_id", "day"])
-    grouped = days.groupby("entity_id")["day"].agg(["min", "max", "count"])
-    week = pd.Timedelta(days=7)
-    return pd.DataFrame(
-        {
-            "x": (grouped["count"] - 1).astype("float64"),
-            "t_x": (grouped["max"] - grouped["min"]) / week,
-            "T": (cutoff - grouped["min"]) / week,
-        }
-    )
-
-
-def bgnbd_fit(summary: pd.DataFrame) -> dict[str, float]:
-    """Maximum-likelihood BG/NBD parameters ``r, alpha, a, b`` (FHL 2005, equation 6)."""
-    x, t_x, big_t = (summary[c].to_numpy("float64") for c in ("x", "t_x", "T"))
-
-    def negative_ll(log_params: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(log_params)
-        a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-        a2 = betaln(a, b + x) - betaln(a, b)
-        a3 = -(r + x) * np.log(alpha + big_t)
-        a4 = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-12))
-                      - (r + x) * np.log(alpha + t_x), -np.inf)  # fmt: skip
-        return -float(np.sum(a1 + a2 + np.logaddexp(a3, a4)))
-
-    fit = minimize(negative_ll, np.zeros(4), method="L-BFGS-B", bounds=[(-8, 8)] * 4)
-    if not fit.success:
-        raise RuntimeError(f"BG/NBD fit did not converge: {fit.message}")
-    return dict(zip(("r", "alpha", "a", "b"), np.exp(fit.x).tolist(), strict=True))
-
-
-def _alive_odds_term(p: dict[str, float], summary: pd.DataFrame) -> np.ndarray:
-    x, t_x, big_t = (summary[c].to_numpy("float64") for c in ("x", "t_x", "T"))
-    ratio = np.exp((p["r"] + x) * (np.log(p["alpha"] + big_t) - np.log(p["alpha"] + t_x)))
-    return np.where(x > 0, p["a"] / np.maximum(p["b"] + x - 1, 1e-12) * ratio, 0.0)
-
-
-def bgnbd_p_alive(p: dict[str, float], summary: pd.DataFrame) -> np.ndarray:
-    """P(still alive at T | x, t_x, T)."""
-    return 1.0 / (1.0 + _alive_odds_term(p, summary))
-
-
-def bgnbd_p_no_purchase(p: dict[str, float], summary: pd.DataFrame, weeks: float) -> np.ndarray:
-    """P(no purchase in (T, T + weeks]): dead, or alive with no purchase in the window.
-
-    Given alive, the purchase rate is Gamma(r + x, alpha + T) and a BG/NBD customer can
-    only drop out right after a purchase, so the zero-purchase chance is
-    ``((alpha + T) / (alpha + T + weeks)) ** (r + x)``.
-    """
-    alive = bgnbd_p_alive(p, summary)
-    x, big_t = summary["x"].to_numpy("float64"), summary["T"].to_numpy("float64")
-    quiet = ((p["alpha"] + big_t) / (p["alpha"] + big_t + weeks)) ** (p["r"] + x)
-    return 1.0 - alive + alive * quiet
-
-
-def bgnbd_expected_purchases(
-    p: dict[str, float], summary: pd.DataFrame, weeks: float
-) -> np.ndarray:
-    """E[repeat purchases in (T, T + weeks] | x, t_x, T] (FHL 2005, equation 10)."""
-    r, alpha, a, b = p["r"], p["alpha"], p["a"], p["b"]
-    x, big_t = summary["x"].to_numpy("float64"), summary["T"].to_numpy("float64")
-    z = weeks / (alpha + big_t + weeks)
-    hyper = hyp2f1(r + x, b + x, a + b + x - 1, z)
-    head = (a + b + x - 1) / (a - 1)
-    body = 1 - ((alpha + big_t) / (alpha + big_t + weeks)) ** (r + x) * hyper
-    return head * body / (1.0 + _alive_odds_term(p, summary))
-
-
-# --- CDNOW -------------------------------------------------------------------------------
-
-
-def cdnow_events(folder: Path) -> pd.DataFrame:
-    """CDNOW purchases as contract events (``purchase``, value = dollars)."""
-    log = pd.read_parquet(folder / "cdnow" / "cdnow_master.parquet")
-    return pd.DataFrame(
-        {
-            "entity_id": log["customer_id"].astype("string"),
-            "event_time": log["date"].dt.tz_localize("UTC"),
-            "event_type": "purchase",
-            "value": log["dollar_value"].astype("float64"),
-        }
-    )
-
-
-def cdnow_churn_labels(events: pd.DataFrame, snapshots: pd.DataFrame, days: int) -> np.ndarray:
-    """1 when the customer makes no purchase in (cutoff, cutoff + days]."""
-    labels = np.ones(len(snapshots), dtype="int64")
-    for cutoff, rows in snapshots.groupby("as_of").indices.items():
-        window = events["event_time"].gt(cutoff) & events["event_time"].le(
-            cutoff + pd.Timedelta(days=days)
-        )
-        buyers = set(events.loc[window, "entity_id"])
-        labels[rows] = (~snapshots["entity_id"].iloc[rows].isin(buyers)).to_numpy("int64")
-    return labels
-
-
-def cdnow(folder: Path) -> DatasetResult:
-    """Churn of CDNOW customers at monthly cutoffs, against BG/NBD P(alive)."""
-    events = cdnow_events(folder)
-    first = events.groupby("entity_id")["event_time"].min()
-    entities = pd.DataFrame({"entity_id": first.index, "created_at": first.to_numpy()})
-    horizon = CDNOW_HORIZON_DAYS
-    known_until = events["event_time"].max() + pd.Timedelta(days=1)
-    cutoffs = rolling_cutoffs(pd.Timestamp("1997-04-01", tz="UTC"), known_until, 30, horizon)
-    progress(f"CDNOW: feature table at {len(cutoffs)} cutoffs")
-    snapshots = build_snapshots(events, entities, cutoffs, FeatureSpec(), event_types=["purchase"])
-    # Only purchases exist: the other event types' columns are constant and say nothing.
-    constant = [c for c in snapshots.columns[2:] if snapshots[c].nunique(dropna=False) <= 1]
-    snapshots = snapshots.drop(columns=constant)
-    y = cdnow_churn_labels(events, snapshots, horizon)
-    progress(f"CDNOW: training on {len(snapshots)} rows, {snapshots.shape[1] - 2} features")
-    result = train_model(snapshots, y, snapshots["as_of"], "churn", horizon_days=horizon,
-                         seed=SEED, rule_model=RuleScore("purchase"))  # fmt: skip
-    cut = result.split.describe()["cutoffs"]
-    valid_cutoff = pd.Timestamp(cut["validation"][0], tz="UTC")
-    out = DatasetResult(
-        f"CDNOW (churn = no purchase in the next {horizon} days)",
-        f"out-of-time, rolling monthly cutoffs: train {cut['train'][0]}..{cut['train'][-1]}, "
-        f"calibrate {cut['calibration'][0]}, validate {cut['validation'][0]} "
-        f"(each fold at least {horizon} days after the previous)",
-    )
-    out.rows = model_rows(result)
-    progress("CDNOW: model with the BG/NBD summary statistics added")
-    lifetime = pd.concat(
-        [rfm_summary(events, c)[["x", "t_x"]].assign(as_of=c) for c in cutoffs]
-    ).rename(columns={"x": "repeat_purchase_days", "t_x": "weeks_first_to_last_purchase"})
-    extended = snapshots.merge(
-        lifetime.rename_axis("entity_id").reset_index(), on=["entity_id", "as_of"], how="left"
-    )
-    richer = train_model(extended, y, extended["as_of"], "churn", horizon_days=horizon, seed=SEED)
-    out.rows.append(
-        Row("model + BG/NBD summary statistics (repeat purchase days, first-to-last span)",
-            _pick(richer.metrics["model"]), int(richer.metrics["model"]["n"]),
-            "adds the BG/NBD inputs x (repeat purchase days) and t_x (weeks from first to last "
-            "purchase) before the cutoff to the feature table")
-    )  # fmt: skip
-
-    progress("CDNOW: BG/NBD on purchases before the validation cutoff")
-    valid = snapshots.iloc[result.split.validation]
-    summary = rfm_summary(events, valid_cutoff)
-    params = bgnbd_fit(summary)
-    summary = summary.reindex(valid["entity_id"].to_numpy())
-    y_valid = y[result.split.validation]
-    p_quiet = bgnbd_p_no_purchase(params, summary, horizon / 7)
-    p_dead = 1.0 - bgnbd_p_alive(params, summary)
-    quiet_metrics = _pick(evaluate(y_valid, p_quiet))
-    dead_metrics = _pick(evaluate(y_valid, p_dead, probabilities=False))
-    out.rows.append(Row("published method: BG/NBD P(no purchase in window)", quiet_metrics,
-                        len(y_valid), "fitted here"))  # fmt: skip
-    out.rows.append(Row("published method: BG/NBD 1 - P(alive) (rank only)", dead_metrics,
-                        len(y_valid), "P(alive) is 1 for customers who never bought again, "
-                        "so it ranks one-time buyers as the safest"))  # fmt: skip
-
-    check, check_note = bgnbd_check(events)
-    out.notes += [
-        "Events are the purchases; the feature table is the product's own "
-        "(`features.build.build_snapshots`), purchase columns only. Every customer of the "
-        "1997-Q1 cohort is in the population at every cutoff (all first purchases precede "
-        f"the first cutoff). Horizon {horizon} days, not 26 weeks: 78 weeks of data must "
-        "hold three folds each a horizon apart.",
-        "Rule rows: `purchase.yaml` (RFM-style); its points measure engagement, so for churn "
-        "they are negated before any metric. Rule rows are mapped to probabilities by a "
-        "sigmoid fitted on the calibration fold.",
-        "BG/NBD (Fader, Hardie & Lee 2005) by maximum likelihood with scipy, fitted at the "
-        "validation cutoff on all purchases before it (no labels used): r={r:.3f}, "
-        "alpha={alpha:.3f}, a={a:.3f}, b={b:.3f}. ".format(**params)
-        + "P(no purchase in window) = 1 - P(alive) + P(alive) ((alpha+T)/(alpha+T+t))^(r+x).",
-        check_note,
-    ]
-    out.extras = {"result": result, "bgnbd": params, "bgnbd_check": check}
-    return out
-
-
-def bgnbd_check(events: pd.DataFrame) -> tuple[dict[str, Any], str]:
-    """BG/NBD on the classic 39-week calibration, against the published estimates."""
-    calibration_end = pd.Timestamp("1997-10-01", tz="UTC")
-    summary = rfm_summary(events, calibration_end)
-    params = bgnbd_fit(summary)
-    holdout = events[events["event_time"] >= calibration_end]
-    actual = len(holdout.assign(day=holdout["event_time"].dt.floor("D"))
-                 .drop_duplicates(["entity_id", "day"]))  # fmt: skip
-    expected = float(bgnbd_expected_purchases(params, summary, 39.0).sum())
-    gaps = {k: params[k] / v - 1 for k, v in PUBLISHED_BGNBD.items()}
-    tenth = bgnbd_fit(summary.iloc[::10])  # a 1/10 subsample, as the published one
-    note = (
-        "BG/NBD check, 39-week calibration (to 1997-09-30), all 23,570 customers: "
-        + ", ".join(
-            f"{k}={params[k]:.3f} (published {v}, {gaps[k]:+.0%})"
-            for k, v in PUBLISHED_BGNBD.items()
-        )  # fmt: skip
-        + ". The published values are for the 1/10 sample (2,357 customers, renumbered, so "
-        "not identifiable in the master file); our every-10th-customer subsample gives "
-        + ", ".join(f"{k}={v:.3f}" for k, v in tenth.items())
-        + f". Holdout (39 weeks) repeat purchase days: expected {expected:,.0f}, actual "
-        f"{actual:,} ({expected / actual - 1:+.0%})."
-    )
-    return {"params": params, "tenth": tenth, "expected": expected, "actual": actual}, note
-
-
-# --- Report -------------------------------------------------------------------------------
-
 RUNNERS = {"x_education": x_education, "bank_marketing": bank_marketing, "cdnow": cdnow}
-
-
-def _cell(value: float, digits: int = 3) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def render_markdown(results: list[DatasetResult], total_seconds: float) -> str:
-    """The results table and its notes."""
-    lines = [
-        "# Real-data results",
-        "",
-        "Produced by `benchmarks/real_data.py`; every number is on the validation fold named "
-        "under each dataset. ECE: 10 equal-frequency bins. Lift: outcome rate of the top "
-        "10% of scores over the overall rate. `–`: not applicable (rank-only scores have "
-        "no probability metrics; published baselines report AUC only).",
-        "",
-        "| dataset | score | n | ROC AUC | PR AUC | log loss | Brier | ECE | lift top 10% |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for result in results:
-        for row in result.rows:
-            m = row.metrics
-            lines.append(
-                f"| {result.name} | {row.score} | {row.n or '–'} | {_cell(m['roc_auc'])} | "
-                f"{_cell(m['pr_auc'])} | {_cell(m['log_loss'])} | {_cell(m['brier'])} | "
-                f"{_cell(m['ece'], 4)} | {_cell(m['lift_top_decile'], 2)} |"
-            )
-    for result in results:
-        lines += ["", f"## {result.name}", "", f"Split: {result.split}.", ""]
-        lines += [f"- {note}" for note in result.notes if note]
-        notes = {row.score: row.note for row in result.rows if row.note}
-        lines += [f"- {score}: {note}." for score, note in notes.items()]
-        lines.append(f"- Run time {result.seconds:.0f} s.")
-    lines += ["", f"Total run time {total_seconds:.0f} s (2 cores).", ""]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

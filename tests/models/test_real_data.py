@@ -9,17 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.real_data import (
+from benchmarks.bgnbd import (
     PUBLISHED_BGNBD,
-    X_EDUCATION_EXCLUDED,
-    bank_month_starts,
     bgnbd_expected_purchases,
     bgnbd_fit,
     bgnbd_p_alive,
     bgnbd_p_no_purchase,
-    render_markdown,
-    x_education,
 )
+from benchmarks.real_data import X_EDUCATION_EXCLUDED, bank_month_starts, x_education
+from benchmarks.real_data_report import render_markdown
 
 #: Columns the X Education README says are filled in during or after the sale, and the
 #: vendor scores the brief lists with them.
