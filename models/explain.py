@@ -27,26 +27,14 @@ How a reason is made, per entity:
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
-from features.spec import FeatureDef
 from models.bands import ScoreKind, score_from_probability
-from models.reason_text import JSON_TAIL, entity_values, impact_text, joined, sentences
+from models.concepts import ConceptMap
+from models.model import TrainedModel
+from models.reason_text import entity_values, reason_lists, reasons_text
 
-if TYPE_CHECKING:
-    from models.model import TrainedModel
-
-log = logging.getLogger(__name__)
-
-#: The unit every impact is stated in.
-IMPACT_UNIT = "points of the 0-100 score"
 REASON_COLUMNS = (
     "reasons_up",
     "reasons_down",
@@ -55,91 +43,6 @@ REASON_COLUMNS = (
     "other_factors_points",
 )
 _DTYPES = {"reasons_up": object, "reasons_down": object, "reasons_text": object}
-
-
-@dataclass(frozen=True)
-class ConceptMap:
-    """Which concept (and group) each model feature belongs to.
-
-    Attributes:
-        feature_names: The model's features, in booster order.
-        definitions: The :class:`FeatureDef` of each feature.
-        concepts: Distinct concepts, in order of first appearance.
-        groups: ``fit`` or ``engagement`` per concept.
-        feature_concept: Index into ``concepts`` per feature.
-        categorical_levels: Training levels of categorical features.
-    """
-
-    feature_names: tuple[str, ...]
-    definitions: tuple[FeatureDef, ...]
-    concepts: tuple[str, ...]
-    groups: tuple[str, ...]
-    feature_concept: np.ndarray
-    categorical_levels: dict[str, frozenset[str]]
-
-    @property
-    def membership(self) -> np.ndarray:
-        """``(features, concepts)`` 0/1 matrix: contributions @ membership sums per concept."""
-        matrix = np.zeros((len(self.feature_names), len(self.concepts)))
-        matrix[np.arange(len(self.feature_names)), self.feature_concept] = 1.0
-        return matrix
-
-
-def concept_map(
-    feature_names: Sequence[str],
-    catalog: Sequence[FeatureDef],
-    categorical_levels: dict[str, list[str]] | None = None,
-) -> ConceptMap:
-    """Map model features to concepts using the feature catalog.
-
-    Features missing from the catalog (e.g. extra columns a user added) become their
-    own concept, named after the column, in the ``engagement`` group unless they are
-    categorical (then ``fit``, like the entities table's attributes).
-
-    Args:
-        feature_names: The model's features, in booster order.
-        catalog: ``features.spec.feature_catalog(...)`` of the feature table.
-        categorical_levels: The model's ``categorical_levels``.
-
-    Returns:
-        The mapping.
-    """
-    levels = categorical_levels or {}
-    by_name = {d.name: d for d in catalog}
-    definitions: list[FeatureDef] = []
-    for name in feature_names:
-        definition = by_name.get(name)
-        if definition is None:
-            label = name.replace("_", " ")
-            definition = FeatureDef(
-                name,
-                "category" if name in levels else "float64",
-                f"{label.capitalize()}: {{value}}",
-                label,
-                "fit" if name in levels else "engagement",
-            )
-        definitions.append(definition)
-    concepts: list[str] = []
-    groups: list[str] = []
-    index: dict[str, int] = {}
-    feature_concept = np.empty(len(definitions), dtype=np.int64)
-    for i, definition in enumerate(definitions):
-        if definition.concept not in index:
-            index[definition.concept] = len(concepts)
-            concepts.append(definition.concept)
-            groups.append(definition.group)
-        feature_concept[i] = index[definition.concept]
-    missing = [n for n in feature_names if n not in by_name]
-    if missing:
-        log.info("Features outside the catalog, explained under their own name: %s", missing)
-    return ConceptMap(
-        tuple(feature_names),
-        tuple(definitions),
-        tuple(concepts),
-        tuple(groups),
-        feature_concept,
-        {k: frozenset(map(str, v)) for k, v in levels.items()},
-    )
 
 
 def score_from_margin(model: TrainedModel, margin: np.ndarray, kind: ScoreKind) -> np.ndarray:
@@ -251,7 +154,7 @@ def explain_chunk(
         score: The rows' 0-100 scores (a monotone function of the margin).
         base_score: Score at the base-value margin.
         values: Per feature, the rows' own values (see :func:`entity_values`).
-        concepts: From :func:`concept_map`.
+        concepts: From :func:`models.concepts.concept_map`.
         top_k: Reasons per direction.
 
     Returns:
@@ -268,15 +171,6 @@ def explain_chunk(
     k = min(top_k, points.shape[1])
     n_rows = len(points)
     rows = np.arange(n_rows)[:, None]
-    # Per-concept fixed parts of each reason, built once (string work dominates otherwise).
-    json_head = np.array(
-        [
-            f'{{"concept": {json.dumps(c)}, "group": {json.dumps(g)}, "text": "'
-            for c, g in zip(concepts.concepts, concepts.groups, strict=True)
-        ],
-        dtype=object,
-    )
-    group_tag = np.array([f"[{g}] " for g in concepts.groups], dtype=object)
     shown = np.zeros(n_rows, dtype=np.int64)
     columns: dict[str, np.ndarray] = {}
     lines: dict[str, np.ndarray] = {}
@@ -288,21 +182,12 @@ def explain_chunk(
         # Rounded points are monotone in the exact ones, so valid reasons form a prefix.
         valid = impact > 0 if positive else impact < 0
         shown += np.where(valid, impact, 0).sum(axis=1)
-        r, j = np.nonzero(valid)
-        c = picked[r, j]
-        plain, escaped = sentences(r, best[r, c], values, concepts)
-        prefix = impact_text(impact[r, j], "{:+d} pts: ")
-        items = np.full((n_rows, k), "", dtype=object)
-        items[r, j] = json_head[c] + prefix + escaped + impact_text(impact[r, j], JSON_TAIL)
-        columns[f"reasons_{name}"] = "[" + joined(items, valid, ", ") + "]"
-        items[r, j] = group_tag[c] + prefix + plain
-        lines[name] = joined(items, valid, "; ")
+        columns[f"reasons_{name}"], lines[name] = reason_lists(
+            impact, valid, picked, best, values, concepts
+        )
     other = total - shown
-    tail = impact_text(other, f"({IMPACT_UNIT}: base {base}, other factors {{:+d}})")
-    up = np.where(lines["up"] != "", "Up: " + lines["up"] + ". ", "")
-    down = np.where(lines["down"] != "", "Down: " + lines["down"] + ". ", "")
     columns |= {
-        "reasons_text": (up + down + tail).astype(object),
+        "reasons_text": reasons_text(lines["up"], lines["down"], base, other),
         "base_score": np.full(n_rows, base, dtype=np.int64),
         "other_factors_points": other,
     }

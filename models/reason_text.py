@@ -1,29 +1,42 @@
-"""Reason sentences: each feature's description rendered with the entity's own value.
+"""Every reason text people read, and the one writer and parser of the reasons JSON.
 
-Rendering is the slow part of reason codes for millions of rows, so every distinct
-value is rendered once and impacts are formatted through a lookup table.
+* Sentences: each feature's description rendered with the entity's own value.
+  Rendering is the slow part of reason codes for millions of rows, so every distinct
+  value is rendered once and impacts are formatted through a lookup table.
+* The ``reasons_up`` / ``reasons_down`` columns: a JSON list per entity of
+  ``{"concept", "group", "text", "impact"}`` objects, written by
+  :func:`reason_lists` and read back by :func:`parse_reasons` (lead board, CRM).
+* ``reasons_text`` (:func:`reasons_text`) and the short CRM field
+  (:func:`crm_reason_text`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import re
 import string
-from typing import TYPE_CHECKING
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
 from features.spec import FeatureDef
+from models.concepts import ConceptMap
 
-if TYPE_CHECKING:
-    from models.explain import ConceptMap
+log = logging.getLogger(__name__)
 
+#: The unit every impact is stated in.
+IMPACT_UNIT = "points of the 0-100 score"
+#: Salesforce text fields hold 255 characters.
+CRM_TEXT_LIMIT = 255
+#: Spreadsheet apps run cells starting with these as formulas.
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _EMPTY_NOTE = re.compile(r"\s*\(empty:\s*([^)]*)\)")
 #: Closing part of one reason's JSON object.
-JSON_TAIL = '", "impact": {:d}}}'
+_JSON_TAIL = '", "impact": {:d}}}'
 #: Impacts formatted through a lookup table within [-RANGE, RANGE], one by one beyond.
 _IMPACT_RANGE = 300
 
@@ -66,7 +79,7 @@ def entity_values(block: pd.DataFrame, concepts: ConceptMap) -> list[np.ndarray]
     return values
 
 
-def sentences(
+def _sentences(
     rows: np.ndarray, features: np.ndarray, values: list[np.ndarray], concepts: ConceptMap
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sentence per (row, feature) pair, plain and JSON-escaped; each value rendered once."""
@@ -84,15 +97,15 @@ def sentences(
     return plain, escaped
 
 
-def joined(parts: np.ndarray, valid: np.ndarray, separator: str) -> np.ndarray:
+def _joined(parts: np.ndarray, valid: np.ndarray, separator: str) -> np.ndarray:
     """Row-wise join of the valid entries of an ``(rows, k)`` object array."""
-    joined = np.full(len(parts), "", dtype=object)
+    text = np.full(len(parts), "", dtype=object)
     seen = np.zeros(len(parts), dtype=bool)
     for j in range(parts.shape[1]):
         sep = np.where(valid[:, j] & seen, separator, "")
-        joined = joined + sep + np.where(valid[:, j], parts[:, j], "")
+        text = text + sep + np.where(valid[:, j], parts[:, j], "")
         seen |= valid[:, j]
-    return joined
+    return text
 
 
 @functools.cache
@@ -101,7 +114,7 @@ def _impact_table(template: str) -> np.ndarray:
     return np.array([template.format(i) for i in values], dtype=object)
 
 
-def impact_text(impact: np.ndarray, template: str) -> np.ndarray:
+def _impact_text(impact: np.ndarray, template: str) -> np.ndarray:
     """``template.format(i)`` for each integer (formatting millions one by one is slow)."""
     impact = np.asarray(impact, dtype=np.int64)
     inside = np.abs(impact) <= _IMPACT_RANGE
@@ -109,3 +122,140 @@ def impact_text(impact: np.ndarray, template: str) -> np.ndarray:
     if not inside.all():
         text[~inside] = [template.format(int(i)) for i in impact[~inside]]
     return text
+
+
+def reason_lists(
+    impact: np.ndarray,
+    valid: np.ndarray,
+    picked: np.ndarray,
+    best: np.ndarray,
+    values: list[np.ndarray],
+    concepts: ConceptMap,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One direction's reasons per row: the JSON list and the plain-text line.
+
+    Args:
+        impact: ``(rows, k)`` whole points of the picked concepts.
+        valid: ``(rows, k)`` which of them are shown (a prefix of each row).
+        picked: ``(rows, k)`` concept index of each reason.
+        best: ``(rows, concepts)`` the concept's most contributing feature.
+        values: Per feature, the rows' own values (see :func:`entity_values`).
+        concepts: The model's concept map.
+
+    Returns:
+        ``(json, line)`` object arrays: the ``reasons_up``/``reasons_down`` JSON text
+        (parsed by :func:`parse_reasons`) and ``[group] +12 pts: sentence; ...``.
+    """
+    n_rows, k = impact.shape
+    # Per-concept fixed parts of each reason, built once (string work dominates otherwise).
+    json_head = np.array(
+        [
+            f'{{"concept": {json.dumps(c)}, "group": {json.dumps(g)}, "text": "'
+            for c, g in zip(concepts.concepts, concepts.groups, strict=True)
+        ],
+        dtype=object,
+    )
+    group_tag = np.array([f"[{g}] " for g in concepts.groups], dtype=object)
+    r, j = np.nonzero(valid)
+    c = picked[r, j]
+    plain, escaped = _sentences(r, best[r, c], values, concepts)
+    prefix = _impact_text(impact[r, j], "{:+d} pts: ")
+    items = np.full((n_rows, k), "", dtype=object)
+    items[r, j] = json_head[c] + prefix + escaped + _impact_text(impact[r, j], _JSON_TAIL)
+    listed = "[" + _joined(items, valid, ", ") + "]"
+    items[r, j] = group_tag[c] + prefix + plain
+    return listed, _joined(items, valid, "; ")
+
+
+def reasons_text(up: np.ndarray, down: np.ndarray, base: int, other: np.ndarray) -> np.ndarray:
+    """``reasons_text``: ``Up: ... Down: ... (points of the 0-100 score: base, other)``.
+
+    Args:
+        up: Plain lines of the raising reasons (:func:`reason_lists`).
+        down: Plain lines of the lowering reasons.
+        base: The base score.
+        other: Per row, the points of the factors not shown.
+    """
+    tail = _impact_text(other, f"({IMPACT_UNIT}: base {base}, other factors {{:+d}})")
+    up = np.where(up != "", "Up: " + up + ". ", "")
+    down = np.where(down != "", "Down: " + down + ". ", "")
+    return (up + down + tail).astype(object)
+
+
+class Reason(TypedDict):
+    """One reason as :func:`parse_reasons` reads it.
+
+    Attributes:
+        concept: The concept (e.g. ``pricing page visits``).
+        group: ``fit`` or ``engagement``.
+        text: The sentence shown, ``+12 pts: ...``.
+        impact: Signed score points (one decimal), ``None`` when missing.
+    """
+
+    concept: str
+    group: str
+    text: str
+    impact: float | None
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def parse_reasons(raw: object) -> list[Reason]:
+    """The reason list from its JSON text (see :func:`reason_lists`).
+
+    Empty when missing or unreadable; impacts are rounded to one decimal.
+    """
+    if _missing(raw):
+        return []
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else list(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        log.warning("Unreadable reasons value %r; shown as none.", str(raw)[:80])
+        return []
+    reasons: list[Reason] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        impact = item.get("impact")
+        reasons.append(
+            {
+                "concept": str(item.get("concept") or ""),
+                "group": "fit" if item.get("group") == "fit" else "engagement",
+                "text": str(item.get("text") or item.get("concept") or ""),
+                "impact": None if _missing(impact) else round(float(impact), 1),
+            }
+        )
+    return reasons
+
+
+def crm_reason_text(reasons_up: object, reasons_down: object, limit: int = CRM_TEXT_LIMIT) -> str:
+    """Short plain text for the CRM, e.g. ``Up: demo requests +12, webinars +5. Down: ...``.
+
+    Concepts rather than full sentences keep it under the CRM's text limit; the
+    strongest reasons come first and the text is cut at a comma, never mid-word.
+    """
+    parts = []
+    for label, raw in (("Up", reasons_up), ("Down", reasons_down)):
+        reasons = sorted(parse_reasons(raw), key=lambda r: -abs(r["impact"] or 0.0))
+        items = [
+            r["concept"] + (f" {r['impact']:+.0f}" if r["impact"] is not None else "")
+            for r in reasons
+            if r["concept"]
+        ]
+        if items:
+            parts.append((label, items))
+    text = ""
+    for label, items in parts:
+        kept: list[str] = []
+        for item in items:
+            candidate = text + ("" if not text else " ") + f"{label}: " + ", ".join([*kept, item])
+            if len(candidate) + 1 > limit:
+                break
+            kept.append(item)
+        if kept:
+            text = (text + " " if text else "") + f"{label}: " + ", ".join(kept) + "."
+    if text.startswith(_FORMULA_PREFIXES):
+        text = "'" + text
+    return text[:limit]

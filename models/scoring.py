@@ -38,7 +38,8 @@ import pandas as pd
 from features.schemas import as_utc
 from features.spec import FeatureDef
 from models.bands import BandRule, ScoreKind, score_from_probability
-from models.explain import REASON_COLUMNS, concept_map, explain
+from models.concepts import concept_map
+from models.explain import REASON_COLUMNS, explain
 
 if TYPE_CHECKING:
     from models.model import TrainedModel

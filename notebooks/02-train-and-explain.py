@@ -55,10 +55,10 @@ from features.labels import label_definition
 from features.synthetic import generate, source_paths
 from models.evaluate import calibration_curve_figure, lift_chart_figure
 from models.plots import roc_curve_figure, shap_explanation
+from models.reason_text import crm_reason_text
 from models.rules import RuleScore
 from models.train import train_model
 from pipelines import steps
-from pipelines.outputs import crm_reason_text
 from pipelines.settings import load_settings
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from models.reason_text import parse_reasons
+
 log = logging.getLogger(__name__)
 
 BAND_ORDER = ("high", "medium", "at-risk")
@@ -81,35 +83,6 @@ def _clean(value: Any) -> Any:
 def _rounded(value: Any, digits: int = 4) -> float | None:
     cleaned = _clean(value)
     return None if cleaned is None else round(float(cleaned), digits)
-
-
-def parse_reasons(raw: Any) -> list[dict[str, Any]]:
-    """The reason list from its JSON string; empty when missing or unreadable.
-
-    Each reason keeps ``concept``, ``group`` (``fit`` or ``engagement``), ``text``
-    and ``impact`` (score points, signed).
-    """
-    if raw is None or raw is pd.NA or (isinstance(raw, float) and math.isnan(raw)):
-        return []
-    try:
-        items = json.loads(raw) if isinstance(raw, str) else list(raw)
-    except (TypeError, ValueError):
-        log.warning("Unreadable reasons value %r; shown as none.", str(raw)[:80])
-        return []
-    reasons = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        impact = _clean(item.get("impact"))
-        reasons.append(
-            {
-                "concept": str(item.get("concept") or ""),
-                "group": "fit" if item.get("group") == "fit" else "engagement",
-                "text": str(item.get("text") or item.get("concept") or ""),
-                "impact": round(float(impact), 1) if impact is not None else None,
-            }
-        )
-    return reasons
 
 
 def _first_present(row: pd.Series, columns: tuple[str, ...]) -> Any:

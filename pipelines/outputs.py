@@ -30,7 +30,8 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.engine import make_url
 
-from pipelines.board import is_no_consent, parse_reasons, render_board, write_board
+from models.reason_text import crm_reason_text
+from pipelines.board import is_no_consent, render_board, write_board
 
 log = logging.getLogger(__name__)
 
@@ -290,10 +291,6 @@ CRM_FIELDS = {
     "scored_at": "Leadscore_Scored_At__c",
     "status": "Leadscore_Status__c",
 }
-#: Salesforce text fields hold 255 characters.
-CRM_TEXT_LIMIT = 255
-#: Spreadsheet apps run cells starting with these as formulas.
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _same(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -301,37 +298,6 @@ def _same(a: pd.Series, b: pd.Series) -> pd.Series:
     both_missing = a.isna() & b.isna()
     equal = (a.astype("object") == b.astype("object")) & a.notna() & b.notna()
     return (both_missing | equal).astype(bool)
-
-
-def crm_reason_text(reasons_up: object, reasons_down: object, limit: int = CRM_TEXT_LIMIT) -> str:
-    """Short plain text for the CRM, e.g. ``Up: demo requests +12, webinars +5. Down: ...``.
-
-    Concepts rather than full sentences keep it under the CRM's text limit; the
-    strongest reasons come first and the text is cut at a comma, never mid-word.
-    """
-    parts = []
-    for label, raw in (("Up", reasons_up), ("Down", reasons_down)):
-        reasons = sorted(parse_reasons(raw), key=lambda r: -abs(r["impact"] or 0.0))
-        items = [
-            r["concept"] + (f" {r['impact']:+.0f}" if r["impact"] is not None else "")
-            for r in reasons
-            if r["concept"]
-        ]
-        if items:
-            parts.append((label, items))
-    text = ""
-    for label, items in parts:
-        kept: list[str] = []
-        for item in items:
-            candidate = text + ("" if not text else " ") + f"{label}: " + ", ".join([*kept, item])
-            if len(candidate) + 1 > limit:
-                break
-            kept.append(item)
-        if kept:
-            text = (text + " " if text else "") + f"{label}: " + ", ".join(kept) + "."
-    if text.startswith(_FORMULA_PREFIXES):
-        text = "'" + text
-    return text[:limit]
 
 
 def crm_changes(scored: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:

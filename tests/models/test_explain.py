@@ -15,16 +15,16 @@ from sklearn.linear_model import LogisticRegression
 
 from features.spec import FeatureSpec, feature_catalog
 from models.bands import score_from_probability
+from models.concepts import concept_map
 from models.explain import (
-    IMPACT_UNIT,
     allocate_points,
-    concept_map,
     explain,
     round_to_total,
     score_from_margin,
     tree_contributions,
 )
 from models.model import TrainedModel
+from models.reason_text import IMPACT_UNIT
 
 INDUSTRIES = ["retail", "software", "health", "finance"]
 NUMERIC = [

@@ -8,7 +8,8 @@ import pytest
 from features.build import fit_columns
 from features.spec import feature_catalog
 from features.synthetic import generate, source_paths, true_weights
-from models.explain import concept_map, explain
+from models.concepts import concept_map
+from models.explain import explain
 from models.train import train_model
 from pipelines import steps
 from pipelines.settings import load_settings

@@ -12,12 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.reason_text import CRM_TEXT_LIMIT, crm_reason_text
 from pipelines.io import sql_read
 from pipelines.outputs import (
     CRM_FIELDS,
-    CRM_TEXT_LIMIT,
     crm_changes,
-    crm_reason_text,
     list_partitions,
     read_previous_scores,
     run_date,
