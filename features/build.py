@@ -21,6 +21,7 @@ import pandas as pd
 from features import engine, pivot
 from features.engine import NPS_CLASSES
 from features.spec import FeatureDef, FeatureSpec, feature_catalog, safe_name
+from features.timeutil import UTC_TIMESTAMP, engine_timestamp, utc_microseconds
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +33,6 @@ CONTRACT_ENTITY_COLUMNS: frozenset[str] = frozenset(
 EVENT_COLUMNS: tuple[str, ...] = ("entity_id", "event_time", "event_type", "value", "item")
 REQUIRED_EVENT_COLUMNS: tuple[str, ...] = ("entity_id", "event_time", "event_type")
 BACKENDS: tuple[str, ...] = ("duckdb", "pyspark")
-UTC_MICROSECONDS = pd.DatetimeTZDtype("us", "UTC")
-
-
-def as_utc(moment: Any) -> pd.Timestamp:
-    """A point in time as a UTC timestamp in microseconds; naive values are UTC."""
-    stamp = pd.Timestamp(moment)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.as_unit("us")
-
-
-def utc_microseconds(values: pd.Series) -> pd.Series:
-    """Timestamps as ``datetime64[us, UTC]``; naive values are UTC, finer ones floored.
-
-    Both engines keep microseconds; flooring never moves an event across a cutoff.
-    """
-    values = pd.to_datetime(values, utc=True)
-    return values if values.dtype == UTC_MICROSECONDS else values.dt.as_unit("us")
 
 
 def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "category"]]:
@@ -149,7 +133,7 @@ def check_events_frame(events: pd.DataFrame) -> pd.DataFrame:
             f"{list(events.columns)}. Map its columns to the data contract first."
         )
     frame = events[[c for c in EVENT_COLUMNS if c in events.columns]]
-    if frame["event_time"].dtype != UTC_MICROSECONDS:
+    if frame["event_time"].dtype != UTC_TIMESTAMP:
         frame = frame.assign(event_time=utc_microseconds(frame["event_time"]))
     return frame
 
@@ -349,7 +333,7 @@ def event_types_seen(
         The event types, sorted.
     """
     connection = connect(backend, con)
-    cutoff = None if before is None else as_utc(before)
+    cutoff = None if before is None else engine_timestamp(before)
     return _types_seen(connection, events_table(connection, events), cutoff)
 
 
@@ -448,7 +432,7 @@ def build_features(
         One row per entity with ``created_at < as_of`` (and consent), sorted by
         ``entity_id``: ``entity_id``, ``as_of``, then the feature catalog columns.
     """
-    return _build(events, entities, [as_utc(as_of)], spec, backend, con, event_types)[0]
+    return _build(events, entities, [engine_timestamp(as_of)], spec, backend, con, event_types)[0]
 
 
 def build_snapshots(
@@ -479,7 +463,7 @@ def build_snapshots(
     Returns:
         The tables in cutoff order, with a fresh index.
     """
-    ordered = sorted({as_utc(cutoff) for cutoff in cutoffs})
+    ordered = sorted({engine_timestamp(cutoff) for cutoff in cutoffs})
     if not ordered:
         raise ValueError("build_snapshots needs at least one cutoff.")
     frames = _build(events, entities, ordered, spec, backend, con, event_types)

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from features.build import (
-    as_utc,
     check_events_frame,
     columns_for,
     existing_entities,
@@ -45,6 +44,7 @@ from features.engine import (
 )
 from features.pivot import nps_classes
 from features.spec import FeatureSpec, safe_name
+from features.timeutil import engine_timestamp
 
 ONE_DAY = pd.Timedelta(days=1)
 
@@ -69,7 +69,7 @@ def build_features_pandas(
     Returns:
         The same table as :func:`features.build.build_features`.
     """
-    cutoff = as_utc(as_of)
+    cutoff = engine_timestamp(as_of)
     events = check_events_frame(events)
     before = events[events["event_time"] < cutoff]
     if event_types is None:

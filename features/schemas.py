@@ -23,9 +23,10 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
+from features.timeutil import UTC_TIMESTAMP, as_utc
+
 log = logging.getLogger(__name__)
 
-UTC_TIMESTAMP = pd.DatetimeTZDtype("us", "UTC")
 OUTCOME_VALUES: tuple[str, ...] = ("converted", "churned")
 KIND_VALUES: tuple[str, ...] = ("lead", "customer")
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -346,12 +347,6 @@ class InputReport:
         data = asdict(self)
         data["as_of"] = None if self.as_of is None else self.as_of.isoformat()
         return data
-
-
-def as_utc(moment: pd.Timestamp | str | Any) -> pd.Timestamp:
-    """A point in time as a UTC timestamp; naive values are read as UTC."""
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def input_report(

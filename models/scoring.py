@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.schemas import as_utc
 from features.spec import FeatureDef
+from features.timeutil import as_utc
 from models.bands import BandRule, ScoreKind, score_from_probability
 from models.concepts import concept_map
 from models.explain import REASON_COLUMNS, explain

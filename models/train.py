@@ -38,7 +38,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from features.labels import Split, stratified_split, time_split
-from features.schemas import as_utc
+from features.timeutil import as_utc
 from models.bands import BAND_METADATA_KEY, choose_thresholds
 from models.calibration import fit_calibrator
 from models.evaluate import evaluate, feature_auc

@@ -30,10 +30,10 @@ from features.schemas import (
     VALIDATORS,
     ContractError,
     InputReport,
-    as_utc,
     clean_events,
     input_report,
 )
+from features.timeutil import as_utc
 from models.privacy import (
     PSEUDONYM_KEY_ENV,
     PseudonymKeyError,

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from features.schemas import as_utc
+from features.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.schemas import as_utc
 from features.synthetic import population as population_module
 from features.synthetic.expand import EVENTS_SCHEMA, ItemVocabulary, expand_block, ticket_ids
 from features.synthetic.population import draw_population, entities_table
 from features.synthetic.simulate import DAY_US, NEVER, ChunkHistory, simulate_chunk
 from features.synthetic.truth import draw_days, weights_summary
+from features.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from features.schemas import (
     MAX_SAMPLE_ROWS,
-    UTC_TIMESTAMP,
     ContractError,
     InputReport,
     clean_events,
@@ -19,6 +18,7 @@ from features.schemas import (
     validate_events,
     validate_outcomes,
 )
+from features.timeutil import UTC_TIMESTAMP
 
 SOURCE = "data/events.csv"
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from features.schemas import UTC_TIMESTAMP, ContractError
+from features.schemas import ContractError
+from features.timeutil import UTC_TIMESTAMP
 from pipelines import io
 from pipelines.io import (
     SourceNotFoundError,
