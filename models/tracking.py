@@ -1,7 +1,9 @@
-"""Every MLflow call of the project: runs, artifacts, registry and champion/challenger.
+"""MLflow runs: where they go, and logging training and recalibration runs.
 
 * One experiment per target (``leadscore-conversion``, ``leadscore-churn``), one
-  registered model per target (``conversion``, ``churn``).
+  registered model per target (``conversion``, ``churn``); the registry and
+  champion/challenger are in :mod:`models.tracking_registry`, erasure support in
+  :mod:`models.tracking_erasure`. Only ``models/tracking*`` imports mlflow.
 * A run logs parameters, the feature-set version and data fingerprint, all metrics
   of the model and of the rule baselines, and artifacts: calibration curve, lift
   chart, global SHAP summary, feature importance, model card, metrics and split.
@@ -10,12 +12,7 @@
   :class:`~models.model.TrainedModel` so scoring gets the booster back for
   ``pred_contrib``. No artifact holds entity ids; the SHAP summary is drawn on
   decorrelated rows (:func:`models.privacy.decorrelated_rows`), never real ones.
-* Erasure support (the functions at the end): find runs and
-  logged models whose artifacts hold given values, replace forgotten category levels
-  inside stored models, delete runs, and run ``mlflow gc`` so deleted runs are gone.
-* Promotion uses aliases: ``@champion`` only when the new version is at least as good
-  as the champion on the same out-of-time rows and beats the rule baseline;
-  otherwise it becomes ``@challenger``. The decision and its numbers are logged.
+* MLflow's anonymous usage telemetry is off unless the user chose otherwise.
 """
 
 from __future__ import annotations
@@ -29,21 +26,25 @@ import pickle
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+# MLflow starts its usage telemetry client when it is imported (``mlflow/__init__``
+# calls ``set_telemetry_client``), so the opt-out must be in the environment before
+# ``import mlflow``; setdefault keeps a user's explicit choice. The other tracking
+# modules import this one before mlflow for the same reason.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from models.bands import BAND_METADATA_KEY
-from models.evaluate import evaluate, flat_metrics
+from models.evaluate import flat_metrics
 from models.model import TrainedModel, write_report_files
 from models.privacy import decorrelated_rows
 from models.train import TrainResult
@@ -53,11 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 MODEL_ARTIFACT = "trained_model.pkl"
-#: Metrics shown by ``leadscore models`` and compared for promotion.
-KEY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
 _state: dict[str, str | None] = {"artifact_root": None}
 #: Categorical columns with more levels than this may identify people (names, e-mails):
 #: their values never appear in an input example.
@@ -135,9 +132,9 @@ def _pip_requirements() -> list[str]:
     return requirements
 
 
-def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def _flatten(params: Mapping[str, object], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
-    for key, value in settings.items():
+    for key, value in params.items():
         if isinstance(value, Mapping):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
@@ -216,7 +213,7 @@ def _without_real_rows(result: TrainResult, n_rows: int, seed: int) -> TrainResu
 
 def log_training_run(
     result: TrainResult,
-    run_settings: Mapping[str, Any] | None = None,
+    params: Mapping[str, object] | None = None,
     *,
     register: bool = True,
     shap_rows: int = 500,
@@ -226,7 +223,8 @@ def log_training_run(
 
     Args:
         result: What :func:`models.train.train_model` returned.
-        run_settings: Settings worth recording (nested dicts are flattened with dots).
+        params: Already filtered, safe-to-log run parameters (nested mappings are
+            flattened with dots, each logged as ``settings.<key>``).
         register: Register the model under the target's name.
         shap_rows: Validation rows sampled for the SHAP summary.
         seed: Seed of that sample.
@@ -247,9 +245,9 @@ def log_training_run(
                 "out_of_time": str(split["out_of_time"]).lower(),
             }
         )
-        params = {f"lgbm.{k}": str(v) for k, v in result.params.items()}
-        params.update(_flatten(run_settings or {}, "settings."))
-        params.update(
+        logged = {f"lgbm.{k}": str(v) for k, v in result.params.items()}
+        logged.update(_flatten(params or {}, "settings."))
+        logged.update(
             {
                 "feature_set_version": model.feature_set_version,
                 "data_fingerprint": result.data_fingerprint,
@@ -263,7 +261,7 @@ def log_training_run(
                 "label_definition": model.metadata.get("label_definition", "")[:500],
             }
         )
-        mlflow.log_params(params)
+        mlflow.log_params(logged)
         metrics = flat_metrics(result.metrics["model"])
         for name, values in result.metrics.items():
             if name != "model":
@@ -288,429 +286,8 @@ def log_training_run(
     return run.info.run_id, version_id
 
 
-@dataclass
-class PromotionDecision:
-    """Outcome of champion/challenger for one new version, with its numbers."""
-
-    target: str
-    version: str
-    promoted: bool
-    alias: str
-    previous_champion: str | None
-    reasons: list[str] = field(default_factory=list)
-    numbers: dict[str, float] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        """One line for logs and the CLI."""
-        verdict = "promoted to @champion" if self.promoted else "kept as @challenger"
-        return f"{self.target} v{self.version} {verdict}: " + "; ".join(self.reasons)
-
-
-def _champion_version(client: MlflowClient, name: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None
-
-
-def load_version(target: str, version_id: str) -> TrainedModel:
-    """The :class:`TrainedModel` of a registered version (booster included)."""
-    name = registered_name(target)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version_id}", dst_path=tmp
-        )
-        with open(Path(local) / "artifacts" / MODEL_ARTIFACT, "rb") as handle:
-            model: TrainedModel = pickle.load(handle)  # noqa: S301 - our own registry
-    model.metadata = {**model.metadata, "registered_version": version_id}
-    return model
-
-
-def load_champion(target: str) -> TrainedModel | None:
-    """The ``@champion`` of a target, or ``None`` (scoring then uses the rule score)."""
-    version_id = _champion_version(MlflowClient(), registered_name(target))
-    if version_id is None:
-        log.warning("no @champion for %s: scoring falls back to the rule score", target)
-        return None
-    model = load_version(target, version_id)
-    model.metadata["alias"] = CHAMPION
-    return model
-
-
-def decide_promotion(
-    result: TrainResult,
-    champion: TrainedModel | None,
-    *,
-    max_auc_drop: float = 0.0,
-    max_ece_increase: float = 0.005,
-) -> tuple[bool, list[str], dict[str, float]]:
-    """Compare a new model with the champion on the new validation rows and with the rules.
-
-    Args:
-        result: The new model's training result (its validation fold is the yardstick).
-        champion: The current champion, re-scored on that fold; ``None`` when none.
-        max_auc_drop: Largest AUC loss against the champion still accepted.
-        max_ece_increase: Largest ECE increase against the champion still accepted.
-
-    Returns:
-        Whether to promote, the reasons as sentences, and the numbers compared.
-    """
-    new = result.metrics["model"]
-    numbers = {"new_roc_auc": new["roc_auc"], "new_ece": new["ece"]}
-    reasons: list[str] = []
-    promote = True
-    for name in ("rule", "rule_recalibrated"):
-        if name not in result.metrics:
-            continue
-        rule_auc = result.metrics[name]["roc_auc"]
-        numbers[f"{name}_roc_auc"] = rule_auc
-        beats = new["roc_auc"] > rule_auc
-        promote &= beats
-        verb = "beats" if beats else "does not beat"
-        reasons.append(f"AUC {new['roc_auc']:.4f} {verb} the {name} score's {rule_auc:.4f}")
-    if champion is None:
-        reasons.append("there is no champion yet")
-        return promote, reasons, numbers
-    y = result.validation["label"].to_numpy()
-    old = evaluate(y, champion.predict_proba(result.validation_features))
-    numbers.update({"champion_roc_auc": old["roc_auc"], "champion_ece": old["ece"]})
-    auc_ok = new["roc_auc"] >= old["roc_auc"] - max_auc_drop
-    ece_ok = new["ece"] <= old["ece"] + max_ece_increase
-    promote &= auc_ok and ece_ok
-    reasons.append(
-        f"AUC {new['roc_auc']:.4f} against the champion's {old['roc_auc']:.4f} on the same "
-        f"rows ({'within' if auc_ok else 'beyond'} the allowed drop {max_auc_drop:g})"
-    )
-    reasons.append(
-        f"ECE {new['ece']:.4f} against {old['ece']:.4f} "
-        f"({'within' if ece_ok else 'beyond'} the allowed increase {max_ece_increase:g})"
-    )
-    return promote, reasons, numbers
-
-
-def register_and_promote(
-    result: TrainResult,
-    run_id: str,
-    version_id: str,
-    *,
-    max_auc_drop: float = 0.0,
-    max_ece_increase: float = 0.005,
-) -> PromotionDecision:
-    """Champion/challenger for a newly registered version, with aliases.
-
-    Args:
-        result: The new version's training result.
-        run_id: Its run (the decision is logged there).
-        version_id: Its registered version.
-        max_auc_drop: ``model.champion_max_auc_drop``.
-        max_ece_increase: ``model.champion_max_ece_increase``.
-
-    Returns:
-        The decision; ``@champion`` or ``@challenger`` now points at the version.
-    """
-    client = MlflowClient()
-    name = registered_name(result.target)
-    previous = _champion_version(client, name)
-    champion = load_version(result.target, previous) if previous not in (None, version_id) else None
-    promote, reasons, numbers = decide_promotion(
-        result, champion, max_auc_drop=max_auc_drop, max_ece_increase=max_ece_increase
-    )
-    alias = CHAMPION if promote else CHALLENGER
-    client.set_registered_model_alias(name, alias, version_id)
-    decision = PromotionDecision(
-        result.target, version_id, promote, alias, previous, reasons, numbers
-    )
-    client.set_model_version_tag(name, version_id, "decision", alias)
-    client.set_tag(run_id, "promotion", alias)
-    for key, value in numbers.items():
-        client.log_metric(run_id, f"promotion_{key}", float(value))
-    client.log_dict(run_id, asdict(decision), "promotion.json")
-    log.info("%s", decision.summary())
-    return decision
-
-
-def list_models(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFrame:
-    """Registered versions with their aliases and key validation metrics, newest first.
-
-    Returns:
-        Columns ``model``, ``version``, ``aliases``, ``created``, ``run_id``,
-        ``feature_set_version``, ``out_of_time``, the :data:`KEY_METRICS` and
-        ``rule_roc_auc``.
-    """
-    client = MlflowClient()
-    rows = []
-    for target in targets:
-        name = registered_name(target)
-        try:
-            versions = client.search_model_versions(f"name = '{name}'")
-            aliases = client.get_registered_model(name).aliases or {}
-        except MlflowException:
-            continue
-        for mv in versions:
-            run = client.get_run(mv.run_id) if mv.run_id else None
-            metrics = run.data.metrics if run else {}
-            tags = run.data.tags if run else {}
-            row = {
-                "model": name,
-                "version": int(mv.version),
-                "aliases": ", ".join(
-                    sorted(a for a, v in aliases.items() if str(v) == str(mv.version))
-                ),
-                "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
-                "run_id": mv.run_id,
-                "feature_set_version": tags.get("feature_set_version", ""),
-                "out_of_time": tags.get("out_of_time", ""),
-            }
-            row.update({k: metrics.get(k, np.nan) for k in KEY_METRICS})
-            row["rule_roc_auc"] = metrics.get("rule_roc_auc", np.nan)
-            rows.append(row)
-    columns = [
-        "model",
-        "version",
-        "aliases",
-        "created",
-        "run_id",
-        "feature_set_version",
-        "out_of_time",
-        *KEY_METRICS,
-        "rule_roc_auc",
-    ]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.sort_values(["model", "version"], ascending=[True, False], ignore_index=True)
-
-
-# --- erasure -----------------------------------------------------------------------
-
-
-@dataclass
-class ArtifactHit:
-    """A run or logged model whose artifacts hold some of the searched values.
-
-    Attributes:
-        kind: ``run`` or ``logged_model``.
-        id: The run id or logged model id.
-        target: ``conversion`` or ``churn``.
-        files: Artifact paths (relative) that matched; never the values themselves.
-    """
-
-    kind: str
-    id: str
-    target: str
-    files: list[str] = field(default_factory=list)
-
-
-def _experiments(targets: tuple[str, ...]) -> list[tuple[str, str]]:
-    found = []
-    for target in targets:
-        experiment = mlflow.get_experiment_by_name(experiment_name(target))
-        if experiment is not None:
-            found.append((target, experiment.experiment_id))
-    return found
-
-
-def _matching_files(folder: Path, needles: list[bytes]) -> list[str]:
-    hits = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        if any(needle in data for needle in needles):
-            hits.append(path.relative_to(folder).as_posix())
-    return hits
-
-
-def find_artifacts_containing(
-    values: list[str], targets: tuple[str, ...] = ("conversion", "churn")
-) -> list[ArtifactHit]:
-    """Runs and logged models (deleted ones too) whose artifact bytes contain a value.
-
-    Every artifact is downloaded to a temporary folder and searched byte for byte
-    (UTF-8), pickles included, so nothing escapes because of its format.
-
-    Args:
-        values: Raw ids and attribute values to look for (empty strings are skipped).
-        targets: Experiments to search.
-
-    Returns:
-        One hit per run or logged model with at least one matching file.
-    """
-    from mlflow.entities import ViewType
-
-    needles = [v.encode("utf-8") for v in dict.fromkeys(values) if v]
-    if not needles:
-        return []
-    client = MlflowClient()
-    hits = []
-    for target, experiment_id in _experiments(targets):
-        runs = client.search_runs([experiment_id], run_view_type=ViewType.ALL)
-        sources = [("run", r.info.run_id, {"run_id": r.info.run_id}) for r in runs]
-        sources += [
-            ("logged_model", m.model_id, {"artifact_uri": m.artifact_location})
-            for m in client.search_logged_models(experiment_ids=[experiment_id])
-        ]
-        for kind, identifier, where in sources:
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    local = mlflow.artifacts.download_artifacts(**where, dst_path=tmp)
-                except (MlflowException, OSError):  # artifacts already collected
-                    continue
-                files = _matching_files(Path(local), needles)
-            if files:
-                hits.append(ArtifactHit(kind, identifier, target, files))
-    return hits
-
-
-def _local_path(artifact_uri: str) -> Path | None:
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(parsed.path)
-    return Path(artifact_uri) if parsed.scheme == "" else None
-
-
-def _replaced(items: list[Any], replacements: Mapping[str, str]) -> tuple[list[Any], int]:
-    out = [replacements.get(v, v) if isinstance(v, str) else v for v in items]
-    return out, sum(a != b for a, b in zip(items, out, strict=True))
-
-
-def replace_model_levels(
-    replacements: Mapping[str, str], targets: tuple[str, ...] = ("conversion", "churn")
-) -> list[dict[str, Any]]:
-    """Replace forgotten category levels inside every stored model, in place.
-
-    A categorical fit attribute keeps its training levels in the model (our
-    ``categorical_levels``, the feature profile and LightGBM's ``pandas_categorical``).
-    A level unique to a forgotten person (a company name) is personal data. Each
-    such level is swapped for its replacement at the same position in all three
-    lists, so category codes, and therefore every other entity's score, stay exactly
-    the same. Only local (``file:``) artifact stores can be rewritten.
-
-    Args:
-        replacements: Raw value -> replacement (e.g. a pseudonym).
-        targets: Experiments to search.
-
-    Returns:
-        One ``{"target", "model_id", "levels_replaced"}`` per model rewritten.
-    """
-    if not replacements:
-        return []
-    client = MlflowClient()
-    rewritten = []
-    for target, experiment_id in _experiments(targets):
-        for logged in client.search_logged_models(experiment_ids=[experiment_id]):
-            folder = _local_path(logged.artifact_location)
-            path = folder / "artifacts" / MODEL_ARTIFACT if folder else None
-            if path is None or not path.is_file():
-                continue
-            with open(path, "rb") as handle:
-                model: TrainedModel = pickle.load(handle)  # noqa: S301 - our own registry
-            count = 0
-            for name, levels in model.categorical_levels.items():
-                model.categorical_levels[name], n = _replaced(levels, replacements)
-                count += n
-                stats = model.metadata.get("feature_profile", {}).get(name, {})
-                if "top_levels" in stats:
-                    stats["top_levels"], _ = _replaced(stats["top_levels"], replacements)
-            booster_levels = getattr(model.booster, "pandas_categorical", None) or []
-            model.booster.pandas_categorical = [
-                _replaced(list(levels), replacements)[0] for levels in booster_levels
-            ]
-            if count:
-                _write_bytes_atomic(path, pickle.dumps(model))
-                rewritten.append(
-                    {"target": target, "model_id": logged.model_id, "levels_replaced": count}
-                )
-    return rewritten
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def delete_hits(hits: list[ArtifactHit]) -> dict[str, list[str]]:
-    """Mark the runs and logged models of ``hits`` deleted, with their model versions.
-
-    They disappear for real at the next :func:`collect_garbage`.
-
-    Returns:
-        ``{"runs": [...], "logged_models": [...], "model_versions": ["churn v3", ...]}``.
-    """
-    client = MlflowClient()
-    deleted: dict[str, list[str]] = {"runs": [], "logged_models": [], "model_versions": []}
-    run_ids = {h.id for h in hits if h.kind == "run"}
-    model_ids = {h.id for h in hits if h.kind == "logged_model"}
-    for target in {h.target for h in hits}:
-        name = registered_name(target)
-        try:
-            versions = client.search_model_versions(f"name = '{name}'")
-        except MlflowException:
-            versions = []
-        for mv in versions:
-            if mv.run_id in run_ids or getattr(mv, "model_id", None) in model_ids:
-                client.delete_model_version(name, mv.version)
-                deleted["model_versions"].append(f"{name} v{mv.version}")
-    for model_id in sorted(model_ids):
-        client.delete_logged_model(model_id)
-        deleted["logged_models"].append(model_id)
-    for run_id in sorted(run_ids):
-        client.delete_run(run_id)
-        deleted["runs"].append(run_id)
-    return deleted
-
-
-def collect_garbage(tracking_uri: str) -> None:
-    """Run ``mlflow gc`` on the store: deleted runs and logged models go for good.
-
-    The venv's ``mlflow`` command is used (MLflow has no public Python API for it).
-    A SQLite store is then vacuumed, so deleted rows do not linger in free pages.
-
-    Raises:
-        RuntimeError: ``mlflow gc`` failed; the message quotes its last output lines.
-    """
-    import sqlite3
-    import subprocess
-    import sys
-
-    command = Path(sys.executable).with_name("mlflow")
-    args = [str(command)] if command.exists() else [sys.executable, "-m", "mlflow"]
-    args += ["gc", "--backend-store-uri", tracking_uri]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)  # noqa: S603
-    if done.returncode != 0:
-        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise RuntimeError(f"mlflow gc on {tracking_uri} failed (exit {done.returncode}): {tail}")
-    if tracking_uri.startswith("sqlite:///"):
-        connection = sqlite3.connect(tracking_uri.removeprefix("sqlite:///"))
-        try:
-            connection.execute("VACUUM")
-        finally:
-            connection.close()
-    log.info("mlflow gc done on %s", tracking_uri)
-
-
-def model_versions_with_windows(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFrame:
-    """Registered versions with the last training cutoff of each (``last_cutoff``, UTC).
-
-    Returns:
-        :func:`list_models` columns plus ``last_cutoff`` (NaT when unknown).
-    """
-    frame = list_models(targets)
-    client = MlflowClient()
-    last = []
-    for run_id in frame["run_id"]:
-        window = client.get_run(run_id).data.params.get("validation_window", "") if run_id else ""
-        end = window.rpartition(" to ")[2]
-        last.append(pd.Timestamp(end, tz="UTC") if end else pd.NaT)
-    return frame.assign(last_cutoff=pd.Series(last, index=frame.index, dtype="datetime64[ns, UTC]"))
-
-
 def log_recalibration(
-    result: RecalibrationResult, run_settings: Mapping[str, Any] | None = None
+    result: RecalibrationResult, params: Mapping[str, object] | None = None
 ) -> str:
     """Log a rule recalibration: its settings, holdout metrics, new points and report.
 
@@ -718,7 +295,8 @@ def log_recalibration(
 
     Args:
         result: What :func:`models.recalibrate.recalibrate` returned.
-        run_settings: Settings worth recording (nested dicts are flattened with dots).
+        params: Already filtered, safe-to-log run parameters (nested mappings are
+            flattened with dots, each logged as ``settings.<key>``).
 
     Returns:
         The run id.
@@ -729,12 +307,12 @@ def log_recalibration(
         run_name=f"{rules}-{result.target}",
     ) as run:
         mlflow.set_tags({"rules": rules, "target": result.target})
-        params = {f"recalibration.{k}": str(v)[:500] for k, v in result.settings.items()}
-        params.update(_flatten(run_settings or {}, "settings."))
+        logged = {f"recalibration.{k}": str(v)[:500] for k, v in result.settings.items()}
+        logged.update(_flatten(params or {}, "settings."))
         for part in ("training", "holdout"):
             dates = result.split[f"{part}_cutoffs"]
-            params[f"{part}_cutoffs"] = f"{dates[0]} to {dates[-1]} ({len(dates)} dates)"
-        mlflow.log_params(params)
+            logged[f"{part}_cutoffs"] = f"{dates[0]} to {dates[-1]} ({len(dates)} dates)"
+        mlflow.log_params(logged)
         metrics = result.flat_metrics()
         metrics.update(
             {f"rows_{k.removeprefix('n_')}": float(v) for k, v in result.split.items()

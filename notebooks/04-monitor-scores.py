@@ -63,7 +63,7 @@ from IPython.display import Markdown, display
 
 from features.build import build_snapshots
 from features.synthetic import generate, source_paths
-from models import tracking
+from models import tracking, tracking_registry
 from models.drift import psi, psi_table
 from models.plots import band_moves_figure, band_transition_table, psi_figure
 from pipelines import steps
@@ -210,7 +210,7 @@ psi_figure(
 
 # %%
 tracking.configure(settings.tracking_uri)
-versions = tracking.list_models()
+versions = tracking_registry.list_models()
 versions[
     ["model", "version", "aliases", "created", "roc_auc", "rule_roc_auc", "ece", "lift_top_decile"]
 ]

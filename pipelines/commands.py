@@ -143,10 +143,10 @@ def train(settings: Settings, target: str, as_of: str | None, console: Console) 
 
 def list_models(settings: Settings, console: Console) -> None:
     """Print registered versions, aliases and key metrics."""
-    from models import tracking
+    from models import tracking, tracking_registry
 
     tracking.configure(settings.tracking_uri)
-    console.print(tracking.list_models().to_string(index=False))
+    console.print(tracking_registry.list_models().to_string(index=False))
 
 
 def recalibrate(

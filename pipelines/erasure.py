@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import make_url
 
-from features.timeutil import as_utc
+from features.schemas import as_utc
 from models.privacy import PSEUDONYM_KEY_ENV, pseudonymise_one, resolve_pseudonym_key
 from pipelines.board import render_board
 from pipelines.io import (
@@ -353,15 +353,15 @@ def _erase_mlflow(settings: Settings, identity: Identity, collect: bool) -> dict
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return {"store": "none yet", "models_trained_with_data": []}
-    from models import tracking
+    from models import tracking, tracking_erasure, tracking_registry
 
     tracking.configure(uri)
-    rewritten = tracking.replace_model_levels(identity.unique_values)
-    hits = tracking.find_artifacts_containing(identity.needles)
-    deleted = tracking.delete_hits(hits)
+    rewritten = tracking_erasure.replace_model_levels(identity.unique_values)
+    hits = tracking_erasure.find_artifacts_containing(identity.needles)
+    deleted = tracking_erasure.delete_hits(hits)
     if collect:
-        tracking.collect_garbage(uri)
-    versions = tracking.model_versions_with_windows()
+        tracking_erasure.collect_garbage(uri)
+    versions = tracking_registry.model_versions_with_windows()
     if identity.earliest_created is not None and len(versions):
         # A version used the entity when it existed before the version's last cutoff.
         unknown = versions["last_cutoff"].isna()

@@ -99,7 +99,7 @@ def training_frame(
 def train(settings: Settings, inputs: LoadedInputs, target: str, as_of: pd.Timestamp) -> dict:
     """Train, log and register one target; promote only when it wins."""
     from features.labels import label_definition
-    from models import tracking
+    from models import tracking, tracking_registry
     from models.rules import RuleScore
     from models.train import train_model
 
@@ -128,7 +128,7 @@ def train(settings: Settings, inputs: LoadedInputs, target: str, as_of: pd.Times
     )
     tracking.configure(settings.tracking_uri)
     run_id, version = tracking.log_training_run(result, settings.model_dump(mode="json"))
-    decision = tracking.register_and_promote(
+    decision = tracking_registry.register_and_promote(
         result,
         run_id,
         version,
@@ -176,10 +176,10 @@ def trained_for_date(settings: Settings, target: str, as_of: pd.Timestamp) -> st
 
 def load_champions(settings: Settings) -> dict[str, Any]:
     """The ``@champion`` of each target, or ``None`` (scoring then uses the rules)."""
-    from models import tracking
+    from models import tracking, tracking_registry
 
     tracking.configure(settings.tracking_uri)
-    return {target: tracking.load_champion(target) for target in TARGETS}
+    return {target: tracking_registry.load_champion(target) for target in TARGETS}
 
 
 def read_previous(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame | None:
@@ -302,7 +302,7 @@ def retrain_due(
     Returns:
         ``(due, reason)``.
     """
-    from features.timeutil import as_utc
+    from features.schemas import as_utc
 
     del features
     if trained_already is not None:

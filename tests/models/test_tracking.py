@@ -1,3 +1,7 @@
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -5,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from models import tracking
+from models import tracking, tracking_registry
 from models.train import train_model
 from tests.models.conftest import PointsRule
 
@@ -33,7 +37,7 @@ def store(tmp_path_factory, trained):
     run_id, version = tracking.log_training_run(
         trained, {"labels": {"conversion_horizon_days": 30}, "seed": 42}
     )
-    decision = tracking.register_and_promote(trained, run_id, version)
+    decision = tracking_registry.register_and_promote(trained, run_id, version)
     return {"uri": uri, "root": root, "run_id": run_id, "version": version, "decision": decision}
 
 
@@ -76,7 +80,7 @@ def test_first_version_becomes_champion_and_loads_with_its_booster(store, client
     assert decision.promoted and decision.alias == "champion"
     assert decision.previous_champion is None
     assert str(client.get_model_version_by_alias("conversion", "champion").version) == "1"
-    champion = tracking.load_champion("conversion")
+    champion = tracking_registry.load_champion("conversion")
     features = trained.validation_features.head(20)
     np.testing.assert_allclose(
         champion.predict_proba(features), trained.model.predict_proba(features)
@@ -84,7 +88,7 @@ def test_first_version_becomes_champion_and_loads_with_its_booster(store, client
     contributions = champion.booster.predict(champion.prepare(features), pred_contrib=True)
     assert contributions.shape == (20, len(champion.feature_names) + 1)
     assert champion.metadata["registered_version"] == "1"
-    assert tracking.load_champion("churn") is None
+    assert tracking_registry.load_champion("churn") is None
 
 
 def test_worse_challenger_does_not_take_champion(store, client, training_data):
@@ -94,7 +98,7 @@ def test_worse_challenger_does_not_take_champion(store, client, training_data):
         params={"num_boost_round": 1, "num_leaves": 2, "early_stopping_rounds": 1},
     )  # fmt: skip
     run_id, version = tracking.log_training_run(worse)
-    decision = tracking.register_and_promote(worse, run_id, version)
+    decision = tracking_registry.register_and_promote(worse, run_id, version)
     assert not decision.promoted and decision.alias == "challenger"
     assert decision.previous_champion == "1"
     assert decision.numbers["new_roc_auc"] < decision.numbers["champion_roc_auc"]
@@ -106,7 +110,7 @@ def test_worse_challenger_does_not_take_champion(store, client, training_data):
     assert logged["numbers"]["champion_roc_auc"] == pytest.approx(
         decision.numbers["champion_roc_auc"]
     )
-    listing = tracking.list_models(("conversion",))
+    listing = tracking_registry.list_models(("conversion",))
     assert list(listing["version"][:2]) == [int(version), 1]
     assert listing.set_index("version").loc[1, "aliases"] == "champion"
     assert listing["roc_auc"].notna().all()
@@ -123,26 +127,11 @@ def test_no_artifact_holds_an_entity_id(store, client, training_data):
     assert ids.str.startswith("ent-0-").all()
 
 
-def test_promotion_thresholds(trained):
-    same = tracking.decide_promotion(trained, trained.model)
-    assert same[0], same[1]
-    stricter = tracking.decide_promotion(trained, trained.model, max_ece_increase=-0.001)
-    assert not stricter[0]
-    assert any("ECE" in reason and "beyond" in reason for reason in stricter[1])
-
-
-def test_model_must_beat_the_rule(trained):
-    rule_wins = {**trained.metrics, "rule": {**trained.metrics["rule"], "roc_auc": 0.99}}
-    result = type(trained)(**{**trained.__dict__, "metrics": rule_wins})
-    promote, reasons, _ = tracking.decide_promotion(result, None)
-    assert not promote and "does not beat the rule" in reasons[0]
-
-
 @pytest.mark.service
 def test_training_against_a_real_mlflow_server(mlflow_server, trained):
     tracking.configure(mlflow_server["url"])
     run_id, version = tracking.log_training_run(trained)
-    decision = tracking.register_and_promote(trained, run_id, version)
+    decision = tracking_registry.register_and_promote(trained, run_id, version)
     client = MlflowClient(tracking_uri=mlflow_server["url"], registry_uri=mlflow_server["url"])
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -154,4 +143,34 @@ def test_training_against_a_real_mlflow_server(mlflow_server, trained):
     assert str(client.get_model_version_by_alias("conversion", "champion").version) == version
     stored = [p.name for p in Path(mlflow_server["artifacts"]).rglob("*") if p.is_file()]
     assert "model_card.md" in stored and "trained_model.pkl" in stored
-    assert tracking.load_champion("conversion").metadata["registered_version"] == version
+    assert tracking_registry.load_champion("conversion").metadata["registered_version"] == version
+
+
+_TELEMETRY_PROBE = """
+import json, os
+import models.tracking_registry  # imports models.tracking first, then mlflow
+from mlflow.telemetry import get_telemetry_client
+from mlflow.telemetry.utils import is_telemetry_disabled
+print(json.dumps({
+    "client": get_telemetry_client() is not None,
+    "disabled": is_telemetry_disabled(),
+    "env": os.environ.get("MLFLOW_DISABLE_TELEMETRY"),
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("user_choice", "expected_env"),
+    [({}, "true"), ({"MLFLOW_DISABLE_TELEMETRY": "false"}, "false")],
+)
+def test_mlflow_telemetry_is_off_from_import_unless_the_user_chose(user_choice, expected_env):
+    # A fresh interpreter with a bare environment: no pytest or CI variable that would
+    # make MLflow switch telemetry off by itself.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    env.update(user_choice)
+    root = Path(__file__).resolve().parents[2]
+    probe = [sys.executable, "-c", _TELEMETRY_PROBE]
+    done = subprocess.run(probe, cwd=root, env=env, capture_output=True, text=True, check=True)
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["env"] == expected_env  # setdefault keeps the user's explicit value
+    assert state["disabled"] and not state["client"]

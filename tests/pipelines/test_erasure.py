@@ -167,10 +167,10 @@ def test_forget_erases_three_entities_from_every_store_and_nothing_else(populati
     }
     champion_features = before["features"][out / "features" / f"as_of={SECOND_RUN}.parquet"]
     steps.load_champions(settings)  # configures MLflow
-    from models import tracking
+    from models import tracking_registry
 
-    newest = tracking.list_models().iloc[0]
-    champion = tracking.load_version(newest["model"], str(newest["version"]))
+    newest = tracking_registry.list_models().iloc[0]
+    champion = tracking_registry.load_version(newest["model"], str(newest["version"]))
     expected = champion.predict_proba(champion_features)
 
     receipt, path = forget(settings, gone)
@@ -203,7 +203,7 @@ def test_forget_erases_three_entities_from_every_store_and_nothing_else(populati
     for p, rows in before["board"].items():
         assert _board_rows(p) == [r for r in rows if r["id"] not in gone]
     # The model's forgotten company names were replaced, not removed: same scores.
-    scrubbed = tracking.load_version(newest["model"], str(newest["version"]))
+    scrubbed = tracking_registry.load_version(newest["model"], str(newest["version"]))
     np.testing.assert_array_equal(scrubbed.predict_proba(champion_features), expected)
     con = duckdb.connect(str(out / "leadscore.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM lead_scores").fetchall()[0][0] == len(entities) - 3

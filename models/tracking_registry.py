@@ -1,0 +1,175 @@
+"""The MLflow model registry: champion/challenger aliases, loading and listing versions.
+
+* One registered model per target (``conversion``, ``churn``); versions are created
+  by :func:`models.tracking.log_training_run`.
+* Promotion uses aliases: ``@champion`` only when the new version is at least as good
+  as the champion on the same out-of-time rows and beats the rule baseline
+  (:func:`models.promotion.decide_promotion`); otherwise it becomes ``@challenger``.
+  The decision and its numbers are logged on the version's run.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+# models.tracking switches MLflow's usage telemetry off: it must be imported before mlflow.
+from models.tracking import MODEL_ARTIFACT, registered_name  # isort: skip
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from models.model import TrainedModel
+from models.promotion import PromotionDecision, decide_promotion
+from models.train import TrainResult
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: Metrics shown by ``leadscore models`` and compared for promotion.
+KEY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
+
+
+def _champion_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def load_version(target: str, version_id: str) -> TrainedModel:
+    """The :class:`TrainedModel` of a registered version (booster included)."""
+    name = registered_name(target)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version_id}", dst_path=tmp
+        )
+        with open(Path(local) / "artifacts" / MODEL_ARTIFACT, "rb") as handle:
+            model: TrainedModel = pickle.load(handle)  # noqa: S301 - our own registry
+    model.metadata = {**model.metadata, "registered_version": version_id}
+    return model
+
+
+def load_champion(target: str) -> TrainedModel | None:
+    """The ``@champion`` of a target, or ``None`` (scoring then uses the rule score)."""
+    version_id = _champion_version(MlflowClient(), registered_name(target))
+    if version_id is None:
+        log.warning("no @champion for %s: scoring falls back to the rule score", target)
+        return None
+    model = load_version(target, version_id)
+    model.metadata["alias"] = CHAMPION
+    return model
+
+
+def register_and_promote(
+    result: TrainResult,
+    run_id: str,
+    version_id: str,
+    *,
+    max_auc_drop: float = 0.0,
+    max_ece_increase: float = 0.005,
+) -> PromotionDecision:
+    """Champion/challenger for a newly registered version, with aliases.
+
+    Args:
+        result: The new version's training result.
+        run_id: Its run (the decision is logged there).
+        version_id: Its registered version.
+        max_auc_drop: ``model.champion_max_auc_drop``.
+        max_ece_increase: ``model.champion_max_ece_increase``.
+
+    Returns:
+        The decision; ``@champion`` or ``@challenger`` now points at the version.
+    """
+    client = MlflowClient()
+    name = registered_name(result.target)
+    previous = _champion_version(client, name)
+    champion = load_version(result.target, previous) if previous not in (None, version_id) else None
+    promote, reasons, numbers = decide_promotion(
+        result, champion, max_auc_drop=max_auc_drop, max_ece_increase=max_ece_increase
+    )
+    alias = CHAMPION if promote else CHALLENGER
+    client.set_registered_model_alias(name, alias, version_id)
+    decision = PromotionDecision(
+        result.target, version_id, promote, alias, previous, reasons, numbers
+    )
+    client.set_model_version_tag(name, version_id, "decision", alias)
+    client.set_tag(run_id, "promotion", alias)
+    for key, value in numbers.items():
+        client.log_metric(run_id, f"promotion_{key}", float(value))
+    client.log_dict(run_id, asdict(decision), "promotion.json")
+    log.info("%s", decision.summary())
+    return decision
+
+
+def list_models(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFrame:
+    """Registered versions with their aliases and key validation metrics, newest first.
+
+    Returns:
+        Columns ``model``, ``version``, ``aliases``, ``created``, ``run_id``,
+        ``feature_set_version``, ``out_of_time``, the :data:`KEY_METRICS` and
+        ``rule_roc_auc``.
+    """
+    client = MlflowClient()
+    rows = []
+    for target in targets:
+        name = registered_name(target)
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+            aliases = client.get_registered_model(name).aliases or {}
+        except MlflowException:
+            continue
+        for mv in versions:
+            run = client.get_run(mv.run_id) if mv.run_id else None
+            metrics = run.data.metrics if run else {}
+            tags = run.data.tags if run else {}
+            row = {
+                "model": name,
+                "version": int(mv.version),
+                "aliases": ", ".join(
+                    sorted(a for a, v in aliases.items() if str(v) == str(mv.version))
+                ),
+                "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
+                "run_id": mv.run_id,
+                "feature_set_version": tags.get("feature_set_version", ""),
+                "out_of_time": tags.get("out_of_time", ""),
+            }
+            row.update({k: metrics.get(k, np.nan) for k in KEY_METRICS})
+            row["rule_roc_auc"] = metrics.get("rule_roc_auc", np.nan)
+            rows.append(row)
+    columns = [
+        "model",
+        "version",
+        "aliases",
+        "created",
+        "run_id",
+        "feature_set_version",
+        "out_of_time",
+        *KEY_METRICS,
+        "rule_roc_auc",
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["model", "version"], ascending=[True, False], ignore_index=True)
+
+
+def model_versions_with_windows(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFrame:
+    """Registered versions with the last training cutoff of each (``last_cutoff``, UTC).
+
+    Returns:
+        :func:`list_models` columns plus ``last_cutoff`` (NaT when unknown).
+    """
+    frame = list_models(targets)
+    client = MlflowClient()
+    last = []
+    for run_id in frame["run_id"]:
+        window = client.get_run(run_id).data.params.get("validation_window", "") if run_id else ""
+        end = window.rpartition(" to ")[2]
+        last.append(pd.Timestamp(end, tz="UTC") if end else pd.NaT)
+    return frame.assign(last_cutoff=pd.Series(last, index=frame.index, dtype="datetime64[ns, UTC]"))
