@@ -5,7 +5,7 @@ Every feature is computed here straight from its definition in
 deduplicated, the latest NPS answer found by sorting), with vectorised group-bys
 and no loop over entities. It is slower than :func:`features.build.build_features`
 but obviously right, and it is the pandas side of ``benchmarks/features.py``.
-Only the final shaping (:func:`features.build.finish_table`) is shared.
+Only the final shaping (:func:`features.table.finish_table`) is shared.
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.build import (
-    check_events_frame,
-    columns_for,
-    existing_entities,
-    finish_table,
-    fit_columns,
-)
+from features.backend import check_events_frame
 from features.engine import (
     ACTIVE_DAYS_WINDOW,
     EMAIL_BOUNCED,
@@ -44,6 +38,7 @@ from features.engine import (
 )
 from features.pivot import nps_classes
 from features.spec import FeatureSpec, safe_name
+from features.table import columns_for, existing_entities, finish_table, fit_columns
 from features.timeutil import engine_timestamp
 
 ONE_DAY = pd.Timedelta(days=1)

@@ -263,7 +263,7 @@ def absent_columns_warning(target: str, model: TrainedModel, columns: Iterable[s
 
     Those columns are scored as missing. A renamed or dropped source column does this,
     and so does a text column that has become different for most entities (no longer a
-    fit attribute, see :func:`features.build.fit_columns`).
+    fit attribute, see :func:`features.table.fit_columns`).
     """
     present = set(columns)
     absent = [name for name in model.feature_names if name not in present]

@@ -229,8 +229,8 @@ def rule_scores(
 
 def score(settings, inputs, features, champions, previous, as_of):  # noqa: ANN001, ANN201
     """Score every entity with the champions (or the rules), with reasons."""
-    from features.build import fit_columns
     from features.spec import feature_catalog
+    from features.table import fit_columns
     from models.bands import band_rule_for_models
     from models.scoring import score_entities
 

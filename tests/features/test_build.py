@@ -9,10 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.build import build_features, build_snapshots, event_types_seen, fit_columns
+from features.backend import event_types_seen
+from features.build import build_features, build_snapshots
 from features.pivot import zeros_in_small_pages
 from features.reference import build_features_pandas
 from features.spec import FeatureSpec, feature_catalog
+from features.table import fit_columns
 
 US = pd.Timedelta(microseconds=1)
 DAY = pd.Timedelta(days=1)

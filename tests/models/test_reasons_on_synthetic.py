@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from features.build import fit_columns
 from features.spec import feature_catalog
 from features.synthetic import generate, source_paths, true_weights
+from features.table import fit_columns
 from models.concepts import concept_map
 from models.explain import explain
 from models.train import train_model

@@ -128,7 +128,7 @@ def test_no_mlflow_artifact_holds_a_raw_entity_id(population):
     db = (population["settings"].output.dir / "mlflow.db").read_bytes()
     assert not any(v.encode() in db for v in entities["entity_id"])
     # A text attribute unique to each entity is never a fit attribute
-    # (features.build.fit_columns), so no model, example, plot or report holds it.
+    # (features.table.fit_columns), so no model, example, plot or report holds it.
     assert _found(artifact_root, list(entities["company"])) == {}
 
 
