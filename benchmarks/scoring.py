@@ -55,8 +55,9 @@ from models.bands import (  # noqa: E402
     score_from_probability,
 )
 from models.concepts import concept_map  # noqa: E402
+from models.entity_status import SCORED  # noqa: E402
 from models.model import TrainedModel  # noqa: E402
-from models.scoring import SCORED, score_entities  # noqa: E402
+from models.scoring import score_entities  # noqa: E402
 from models.train import DEFAULT_PARAMS  # noqa: E402
 
 
@@ -151,7 +152,7 @@ def main() -> None:
             out = score_entities(
                 features, entities, models, rules, rule, catalog, previous, AS_OF,
                 tolerance=2.0, num_threads=2, with_reasons=with_reasons,
-            )  # fmt: skip
+            ).frame  # fmt: skip
         is_fresh = (out["reasons_computed_at"] == out["scored_at"]).to_numpy(bool)
         fresh = int(is_fresh.sum())
         results[name] = {**m, "fresh": fresh, "rows": len(out)}

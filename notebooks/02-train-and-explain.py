@@ -176,7 +176,8 @@ result.importance.head(15).set_index("feature")
 # %%
 features = steps.build_features(settings, inputs, run_date)
 champions = {"conversion": result.model, "churn": None}
-scored = steps.score(settings, inputs, features, champions, None, run_date)
+scoring = steps.score(settings, inputs, features, champions, None, run_date)
+scored = scoring.frame
 leads = scored[(scored["kind"] == "lead") & (scored["status"] == "scored")]
 leads = leads.sort_values("score", ascending=False, ignore_index=True)
 picked = leads.iloc[[0, len(leads) // 2, len(leads) - 1]]
@@ -199,4 +200,4 @@ for lead in picked.itertuples():
 # `high`), the same rule the nightly run applies:
 
 # %%
-scored.attrs["band_rule"]
+scoring.band_rule.describe()

@@ -159,7 +159,7 @@ def board_header(scored: pd.DataFrame, as_of: date, band_rule: str | None) -> di
         "not_scored": [(str(why), int(n)) for why, n in not_scored.items()],
         "model_versions": sorted(versions),
         "score_sources": {str(k): int(v) for k, v in sources.items()},
-        "band_rule": band_rule or scored.attrs.get("band_rule") or DEFAULT_BAND_RULE,
+        "band_rule": band_rule or DEFAULT_BAND_RULE,
     }
 
 
@@ -179,8 +179,8 @@ def render_board(scored: pd.DataFrame, as_of: date, band_rule: str | None = None
     Args:
         scored: The scored frame (one row per entity, see ``models.scoring``).
         as_of: The run date shown in the title.
-        band_rule: One sentence on how bands are assigned; defaults to
-            ``scored.attrs["band_rule"]`` or a generic description.
+        band_rule: One sentence on how bands are assigned
+            (``models.bands.BandRule.describe``); defaults to a generic description.
 
     Returns:
         The HTML text.

@@ -194,7 +194,8 @@ def _run_nightly(
             )
         champions = _retrain(settings, inputs, run_date, due, decisions, champions)
     previous = _step("read previous scores", read_previous_task, settings, run_date)
-    scored = _step("score", score_task, settings, inputs, features, champions, previous, run_date)
+    result = _step("score", score_task, settings, inputs, features, champions, previous, run_date)
+    scored = result.frame
     if allow_retrain:
         # Drift is measured on this run's scores, so it needs a first scoring; only
         # targets with a drifting champion are retrained, and then everything is re-scored.
@@ -210,15 +211,16 @@ def _run_nightly(
                 decisions[target] = why
         if any(due.values()):
             champions = _retrain(settings, inputs, run_date, due, decisions, champions)
-            scored = _step(
+            result = _step(
                 "score", score_task, settings, inputs, features, champions, previous, run_date
             )
+            scored = result.frame
     summary = _step(
         "summarise",
         steps.summarise,
         settings, inputs, features, scored, champions, decisions, retention, run_date,
     )  # fmt: skip
-    paths = _step("write outputs", write_outputs_task, settings, scored, previous, run_date)
+    paths = _step("write outputs", write_outputs_task, settings, result, previous, run_date)
     summary.outputs = {k: str(v) for k, v in paths.items()}
     summary.retention |= _step("retention", purge_task, settings, scored, run_date)
     summary_path = _step("publish summary", publish_summary_task, settings, summary)

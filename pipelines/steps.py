@@ -199,8 +199,8 @@ def rule_scores(
 
     With ``outcomes`` and ``as_of``, a lead converted by then counts as a customer.
     """
+    from models.entity_status import kinds_as_of
     from models.rules import RuleScore
-    from models.scoring import kinds_as_of
 
     kinds = kinds_as_of(entities, outcomes, as_of) if "kind" in entities else None
     frames = []
@@ -263,12 +263,12 @@ def write_outputs(settings, scored, previous, as_of):  # noqa: ANN001, ANN201
     from pipelines.outputs import write_outputs as write
 
     paths = write(
-        scored,
+        scored.frame,
         settings.output.dir,
         settings.database_url,
         crm_batch_size=settings.output.crm_batch_size,
         previous=previous,
-        band_rule=scored.attrs.get("band_rule"),
+        band_rule=scored.band_rule.describe(),
     )
     return dict(paths.items())
 
@@ -410,7 +410,7 @@ def purge(settings: Settings, scored: pd.DataFrame, as_of: pd.Timestamp) -> dict
         Rows and files removed per store, for the run summary (a re-run of the same
         date finds nothing left to remove).
     """
-    from models.scoring import NO_CONSENT
+    from models.entity_status import NO_CONSENT
     from pipelines.erasure import purge_score_history, purge_withdrawn_consent
 
     counts = purge_score_history(settings, as_of)

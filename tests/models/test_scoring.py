@@ -9,15 +9,8 @@ import pandas as pd
 import pytest
 
 from models.bands import AT_RISK, BANDS, HIGH, band_rule_for_models, score_from_probability
-from models.scoring import (
-    CHURNED,
-    MODEL_SOURCE,
-    NO_CONSENT,
-    NOT_YET_CREATED,
-    RULE_SOURCE,
-    SCORED,
-    score_entities,
-)
+from models.entity_status import CHURNED, NO_CONSENT, NOT_YET_CREATED, SCORED
+from models.scoring import MODEL_SOURCE, RULE_SOURCE, ScoreResult, score_entities
 from tests.models.test_explain import catalog, make_features, make_model
 
 AS_OF = pd.Timestamp("2025-06-01", tz="UTC")
@@ -81,6 +74,10 @@ def make_inputs(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
 
 
 def run(models: dict, previous: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:  # noqa: ANN003
+    return score(models, previous, **kwargs).frame
+
+
+def score(models: dict, previous: pd.DataFrame | None = None, **kwargs) -> ScoreResult:  # noqa: ANN003
     features, entities, rules = kwargs.pop("inputs", None) or make_inputs()
     rule = band_rule_for_models(models, high_share=0.2, at_risk_share=0.2)
     return score_entities(
@@ -141,7 +138,8 @@ def test_no_consent_rows_carry_no_profiling(models) -> None:
 
 def test_scored_rows_have_probability_score_band_and_reasons(models) -> None:
     features, entities, _ = make_inputs()
-    scored = run(models)
+    result = score(models)
+    scored = result.frame
     ok = scored[scored["status"] == SCORED]
     leads, customers = ok[ok["kind"] == "lead"], ok[ok["kind"] == "customer"]
     assert leads["conversion_probability"].notna().all()
@@ -166,7 +164,7 @@ def test_scored_rows_have_probability_score_band_and_reasons(models) -> None:
         ok["band"].to_numpy(),
         rule.assign(ok["conversion_probability"], ok["churn_probability"]),
     )
-    assert scored.attrs["band_rule"] == rule.to_dict()
+    assert result.band_rule == rule
 
 
 def test_reasons_add_up_and_unseen_category_is_flagged(models) -> None:

@@ -1,0 +1,135 @@
+"""This run against the previous one: band and score change, and which reasons are kept.
+
+Reason codes (``models.explain``) are the expensive part of scoring, so they are
+recomputed only for entities that are new, whose band changed, whose score moved more
+than ``tolerance`` points, or whose model version or score source changed; the others
+keep their previous reasons together with the date those were computed
+(``reasons_computed_at``). Kept impacts add up to the score of that date.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from models.entity_status import SCORED
+
+#: Timestamps are kept to the microsecond (what Parquet and SQL stores round-trip).
+STAMP_DTYPE = "datetime64[us, UTC]"
+#: Reason columns and their dtypes (carried from the previous run when not recomputed).
+REASON_DTYPES = {
+    "reasons_up": "str",
+    "reasons_down": "str",
+    "reasons_text": "str",
+    "base_score": "Int64",
+    "other_factors_points": "Int64",
+    "reasons_computed_at": STAMP_DTYPE,
+}
+
+
+def positions(ids: np.ndarray, other_ids: np.ndarray) -> np.ndarray:
+    """Row of each id in ``other_ids`` (-1 when absent); hashes Python strings, fast."""
+    return pd.Index(other_ids).get_indexer(ids)
+
+
+class PreviousRun:
+    """The previous run's rows aligned to this run's entities, one column at a time.
+
+    Columns are taken with their own dtype (Arrow strings stay Arrow), so carrying a
+    million kept reason texts over costs a C-level take, not a million Python strings.
+    """
+
+    def __init__(self, previous: pd.DataFrame | None, ids: np.ndarray) -> None:
+        self.size = len(ids)
+        self.last: pd.DataFrame | None = None
+        self.rows = np.full(self.size, -1)
+        if previous is not None and len(previous) and "entity_id" in previous:
+            self.last = previous.drop_duplicates("entity_id", keep="last").reset_index(drop=True)
+            self.rows = positions(ids, self.last["entity_id"].to_numpy(dtype=object))
+
+    def index(self, where: np.ndarray | None = None) -> np.ndarray:
+        """Row of each entity in the previous run, -1 when absent or outside ``where``."""
+        return self.rows if where is None else np.where(where, self.rows, -1)
+
+    def column(self, name: str, where: np.ndarray | None = None) -> pd.Series:
+        """The column per entity; missing where not found, not in ``where`` or absent."""
+        if self.last is None or name not in self.last:
+            return pd.Series([None] * self.size, dtype=object)
+        return pd.Series(self.last[name].array.take(self.index(where), allow_fill=True))
+
+    def equals(self, name: str, current: object) -> np.ndarray:
+        """True where the previous value equals ``current`` (missing never equals)."""
+        return np.asarray((self.column(name) == current).fillna(False), dtype=bool)
+
+    def scored_too(self, scored: np.ndarray) -> np.ndarray:
+        """Entities scored in both runs."""
+        return self.equals("status", SCORED) & scored
+
+    def score_delta(self, score: np.ndarray, scored: np.ndarray) -> np.ndarray:
+        """Score change since the previous run (NaN unless scored in both)."""
+        before = pd.to_numeric(self.column("score"), errors="coerce").to_numpy("float64")
+        return np.where(self.scored_too(scored), score - before, np.nan)
+
+    def reasons_to_keep(
+        self,
+        candidates: np.ndarray,
+        scored: np.ndarray,
+        current: dict[str, np.ndarray],
+        delta: np.ndarray,
+        tolerance: float,
+    ) -> np.ndarray:
+        """Entities whose previous reasons still hold.
+
+        Args:
+            candidates: Entities that could keep reasons (model-scored, reasons wanted).
+            scored: Entities scored in this run.
+            current: This run's ``band``, ``model_versions`` and ``score_source``.
+            delta: :meth:`score_delta`.
+            tolerance: Score move (points) up to which reasons are kept.
+        """
+        keep = (
+            candidates
+            & self.scored_too(scored)
+            & self.column("reasons_computed_at").notna().to_numpy(bool)
+            & (np.abs(np.nan_to_num(delta, nan=np.inf)) <= tolerance)
+        )
+        for name, values in current.items():
+            keep &= self.equals(name, values)
+        return keep
+
+    def reason_columns(
+        self, keep: np.ndarray, fresh: dict[str, list[tuple[np.ndarray, pd.Series]]]
+    ) -> dict[str, pd.Series]:
+        """:data:`REASON_DTYPES` columns: kept previous values, replaced by fresh blocks."""
+        carried = self.last if self.last is not None else pd.DataFrame()
+        return {
+            name: _assemble(carried.get(name), self.index(keep), fresh.get(name, []), dtype)
+            for name, dtype in REASON_DTYPES.items()
+        }
+
+
+def _assemble(
+    kept: pd.Series | None,
+    kept_index: np.ndarray,
+    fresh: list[tuple[np.ndarray, pd.Series]],
+    dtype: str,
+) -> pd.Series:
+    """One column from kept previous values and fresh blocks, by a single take.
+
+    Args:
+        kept: The previous run's column (all its rows), or ``None``.
+        kept_index: Per entity, its row in ``kept`` or -1.
+        fresh: ``(positions, values)`` blocks that replace entities' values.
+        dtype: Dtype of the result.
+    """
+    parts = [] if kept is None else [kept.astype(dtype)]
+    index = kept_index.copy() if kept is not None else np.full(len(kept_index), -1)
+    offset = sum(len(p) for p in parts)
+    for positions, values in fresh:
+        parts.append(values.astype(dtype))
+        index[positions] = offset + np.arange(len(positions))
+        offset += len(positions)
+    if not parts:
+        parts = [pd.Series([None], dtype=object).astype(dtype)]
+    combined = pd.concat(parts, ignore_index=True).array
+    return pd.Series(combined.take(index, allow_fill=True))
