@@ -47,7 +47,7 @@ def _run_day(settings, day: str, retrain: bool) -> None:
             steps.train(settings, inputs, target, as_of)
     champions = steps.load_champions(settings)
     previous = steps.read_previous(settings, as_of)
-    scored = steps.score(settings, inputs, features, champions, previous, as_of)
+    scored = steps.score(settings, inputs, features, champions, previous, as_of).frame
     summary = steps.summarise(settings, inputs, features, scored, champions, {}, {}, as_of)
     summary.outputs = steps.write_outputs(settings, scored, previous, as_of)
     steps.write_summary(settings, summary)
