@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import make_url
 
-from features.schemas import as_utc
+from features.timeutil import as_utc
 from models.privacy import PSEUDONYM_KEY_ENV, pseudonymise_one, resolve_pseudonym_key
 from pipelines.board import render_board
 from pipelines.io import (

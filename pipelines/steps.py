@@ -302,7 +302,7 @@ def retrain_due(
     Returns:
         ``(due, reason)``.
     """
-    from features.schemas import as_utc
+    from features.timeutil import as_utc
 
     del features
     if trained_already is not None:
