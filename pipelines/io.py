@@ -2,7 +2,7 @@
 
 Reading: :func:`read_source` (file, folder, glob or SQL table; column mapping, then
 the data contract of :mod:`features.schemas`) and :func:`load_inputs` (all three
-inputs of a run plus an :class:`~features.schemas.InputReport`).
+inputs of a run plus an :class:`~features.input_report.InputReport`).
 
 Writing: files are written to a temporary sibling and renamed into place, so a
 failed write leaves the previous file as it was; folders are swapped the same way;
@@ -26,13 +26,9 @@ from typing import Literal
 import pandas as pd
 import pyarrow as pa
 
-from features.schemas import (
-    VALIDATORS,
-    ContractError,
-    InputReport,
-    clean_events,
-    input_report,
-)
+from features.column_checks import ContractError
+from features.input_report import InputReport, clean_events, input_report
+from features.schemas import VALIDATORS
 from features.timeutil import as_utc
 from models.privacy import (
     PSEUDONYM_KEY_ENV,
@@ -171,7 +167,7 @@ def read_source(
 
     Raises:
         SourceNotFoundError: The file, folder, database or table does not exist.
-        features.schemas.ContractError: The data breaks the contract.
+        features.column_checks.ContractError: The data breaks the contract.
     """
     if is_sql_url(source):
         frame = sql_read(source, table)
@@ -251,7 +247,7 @@ def load_inputs(
             table (scoring needs no outcomes).
 
     Returns:
-        The inputs and their :class:`~features.schemas.InputReport`.
+        The inputs and their :class:`~features.input_report.InputReport`.
     """
     sources = settings.sources
     now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)

@@ -8,16 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.schemas import (
-    MAX_SAMPLE_ROWS,
-    ContractError,
-    InputReport,
-    clean_events,
-    input_report,
-    validate_entities,
-    validate_events,
-    validate_outcomes,
-)
+from features.column_checks import MAX_SAMPLE_ROWS, ContractError
+from features.input_report import InputReport, clean_events, input_report
+from features.schemas import validate_entities, validate_events, validate_outcomes
 from features.timeutil import UTC_TIMESTAMP
 
 SOURCE = "data/events.csv"
