@@ -6,7 +6,8 @@ folder; :func:`true_weights` reads the true model back and
 :func:`true_probability` applies it to any feature table.
 """
 
-from features.synthetic.generator import GeneratedData, generate, source_paths, true_weights
+from features.synthetic.generator import GeneratedData, generate
+from features.synthetic.output import source_paths, true_weights
 from features.synthetic.truth import TargetModel, true_model, true_probability
 
 __all__ = [

@@ -4,14 +4,13 @@ Entities are independent, so each chunk of ``chunk_entities`` entities is drawn,
 simulated over the whole history, expanded to event rows and written (one Parquet
 file per chunk under ``events/``, one row group per block of days) before the next
 chunk starts. Every file is first written under a temporary name in its own folder
-and moved into place (``os.replace``) once all chunks succeeded.
+and moved into place (``os.replace``) once all chunks succeeded (see
+:mod:`features.synthetic.output`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.synthetic import population as population_module
-from features.synthetic.expand import EVENTS_SCHEMA, ItemVocabulary, expand_block, ticket_ids
+from features.synthetic.expand import ItemVocabulary, expand_block, ticket_ids
+from features.synthetic.output import OutputWriters, outcome_rows, truth_rows
 from features.synthetic.population import draw_population, entities_table
-from features.synthetic.simulate import DAY_US, NEVER, ChunkHistory, simulate_chunk
+from features.synthetic.simulate import NEVER, ChunkHistory, simulate_chunk
 from features.synthetic.truth import draw_days, weights_summary
 from features.timeutil import as_utc
 
@@ -35,21 +34,6 @@ GENERATOR_VERSION = 1
 #: Target size of an event row group: large enough for fast scans, small enough to
 #: keep the expansion of one block in little memory.
 ROWS_PER_GROUP = 250_000
-OUTCOMES_SCHEMA = pa.schema(
-    [
-        ("entity_id", pa.string()),
-        ("outcome", pa.string()),
-        ("occurred_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-TRUTH_SCHEMA = pa.schema(
-    [
-        ("entity_id", pa.string()),
-        ("as_of", pa.timestamp("us", tz="UTC")),
-        ("target", pa.string()),
-        ("p_true", pa.float64()),
-    ]
-)
 Progress = Callable[[int, int], Any]
 
 
@@ -127,123 +111,6 @@ def _day_blocks(history: ChunkHistory) -> list[tuple[int, int]]:
     return blocks
 
 
-def _outcome_rows(history: ChunkHistory, ids: np.ndarray, start_us: int) -> pa.Table:
-    parts = []
-    for outcome, times in (("converted", history.conversion_us), ("churned", history.churn_us)):
-        rows = np.flatnonzero(times != NEVER)
-        parts.append(
-            pa.table(
-                {
-                    "entity_id": pa.array(ids[rows], pa.string()),
-                    "outcome": pa.array([outcome] * len(rows), pa.string()),
-                    "occurred_at": pa.array(start_us + times[rows], OUTCOMES_SCHEMA[2].type),
-                },
-                schema=OUTCOMES_SCHEMA,
-            )
-        )
-    return pa.concat_tables(parts)
-
-
-def _truth_rows(history: ChunkHistory, ids: np.ndarray, start_us: int) -> pa.Table:
-    parts = []
-    for target, draws in history.truth.items():
-        for rows, day, p_true in draws:
-            parts.append(
-                pa.table(
-                    {
-                        "entity_id": pa.array(ids[rows], pa.string()),
-                        "as_of": pa.array(
-                            np.full(len(rows), start_us + day * DAY_US), TRUTH_SCHEMA[1].type
-                        ),
-                        "target": pa.array([target] * len(rows), pa.string()),
-                        "p_true": pa.array(p_true, pa.float64()),
-                    },
-                    schema=TRUTH_SCHEMA,
-                )
-            )
-    return pa.concat_tables(parts) if parts else TRUTH_SCHEMA.empty_table()
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-#: Where a generated folder keeps the three inputs of the data contract.
-EVENTS_DIR, ENTITIES_FILE, OUTCOMES_FILE = "events", "entities.parquet", "outcomes.parquet"
-
-
-def source_paths(out_dir: str | Path) -> dict[str, str]:
-    """The inputs of a generated folder as ``sources`` settings (events, entities, outcomes).
-
-    Args:
-        out_dir: A folder written by :func:`generate`.
-
-    Returns:
-        ``{"events": ..., "entities": ..., "outcomes": ...}`` paths as strings.
-    """
-    folder = Path(out_dir)
-    return {
-        "events": str(folder / EVENTS_DIR),
-        "entities": str(folder / ENTITIES_FILE),
-        "outcomes": str(folder / OUTCOMES_FILE),
-    }
-
-
-class _Writers:
-    """Writers to temporary files, moved into place together by :meth:`commit`."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.events_dir = out_dir / EVENTS_DIR
-        self.events_dir.mkdir(parents=True, exist_ok=True)
-        self.paths = {
-            "entities": out_dir / ENTITIES_FILE,
-            "outcomes": out_dir / OUTCOMES_FILE,
-            "truth": out_dir / "true_probabilities.parquet",
-        }
-        self.json_path = out_dir / "generator.json"
-        self.tables: dict[str, pq.ParquetWriter] = {}
-        self.event_files: list[Path] = []
-
-    def write(self, name: str, table: pa.Table) -> None:
-        """Append a chunk's rows (one row group) to one of the tables."""
-        if name not in self.tables:
-            self.tables[name] = pq.ParquetWriter(_temporary(self.paths[name]), table.schema)
-        self.tables[name].write_table(table)
-
-    def event_writer(self, chunk: int) -> pq.ParquetWriter:
-        """A writer for the chunk's event part (the caller closes it)."""
-        path = self.events_dir / f"part-{chunk:05d}.parquet"
-        self.event_files.append(path)
-        return pq.ParquetWriter(_temporary(path), EVENTS_SCHEMA)
-
-    def _finals(self) -> list[Path]:
-        return [*self.paths.values(), *self.event_files, self.json_path]
-
-    def commit(self, description: dict[str, Any]) -> None:
-        """Close the tables, write ``generator.json`` and move every file into place.
-
-        Event parts of an earlier, bigger run are removed, so the events folder
-        holds exactly this run's parts.
-        """
-        for writer in self.tables.values():
-            writer.close()
-        self.tables.clear()
-        _temporary(self.json_path).write_text(json.dumps(description, indent=2) + "\n")
-        keep = set(self.event_files)
-        for stale in self.events_dir.glob("part-*.parquet"):
-            if stale not in keep:
-                stale.unlink()
-        for path in self._finals():
-            os.replace(_temporary(path), path)
-
-    def abort(self) -> None:
-        """Close and delete every temporary file; earlier outputs stay untouched."""
-        for writer in self.tables.values():
-            writer.close()
-        for path in self._finals():
-            _temporary(path).unlink(missing_ok=True)
-
-
 def _description(
     seed: int,
     sizes: dict[str, int],
@@ -280,7 +147,7 @@ def _description(
 
 
 def _write_chunk(
-    writers: _Writers,
+    writers: OutputWriters,
     chunk: int,
     positions: tuple[int, int],
     n_leads: int,
@@ -310,8 +177,8 @@ def _write_chunk(
     finally:
         writer.close()
     writers.write("entities", entities_table(population, start_day))
-    writers.write("outcomes", _outcome_rows(history, ids, start_us))
-    truth = _truth_rows(history, ids, start_us)
+    writers.write("outcomes", outcome_rows(history, ids, start_us))
+    truth = truth_rows(history, ids, start_us)
     writers.write("truth", truth)
     return {
         "events": n_events,
@@ -364,7 +231,7 @@ def generate(
             "window): no outcome will be drawn.", months, 90,
         )  # fmt: skip
     vocabulary = ItemVocabulary(start_day, n_days)
-    writers = _Writers(out_dir)
+    writers = OutputWriters(out_dir)
     counts = dict.fromkeys(("events", "conversions", "churns", "true_probabilities"), 0)
     try:
         for chunk, first in enumerate(range(0, total, chunk_entities)):
@@ -399,26 +266,3 @@ def generate(
         n_churns=counts["churns"],
         n_true_probabilities=counts["true_probabilities"],
     )
-
-
-def true_weights(out_dir: Path) -> dict[str, Any]:
-    """The contents of a generated folder's ``generator.json``.
-
-    Keys include ``seed``, the sizes, ``start``/``end``, ``draw_dates`` per target,
-    ``churn_signal_weights`` and ``conversion_signal_weights`` (signal name to effect
-    on the log-odds; negative is protective), ``*_intercept``, ``*_fit_weights`` and
-    ``models`` (the full signal definitions, for :func:`features.synthetic.truth.true_model`).
-
-    Args:
-        out_dir: A folder written by :func:`generate`.
-
-    Returns:
-        The parsed JSON.
-    """
-    path = Path(out_dir) / "generator.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: {out_dir} was not written by the synthetic generator "
-            "(run `leadscore generate` or features.synthetic.generate first)."
-        )
-    return json.loads(path.read_text())
