@@ -18,7 +18,7 @@ Labels:
 
 A cutoff is only usable for training when its window is closed, i.e. ``c + h`` is not
 after the last date outcomes are known; :func:`rolling_cutoffs` picks such cutoffs.
-:func:`time_split` then cuts the stacked rows into training, calibration and
+:func:`out_of_time_split` then cuts the stacked rows into training, calibration and
 validation folds whose label windows do not reach into the next fold.
 """
 
@@ -292,7 +292,7 @@ class Split:
         }
 
 
-def time_split(
+def out_of_time_split(
     as_of: pd.Series | Sequence[object],
     horizon_days: int,
     *,

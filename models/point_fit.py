@@ -23,7 +23,7 @@ L2_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 DEFAULT_L2 = 1.0
 
 
-def time_split(
+def holdout_by_time(
     cutoffs: pd.Series, holdout_fraction: float, horizon_days: int | None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Training and holdout masks: the latest cutoffs held out, label windows kept apart.
@@ -73,7 +73,7 @@ def choose_l2(
 ) -> tuple[float, dict[float, float]]:  # fmt: skip
     """Ridge strength whose clipped score ranks the latest training cutoffs best."""
     try:
-        inner, valid, _ = time_split(cutoffs.reset_index(drop=True), 0.25, horizon_days)
+        inner, valid, _ = holdout_by_time(cutoffs.reset_index(drop=True), 0.25, horizon_days)
     except ValueError:  # a single training cutoff: nothing to validate on
         return DEFAULT_L2, {}
     if len(np.unique(y[inner])) < 2 or len(np.unique(y[valid])) < 2:

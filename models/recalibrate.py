@@ -58,7 +58,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from models.evaluate import evaluate, flat_metrics
-from models.point_fit import L2_GRID, PointFit, choose_l2, fit_points, matched_bands, time_split
+from models.point_fit import (
+    L2_GRID,
+    PointFit,
+    choose_l2,
+    fit_points,
+    holdout_by_time,
+    matched_bands,
+)
 from models.recalibration_report import OUTCOME_VERB, format_dates, render_markdown, signal_table
 from models.rules import (
     RuleSet,
@@ -204,7 +211,7 @@ def recalibrate(
     cutoffs = pd.to_datetime(pd.Series(np.asarray(as_of)), utc=True)
     if len(cutoffs) != len(frame):
         raise ValueError(f"as_of has {len(cutoffs)} values for {len(frame)} snapshot rows.")
-    train, holdout, split = time_split(cutoffs, holdout_fraction_by_time, label_horizon_days)
+    train, holdout, split = holdout_by_time(cutoffs, holdout_fraction_by_time, label_horizon_days)
     for part, mask in (("training", train), ("holdout", holdout)):
         if y[mask].min() == y[mask].max():
             raise ValueError(

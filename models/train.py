@@ -4,7 +4,7 @@ The flow of :func:`train_model`:
 
 1. refuse targets with fewer positives than the configured minimum
    (:class:`InsufficientLabelsError`; scoring then falls back to the rule score);
-2. split by cutoff with :func:`time_split` (train / calibration / validation, each
+2. split by cutoff with :func:`out_of_time_split` (train / calibration / validation, each
    boundary at least one horizon apart so no label window reaches into a later fold),
    or, for a single snapshot without time, :func:`stratified_split` (flagged as not
    out-of-time);
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from features.labels import Split, stratified_split, time_split
+from features.labels import Split, out_of_time_split, stratified_split
 from features.timeutil import as_utc
 from models.bands import BAND_METADATA_KEY, choose_thresholds
 from models.calibration import fit_calibrator
@@ -397,7 +397,7 @@ def train_model(
     x_all, kinds = feature_frame(features.reset_index(drop=True))
     cutoffs = None if as_of is None else pd.Series(pd.to_datetime(pd.Series(as_of), utc=True))
     if cutoffs is not None and cutoffs.nunique() > 1:
-        split = time_split(
+        split = out_of_time_split(
             cutoffs.reset_index(drop=True),
             horizon_days,
             validation_cutoffs=validation_cutoffs,

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 from features.labels import (
     label_definition,
     make_labels,
+    out_of_time_split,
     rolling_cutoffs,
     stratified_split,
-    time_split,
 )
 
 CUTOFF = pd.Timestamp("2025-06-01", tz="UTC")
@@ -175,10 +175,10 @@ def test_label_definition_names_the_horizon():
     assert "45 days" in label_definition("churn", 45, churn_from_inactivity=True)
 
 
-def test_time_split_keeps_a_horizon_between_folds():
+def test_out_of_time_split_keeps_a_horizon_between_folds():
     cutoffs = pd.date_range("2025-01-01", periods=10, freq="30D", tz="UTC")
     as_of = pd.Series(np.repeat(cutoffs, 5))
-    split = time_split(as_of, horizon_days=60)
+    split = out_of_time_split(as_of, horizon_days=60)
     gap = pd.Timedelta(days=60)
     assert max(split.train_cutoffs) + gap <= min(split.calibration_cutoffs)
     assert max(split.calibration_cutoffs) + gap <= min(split.validation_cutoffs)
@@ -189,10 +189,10 @@ def test_time_split_keeps_a_horizon_between_folds():
     assert split.describe()["out_of_time"] is True
 
 
-def test_time_split_with_too_few_cutoffs_says_why():
+def test_out_of_time_split_with_too_few_cutoffs_says_why():
     as_of = pd.Series(pd.date_range("2025-01-01", periods=3, freq="30D", tz="UTC"))
     with pytest.raises(ValueError, match="60-day horizon"):
-        time_split(as_of, horizon_days=60)
+        out_of_time_split(as_of, horizon_days=60)
 
 
 def test_stratified_split_is_flagged_and_keeps_class_shares():
