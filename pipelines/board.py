@@ -213,7 +213,7 @@ def write_board(
     pointing at the newest run. Both writes are atomic. ``html`` is the page when
     already rendered by :func:`render_board`.
     """
-    from pipelines.io import write_text_atomic
+    from pipelines.atomic_files import write_text_atomic
 
     board_dir = Path(board_dir)
     board_dir.mkdir(parents=True, exist_ok=True)

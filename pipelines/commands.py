@@ -51,7 +51,7 @@ def features(settings: Settings, as_of: str | None, out: Path | None, console: C
         inputs = steps.load_inputs(settings, run_date)
         table = steps.build_features(settings, inputs, run_date)
         if out is not None:
-            from pipelines.io import write_parquet_atomic
+            from pipelines.atomic_files import write_parquet_atomic
 
             path = write_parquet_atomic(table, out)
         else:

@@ -1,468 +1,315 @@
-"""Databases: where SQL sources are read from and score tables written to.
+"""Reading a run's inputs: files or SQL tables, the column map, the data contract.
 
-URLs name a database and, for sources, a table: ``duckdb:///path/file.duckdb?table=events``
-(a relative path; four slashes for an absolute one, as in SQLAlchemy),
-``postgresql://user@host:port/db?table=events`` (also ``postgresql+psycopg://``) or
-``sqlite:///file.db?table=events``. DuckDB goes through its own Python API, the
-others through SQLAlchemy 2 (psycopg 3 for PostgreSQL). Every timestamp read
-comes back in UTC; every write is one transaction.
+:func:`read_source` reads one input (a file, folder, glob or SQL table), renames its
+columns with the column map and checks it against :mod:`features.schemas`;
+:func:`load_inputs` reads all three inputs of a run, applies the suppression list
+and drops entities erased earlier (:mod:`pipelines.forgotten`), and reports counts
+in an :class:`~features.input_report.InputReport`.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
-import uuid
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-import duckdb
 import pandas as pd
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+import pyarrow as pa
 
+from features.schemas import (
+    VALIDATORS,
+    ContractError,
+    InputReport,
+    clean_events,
+    input_report,
+)
 from features.timeutil import as_utc
+from pipelines.databases import SourceNotFoundError, is_sql_url, sql_read
+from pipelines.forgotten import drop_forgotten
+from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SQL_SCHEMES = ("duckdb", "postgresql", "postgres", "postgresql+psycopg", "sqlite")
+TableName = Literal["events", "entities", "outcomes"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz")
+#: Contract columns read from CSV as text, so ids like ``00123`` keep their zeros.
+ID_COLUMNS = ("entity_id", "crm_id")
 
 
-class SourceNotFoundError(FileNotFoundError):
-    """A file, folder, glob, database or table named as a source does not exist."""
+def list_source_files(source: str, table: str = "input") -> list[Path]:
+    """The Parquet/CSV files a file, folder (recursive) or glob stands for, sorted.
+
+    Names starting with ``.`` or ``_`` inside a folder (``_SUCCESS``) are skipped.
+
+    Raises:
+        SourceNotFoundError: Nothing, or no Parquet/CSV file, exists there.
+        ValueError: A file of another format, or a folder mixing Parquet and CSV.
+    """
+    path = Path(source).expanduser()
+    if any(char in str(source) for char in "*?["):
+        files = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        files = [f for f in files if f.is_file() and _kind(f)]
+        if not files:
+            raise SourceNotFoundError(f"The {table} glob {source} matches no Parquet or CSV file.")
+    elif path.is_file():
+        if not _kind(path):
+            raise ValueError(
+                f"The {table} source {source} is neither Parquet ({', '.join(PARQUET_SUFFIXES)}) "
+                f"nor CSV ({', '.join(CSV_SUFFIXES)})."
+            )
+        return [path]
+    elif path.is_dir():
+        files = sorted(
+            f
+            for f in path.rglob("*")
+            if f.is_file()
+            and _kind(f)
+            and not any(part.startswith((".", "_")) for part in f.relative_to(path).parts)
+        )
+        if not files:
+            raise SourceNotFoundError(f"The {table} folder {source} holds no Parquet or CSV file.")
+    else:
+        raise SourceNotFoundError(
+            f"The {table} source {source} does not exist (no file or folder at {path.resolve()})."
+        )
+    kinds = {_kind(f) for f in files}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"The {table} source {source} mixes Parquet and CSV files; keep one format."
+        )
+    return files
 
 
-@dataclass(frozen=True)
-class SqlTarget:
-    """A database and, optionally, a table in it.
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def read_files(
+    source: str, table: str = "input", text_columns: tuple[str, ...] = ID_COLUMNS
+) -> pd.DataFrame:
+    """Read and stack every Parquet or CSV file of a file, folder or glob.
+
+    Parts may differ in columns (missing ones become empty). Inside a folder,
+    ``key=value`` folder names become string columns, as Hive partitioning does.
+    ``text_columns`` of CSV files are read as text rather than guessed (ids).
+
+    Raises:
+        ValueError: A file cannot be parsed; the message names it.
+    """
+    files = list_source_files(source, table)
+    root = Path(source).expanduser()
+    frames = []
+    for file in files:
+        try:
+            if _kind(file) == "parquet":
+                frame = pd.read_parquet(file)
+            else:
+                frame = pd.read_csv(file, dtype=dict.fromkeys(text_columns, "str"))
+        except (ValueError, OSError, pa.ArrowException) as exc:
+            raise ValueError(f"Could not read the {table} file {file}: {exc}") from exc
+        if root.is_dir():
+            for part in file.relative_to(root).parent.parts:
+                key, sep, value = part.partition("=")
+                if sep and key not in frame.columns:
+                    frame[key] = value
+        frames.append(frame)
+    non_empty = [f for f in frames if len(f)] or frames[:1]
+    combined = non_empty[0] if len(non_empty) == 1 else pd.concat(non_empty, ignore_index=True)
+    log.info("Read %d %s rows from %d file(s) at %s.", len(combined), table, len(files), source)
+    return combined.reset_index(drop=True)
+
+
+def read_source(
+    source: str,
+    table: TableName,
+    column_map: dict[str, str] | None = None,
+    *,
+    validate: bool = True,
+) -> pd.DataFrame:
+    """Read one input, rename its columns to the contract's and check it.
+
+    Args:
+        source: A Parquet/CSV file, a folder of them, a glob, or a SQL URL with
+            ``?table=NAME`` (``duckdb:///``, ``postgresql://``, ``sqlite:///``).
+        table: Which input this is: ``events``, ``entities`` or ``outcomes``.
+        column_map: User column name -> contract column name, applied before
+            validation.
+        validate: Run the data contract (normalise types, reject bad rows).
+
+    Returns:
+        The input, with contract column names (normalised when ``validate``).
+
+    Raises:
+        SourceNotFoundError: The file, folder, database or table does not exist.
+        features.column_checks.ContractError: The data breaks the contract.
+    """
+    if is_sql_url(source):
+        frame = sql_read(source, table)
+    else:
+        mapped_ids = tuple(user for user, ours in (column_map or {}).items() if ours in ID_COLUMNS)
+        frame = read_files(source, table, text_columns=ID_COLUMNS + mapped_ids)
+    frame = apply_column_map(frame, column_map, table, source)
+    return VALIDATORS[table](frame, source) if validate else frame
+
+
+def apply_column_map(
+    df: pd.DataFrame, column_map: dict[str, str] | None, table: str, source: str
+) -> pd.DataFrame:
+    """Rename the user's columns (``column_map`` keys) to the contract's names.
+
+    A mapped column that is absent is fine when the frame already has the
+    contract name (one map can serve several exports); otherwise it is a typo.
+    Returns the input itself when there is nothing to rename.
+
+    Raises:
+        ContractError: A mapped column is missing, or a rename would duplicate a
+            column; ``table`` and ``source`` are named.
+    """
+    if not column_map:
+        return df
+    problems = []
+    renames = {}
+    for user_name, contract_name in column_map.items():
+        if user_name in df.columns:
+            if contract_name in df.columns and contract_name != user_name:
+                problems.append(
+                    f"column_map renames '{user_name}' to '{contract_name}', but a column "
+                    f"'{contract_name}' already exists; drop one of them or fix the map"
+                )
+            renames[user_name] = contract_name
+        elif contract_name not in df.columns:
+            existing = ", ".join(repr(str(c)) for c in df.columns)
+            problems.append(
+                f"column_map names column '{user_name}' (for '{contract_name}'), "
+                f"which does not exist; the columns present are {existing}"
+            )
+    if problems:
+        raise ContractError(table, source, problems)
+    return df.rename(columns=renames) if renames else df
+
+
+@dataclass
+class Inputs:
+    """The validated inputs of a run.
 
     Attributes:
-        url: The database URL as given (``?table=`` removed).
-        table: Table name, possibly ``schema.table``; ``None`` when not given.
-        duckdb_path: The database file for DuckDB URLs, else ``None``.
+        events: Events, exact duplicates dropped (future events kept: the
+            point-in-time rule keeps them out of features).
+        entities: Entities.
+        outcomes: Outcomes (empty when not required and absent).
+        report: Counts of what was read and set aside.
     """
 
-    url: str
-    table: str | None
-    duckdb_path: Path | None
-
-    @property
-    def schema_and_name(self) -> tuple[str | None, str]:
-        """``(schema, name)`` of :attr:`table`."""
-        if not self.table:
-            raise ValueError(f"No table given for {self.url}; add ?table=NAME to the URL.")
-        schema, _, name = self.table.rpartition(".")
-        return (schema or None), name
-
-    @property
-    def qualified(self) -> str:
-        """The quoted ``schema.table`` (or ``table``) for SQL text."""
-        return qualified_name(*self.schema_and_name)
+    events: pd.DataFrame
+    entities: pd.DataFrame
+    outcomes: pd.DataFrame
+    report: InputReport
 
 
-def is_sql_url(source: str) -> bool:
-    """Whether ``source`` is a database URL rather than a path or glob."""
-    scheme, sep, _ = str(source).partition("://")
-    return bool(sep) and scheme.lower() in SQL_SCHEMES
-
-
-def parse_sql_url(url: str, table: str | None = None, *, override: bool = False) -> SqlTarget:
-    """Split a database URL into the database and the table.
+def load_inputs(
+    settings: Settings,
+    as_of: pd.Timestamp | str | None = None,
+    *,
+    outcomes_required: bool = True,
+) -> Inputs:
+    """Read, map and validate events, entities and outcomes named by the settings.
 
     Args:
-        url: ``duckdb:///...``, ``postgresql://...``, ``sqlite:///...``, optionally
-            with ``?table=NAME``.
-        table: Table to use when the URL names none.
-        override: Use ``table`` even when the URL names one (writers).
+        settings: Run settings (``settings.sources``).
+        as_of: The run's "now" (naive values are UTC); default: the current time.
+        outcomes_required: When false, a missing outcomes source gives an empty
+            table (scoring needs no outcomes).
 
     Returns:
-        The parsed target.
+        The inputs and their :class:`~features.input_report.InputReport`.
     """
-    scheme = url.partition("://")[0].lower()
-    if scheme == "duckdb":
-        rest, _, query = url.partition("://")[2].partition("?")
-        params = dict(part.partition("=")[::2] for part in query.split("&") if part)
-        # As in SQLAlchemy: three slashes then a relative path, four for an absolute one.
-        path = rest[1:] if rest.startswith("/") else rest
-        url_table = params.get("table")
-        chosen = table if override or not url_table else url_table
-        return SqlTarget(url.partition("?")[0], chosen, Path(path))
-    parsed = make_url(url)
-    query_table = parsed.query.get("table")
-    if isinstance(query_table, tuple):
-        query_table = query_table[0]
-    parsed = parsed.difference_update_query(["table"])
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    chosen = table if override or not query_table else query_table
-    return SqlTarget(parsed.render_as_string(hide_password=False), chosen, None)
-
-
-@contextmanager
-def duckdb_connection(path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection whose timestamps come back in UTC, closed on exit."""
-    if read_only and not path.exists():
-        raise SourceNotFoundError(f"DuckDB database {path} does not exist.")
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    connection = duckdb.connect(str(path), read_only=read_only)
+    sources = settings.sources
+    now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
+    maps = sources.column_map
+    events = read_source(sources.events, "events", maps.get("events"))
+    entities = read_source(sources.entities, "entities", maps.get("entities"))
     try:
-        connection.execute("SET TimeZone = 'UTC'")
-        yield connection
-    finally:
-        connection.close()
+        outcomes = read_source(sources.outcomes, "outcomes", maps.get("outcomes"))
+    except SourceNotFoundError:
+        if outcomes_required:
+            raise
+        log.info("No outcomes at %s; continuing without them.", sources.outcomes)
+        outcomes = VALIDATORS["outcomes"](
+            pd.DataFrame(columns=["entity_id", "outcome", "occurred_at"]), sources.outcomes
+        )
+    suppressed = 0
+    if sources.suppression_list:
+        listed = read_suppression_list(sources.suppression_list, maps.get("suppression_list"))
+        entities, suppressed = apply_suppression(entities, listed)
+    events, entities, outcomes, forgotten = drop_forgotten(events, entities, outcomes, settings)
+    report = input_report(events, now, entities, outcomes)
+    events, report.rejected = clean_events(events, now)
+    report.entities_on_suppression_list = suppressed
+    report.entities_forgotten_earlier = forgotten
+    log.info(
+        "Inputs as of %s: %d events (%d exact duplicates dropped, %d after as_of), "
+        "%d entities, %d outcomes.", now.isoformat(), report.events, report.duplicate_events,
+        report.future_events, report.entities, report.outcomes,
+    )  # fmt: skip
+    return Inputs(events=events, entities=entities, outcomes=outcomes, report=report)
 
 
-@contextmanager
-def sql_engine(target: SqlTarget) -> Iterator[sa.Engine]:
-    """A SQLAlchemy engine without a pool (no connection outlives the call)."""
-    engine = sa.create_engine(target.url, poolclass=NullPool)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def quote(identifier: str) -> str:
-    """A SQL identifier in double quotes (DuckDB, PostgreSQL and SQLite agree)."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def duckdb_table_exists(connection: duckdb.DuckDBPyConnection, target: SqlTarget) -> bool:
-    """Whether the target's table exists in the DuckDB database."""
-    schema, name = target.schema_and_name
-    found = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
-        "AND table_schema = coalesce(?, current_schema())",
-        [name, schema],
-    ).fetchall()  # fetch everything: DuckDB 2 refuses new work while a result is open
-    return bool(found[0][0])
-
-
-def qualified_name(schema: str | None, name: str) -> str:
-    """A quoted, optionally schema-qualified table name."""
-    return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
-
-
-def sql_read(url: str, table: str | None = None) -> pd.DataFrame:
-    """Read a whole table; timestamps with a time zone come back in UTC.
+def read_suppression_list(source: str, column_map: dict[str, str] | None = None) -> set[str]:
+    """The entity ids of a suppression list (people who objected to profiling).
 
     Args:
-        url: Database URL (see the module docstring), may carry ``?table=``.
-        table: Table name (``schema.table`` allowed) when the URL has none.
+        source: A CSV/Parquet file, folder or glob, or a SQL URL with ``?table=``;
+            it needs an ``entity_id`` column (after ``column_map``).
+        column_map: User column name -> ``entity_id``.
 
     Returns:
-        The table's rows.
+        The listed ids as text (blank values ignored).
 
     Raises:
-        SourceNotFoundError: The database file or the table does not exist; the
-            message lists the tables that do.
+        SourceNotFoundError: The list does not exist.
+        ContractError: It has no ``entity_id`` column; the columns present are named.
     """
-    target = parse_sql_url(url, table)
-    schema, name = target.schema_and_name
-    if target.duckdb_path is not None:
-        with duckdb_connection(target.duckdb_path, read_only=True) as connection:
-            if not duckdb_table_exists(connection, target):
-                tables = [row[0] for row in connection.execute("SHOW TABLES").fetchall()]
-                raise _missing_table(target, tables)
-            with warnings.catch_warnings():
-                # DuckDB 2.0's pandas conversion trips a pandas 3.1 deprecation of its own.
-                warnings.filterwarnings("ignore", message="The inplace keyword")
-                frame = connection.execute(f"SELECT * FROM {target.qualified}").df()
+    if is_sql_url(source):
+        frame = sql_read(source, "suppression_list")
     else:
-        database = make_url(target.url).database or ":memory:"
-        on_disk = target.url.startswith("sqlite") and database != ":memory:"
-        if on_disk and not Path(database).exists():  # connecting would create it
-            raise SourceNotFoundError(f"SQLite database {database} does not exist.")
-        with sql_engine(target) as engine, engine.connect() as connection:
-            inspector = sa.inspect(connection)
-            if not inspector.has_table(name, schema=schema):
-                raise _missing_table(target, inspector.get_table_names(schema=schema))
-            table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
-            frame = pd.read_sql_query(sa.select(table_obj), connection)
-    return _utc_columns(frame)
+        frame = read_files(source, "suppression list", text_columns=("entity_id",))
+    frame = apply_column_map(frame, column_map, "suppression_list", source)
+    if "entity_id" not in frame.columns:
+        present = ", ".join(repr(str(c)) for c in frame.columns) or "none"
+        raise ContractError(
+            "suppression_list",
+            source,
+            [f"it has no entity_id column (columns present: {present}); add one or map it "
+             "with column_map.suppression_list"],
+        )  # fmt: skip
+    ids = frame["entity_id"].dropna().astype("string").str.strip()
+    return set(ids[ids != ""].tolist())
 
 
-def _missing_table(target: SqlTarget, tables: list[str]) -> SourceNotFoundError:
-    listed = ", ".join(repr(t) for t in sorted(tables)) or "none"
-    where = target.duckdb_path or make_url(target.url).render_as_string(hide_password=True)
-    return SourceNotFoundError(
-        f"Table '{target.table}' does not exist in {where}; the tables there are {listed}."
-    )
+def apply_suppression(entities: pd.DataFrame, listed: set[str]) -> tuple[pd.DataFrame, int]:
+    """Entities with ``consent`` set to false for everyone on the suppression list.
 
-
-def _utc_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    # SQLite keeps no time zone: everything this project writes is UTC.
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-            frame[column] = frame[column].dt.tz_convert("UTC")
-        elif pd.api.types.is_datetime64_dtype(frame[column].dtype):
-            frame[column] = frame[column].dt.tz_localize("UTC")
-    return frame
-
-
-def sql_upsert(df: pd.DataFrame, url: str, table: str, key: str | Sequence[str]) -> int:
-    """Replace the rows of ``table`` whose key is in ``df`` by ``df``'s rows, atomically.
-
-    The table is created from the frame's dtypes when missing (with an index on
-    the key). Matching rows are deleted and ``df`` inserted in one transaction, so
-    rerunning a write replaces instead of duplicating. DuckDB files, PostgreSQL and
-    SQLite. ``sql_upsert(url, table, df, key=...)`` is accepted too.
-
-    Args:
-        df: Rows to write; categorical columns are stored as text.
-        url: Database URL (a ``?table=`` in it is ignored).
-        table: Table name, ``schema.table`` allowed.
-        key: Column or columns identifying a row.
+    Everything downstream already treats consent false as "never profiled, trained
+    on or scored", so this is the only place the list needs to act.
 
     Returns:
-        The number of rows written.
-
-    Raises:
-        ValueError: A key column is missing, empty or repeated in ``df``, or the
-            existing table lacks some of ``df``'s columns.
+        The new entities table and how many of its entities are on the list.
     """
-    if isinstance(df, str) and isinstance(table, pd.DataFrame):
-        df, url, table = table, df, url
-    return sql_upsert_tables(url, [(df, table, key)])[0]
-
-
-def sql_upsert_tables(
-    url: str, writes: Sequence[tuple[pd.DataFrame, str, str | Sequence[str]]]
-) -> list[int]:
-    """:func:`sql_upsert` of several tables of one database, all in one transaction.
-
-    Either every table gets its rows or none changes.
-
-    Args:
-        url: Database URL (a ``?table=`` in it is ignored).
-        writes: ``(rows, table, key)`` per table, written in this order.
-
-    Returns:
-        The number of rows written per table.
-
-    Raises:
-        ValueError: As :func:`sql_upsert`, before anything is written.
-    """
-    prepared = []
-    for df, table, key in writes:
-        keys = [key] if isinstance(key, str) else list(key)
-        target = parse_sql_url(url, table, override=True)
-        prepared.append((_sql_ready(df, keys, table), target, keys))
-    if not prepared:
-        return []
-    first = prepared[0][1]
-    if first.duckdb_path is not None:
-        with duckdb_connection(first.duckdb_path, read_only=False) as connection:
-            connection.begin()
-            try:
-                for frame, target, keys in prepared:
-                    _duckdb_upsert(connection, frame, target, keys)
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-    else:
-        with sql_engine(first) as engine, engine.begin() as connection:
-            for frame, target, keys in prepared:
-                _sqlalchemy_upsert(connection, engine.dialect.name, frame, target, keys)
-    for frame, target, keys in prepared:
-        log.info("Upserted %d rows into %s by %s.", len(frame), target.table, ", ".join(keys))
-    return [len(frame) for frame, _, _ in prepared]
-
-
-def _sql_ready(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
-    missing = [k for k in keys if k not in df.columns]
-    if missing:
-        raise ValueError(f"Cannot upsert into {table}: the rows have no key column(s) {missing}.")
-    frame = df.reset_index(drop=True)
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.CategoricalDtype):
-            frame[column] = frame[column].astype(frame[column].cat.categories.dtype)
-    null_keys = frame[keys].isna().any(axis=1)
-    repeated = frame.duplicated(subset=keys, keep=False)
-    for bad, what in ((null_keys, "an empty key"), (repeated, "a repeated key")):
-        if bad.any():
-            sample = frame.loc[bad, keys].head(5).to_dict("records")
-            raise ValueError(
-                f"Cannot upsert into {table}: {int(bad.sum())} rows have {what} "
-                f"({', '.join(keys)}), e.g. {sample}."
-            )
-    return frame
-
-
-def _check_columns(existing: Sequence[str], frame: pd.DataFrame, target: SqlTarget) -> None:
-    extra = [c for c in frame.columns if c not in set(existing)]
-    if extra:
-        raise ValueError(
-            f"Table '{target.table}' exists without column(s) {extra} that the rows have; "
-            f"its columns are {list(existing)}. Migrate or drop the table."
-        )
-
-
-def _duckdb_upsert(
-    connection: Any, frame: pd.DataFrame, target: SqlTarget, keys: list[str]
-) -> None:
-    """Delete the matching rows and insert ``frame``, in the caller's transaction."""
-    view = f"leadscore_incoming_{uuid.uuid4().hex}"
-    match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
-    connection.register(view, frame)
-    if not duckdb_table_exists(connection, target):
-        connection.execute(f"CREATE TABLE {target.qualified} AS FROM {view} LIMIT 0")
-    described = connection.execute(f"DESCRIBE {target.qualified}").fetchall()
-    _check_columns([row[0] for row in described], frame, target)
-    connection.execute(f"DELETE FROM {target.qualified} t USING {view} s WHERE {match}")
-    connection.execute(f"INSERT INTO {target.qualified} BY NAME FROM {view}")
-    connection.unregister(view)
-
-
-def _sqlalchemy_upsert(
-    connection: sa.Connection,
-    dialect: str,
-    frame: pd.DataFrame,
-    target: SqlTarget,
-    keys: list[str],
-) -> None:
-    """Delete the matching rows and insert ``frame``, in the caller's transaction."""
-    schema, name = target.schema_and_name
-    # Keys go through a staging table written by the same pandas code as the rows,
-    # so values compare equal in the database (SQLite stores timestamps as text).
-    stage = f"leadscore_stage_{uuid.uuid4().hex[:16]}"
-    columns = ", ".join(quote(k) for k in keys)
-    inspector = sa.inspect(connection)
-    if inspector.has_table(name, schema=schema):
-        existing = [c["name"] for c in inspector.get_columns(name, schema=schema)]
-        _check_columns(existing, frame, target)
-    else:
-        frame.head(0).to_sql(name, connection, schema=schema, index=False)
-        index = quote(f"ix_{name}_{'_'.join(keys)}"[:60])
-        connection.execute(sa.text(f"CREATE INDEX {index} ON {target.qualified} ({columns})"))
-    # COPY is ~3x faster than batched INSERTs on PostgreSQL, with the same NULLs.
-    method = _postgres_copy if dialect == "postgresql" else None
-    frame[keys].to_sql(stage, connection, schema=schema, index=False, method=method)
-    staged = qualified_name(schema, stage)
-    # Row-value IN, not a correlated EXISTS: SQLite hashes the subquery once
-    # instead of scanning the stage for every row (minutes at 100k rows).
-    connection.execute(
-        sa.text(
-            f"DELETE FROM {target.qualified} WHERE ({columns}) IN (SELECT {columns} FROM {staged})"
-        )
+    on_list = entities["entity_id"].astype("string").isin(listed).fillna(False).to_numpy(bool)
+    consent = (
+        entities["consent"].astype("boolean").fillna(True)
+        if "consent" in entities.columns
+        else pd.Series(True, index=entities.index, dtype="boolean")
     )
-    connection.execute(sa.text(f"DROP TABLE {staged}"))
-    frame.to_sql(name, connection, schema=schema, index=False, if_exists="append", method=method)
-
-
-def _postgres_copy(table: Any, connection: sa.Connection, keys: list[str], rows: Any) -> None:
-    """A ``DataFrame.to_sql`` method writing through psycopg's ``COPY FROM STDIN``."""
-    columns = ", ".join(quote(k) for k in keys)
-    with (
-        connection.connection.driver_connection.cursor() as cursor,
-        cursor.copy(
-            f"COPY {qualified_name(table.schema, table.name)} ({columns}) FROM STDIN"
-        ) as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
-
-
-def sql_delete(url: str, table: str, where_column: str, values: Sequence[object]) -> int:
-    """Delete the rows whose ``where_column`` is one of ``values``, in one transaction.
-
-    Args:
-        url: Database URL (a ``?table=`` in it is ignored).
-        table: Table name, ``schema.table`` allowed.
-        where_column: Column to match.
-        values: Values to delete (e.g. the ids of people who withdrew consent).
-
-    Returns:
-        The number of rows deleted (0 when the database or table does not exist).
-    """
-    values = list(dict.fromkeys(v.item() if hasattr(v, "item") else v for v in values))
-    if not values:
-        return 0
-
-    def chunks(table_obj: sa.Table, dialect: str) -> list[Any]:
-        column = table_obj.c[where_column]
-        # SQLite caps bound parameters.
-        return [column.in_(values[start : start + 500]) for start in range(0, len(values), 500)]
-
-    deleted = _delete_rows(
-        parse_sql_url(url, table, override=True),
-        f"{quote(where_column)} IN (SELECT unnest(?))",
-        [values],
-        chunks,
-    )
-    log.info("Deleted %d rows from %s where %s matched.", deleted, table, where_column)
-    return deleted
-
-
-def sql_delete_before(url: str, table: str, time_column: str, before: pd.Timestamp) -> int:
-    """Delete the rows whose ``time_column`` is strictly before ``before``, atomically.
-
-    Args:
-        url: Database URL (a ``?table=`` in it is ignored).
-        table: Table name, ``schema.table`` allowed.
-        time_column: A timestamp column (UTC).
-        before: The cutoff (naive values are UTC).
-
-    Returns:
-        The number of rows deleted (0 when the database or table does not exist).
-    """
-    cutoff = as_utc(before)
-
-    def older(table_obj: sa.Table, dialect: str) -> list[Any]:
-        if dialect == "sqlite":
-            # pandas writes SQLite timestamps as text: compare in the same format.
-            bound: object = cutoff.tz_convert(None).strftime("%Y-%m-%d %H:%M:%S.%f")
-        else:
-            bound = cutoff.to_pydatetime()
-        return [table_obj.c[time_column] < bound]
-
-    deleted = _delete_rows(
-        parse_sql_url(url, table, override=True),
-        f"{quote(time_column)} < ?",
-        [cutoff.to_pydatetime()],
-        older,
-    )
-    log.info("Deleted %d rows of %s older than %s.", deleted, table, cutoff.isoformat())
-    return deleted
-
-
-def _delete_rows(
-    target: SqlTarget,
-    duckdb_condition: str,
-    duckdb_parameters: list[Any],
-    conditions: Callable[[sa.Table, str], list[Any]],
-) -> int:
-    """``DELETE ... WHERE`` in one transaction; 0 when the database or table is missing.
-
-    Args:
-        target: The parsed SQL URL.
-        duckdb_condition: The condition as DuckDB SQL, with ``?`` parameters.
-        duckdb_parameters: Its parameters.
-        conditions: For SQLAlchemy databases, the WHERE clauses (one statement each)
-            given the reflected table and the dialect name.
-    """
-    if target.duckdb_path is not None:
-        if not target.duckdb_path.exists():
-            return 0
-        with duckdb_connection(target.duckdb_path, read_only=False) as connection:
-            if not duckdb_table_exists(connection, target):
-                return 0
-            rows = connection.execute(
-                f"DELETE FROM {target.qualified} WHERE {duckdb_condition}", duckdb_parameters
-            ).fetchall()
-            return int(rows[0][0]) if rows else 0
-    schema, name = target.schema_and_name
-    with sql_engine(target) as engine, engine.begin() as connection:
-        if not sa.inspect(connection).has_table(name, schema=schema):
-            return 0
-        table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
-        return sum(
-            connection.execute(table_obj.delete().where(condition)).rowcount
-            for condition in conditions(table_obj, engine.dialect.name)
-        )
+    out = entities.assign(consent=(consent & ~on_list).astype(bool))
+    log.info("Suppression list: %d of %d entities set to no consent.", on_list.sum(), len(out))
+    return out, int(on_list.sum())

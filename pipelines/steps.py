@@ -40,7 +40,7 @@ def resolve_as_of(as_of: str | None, settings: Settings) -> pd.Timestamp:
 
 def load_inputs(settings: Settings, as_of: pd.Timestamp) -> LoadedInputs:
     """Read and validate the three inputs (raises a ContractError with a sentence)."""
-    from pipelines.io import load_inputs as read_inputs
+    from pipelines.sources import load_inputs as read_inputs
 
     inputs = read_inputs(settings, as_of)
     return LoadedInputs(inputs.events, inputs.entities, inputs.outcomes, inputs.report.to_dict())
@@ -66,7 +66,7 @@ def build_features(settings: Settings, inputs: LoadedInputs, as_of: pd.Timestamp
 
 def save_features(settings: Settings, table: pd.DataFrame, as_of: pd.Timestamp) -> Path:
     """Write the feature table to ``output/features/as_of=DATE.parquet`` atomically."""
-    from pipelines.io import write_parquet_atomic
+    from pipelines.atomic_files import write_parquet_atomic
 
     path = settings.output.dir / "features" / f"as_of={as_of.date()}.parquet"
     return write_parquet_atomic(table, path)
@@ -152,7 +152,7 @@ def _training_record(settings: Settings, target: str, as_of: pd.Timestamp) -> Pa
 
 def _record_training(settings: Settings, target: str, as_of: pd.Timestamp, outcome: dict) -> None:
     """Note that a target was trained for a run date, so a re-run does not train again."""
-    from pipelines.io import write_text_atomic
+    from pipelines.atomic_files import write_text_atomic
 
     text = json.dumps(outcome, indent=2, default=str)
     write_text_atomic(text, _training_record(settings, target, as_of))
@@ -260,7 +260,7 @@ def score(settings, inputs, features, champions, previous, as_of):  # noqa: ANN0
 
 def write_outputs(settings, scored, previous, as_of):  # noqa: ANN001, ANN201
     """All outputs of a run, each written atomically."""
-    from pipelines.outputs import write_outputs as write
+    from pipelines.output_commit import write_outputs as write
 
     paths = write(
         scored.frame,
@@ -393,7 +393,7 @@ def summarise(settings, inputs, features, scored, champions, decisions, retentio
 
 def write_summary(settings: Settings, summary: RunSummary) -> Path:
     """``summary.json`` beside the outputs (one per date, plus the latest)."""
-    from pipelines.io import write_text_atomic
+    from pipelines.atomic_files import write_text_atomic
 
     text = json.dumps(summary.to_dict(), indent=2, default=str)
     write_text_atomic(text, settings.output.dir / "summaries" / f"{summary.as_of}.json")
@@ -411,7 +411,7 @@ def purge(settings: Settings, scored: pd.DataFrame, as_of: pd.Timestamp) -> dict
         date finds nothing left to remove).
     """
     from models.entity_status import NO_CONSENT
-    from pipelines.erasure import purge_score_history, purge_withdrawn_consent
+    from pipelines.retention import purge_score_history, purge_withdrawn_consent
 
     counts = purge_score_history(settings, as_of)
     from pipelines.outputs import list_partitions

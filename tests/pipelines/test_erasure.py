@@ -19,17 +19,16 @@ import pytest
 from features.synthetic import generate, source_paths
 from models.privacy import PseudonymKeyError, pseudonymise_one
 from pipelines import steps
-from pipelines.erasure import forget, purge_score_history
-from pipelines.io import (
-    apply_suppression,
-    forgotten_list_text,
-    load_inputs,
-    read_suppression_list,
-    sql_read,
-)
-from pipelines.outputs import write_partition, write_score_tables
+from pipelines.atomic_files import write_parquet_atomic
+from pipelines.database_writes import sql_delete_before
+from pipelines.databases import sql_read
+from pipelines.erasure import forget
+from pipelines.forgotten import forgotten_list_text
+from pipelines.output_commit import write_score_tables
+from pipelines.outputs import partition_dir
+from pipelines.retention import purge_score_history
 from pipelines.settings import load_settings
-from pipelines.sources import sql_delete_before
+from pipelines.sources import apply_suppression, load_inputs, read_suppression_list
 
 FIRST_RUN, SECOND_RUN, THIRD_RUN = "2025-09-10", "2025-09-20", "2025-09-30"
 NO_CONSENT_STATUS = "not scored: no consent"
@@ -362,7 +361,8 @@ def test_purge_score_history_deletes_only_what_is_older_than_the_limit(tmp_path,
     for i, day in enumerate(days):
         ids = [f"x{i}", "y"]  # x0, x1 stop being scored; y is scored every time
         write_score_tables(_scored(day, ids), url)
-        write_partition(_scored(day, ids), out, pd.Timestamp(day).date())
+        partition = partition_dir(out, pd.Timestamp(day).date()) / "part-0.parquet"
+        write_parquet_atomic(_scored(day, ids).drop(columns="as_of"), partition)
         (out / "features").mkdir(parents=True, exist_ok=True)
         (out / "features" / f"as_of={day}.parquet").write_bytes(b"x")
         (out / "crm" / f"as_of={day}").mkdir(parents=True)
@@ -403,14 +403,15 @@ def test_sql_delete_before_on_a_missing_database_deletes_nothing(tmp_path):
     assert not (tmp_path / "none.duckdb").exists()
 
 
-def test_forget_command_erases_outputs_and_prints_the_receipt(tmp_path, monkeypatch):
+@pytest.mark.parametrize("folder", ["output", "o'; DROP TABLE x; --"])
+def test_forget_command_erases_outputs_and_prints_the_receipt(tmp_path, monkeypatch, folder):
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pipelines.outputs import write_outputs
+    from pipelines.output_commit import write_outputs
     from tests.pipelines.test_board import make_scored
 
-    out = tmp_path / "output"
+    out = tmp_path / folder  # a folder named like SQL must not reach any SQL text
     day1 = make_scored(20, seed=3, as_of="2025-06-01", evil_name_at=None)
     day2 = make_scored(20, seed=4, as_of="2025-06-02", evil_name_at=None)
     url = f"duckdb:///{out / 'leadscore.duckdb'}"
@@ -458,8 +459,8 @@ def test_forget_command_without_ids_is_a_usage_error(tmp_path, monkeypatch):
 
 
 def test_withdrawn_consent_removes_earlier_scores_from_file_stores(tmp_path):
-    from pipelines.erasure import purge_withdrawn_consent
-    from pipelines.outputs import write_outputs
+    from pipelines.output_commit import write_outputs
+    from pipelines.retention import purge_withdrawn_consent
     from tests.pipelines.test_board import make_scored
 
     out = tmp_path / "output"

@@ -310,7 +310,7 @@ def test_a_failing_step_leaves_earlier_outputs_and_champions_intact(
 def test_a_crash_inside_write_outputs_leaves_no_store_half_written(
     after_first_run, monkeypatch, no_retry_delay
 ):
-    import pipelines.outputs
+    import pipelines.output_commit
 
     out = after_first_run
     before = snapshot(out)
@@ -318,7 +318,7 @@ def test_a_crash_inside_write_outputs_leaves_no_store_half_written(
     def crash(*args, **kwargs):
         raise OSError("disk full while writing the CRM export")
 
-    monkeypatch.setattr(pipelines.outputs, "write_crm_batches", crash)
+    monkeypatch.setattr(pipelines.output_commit, "write_crm_batches", crash)
     state = flows.nightly(as_of=NEXT, return_state=True)
     assert state.is_failed() and "Step 'write outputs' failed" in state.message
     assert_same(before, snapshot(out))

@@ -9,26 +9,21 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from features.column_checks import ContractError
+from features.schemas import ContractError
 from features.timeutil import UTC_TIMESTAMP
-from pipelines import io
-from pipelines.io import (
-    SourceNotFoundError,
-    apply_column_map,
+from pipelines import atomic_files
+from pipelines.atomic_files import (
     atomic_path,
-    load_inputs,
-    read_source,
     replace_dir_atomic,
     restore_interrupted_dir,
-    sibling_temp_dir,
-    sql_delete,
-    sql_read,
-    sql_upsert,
-    sql_upsert_tables,
+    staging_dir,
     write_parquet_atomic,
     write_text_atomic,
 )
+from pipelines.database_writes import compact_duckdb, sql_delete, sql_upsert_tables
+from pipelines.databases import SourceNotFoundError, sql_read
 from pipelines.settings import Settings, SourceSettings
+from pipelines.sources import apply_column_map, load_inputs, read_source
 from tests.services import PostgresUnavailable, start_postgres
 
 
@@ -267,7 +262,7 @@ def test_exception_mid_write_keeps_old_text(tmp_path):
     assert path.read_text() == "<p>old</p>"
     assert sorted(p.name for p in path.parent.iterdir()) == ["index.html"]
 
-    write_text_atomic(path, "<p>new</p>")  # the (path, text) order some callers use
+    write_text_atomic("<p>new</p>", path)
     assert path.read_text() == "<p>new</p>"
 
 
@@ -284,7 +279,7 @@ def test_replace_dir_swaps_folders(tmp_path):
     final.mkdir()
     (final / "batch-0001.csv").write_text("old")
     (final / "batch-0002.csv").write_text("stale")
-    staging = sibling_temp_dir(final)
+    staging = staging_dir(final)
     (staging / "batch-0001.csv").write_text("new")
 
     replace_dir_atomic(staging, final)
@@ -298,7 +293,7 @@ def test_replace_dir_failure_puts_the_old_folder_back(tmp_path, monkeypatch):
     final = tmp_path / "crm"
     final.mkdir()
     (final / "batch-0001.csv").write_text("old")
-    staging = sibling_temp_dir(final)
+    staging = staging_dir(final)
     real_rename = os.rename
 
     def rename_failing_on_the_swap(src, dst):
@@ -306,7 +301,7 @@ def test_replace_dir_failure_puts_the_old_folder_back(tmp_path, monkeypatch):
             raise OSError("injected failure")
         real_rename(src, dst)
 
-    monkeypatch.setattr(io.os, "rename", rename_failing_on_the_swap)
+    monkeypatch.setattr(atomic_files.os, "rename", rename_failing_on_the_swap)
     with pytest.raises(OSError, match="injected failure"):
         replace_dir_atomic(staging, final)
     assert (final / "batch-0001.csv").read_text() == "old"
@@ -338,6 +333,10 @@ def database_url(request, tmp_path) -> str:
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path / 'scores.duckdb'}"
     return f"sqlite:///{tmp_path / 'scores.db'}"
+
+
+def sql_upsert(df: pd.DataFrame, url: str, table: str, key: str | list[str]) -> int:
+    return sql_upsert_tables(url, [(df, table, key)])[0]
 
 
 def check_upsert_replaces_rows(url: str) -> None:
@@ -394,6 +393,15 @@ def test_sql_upsert_tables_changes_every_table_or_none(database_url):
 
 def test_sql_delete_on_a_missing_table_deletes_nothing(database_url):
     assert sql_delete(database_url, "lead_score_history", "entity_id", ["00001"]) == 0
+
+
+def test_compacting_a_duckdb_file_under_a_folder_named_like_sql(tmp_path):
+    path = tmp_path / "o'; DROP TABLE x; --" / "scores.duckdb"
+    url = f"duckdb:///{path}"
+    sql_upsert(make_scores([1.0, 2.0, 3.0]), url, "x", "entity_id")
+    sql_delete(url, "x", "entity_id", ["00001"])
+    compact_duckdb(path)
+    assert sorted(sql_read(url, "x")["entity_id"]) == ["00002", "00003"]
 
 
 # --- PostgreSQL ----------------------------------------------------------------------

@@ -13,16 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.reason_text import CRM_TEXT_LIMIT, crm_reason_text
-from pipelines.io import sql_read
-from pipelines.outputs import (
-    CRM_FIELDS,
-    crm_changes,
-    list_partitions,
-    read_previous_scores,
-    run_date,
-    split_batches,
-    write_outputs,
-)
+from pipelines.crm_export import CRM_FIELDS, crm_changes, split_batches
+from pipelines.databases import sql_read
+from pipelines.output_commit import write_outputs
+from pipelines.outputs import list_partitions, read_previous_scores, run_date
 from tests.pipelines.test_board import make_scored
 from tests.services import PostgresUnavailable, start_postgres
 

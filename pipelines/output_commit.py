@@ -1,0 +1,158 @@
+"""The commit protocol of a run's outputs: stage everything, then commit in a fixed order.
+
+:func:`write_outputs` writes the four outputs of one run date (layout in
+:mod:`pipelines.outputs`) in this order:
+
+1. **Stage**, changing nothing a reader sees: the Parquet partition goes to a hidden
+   temporary file beside ``scores/as_of=DATE/part-0.parquet``, the CRM batches to
+   the hidden folder ``crm/.as_of=DATE.staged/``, and the board page is rendered in
+   memory.
+2. **Withdrawn consent**: the score history of entities whose consent is withdrawn
+   is deleted, in its own transaction (what every run of the date does again).
+3. **Commit point**: ``lead_score_history`` and ``lead_scores`` are upserted in one
+   transaction.
+4. The staged partition is renamed in (one atomic rename).
+5. The staged CRM folder is swapped in for ``crm/as_of=DATE/`` (two renames; see
+   recovery below).
+6. The board page ``board/DATE.html`` and then ``board/index.html`` are written,
+   each atomically (``index.html`` only when DATE is the latest run).
+
+Guarantees: a failure in steps 1 or 3 leaves every score row and file as it was
+(on SQLite, a table the failed upsert had just created, or its staging table, can
+remain, empty); a failure in step 2 leaves only the withdrawn entities' history
+deleted. Steps 4 to 6 are each atomic but not atomic together: a crash among them
+leaves the score tables on the new date while the partition, CRM export or board
+can still be the previous one's. Every output is keyed by date or entity, so
+re-running the date repairs that and never duplicates rows.
+
+Recovery: staging is hidden (names start with ``.``), removed when the write ends
+and cleared by the next write of the date if a crash left it; a new date folder
+left empty by a failure is removed; a CRM swap a crash interrupted between its two
+renames is undone by :func:`~pipelines.atomic_files.restore_interrupted_dir` at the
+next swap of that folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy.engine import make_url
+
+from pipelines.atomic_files import atomic_path, replace_dir_atomic, staging_dir
+from pipelines.board import is_no_consent, render_board, write_board
+from pipelines.crm_export import crm_changes, write_crm_batches
+from pipelines.database_writes import sql_delete, sql_upsert_tables
+from pipelines.outputs import (
+    HISTORY_TABLE,
+    PARTITION_FILE,
+    SCORES_TABLE,
+    blank_without_consent,
+    crm_dir,
+    partition_dir,
+    run_date,
+    score_table_rows,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OutputPaths:
+    """Where one run's outputs went (``items()`` gives printable pairs)."""
+
+    partition: Path
+    database: str
+    crm_dir: Path
+    crm_batches: list[Path] = field(default_factory=list)
+    crm_rows: int = 0
+    board: Path | None = None
+    board_index: Path | None = None
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """``(name, location)`` pairs for summaries, passwords hidden."""
+        yield "scores_parquet", str(self.partition)
+        yield "score_tables", f"{self.database} ({SCORES_TABLE}, {HISTORY_TABLE})"
+        yield "crm_export", f"{self.crm_dir} ({self.crm_rows} rows, {len(self.crm_batches)} files)"
+        if self.board is not None:
+            yield "lead_board", str(self.board)
+
+
+def write_score_tables(scored: pd.DataFrame, database_url: str) -> None:
+    """Steps 2 and 3: delete withdrawn history, then upsert both score tables at once."""
+    rows = score_table_rows(scored)
+    withdrawn = rows.loc[is_no_consent(rows["status"]), "entity_id"].dropna().unique().tolist()
+    if withdrawn:
+        # Consent withdrawn: earlier scores of these people go too, not only today's.
+        sql_delete(database_url, HISTORY_TABLE, "entity_id", withdrawn)
+    sql_upsert_tables(
+        database_url,
+        [(rows, HISTORY_TABLE, ["entity_id", "as_of"]), (rows, SCORES_TABLE, ["entity_id"])],
+    )
+    log.info(
+        "Upserted %d rows into %s and %s (%d without consent blanked).",
+        len(rows), SCORES_TABLE, HISTORY_TABLE, len(withdrawn),
+    )  # fmt: skip
+
+
+def write_outputs(
+    scored: pd.DataFrame,
+    out_dir: Path,
+    database_url: str,
+    *,
+    crm_batch_size: int,
+    previous: pd.DataFrame | None,
+    band_rule: str | None = None,
+) -> OutputPaths:
+    """Write every output of one scoring run by the protocol of this module.
+
+    Args:
+        scored: One row per entity from ``models.scoring`` (a single ``as_of``).
+        out_dir: Output folder (``scores/``, ``crm/`` and ``board/`` go under it).
+        database_url: SQLAlchemy URL of the score store (SQLite, DuckDB, PostgreSQL).
+        crm_batch_size: Most rows per CRM import file (CRM sync has hourly limits).
+        previous: The last scores before this run
+            (:func:`pipelines.outputs.read_previous_scores`), to find what changed for
+            the CRM; ``None`` on a first run.
+        band_rule: One sentence on how bands are assigned, shown on the board.
+
+    Returns:
+        Where everything went.
+    """
+    out_dir = Path(out_dir)
+    as_of = run_date(scored)
+    clean = blank_without_consent(scored)
+    changes = crm_changes(clean, previous)
+    html = render_board(clean, as_of, band_rule)
+    partition = partition_dir(out_dir, as_of) / PARTITION_FILE
+    new_partition = not partition.parent.exists()
+    crm_final = crm_dir(out_dir, as_of)
+    crm_staged = staging_dir(crm_final)
+    try:
+        with atomic_path(partition) as staged_partition:  # step 4 when the block ends
+            clean.drop(columns=["as_of"]).to_parquet(staged_partition, index=False)
+            staged = write_crm_batches(changes, crm_staged, crm_batch_size)
+            write_score_tables(clean, database_url)  # steps 2 and 3
+        replace_dir_atomic(crm_staged, crm_final)  # step 5
+    except BaseException:
+        if new_partition and partition.parent.is_dir() and not any(partition.parent.iterdir()):
+            partition.parent.rmdir()  # no half-made date folder for readers to trip on
+        raise
+    finally:
+        shutil.rmtree(crm_staged, ignore_errors=True)
+    board = write_board(clean, out_dir / "board", as_of, band_rule, html=html)  # step 6
+    paths = OutputPaths(
+        partition=partition,
+        database=make_url(database_url).render_as_string(hide_password=True),
+        crm_dir=crm_final,
+        crm_batches=[crm_final / path.name for path in staged],
+        crm_rows=len(changes),
+        board=board.page,
+        board_index=board.index,
+    )
+    log.info("Outputs for %s: %s", as_of, dict(paths.items()))
+    return paths
