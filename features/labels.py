@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 Target = Literal["conversion", "churn"]
 TARGET_OUTCOME = {"conversion": "converted", "churn": "churned"}
-DEFAULT_HORIZON_DAYS = {"conversion": 30, "churn": 60}
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str], name: str) -> None:

@@ -121,7 +121,8 @@ def true_weights(out_dir: Path) -> dict[str, Any]:
     Keys include ``seed``, the sizes, ``start``/``end``, ``draw_dates`` per target,
     ``churn_signal_weights`` and ``conversion_signal_weights`` (signal name to effect
     on the log-odds; negative is protective), ``*_intercept``, ``*_fit_weights`` and
-    ``models`` (the full signal definitions, for :func:`features.synthetic.truth.true_model`).
+    ``models`` (the full signal definitions, read by
+    :meth:`features.synthetic.truth.TargetModel.from_json`).
 
     Args:
         out_dir: A folder written by :func:`features.synthetic.generate`.

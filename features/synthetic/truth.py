@@ -242,44 +242,6 @@ CONVERSION_MODEL = TargetModel(
 TRUE_MODELS: dict[str, TargetModel] = {"conversion": CONVERSION_MODEL, "churn": CHURN_MODEL}
 
 
-def true_model(target: str, weights: Mapping[str, Any] | None = None) -> TargetModel:
-    """The true model of a target, from ``generator.json`` contents or the defaults.
-
-    Args:
-        target: ``conversion`` or ``churn``.
-        weights: The parsed ``generator.json`` (see :func:`features.synthetic.true_weights`);
-            ``None`` uses the generator's built-in model.
-
-    Returns:
-        The model.
-    """
-    if target not in TRUE_MODELS:
-        raise ValueError(f"Unknown target {target!r}; use conversion or churn.")
-    if weights is None:
-        return TRUE_MODELS[target]
-    return TargetModel.from_json(weights["models"][target])
-
-
-def true_probability(
-    features: pd.DataFrame, target: str, weights: Mapping[str, Any] | None = None
-) -> pd.Series:
-    """The true probability of each row of a feature table (same index).
-
-    On the generator's draw dates this equals the ``p_true`` the generator recorded,
-    since both read the same point-in-time signals.
-
-    Args:
-        features: A feature table (``features.build.build_features``).
-        target: ``conversion`` or ``churn``.
-        weights: The parsed ``generator.json``; default: the built-in model.
-
-    Returns:
-        ``p_true`` per row.
-    """
-    model = true_model(target, weights)
-    return pd.Series(model.probability(features), index=features.index, name="p_true")
-
-
 def draw_days(target: str, n_days: int) -> list[int]:
     """Day offsets (from the start) of the draw dates whose window ends by ``n_days``."""
     step, horizon = DRAW_STEP_DAYS[target], HORIZON_DAYS[target]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.synthetic import generate, source_paths, true_probability, true_weights
+from features.synthetic import TargetModel, generate, source_paths, true_weights
 
 SMALL = {"n_leads": 300, "n_customers": 200, "months": 5, "chunk_entities": 200}
 LEAD_EVENT_TYPES = {
@@ -276,7 +276,7 @@ def test_p_true_is_the_true_model_applied_to_the_feature_table(small, small_data
         merged = truth.merge(features, on=["entity_id", "as_of"], how="inner")
         # Every consenting entity at risk has a feature row (the others are never profiled).
         assert len(merged) == truth["entity_id"].map(consenting).sum() > 0
-        recomputed = true_probability(merged, target, weights)
+        recomputed = TargetModel.from_json(weights["models"][target]).probability(merged)
         np.testing.assert_allclose(recomputed, merged["p_true"], rtol=0, atol=1e-12)
 
 
