@@ -2,7 +2,9 @@
 
 :func:`crm_changes` picks the records (a ``crm_id``, and a score or band that moved
 since the previous run, or lost consent); :func:`write_crm_batches` writes them as
-``batch-0001.csv ...`` of at most ``crm_batch_size`` rows.
+``batch-0001.csv ...`` of at most ``crm_batch_size`` rows. Every text cell a
+spreadsheet would run as a formula (:data:`FORMULA_PREFIXES`) is written with a
+leading ``'`` (:func:`csv_safe`), whatever its column; numeric columns stay numbers.
 Where the files go, and when, is the commit protocol's (:mod:`pipelines.output_commit`).
 """
 
@@ -106,13 +108,32 @@ def split_batches(frame: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
     return [frame.iloc[i * batch_size : (i + 1) * batch_size] for i in range(count)]
 
 
+#: Spreadsheet apps run a cell starting with one of these as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(values: pd.Series) -> pd.Series:
+    """``values`` with a ``'`` before every text a spreadsheet would run as a formula.
+
+    Only text is changed: a numeric column (a score, a negative percentage) is
+    returned as it is, so its numbers stay numbers in the file.
+    """
+    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        return values
+    text = values.astype("string")
+    risky = text.str.startswith(FORMULA_PREFIXES).fillna(False).to_numpy(bool)
+    return text.mask(risky, "'" + text) if risky.any() else values
+
+
 def write_crm_batches(changes: pd.DataFrame, folder: Path, batch_size: int) -> list[Path]:
     """Write ``changes`` into ``folder`` as ``batch-0001.csv ...``; returns the files.
 
-    ``folder`` is normally a staging folder that :mod:`pipelines.output_commit` swaps in afterwards.
+    Every column goes through :func:`csv_safe`. ``folder`` is normally a staging
+    folder that :mod:`pipelines.output_commit` swaps in afterwards.
     """
+    safe = pd.DataFrame({column: csv_safe(changes[column]) for column in changes.columns})
     files = []
-    for number, batch in enumerate(split_batches(changes, batch_size), start=1):
+    for number, batch in enumerate(split_batches(safe, batch_size), start=1):
         path = Path(folder) / f"batch-{number:04d}.csv"
         batch.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
         files.append(path)

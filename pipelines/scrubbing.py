@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipelines.atomic_files import write_parquet_atomic, write_text_atomic
 from pipelines.board import embed_json, render_board
+from pipelines.crm_export import csv_safe
 from pipelines.outputs import list_partitions
 
 #: A run date in a file or folder name.
@@ -91,13 +92,17 @@ def dated_before(paths: list[Path], before: date | None) -> list[Path]:
 
 
 def scrub_crm(crm_root: Path, crm_ids: list[str], before: date | None = None) -> StoreErasure:
-    """Rewrite the CRM import files (of dates before ``before``) without ``crm_ids``."""
+    """Rewrite the CRM import files (of dates before ``before``) without ``crm_ids``.
+
+    An id is matched as given and as written (:func:`~pipelines.crm_export.csv_safe`).
+    """
     result = StoreErasure("CRM export files", str(crm_root))
     if not crm_ids:
         return result
+    written = {*crm_ids, *csv_safe(pd.Series(crm_ids, dtype="string")).tolist()}
     for path in dated_before(sorted(crm_root.glob("as_of=*/batch-*.csv")), before):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        keep = ~frame["Id"].isin(crm_ids)
+        keep = ~frame["Id"].isin(written)
         if keep.all():
             continue
         text = frame[keep].to_csv(index=False, lineterminator="\r\n")

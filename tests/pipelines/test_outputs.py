@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.reason_text import CRM_TEXT_LIMIT, crm_reason_text
-from pipelines.crm_export import CRM_FIELDS, crm_changes, split_batches
+from pipelines.crm_export import CRM_FIELDS, crm_changes, csv_safe, split_batches
 from pipelines.databases import sql_read
 from pipelines.output_commit import write_outputs
 from pipelines.outputs import list_partitions, read_previous_scores, run_date
@@ -159,6 +159,36 @@ def test_crm_changes_keep_only_changed_rows_with_a_crm_id():
     for i in expected.index:
         assert by_id.loc[day2.loc[i, "crm_id"], SCORE] == day2.loc[i, "score"]
         assert by_id.loc[day2.loc[i, "crm_id"], BAND] == day2.loc[i, "band"]
+
+
+FORMULAS = ['=HYPERLINK("x")', "@SUM(1+1)", "+1+1", "-2+3"]
+
+
+def test_crm_files_neutralise_formulas_in_every_text_column_and_keep_numbers(tmp_path):
+    scored = make_scored(6, seed=20, no_consent=(), evil_name_at=None)
+    scored.loc[:3, "entity_id"] = FORMULAS
+    scored.loc[:3, "crm_id"] = FORMULAS
+    scored.loc[4, "crm_id"] = "0042"
+    scored.loc[4, "conversion_probability"] = -0.035  # a number, even a negative one
+    paths = write_outputs(scored, tmp_path, duckdb_url(tmp_path), crm_batch_size=4, previous=None)
+
+    written = pd.concat(
+        [pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths.crm_batches]
+    )
+    assert sorted(written[ID]) == sorted(["'" + f for f in FORMULAS] + ["0042"])
+    text_columns = written.columns.drop([SCORE, CRM_FIELDS["conversion_percent"]])
+    for column in text_columns:
+        assert not written[column].str.startswith(("=", "+", "-", "@", "\t", "\r")).any()
+    numbers = pd.concat([pd.read_csv(p, dtype={ID: str}) for p in paths.crm_batches])
+    conversion = numbers.set_index(ID)[CRM_FIELDS["conversion_percent"]]
+    assert conversion["0042"] == -3.5
+
+
+def test_csv_safe_changes_text_only():
+    text = pd.Series(["\tx", "\ry", "plain", None, "-1"], dtype="string")
+    assert csv_safe(text).tolist() == ["'\tx", "'\ry", "plain", pd.NA, "'-1"]
+    numbers = pd.Series([-3.5, 2.0])
+    assert csv_safe(numbers) is numbers
 
 
 def test_split_batches_sizes_and_bad_size():
