@@ -18,13 +18,9 @@ from typing import Literal
 import pandas as pd
 import pyarrow as pa
 
-from features.schemas import (
-    VALIDATORS,
-    ContractError,
-    InputReport,
-    clean_events,
-    input_report,
-)
+from features.column_checks import ContractError
+from features.input_report import InputReport, clean_events, input_report
+from features.schemas import VALIDATORS
 from features.timeutil import as_utc
 from pipelines.databases import SourceNotFoundError, is_sql_url, sql_read
 from pipelines.forgotten import drop_forgotten

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from features.schemas import ContractError
+from features.column_checks import ContractError
 from features.timeutil import UTC_TIMESTAMP
 from pipelines import atomic_files
 from pipelines.atomic_files import (
