@@ -52,6 +52,7 @@ from features.build import build_snapshots
 from features.synthetic import generate, source_paths
 from models.plots import event_mix_table, stacked_area_figure
 from pipelines import steps
+from pipelines.context import RunContext, parse_as_of
 from pipelines.settings import load_settings
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -67,7 +68,7 @@ settings = load_settings(
     output={"dir": str(work / "output")},
     seed=seed,
 )
-run_date = steps.resolve_as_of(as_of, settings)
+ctx = RunContext(settings, parse_as_of(as_of, settings.schedule.timezone))
 spec = settings.feature_spec()
 
 # %% [markdown]
@@ -78,9 +79,9 @@ spec = settings.feature_spec()
 # input stops here with a sentence naming the file, the column and sample rows.
 
 # %%
-inputs = steps.load_inputs(settings, run_date)
+inputs = steps.load_inputs(ctx)
 events, entities, outcomes = inputs.events, inputs.entities, inputs.outcomes
-pd.Series(inputs.report, name="input report").to_frame()
+pd.Series(inputs.report.to_dict(), name="input report").to_frame()
 
 # %%
 display(events.dtypes.rename("dtype").to_frame())
@@ -121,9 +122,9 @@ share.sort_values("lead", ascending=False).style.format("{:.1%}")
 # attributes. The columns and their meaning come from `features/spec.py`.
 
 # %%
-features = steps.build_features(settings, inputs, run_date)
+features = steps.build_features(spec, inputs, ctx.as_of).frame
 kind = features["entity_id"].map(kind_of).rename("kind")
-print(f"{len(features):,} rows x {features.shape[1]:,} columns as of {run_date.date()}")
+print(f"{len(features):,} rows x {features.shape[1]:,} columns as of {ctx.as_of.date()}")
 activity = [
     "days_since_last_event",
     "active_days_30d",
@@ -177,12 +178,12 @@ pd.Series(
 
 # %%
 pricing = events[events["event_type"] == "pricing_page_view"]
-recent = pricing[pricing["event_time"] >= run_date - pd.Timedelta(days=60)]
+recent = pricing[pricing["event_time"] >= ctx.as_of - pd.Timedelta(days=60)]
 lead_visits = recent.loc[recent["entity_id"].map(kind_of).eq("lead"), "entity_id"]
 lead_id = lead_visits.value_counts().index[0]  # the lead with most recent visits
 lead_events = events[events["entity_id"] == lead_id]
 lead_row = entities[entities["entity_id"] == lead_id]
-cutoffs = pd.date_range(end=run_date, periods=9, freq="7D")
+cutoffs = pd.date_range(end=ctx.as_of, periods=9, freq="7D")
 lead_features = build_snapshots(lead_events, lead_row, cutoffs, spec)
 columns = [
     "pricing_page_view_count_7d",
@@ -195,7 +196,7 @@ lead_features.set_index("as_of")[columns].round(2)
 
 # %%
 is_visit = (lead_events["event_type"] == "pricing_page_view") & (
-    lead_events["event_time"] < run_date
+    lead_events["event_time"] < ctx.as_of
 )
 visits = lead_events.loc[is_visit, "event_time"]
 axes = lead_features.set_index("as_of")[columns[:2] + columns[3:]].plot(

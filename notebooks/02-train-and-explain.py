@@ -57,8 +57,10 @@ from models.evaluate import calibration_curve_figure, lift_chart_figure
 from models.plots import roc_curve_figure, shap_explanation
 from models.reason_text import crm_reason_text
 from models.rules import RuleScore
+from models.targets import CHURN, CONVERSION
 from models.train import train_model
-from pipelines import steps
+from pipelines import steps, training
+from pipelines.context import RunContext, parse_as_of
 from pipelines.settings import load_settings
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -76,10 +78,10 @@ settings = load_settings(
     model={"min_positive_labels": min_positive_labels},
     seed=seed,
 )
-run_date = steps.resolve_as_of(as_of, settings)
-inputs = steps.load_inputs(settings, run_date)
-horizon = settings.labels.conversion_horizon_days
-print(f"{len(inputs.events):,} events, {len(inputs.entities):,} entities, as of {run_date.date()}")
+ctx = RunContext(settings, parse_as_of(as_of, settings.schedule.timezone))
+inputs = steps.load_inputs(ctx)
+horizon = settings.labels.horizon_days(CONVERSION.name)
+print(f"{len(inputs.events):,} events, {len(inputs.entities):,} entities, as of {ctx.as_of.date()}")
 
 # %% [markdown]
 # ## Training snapshots
@@ -89,8 +91,8 @@ print(f"{len(inputs.events):,} events, {len(inputs.entities):,} entities, as of 
 # cutoff. The last cutoff is one horizon before the run date, so every label is known.
 
 # %%
-frame = steps.training_frame(settings, inputs, "conversion", run_date)
-print(label_definition("conversion", horizon))
+frame = training.training_frame(ctx, inputs, CONVERSION)
+print(label_definition(CONVERSION.name, horizon))
 frame.groupby("as_of")["label"].agg(rows="size", conversions="sum", rate="mean")
 
 # %% [markdown]
@@ -105,14 +107,14 @@ result = train_model(
     frame.drop(columns=["label"]),
     frame["label"],
     frame["as_of"],
-    "conversion",
+    CONVERSION.name,
     horizon_days=horizon,
     params=settings.model.lightgbm_params,
     feature_set_version=settings.feature_spec().version,
     min_positive_labels=settings.model.min_positive_labels,
     leakage_auc_threshold=settings.model.leakage_auc_threshold,
-    rule_model=RuleScore(steps.RULES_FOR_TARGET["conversion"]),
-    label_definition=label_definition("conversion", horizon),
+    rule_model=RuleScore(CONVERSION.rules),
+    label_definition=label_definition(CONVERSION.name, horizon),
     seed=settings.seed,
 )
 display(pd.DataFrame(result.split.describe()["rows"], index=["rows"]))
@@ -174,9 +176,17 @@ result.importance.head(15).set_index("feature")
 # the CRM (the short text the CRM export writes).
 
 # %%
-features = steps.build_features(settings, inputs, run_date)
-champions = {"conversion": result.model, "churn": None}
-scoring = steps.score(settings, inputs, features, champions, None, run_date)
+features = steps.build_features(settings.feature_spec(), inputs, ctx.as_of)
+champions = {CONVERSION.name: result.model, CHURN.name: None}
+scoring = steps.score(
+    inputs,
+    features,
+    champions,
+    None,
+    ctx.as_of,
+    bands=settings.bands,
+    reason_refresh_tolerance=settings.output.reason_refresh_tolerance,
+)
 scored = scoring.frame
 leads = scored[(scored["kind"] == "lead") & (scored["status"] == "scored")]
 leads = leads.sort_values("score", ascending=False, ignore_index=True)
@@ -200,4 +210,4 @@ for lead in picked.itertuples():
 # `high`), the same rule the nightly run applies:
 
 # %%
-scoring.band_rule.describe()
+scoring.band_rule.to_dict()

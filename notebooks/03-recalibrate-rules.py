@@ -55,7 +55,9 @@ from models.evaluate import band_outcome_rates
 from models.plots import points_comparison_figure, roc_curve_figure
 from models.recalibrate import recalibrate
 from models.rules import RuleScore
-from pipelines import steps
+from models.targets import CHURN
+from pipelines import steps, training
+from pipelines.context import RunContext, parse_as_of
 from pipelines.settings import load_settings
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -72,9 +74,9 @@ settings = load_settings(
     output={"dir": str(work / "output")},
     seed=seed,
 )
-run_date = steps.resolve_as_of(as_of, settings)
-horizon = settings.labels.churn_horizon_days
-inputs = steps.load_inputs(settings, run_date)
+ctx = RunContext(settings, parse_as_of(as_of, settings.schedule.timezone))
+horizon = settings.labels.horizon_days(CHURN.name)
+inputs = steps.load_inputs(ctx)
 
 # %% [markdown]
 # ## Labelled snapshots
@@ -82,8 +84,8 @@ inputs = steps.load_inputs(settings, run_date)
 # The same point-in-time training frame the churn model trains on.
 
 # %%
-frame = steps.training_frame(settings, inputs, "churn", run_date)
-print(label_definition("churn", horizon))
+frame = training.training_frame(ctx, inputs, CHURN)
+print(label_definition(CHURN.name, horizon))
 frame.groupby("as_of")["label"].agg(customers="size", churned="sum", rate="mean")
 
 # %% [markdown]
@@ -99,7 +101,7 @@ result = recalibrate(
     frame["label"],
     frame["as_of"],
     rules,
-    "churn",
+    CHURN.name,
     seed=settings.seed,
     n_bootstrap=n_bootstrap,
     label_horizon_days=horizon,
@@ -191,5 +193,5 @@ pd.DataFrame(choices).style.format(
 # with `result.write(folder)`:
 
 # %%
-paths = result.write(settings.output.dir / "recalibration")
+paths = result.write(ctx.output_dir / "recalibration")
 {name: str(path) for name, path in paths.items()}

@@ -66,9 +66,10 @@ from features.synthetic import generate, source_paths
 from models import tracking, tracking_registry
 from models.drift import psi, psi_table
 from models.plots import band_moves_figure, band_transition_table, psi_figure
+from models.targets import TARGET_NAMES
 from pipelines import steps
+from pipelines.context import build_context
 from pipelines.outputs import list_partitions
-from pipelines.settings import load_settings
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 # Prefect reads these when it is first imported (below, with the flow): quiet logs, and
@@ -96,8 +97,10 @@ config = {
 }
 config_path = work / "leadscore.yaml"
 config_path.write_text(yaml.safe_dump(config))
-settings = load_settings(config_path)
-print(f"outputs in {settings.output.dir}, MLflow at {settings.tracking_uri}")
+# The context of the last run date: its settings, and its inputs for the feature drift.
+ctx = build_context(config_path, run_dates[-1])
+settings = ctx.settings
+print(f"outputs in {ctx.output_dir}, MLflow at {settings.tracking_uri}")
 
 # %% [markdown]
 # ## Three nightly runs
@@ -113,7 +116,7 @@ from pipelines.flows import nightly  # noqa: E402
 with prefect_test_harness():
     results = [nightly(as_of=day, config_path=str(config_path)) for day in run_dates]
 for result in results:
-    print(f"{result['as_of']}: {result['scored']:,} scored; {result['retrain']}")
+    print(f"{result.as_of}: {result.scored:,} scored; {result.retrain}")
 
 # %% [markdown]
 # ## What the runs wrote
@@ -123,13 +126,13 @@ for result in results:
 
 # %%
 summaries = pd.DataFrame(
-    [json.loads(p.read_text()) for p in sorted((settings.output.dir / "summaries").glob("*.json"))]
+    [json.loads(p.read_text()) for p in sorted((ctx.output_dir / "summaries").glob("*.json"))]
 ).set_index("as_of")
 summaries[["entities_in", "rows_out", "scored", "champions", "psi_status"]]
 
 # %%
 scores = {
-    day: pd.read_parquet(path) for day, path in sorted(list_partitions(settings.output.dir).items())
+    day: pd.read_parquet(path) for day, path in sorted(list_partitions(ctx.output_dir).items())
 }
 band_counts = pd.DataFrame({str(day): run["band"].value_counts() for day, run in scores.items()})
 axes = band_counts.T.plot.bar(stacked=True, rot=0, figsize=(7, 3.5), title="Entities per band")
@@ -165,7 +168,7 @@ for before, after in zip([None, *days], days, strict=False):
         f"{name} vs reference": value for name, value in summaries.loc[str(after), "psi"].items()
     }
     if before is not None:
-        for target in ("conversion", "churn"):
+        for target in TARGET_NAMES:
             column = f"{target}_probability"
             previous, current = scores[before][column].dropna(), scores[after][column].dropna()
             row[f"{target} probability vs previous run"] = psi(previous, current)
@@ -184,8 +187,7 @@ psi_figure(score_psi.iloc[-1], warn=psi_warn, fail=psi_fail, title=f"Score PSI, 
 # score PSI rises.
 
 # %%
-last_day = steps.resolve_as_of(str(days[-1]), settings)
-inputs = steps.load_inputs(settings, last_day)
+inputs = steps.load_inputs(ctx)
 snapshots = build_snapshots(
     inputs.events, inputs.entities, [days[0], days[-1]], settings.feature_spec()
 )
@@ -228,7 +230,7 @@ history = pd.DataFrame(
     {
         target: summaries["champions"].map(lambda c, t=target: c[t])
         + summaries["retrain"].map(lambda r, t=target: f" ({r[t]})")
-        for target in ("conversion", "churn")
+        for target in TARGET_NAMES
     }
 )
 display(
