@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -77,3 +79,51 @@ def psi_table(
         if c in reference and c in current
     ]
     return pd.DataFrame(rows, columns=["column", "psi"]).sort_values("psi", ascending=False)
+
+
+def score_psi(
+    references: Mapping[str, pd.Series | np.ndarray], scored: pd.DataFrame
+) -> dict[str, float]:
+    """PSI of each target's probabilities in this run against its validation reference.
+
+    Args:
+        references: ``{target: reference probabilities}`` of the targets with a
+            champion (its validation scores).
+        scored: The scored frame with ``{target}_probability`` columns.
+
+    Returns:
+        ``{target: psi}`` for the targets with a non-empty reference and scored rows.
+    """
+    values = {}
+    for target, reference in references.items():
+        column = f"{target}_probability"
+        if not len(reference) or column not in scored:
+            continue
+        current = scored[column].dropna()
+        if len(current):
+            values[target] = psi(reference, current)
+    return values
+
+
+def psi_status(values: Mapping[str, float], warn: float, fail: float) -> tuple[str, list[str]]:
+    """Classify PSI values against the warning and failure thresholds.
+
+    Args:
+        values: ``{what: psi}``.
+        warn: PSI above which a value is a warning.
+        fail: PSI above which a value fails the run.
+
+    Returns:
+        ``("ok" | "warning" | "failed", messages)``, one message per value above a
+        threshold.
+    """
+    messages = []
+    status = "ok"
+    for name, value in values.items():
+        if value > fail:
+            status = "failed"
+            messages.append(f"PSI of {name} is {value:.3f}, above the failure threshold {fail}.")
+        elif value > warn:
+            status = "warning" if status == "ok" else status
+            messages.append(f"PSI of {name} is {value:.3f}, above the warning threshold {warn}.")
+    return status, messages

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class PseudonymKeyError(ValueError):
     """No usable pseudonymisation key was configured."""
 
 
-def resolve_pseudonym_key(configured: str | None = None, *, allow_ephemeral: bool = False) -> bytes:
+def resolve_pseudonym_key(
+    configured: SecretStr | str | None = None, *, allow_ephemeral: bool = False
+) -> bytes:
     """The key for :func:`pseudonymise`.
 
     Args:
@@ -57,6 +60,8 @@ def resolve_pseudonym_key(configured: str | None = None, *, allow_ephemeral: boo
         PseudonymKeyError: The key is shorter than :data:`MIN_KEY_LENGTH`, or missing
             while ``allow_ephemeral`` is false.
     """
+    if isinstance(configured, SecretStr):
+        configured = configured.get_secret_value()
     key = configured or os.environ.get(PSEUDONYM_KEY_ENV) or ""
     if key:
         if len(key) < MIN_KEY_LENGTH:

@@ -25,11 +25,12 @@ from models.rulefile import (
     rule_file_path,
     save_rules,
 )
+from models.targets import CONVERSION, TARGETS
 
 __all__ = [
     "BUILTIN_RULE_FILES", "OPERATORS", "Band", "RuleFileError", "RuleScore", "RuleSet",
     "Signal", "assign_bands", "atomic_write_text", "load_rules", "parse_rules",
-    "rule_file_path", "save_rules", "score_points", "signal_units",
+    "rule_file_path", "rule_scores_by_kind", "save_rules", "score_points", "signal_units",
 ]  # fmt: skip
 
 
@@ -165,3 +166,41 @@ class RuleScore(BaseEstimator):
         """Band name per row (engagement: ``high`` 100-150, ``medium`` 50-99, ``at-risk`` 0-49)."""
         rule_set = self._rule_set()
         return assign_bands(rule_set, self.predict(X))
+
+
+def rule_scores_by_kind(features: pd.DataFrame, kinds: pd.Series | None) -> pd.DataFrame | None:
+    """Rule points and band per entity, each kind scored by its target's rule file.
+
+    Leads get the conversion target's rules, customers the churn target's (see
+    :mod:`models.targets`). Without kinds, every entity is scored as a lead.
+
+    Args:
+        features: Feature table with ``entity_id``.
+        kinds: ``kind`` per entity id (``lead`` / ``customer``), or ``None``.
+
+    Returns:
+        ``entity_id, rule_score, rule_band`` for the entities scored, or ``None`` when
+        no entity is.
+    """
+    frames = []
+    for target in TARGETS:
+        if kinds is None:
+            if target is not CONVERSION:
+                continue
+            rows = features
+        else:
+            kind = features["entity_id"].map(kinds).eq(target.kind).fillna(False)
+            rows = features[kind.to_numpy(bool)]
+        if rows.empty:
+            continue
+        estimator = RuleScore(target.rules).fit(rows)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "entity_id": rows["entity_id"].to_numpy(),
+                    "rule_score": estimator.predict(rows),
+                    "rule_band": estimator.predict_band(rows),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else None

@@ -8,7 +8,6 @@ from bad input are printed as sentences, not tracebacks (``--debug`` shows them)
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -28,11 +27,20 @@ err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML or TOML config file (see README).", exists=True),
+    typer.Option(
+        "--config", "-c", help="YAML, TOML or JSON config file (see README).", exists=True
+    ),
 ]
 AsOfOption = Annotated[
     str | None,
     typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today, configured time zone)."),
+]
+AllowFutureOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-future",
+        help="Run even when the run date is after the day following the latest event.",
+    ),
 ]
 TargetOption = Annotated[
     str, typer.Option("--target", "-t", help="What to predict: conversion or churn.")
@@ -48,19 +56,13 @@ def main(
 ) -> None:
     """Predictive lead and customer scoring with reasons sales can read."""
     _state["debug"] = debug
-    # The ephemeral Prefect server would phone home on start-up (and log an error
-    # offline); a user who wants it sets the variable.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from pipelines.runtime import set_quiet_and_patient_defaults
+
+    set_quiet_and_patient_defaults()
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-
-
-def _settings(config: Path | None):  # noqa: ANN202
-    from pipelines.settings import load_settings
-
-    return load_settings(config)
 
 
 def _run(func, *args, **kwargs):  # noqa: ANN001, ANN202
@@ -101,11 +103,12 @@ def features(
     as_of: AsOfOption = None,
     config: ConfigOption = None,
     out: Annotated[Path | None, typer.Option(help="Parquet file to write.")] = None,
+    allow_future: AllowFutureOption = False,
 ) -> None:
     """Build the point-in-time feature table as of a date."""
     from pipelines import commands
 
-    _run(commands.features, _settings(config), as_of, out, console)
+    _run(commands.features, config, as_of, out, allow_future, console)
 
 
 @app.command()
@@ -120,17 +123,20 @@ def recalibrate(
     """Learn new rule points and bands from real outcomes; write a side-by-side report."""
     from pipelines import commands
 
-    _run(commands.recalibrate, _settings(config), rules, target, as_of, console)
+    _run(commands.recalibrate, config, rules, target, as_of, console)
 
 
 @app.command()
 def train(
-    target: TargetOption = "conversion", config: ConfigOption = None, as_of: AsOfOption = None
+    target: TargetOption = "conversion",
+    config: ConfigOption = None,
+    as_of: AsOfOption = None,
+    allow_future: AllowFutureOption = False,
 ) -> None:
     """Train, calibrate, evaluate and register a model; promote it only if it wins."""
     from pipelines import commands
 
-    _run(commands.train, _settings(config), target, as_of, console)
+    _run(commands.train, config, target, as_of, allow_future, console)
 
 
 @app.command()
@@ -138,23 +144,27 @@ def models(config: ConfigOption = None) -> None:
     """List registered model versions, their aliases and key metrics."""
     from pipelines import commands
 
-    _run(commands.list_models, _settings(config), console)
+    _run(commands.list_models, config, console)
 
 
 @app.command()
-def score(as_of: AsOfOption = None, config: ConfigOption = None) -> None:
+def score(
+    as_of: AsOfOption = None, config: ConfigOption = None, allow_future: AllowFutureOption = False
+) -> None:
     """Score every entity with the champion models and write all outputs."""
     from pipelines import commands
 
-    _run(commands.score, _settings(config), as_of, console)
+    _run(commands.score, config, as_of, allow_future, console)
 
 
 @app.command()
-def nightly(as_of: AsOfOption = None, config: ConfigOption = None) -> None:
+def nightly(
+    as_of: AsOfOption = None, config: ConfigOption = None, allow_future: AllowFutureOption = False
+) -> None:
     """Run the nightly flow once: validate, build features, retrain if due, score, publish."""
     from pipelines import commands
 
-    _run(commands.nightly, _settings(config), as_of, config, console)
+    _run(commands.nightly, config, as_of, console, allow_future)
 
 
 @app.command()
@@ -167,7 +177,7 @@ def backfill(
     """Run the nightly flow for past dates, in order."""
     from pipelines import commands
 
-    _run(commands.backfill, _settings(config), from_date, to_date, every, config, console)
+    _run(commands.backfill, config, from_date, to_date, every, console)
 
 
 @app.command()
@@ -180,7 +190,7 @@ def serve(
     """Register the nightly deployment on the Prefect API and serve it."""
     from pipelines import deploy
 
-    _run(deploy.serve_nightly, _settings(config), config, register_only, console)
+    _run(deploy.serve_nightly, config, register_only, console)
 
 
 @app.command()
@@ -203,7 +213,7 @@ def forget(
     if not ids:
         err_console.print("[bold red]Error:[/] give entity ids or --from-file.")
         raise typer.Exit(code=2)
-    _run(commands.forget, _settings(config), ids, console)
+    _run(commands.forget, config, ids, console)
 
 
 @app.command()

@@ -1,4 +1,11 @@
-"""Bodies of the CLI commands: call a flow or a step, show progress, summarise."""
+"""Bodies of the CLI commands: build the run context, call a flow or a step, summarise.
+
+Commands that run a flow (``nightly``, ``score``, ``train``, ``recalibrate``,
+``backfill``) hand the flow the user's config file and run date as given; the flow
+builds its run context from them. Before that, the command builds the context once
+itself, so that a config or date mistake is a sentence within a second instead of a
+failed flow run after Prefect has started.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,16 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from pipelines.context import RunContext, build_context
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pipelines.settings import Settings
+    from pipelines.summary import RunSummary
+
+
+def _config_arg(config: Path | None) -> str | None:
+    return str(Path(config).resolve()) if config else None
 
 
 def generate(
@@ -41,22 +54,24 @@ def generate(
     )
 
 
-def features(settings: Settings, as_of: str | None, out: Path | None, console: Console) -> None:
+def features(
+    config: Path | None, as_of: str | None, out: Path | None, allow_future: bool, console: Console
+) -> None:
     """Build and save the feature table; print a short description of it."""
     from pipelines import steps
 
-    run_date = steps.resolve_as_of(as_of, settings)
+    ctx = build_context(config, as_of, allow_future=allow_future)
     began = time.perf_counter()
     with console.status("Reading inputs and building features"):
-        inputs = steps.load_inputs(settings, run_date)
-        table = steps.build_features(settings, inputs, run_date)
+        inputs = steps.load_inputs(ctx)
+        table = steps.build_features(ctx.settings.feature_spec(), inputs, ctx.as_of)
         if out is not None:
             from pipelines.atomic_files import write_parquet_atomic
 
-            path = write_parquet_atomic(table, out)
+            path = write_parquet_atomic(table.frame, out)
         else:
-            path = steps.save_features(settings, table, run_date)
-    console.print(feature_summary(table, run_date, time.perf_counter() - began))
+            path = steps.save_features(ctx.output_dir, table.frame, ctx.as_of)
+    console.print(feature_summary(table.frame, ctx.as_of, time.perf_counter() - began))
     console.print(f"Input report: {inputs.report}")
     console.print(f"Feature table written to {path}")
 
@@ -74,25 +89,32 @@ def feature_summary(table: pd.DataFrame, as_of: pd.Timestamp, seconds: float) ->
     return "\n".join(lines)
 
 
-def nightly(settings: Settings, as_of: str | None, config: Path | None, console: Console) -> dict:
+def nightly(
+    config: Path | None, as_of: str | None, console: Console, allow_future: bool = False
+) -> RunSummary:
     """Run the nightly flow once and print its summary."""
     from pipelines.flows import nightly as flow
 
-    result = flow(as_of=as_of, config_path=str(config) if config else None)
-    _print_run(result, console)
-    return result
+    ctx = build_context(config, as_of)
+    summary = flow(
+        as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
+    )
+    print_run(summary, console)
+    return summary
 
 
-def score(settings: Settings, as_of: str | None, console: Console) -> None:
+def score(config: Path | None, as_of: str | None, allow_future: bool, console: Console) -> None:
     """Score with the champions, no retraining."""
     from pipelines.flows import score_flow
 
-    _print_run(score_flow(as_of=as_of), console)
+    ctx = build_context(config, as_of)
+    summary = score_flow(
+        as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
+    )
+    print_run(summary, console)
 
 
-def backfill(
-    settings: Settings, start: str, end: str, every: int, config: Path | None, console: Console
-) -> None:
+def backfill(config: Path | None, start: str, end: str, every: int, console: Console) -> None:
     """Run the nightly flow for each date from ``start`` to ``end``, oldest first.
 
     Each date is a full nightly run (retraining when due as of that date), so the
@@ -100,22 +122,23 @@ def backfill(
     It stops at the first failing date; the dates before it are complete.
 
     Raises:
-        ValueError: If a date does not parse, ``start`` is after ``end`` or ``every`` < 1.
+        ValueError: If a date is not YYYY-MM-DD, ``start`` is after ``end`` or
+            ``every`` < 1.
         RuntimeError: If a date's run fails; the message names the date and the step.
     """
-    try:
-        first, last = pd.Timestamp(start), pd.Timestamp(end)
-    except ValueError as exc:
-        raise ValueError(f"Backfill dates must be YYYY-MM-DD, got {start!r} and {end!r}.") from exc
+    from pipelines.context import parse_as_of
+
+    first, last = parse_as_of(start), parse_as_of(end)
     if first > last:
         raise ValueError(f"Backfill --from {start} is after --to {end}.")
     if every < 1:
         raise ValueError(f"Backfill --every must be at least 1 day, got {every}.")
+    ctx = build_context(config, start)
     days = [str(day.date()) for day in pd.date_range(first, last, freq=f"{every}D")]
     for number, day in enumerate(days, start=1):
         console.rule(f"{day} ({number}/{len(days)})")
         try:
-            nightly(settings, day, config, console)
+            nightly(config, day, console)
         except Exception as exc:
             done = f"{number - 1} earlier date(s) are complete" if number > 1 else "none done"
             raise RuntimeError(
@@ -123,58 +146,72 @@ def backfill(
             ) from exc
     console.print(
         f"Backfilled {len(days)} date(s) from {days[0]} to {days[-1]}; score partitions under "
-        f"{settings.output.dir / 'scores'}."
+        f"{ctx.output_dir / 'scores'}."
     )
 
 
-def train(settings: Settings, target: str, as_of: str | None, console: Console) -> None:
+def train(
+    config: Path | None, target: str, as_of: str | None, allow_future: bool, console: Console
+) -> None:
     """Train one target through the train flow."""
+    from models.targets import target as target_named
     from pipelines.flows import train_flow
 
+    ctx = build_context(config, as_of)
+    target_named(target)  # an unknown target is a sentence before Prefect starts
     with console.status(f"Training the {target} model"):
-        result = train_flow(target=target, as_of=as_of)
-    metrics = result["metrics"]
-    console.print(f"{result['decision']}")
+        result = train_flow(
+            target=target,
+            as_of=str(ctx.as_of.date()),
+            config_path=_config_arg(config),
+            allow_future=allow_future,
+        )
+    metrics = result.metrics
+    console.print(result.decision)
     console.print(
-        f"Out-of-time AUC {metrics['roc_auc']:.3f}, ECE {metrics['ece']:.4f}; "
-        f"MLflow run {result['run_id']} at {settings.tracking_uri}"
+        f"Validation AUC {metrics['roc_auc']:.3f}, ECE {metrics['ece']:.4f}; "
+        f"MLflow run {result.run_id} (list versions with `leadscore models`)."
     )
 
 
-def list_models(settings: Settings, console: Console) -> None:
+def list_models(config: Path | None, console: Console) -> None:
     """Print registered versions, aliases and key metrics."""
     from models import tracking, tracking_registry
+    from pipelines.settings import load_settings
 
-    tracking.configure(settings.tracking_uri)
+    tracking.configure(load_settings(config).tracking_uri)
     console.print(tracking_registry.list_models().to_string(index=False))
 
 
 def recalibrate(
-    settings: Settings, rules: str, target: str, as_of: str | None, console: Console
+    config: Path | None, rules: str, target: str, as_of: str | None, console: Console
 ) -> None:
     """Recalibrate a rule file from outcomes, write the report and log it to MLflow."""
-    from pipelines import steps
+    from models.targets import target as target_named
+    from pipelines import steps, training
 
-    run_date = steps.resolve_as_of(as_of, settings)
+    ctx = build_context(config, as_of)
     with console.status("Building labelled snapshots and recalibrating"):
-        inputs = steps.load_inputs(settings, run_date)
-        result = steps.recalibrate(settings, inputs, rules, target, run_date)
-    table = result["table"][["signal", "old_points", "new_points", "ci_low", "ci_high"]]
+        inputs = steps.load_inputs(ctx)
+        result = training.recalibrate(ctx, inputs, rules, target_named(target))
+    table = result.table[["signal", "old_points", "new_points", "ci_low", "ci_high"]]
     console.print(table.to_string(index=False))
-    metrics = result["metrics"]
+    metrics = result.metrics
     console.print(
         f"Holdout ROC AUC: old rules {metrics['old_rules_roc_auc']:.3f}, "
         f"recalibrated {metrics['recalibrated_rules_roc_auc']:.3f}"
     )
-    console.print(f"Report: {result['paths']['report']}")
-    console.print(f"Recalibrated rule file: {result['paths']['rules']}")
-    console.print(f"Logged to MLflow run {result['run_id']} at {settings.tracking_uri}")
+    console.print(f"Report: {result.paths['report']}")
+    console.print(f"Recalibrated rule file: {result.paths['rules']}")
+    console.print(f"Logged to MLflow run {result.run_id}")
 
 
-def forget(settings: Settings, ids: list[str], console: Console) -> None:
+def forget(config: Path | None, ids: list[str], console: Console) -> None:
     """Erase entities from every store, run MLflow's garbage collection, print the receipt."""
     from pipelines.erasure import forget as erase
+    from pipelines.settings import load_settings
 
+    settings = load_settings(config)
     began = time.perf_counter()
     with console.status(f"Erasing {len(ids):,} entities from every store"):
         receipt, path = erase(settings, ids)
@@ -208,7 +245,7 @@ def demo(out: Path, as_of: str, console: Console) -> None:
     import os
 
     from features.synthetic import source_paths
-    from pipelines.settings import load_settings
+    from pipelines import steps
 
     data = out / "data"
     sources = source_paths(data)
@@ -217,34 +254,45 @@ def demo(out: Path, as_of: str, console: Console) -> None:
     for name, path in sources.items():
         os.environ.setdefault(f"LEADSCORE_SOURCES__{name.upper()}", path)
     os.environ.setdefault("LEADSCORE_OUTPUT__DIR", str(out / "output"))
-    settings = load_settings(None)
-    from pipelines import steps
-
-    run_date = steps.resolve_as_of(as_of, settings)
+    ctx = build_context(None, as_of)
     began = time.perf_counter()
     with console.status("Reading inputs and building features"):
-        inputs = steps.load_inputs(settings, run_date)
-        table = steps.build_features(settings, inputs, run_date)
-    console.print(feature_summary(table, run_date, time.perf_counter() - began))
+        inputs = steps.load_inputs(ctx)
+        table = steps.build_features(ctx.settings.feature_spec(), inputs, ctx.as_of)
+    console.print(feature_summary(table.frame, ctx.as_of, time.perf_counter() - began))
     try:
-        nightly(settings, as_of, None, console)
+        nightly(None, as_of, console)
     except RuntimeError as exc:
         if "drift check" not in str(exc):
             raise
         console.print(f"[yellow]Warning:[/] {exc}")
-    board = settings.output.dir / "board" / "index.html"
+    _print_where(ctx, console)
+
+
+def _print_where(ctx: RunContext, console: Console) -> None:
+    board = ctx.output_dir / "board" / "index.html"
     console.print(f"Lead board: {board.resolve()}")
-    console.print(f"Score table: {settings.database_url} (table lead_scores)")
-    console.print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri}")
+    console.print(f"Score table: {ctx.settings.database_url} (table lead_scores)")
+    console.print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {ctx.settings.tracking_uri}")
 
 
-def _print_run(result: dict, console: Console) -> None:
-    console.print(
-        f"Run {result['as_of']}: {result['rows_out']:,} rows for "
-        f"{result['entities_in']:,} entities; scored {result['scored']:,}; "
-        f"bands {result['bands']}; not scored {result['not_scored']}"
-    )
-    for target, why in result.get("retrain", {}).items():
+def print_run(summary: RunSummary, console: Console) -> None:
+    """The end-of-run summary as tables: counts, bands, decisions and outputs."""
+    from rich.table import Table
+
+    head = Table(title=f"leadscore run {summary.as_of}", show_header=False, box=None)
+    head.add_row("Entities in / rows out", f"{summary.entities_in:,} / {summary.rows_out:,}")
+    head.add_row("Scored", f"{summary.scored:,}")
+    for why, count in summary.not_scored.items():
+        head.add_row(why.capitalize(), f"{count:,}")
+    for band in ("high", "medium", "at-risk"):
+        head.add_row(f"Band {band}", f"{summary.bands.get(band, 0):,}")
+    for target, version in summary.champions.items():
+        head.add_row(f"{target.capitalize()} model", version)
+    console.print(head)
+    for target, why in summary.retrain.items():
         console.print(f"  {target}: {why}")
-    for name, path in result.get("outputs", {}).items():
+    for warning in summary.warnings:
+        console.print(f"  [yellow]Warning:[/] {warning}")
+    for name, path in summary.outputs.items():
         console.print(f"  {name}: {path}")

@@ -45,20 +45,20 @@ def nightly_deployment(settings: Settings, config: Path | None):  # noqa: ANN201
     )
 
 
-def serve_nightly(
-    settings: Settings, config: Path | None, register_only: bool, console: Console
-) -> None:
+def serve_nightly(config: Path | None, register_only: bool, console: Console) -> None:
     """Register the nightly deployment and serve it (blocks until interrupted).
 
     Args:
-        settings: Settings with the schedule.
-        config: Config file for the scheduled runs.
+        config: Config file for the scheduled runs (and the schedule).
         register_only: Register (``apply``) and return instead of serving.
         console: Where to tell the person what happened.
     """
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 
+    from pipelines.settings import load_settings
+
+    settings = load_settings(config)
     deployment = nightly_deployment(settings, config)
     api = PREFECT_API_URL.value() or "Prefect's ephemeral local API (set PREFECT_API_URL)"
     schedule = f"{settings.schedule.cron} ({settings.schedule.timezone})"

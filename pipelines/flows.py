@@ -1,28 +1,60 @@
-"""Prefect flows: thin wiring over the pure steps in ``features/`` and ``models/``.
+"""Prefect flows: thin wiring over the steps, which call the pure core.
 
-Tasks that touch storage or services retry with backoff; pure steps do not. A
-failure in any step ends the run in a failed state whose message names the step,
-and since every write is atomic and promotion happens only after evaluation, the
-previous outputs and the champion model stay as they were.
+Each flow builds its :class:`~pipelines.context.RunContext` once, from the user's
+config file and run date, and hands each task the few typed values it needs. Tasks
+that touch storage retry with backoff, but only on errors that a second try can
+cure (an I/O hiccup, a busy database): a contract error, a missing file or too few
+labels fail at once with their sentence. A failure in any step ends the run in a
+failed state whose message names the step; since every write is atomic and promotion
+happens only after evaluation, the previous outputs and the champion stay as they were.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
-from pipelines import steps
-from pipelines.settings import Settings, load_settings
-from pipelines.summary import psi_status
+from models.drift import psi_status, score_psi
+from models.retrain import RetrainPolicy, retrain_due
+from models.targets import TARGETS, Target
+from models.targets import target as target_named
+from pipelines import steps, training
+from pipelines.context import RunContext, build_context
+from pipelines.sources import Inputs
+from pipelines.summary import RunSummary, references, summarise
 
 log = logging.getLogger(__name__)
 
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+#: Errors a retry cannot cure, even when they are OSErrors.
+_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+#: Database errors (by class name, whichever driver raised them) worth a second try.
+_TRANSIENT_NAMES = frozenset({"OperationalError", "IOException", "ConnectionException"})
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry I/O that may succeed again, nothing else."""
+    del task, task_run
+    exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
+    if exc is None:
+        return False
+    if isinstance(exc, OSError):
+        return not isinstance(exc, _PERMANENT_OS_ERRORS)
+    return type(exc).__name__ in _TRANSIENT_NAMES
+
+
+#: Tasks of the run never cache (their inputs are large frames, hashing them costs
+#: time and nothing is reused across runs).
+PLAIN = {"cache_policy": NO_CACHE}
+IO_RETRIES = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 5, 15],
+    "retry_condition_fn": _transient,
+    **PLAIN,
+}
 
 
 class StepFailed(RuntimeError):
@@ -36,69 +68,67 @@ def _step(name: str, func, *args, **kwargs):  # noqa: ANN001, ANN202
         raise StepFailed(f"Step '{name}' failed: {exc}") from exc
 
 
-def _settings(config_path: str | None, sources: dict[str, str | None]) -> Settings:
-    overrides = {k: v for k, v in sources.items() if v}
-    settings = load_settings(Path(config_path) if config_path else None)
-    if overrides:
-        settings.sources = settings.sources.model_copy(update=overrides)
-    return settings
-
-
 @task(name="load inputs", **IO_RETRIES)
-def load_inputs_task(settings: Settings, as_of: pd.Timestamp) -> steps.LoadedInputs:
+def load_inputs_task(ctx: RunContext) -> Inputs:
     """Read and validate events, entities and outcomes."""
-    return steps.load_inputs(settings, as_of)
+    return steps.load_inputs(ctx)
 
 
-@task(name="build features")
-def build_features_task(
-    settings: Settings, inputs: steps.LoadedInputs, as_of: pd.Timestamp
-) -> pd.DataFrame:
+@task(name="build features", **PLAIN)
+def build_features_task(ctx: RunContext, inputs: Inputs) -> steps.FeatureTable:
     """Point-in-time features as of the run date."""
-    return steps.build_features(settings, inputs, as_of)
+    return steps.build_features(ctx.settings.feature_spec(), inputs, ctx.as_of)
 
 
 # No retries: training failures (too few labels, leakage, short history) are not transient.
-@task(name="train model")
-def train_task(settings: Settings, inputs: steps.LoadedInputs, target: str, as_of: pd.Timestamp):  # noqa: ANN201
+@task(name="train model", task_run_name="train {target}", **PLAIN)
+def train_task(ctx: RunContext, inputs: Inputs, target: Target) -> training.TrainOutcome:
     """Train, evaluate and register one target; promotion only when it wins."""
-    return steps.train(settings, inputs, target, as_of)
+    return training.train(ctx, inputs, target)
 
 
 @task(name="load champions", **IO_RETRIES)
-def load_champions_task(settings: Settings) -> dict[str, Any]:
+def load_champions_task(tracking_uri: str) -> steps.Champions:
     """The ``@champion`` model of each target, or ``None``."""
-    return steps.load_champions(settings)
+    return steps.load_champions(tracking_uri)
 
 
 @task(name="read previous scores", **IO_RETRIES)
-def read_previous_task(settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame | None:
+def read_previous_task(ctx: RunContext) -> Any:
     """The last scores written before this date."""
-    return steps.read_previous(settings, as_of)
+    return steps.read_previous(ctx.output_dir, ctx.as_of)
 
 
-@task(name="score")
-def score_task(settings, inputs, features, champions, previous, as_of):  # noqa: ANN001, ANN201
+@task(name="score", **PLAIN)
+def score_task(ctx, inputs, features, champions, previous):  # noqa: ANN001, ANN201
     """Score every entity: probabilities, bands, rule score and reasons."""
-    return steps.score(settings, inputs, features, champions, previous, as_of)
+    return steps.score(
+        inputs,
+        features,
+        champions,
+        previous,
+        ctx.as_of,
+        bands=ctx.settings.bands,
+        reason_refresh_tolerance=ctx.settings.output.reason_refresh_tolerance,
+    )
 
 
 @task(name="write outputs", **IO_RETRIES)
-def write_outputs_task(settings, scored, previous, as_of):  # noqa: ANN001, ANN201
+def write_outputs_task(ctx, scored, previous):  # noqa: ANN001, ANN201
     """Parquet partition, score tables, CRM export and lead board, each atomic."""
-    return steps.write_outputs(settings, scored, previous, as_of)
+    return steps.write_outputs(ctx, scored, previous)
 
 
 @task(name="apply retention", **IO_RETRIES)
-def purge_task(settings: Settings, scored: pd.DataFrame, as_of: pd.Timestamp) -> dict[str, int]:
+def purge_task(ctx: RunContext, scored: Any) -> dict[str, int]:
     """Purge score history past its maximum age and earlier scores of withdrawn consent."""
-    return steps.purge(settings, scored, as_of)
+    return steps.purge(ctx, scored)
 
 
 @task(name="publish summary", **IO_RETRIES)
-def publish_summary_task(settings: Settings, summary) -> str:  # noqa: ANN001
+def publish_summary_task(ctx: RunContext, summary: RunSummary) -> str:
     """Run summary as JSON beside the outputs and as a Prefect Markdown artifact."""
-    path = steps.write_summary(settings, summary)
+    path = steps.write_summary(ctx.output_dir, summary)
     create_markdown_artifact(
         markdown=summary.to_markdown(),
         key="leadscore-run-summary",
@@ -107,33 +137,17 @@ def publish_summary_task(settings: Settings, summary) -> str:  # noqa: ANN001
     return str(path)
 
 
-@flow(name="build_features")
-def build_features_flow(
-    as_of: str | None = None,
-    config_path: str | None = None,
-    events: str | None = None,
-    entities: str | None = None,
-    outcomes: str | None = None,
-) -> str:
-    """Build and save the feature table as of a date; returns its path."""
-    settings = _settings(
-        config_path, {"events": events, "entities": entities, "outcomes": outcomes}
-    )
-    run_date = steps.resolve_as_of(as_of, settings)
-    inputs = load_inputs_task(settings, run_date)
-    table = build_features_task(settings, inputs, run_date)
-    return str(steps.save_features(settings, table, run_date))
-
-
 @flow(name="train")
 def train_flow(
-    target: str = "conversion", as_of: str | None = None, config_path: str | None = None
-) -> dict[str, Any]:
+    target: str = "conversion",
+    as_of: str | None = None,
+    config_path: str | None = None,
+    allow_future: bool = False,
+) -> training.TrainOutcome:
     """Train one target on point-in-time snapshots and run champion/challenger."""
-    settings = _settings(config_path, {})
-    run_date = steps.resolve_as_of(as_of, settings)
-    inputs = load_inputs_task(settings, run_date)
-    return train_task(settings, inputs, target, run_date)
+    ctx = build_context(config_path, as_of, allow_future=allow_future)
+    inputs = load_inputs_task(ctx)
+    return train_task(ctx, inputs, target_named(target))
 
 
 @flow(name="recalibrate_baseline")
@@ -142,19 +156,20 @@ def recalibrate_flow(
     target: str = "churn",
     as_of: str | None = None,
     config_path: str | None = None,
-) -> dict[str, Any]:
+) -> training.RecalibrationOutcome:
     """Recalibrate a rule file's points from outcomes and write the report."""
-    settings = _settings(config_path, {})
-    run_date = steps.resolve_as_of(as_of, settings)
-    inputs = load_inputs_task(settings, run_date)
-    result = steps.recalibrate(settings, inputs, rules, target, run_date)
-    return {**result, "table": result["table"].to_dict("records")}
+    ctx = build_context(config_path, as_of)
+    inputs = load_inputs_task(ctx)
+    return training.recalibrate(ctx, inputs, rules, target_named(target))
 
 
 @flow(name="score")
-def score_flow(as_of: str | None = None, config_path: str | None = None) -> dict[str, Any]:
+def score_flow(
+    as_of: str | None = None, config_path: str | None = None, allow_future: bool = False
+) -> RunSummary:
     """Score everyone with the champions and write all outputs (no retraining)."""
-    return _run_nightly(as_of, config_path, {}, allow_retrain=False)
+    ctx = build_context(config_path, as_of, allow_future=allow_future)
+    return _run_nightly(ctx, allow_retrain=False)
 
 
 @flow(name="nightly")
@@ -164,66 +179,71 @@ def nightly(
     events: str | None = None,
     entities: str | None = None,
     outcomes: str | None = None,
-) -> dict[str, Any]:
+    allow_future: bool = False,
+) -> RunSummary:
     """Validate inputs, build features, retrain when due, score, write and publish."""
     sources = {"events": events, "entities": entities, "outcomes": outcomes}
-    return _run_nightly(as_of, config_path, sources, allow_retrain=True)
+    ctx = build_context(config_path, as_of, sources, allow_future=allow_future)
+    return _run_nightly(ctx, allow_retrain=True)
 
 
-def _run_nightly(
-    as_of: str | None, config_path: str | None, sources: dict, *, allow_retrain: bool
-) -> dict[str, Any]:
+def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
     logger = get_run_logger()
-    settings = _settings(config_path, sources)
-    run_date = steps.resolve_as_of(as_of, settings)
-    logger.info("leadscore run as of %s", run_date.date())
-    inputs = _step("load inputs", load_inputs_task, settings, run_date)
-    retention = _step("event retention", steps.apply_retention, settings, inputs, run_date)
-    features = _step("build features", build_features_task, settings, inputs, run_date)
-    champions = _step("load champions", load_champions_task, settings)
+    settings = ctx.settings
+    logger.info("leadscore run as of %s", ctx.as_of.date())
+    inputs = _step("load inputs", load_inputs_task, ctx)
+    inputs, retention = _step(
+        "event retention", steps.apply_retention, inputs, settings.retention.max_event_age_days,
+        ctx.as_of,
+    )  # fmt: skip
+    features = _step("build features", build_features_task, ctx, inputs)
+    champions = _step("load champions", load_champions_task, settings.tracking_uri)
+    policy = RetrainPolicy(settings.model.retrain_max_age_days, settings.schedule.psi_warn)
     decisions: dict[str, str] = {}
     if allow_retrain:
         due = {}
-        for target in steps.TARGETS:
-            due[target], decisions[target] = steps.retrain_due(
-                settings,
-                champions.get(target),
-                features,
-                run_date,
-                trained_already=steps.trained_for_date(settings, target, run_date),
+        for target in TARGETS:
+            champion = champions.get(target.name)
+            decision = retrain_due(
+                policy,
+                None if champion is None else champion.metadata,
+                ctx.as_of,
+                trained_already=training.trained_for_date(ctx.output_dir, target, ctx.as_of),
             )
-        champions = _retrain(settings, inputs, run_date, due, decisions, champions)
-    previous = _step("read previous scores", read_previous_task, settings, run_date)
-    result = _step("score", score_task, settings, inputs, features, champions, previous, run_date)
+            due[target.name], decisions[target.name] = decision.due, decision.reason
+        champions = _retrain(ctx, inputs, due, decisions, champions)
+    _note_rule_fallbacks(champions, logger)
+    previous = _step("read previous scores", read_previous_task, ctx)
+    result = _step("score", score_task, ctx, inputs, features, champions, previous)
     scored = result.frame
     if allow_retrain:
         # Drift is measured on this run's scores, so it needs a first scoring; only
         # targets with a drifting champion are retrained, and then everything is re-scored.
-        drift = steps.score_psi(champions, scored)
+        drift = score_psi(references(champions), scored)
         due = {}
-        for target, value in drift.items():
-            if steps.trained_for_date(settings, target, run_date) is not None:
+        for name, value in drift.items():
+            target = target_named(name)
+            if training.trained_for_date(ctx.output_dir, target, ctx.as_of) is not None:
                 continue  # trained for this date already, by this run or an earlier one
-            due[target], why = steps.retrain_due(
-                settings, champions.get(target), features, run_date, drift_psi=value
+            champion = champions.get(name)
+            decision = retrain_due(
+                policy, None if champion is None else champion.metadata, ctx.as_of, drift_psi=value
             )
-            if due[target]:
-                decisions[target] = why
+            due[name] = decision.due
+            if decision.due:
+                decisions[name] = decision.reason
         if any(due.values()):
-            champions = _retrain(settings, inputs, run_date, due, decisions, champions)
-            result = _step(
-                "score", score_task, settings, inputs, features, champions, previous, run_date
-            )
+            champions = _retrain(ctx, inputs, due, decisions, champions)
+            result = _step("score", score_task, ctx, inputs, features, champions, previous)
             scored = result.frame
     summary = _step(
-        "summarise",
-        steps.summarise,
-        settings, inputs, features, scored, champions, decisions, retention, run_date,
+        "summarise", summarise, inputs, features.frame, scored, champions, decisions, retention,
+        ctx.as_of, settings.schedule,
     )  # fmt: skip
-    paths = _step("write outputs", write_outputs_task, settings, result, previous, run_date)
+    paths = _step("write outputs", write_outputs_task, ctx, result, previous)
     summary.outputs = {k: str(v) for k, v in paths.items()}
-    summary.retention |= _step("retention", purge_task, settings, scored, run_date)
-    summary_path = _step("publish summary", publish_summary_task, settings, summary)
+    summary.retention |= _step("retention", purge_task, ctx, scored)
+    summary_path = _step("publish summary", publish_summary_task, ctx, summary)
     if summary.psi_status == "failed":
         schedule = settings.schedule
         raise StepFailed(
@@ -237,24 +257,30 @@ def _run_nightly(
             f"Step 'score' failed: {summary.entities_in} entities in"
             f" but {summary.rows_out} rows out."
         )
-    return summary.to_dict()
+    return summary
+
+
+def _note_rule_fallbacks(champions: steps.Champions, logger: Any) -> None:
+    """Say which targets are scored with the rule score: after training, never before."""
+    for name, model in champions.items():
+        if model is None:
+            logger.warning("no @champion for %s: scoring falls back to the rule score", name)
 
 
 def _retrain(
-    settings: Settings,
-    inputs: steps.LoadedInputs,
-    run_date: pd.Timestamp,
+    ctx: RunContext,
+    inputs: Inputs,
     due: dict[str, bool],
     decisions: dict[str, str],
-    champions: dict[str, Any],
-) -> dict[str, Any]:
+    champions: steps.Champions,
+) -> steps.Champions:
     """Train the targets that are due, note each decision, return the champions in force."""
     trained = False
-    for target in steps.TARGETS:
-        if due.get(target):
-            result = _step(f"train {target}", train_task, settings, inputs, target, run_date)
-            decisions[target] = f"{decisions[target]}; {result['decision']}"
+    for target in TARGETS:
+        if due.get(target.name):
+            result = _step(f"train {target}", train_task, ctx, inputs, target)
+            decisions[target.name] = f"{decisions[target.name]}; {result.decision}"
             trained = True
     if not trained:
         return champions
-    return _step("load champions", load_champions_task, settings)
+    return _step("load champions", load_champions_task, ctx.settings.tracking_uri)

@@ -9,16 +9,31 @@ config file (:func:`load_settings`).
 
 from __future__ import annotations
 
+import difflib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.targets import CHURN, CONVERSION
+from models.targets import target as target_named
 
-class SourceSettings(BaseModel):
+
+class _Section(BaseModel):
+    """A settings section: an unknown key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConfigError(ValueError):
+    """A config file or variable that does not describe valid settings."""
+
+
+class SourceSettings(_Section):
     """Where the three inputs come from and how their columns are named.
 
     A source is a Parquet or CSV file, a folder of them, or a SQL URL with a
@@ -37,7 +52,7 @@ class SourceSettings(BaseModel):
     column_map: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
-class FeatureSettings(BaseModel):
+class FeatureSettings(_Section):
     """Feature set parameters (see :class:`features.spec.FeatureSpec`)."""
 
     windows_days: tuple[int, ...] = (7, 30, 90)
@@ -48,21 +63,24 @@ class FeatureSettings(BaseModel):
     engine: str = "duckdb"
 
 
-class LabelSettings(BaseModel):
+class LabelSettings(_Section):
     """Label windows: an outcome counts when it falls in (cutoff, cutoff + horizon]."""
 
-    conversion_horizon_days: int = 30
-    churn_horizon_days: int = 60
+    conversion_horizon_days: int = CONVERSION.default_horizon_days
+    churn_horizon_days: int = CHURN.default_horizon_days
     #: Without explicit ``churned`` outcomes, a customer inactive this long has churned.
     churn_from_inactivity: bool = False
     cutoff_step_days: int = 30
 
     def horizon_days(self, target: str) -> int:
-        """The label window of ``conversion`` or ``churn``."""
-        return self.conversion_horizon_days if target == "conversion" else self.churn_horizon_days
+        """The label window of a target (``conversion`` or ``churn``)."""
+        return {
+            CONVERSION.name: self.conversion_horizon_days,
+            CHURN.name: self.churn_horizon_days,
+        }[target_named(target).name]
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Section):
     """Training, calibration and champion/challenger settings."""
 
     min_positive_labels: int = 100
@@ -76,7 +94,7 @@ class ModelSettings(BaseModel):
     retrain_max_age_days: int = 7
 
 
-class BandSettings(BaseModel):
+class BandSettings(_Section):
     """How probabilities become bands; thresholds are picked on validation data."""
 
     high_conversion_threshold: float | None = None
@@ -86,17 +104,19 @@ class BandSettings(BaseModel):
     at_risk_share: float = 0.10
 
 
-class OutputSettings(BaseModel):
+class OutputSettings(_Section):
     """Where results go."""
 
     dir: Path = Path("output")
-    database_url: str | None = None  # default: duckdb file in the output dir
+    #: SQLAlchemy URL of the score store (may hold a password); default: a DuckDB
+    #: file in the output dir.
+    database_url: SecretStr | None = None
     crm_batch_size: int = 10_000
     #: Score move (0-100 points) below which a lead's reasons are kept, not recomputed.
     reason_refresh_tolerance: float = 2.0
 
 
-class ScheduleSettings(BaseModel):
+class ScheduleSettings(_Section):
     """The nightly deployment."""
 
     cron: str = "0 2 * * *"
@@ -105,7 +125,7 @@ class ScheduleSettings(BaseModel):
     psi_fail: float = 0.25
 
 
-class RetentionSettings(BaseModel):
+class RetentionSettings(_Section):
     """How long personal data is kept (``None``: forever); the nightly run purges.
 
     ``max_event_age_days``: events older than this are not read into features.
@@ -116,6 +136,35 @@ class RetentionSettings(BaseModel):
 
     max_event_age_days: int | None = None
     max_score_history_days: int | None = None
+
+
+#: Settings that shape a model and are logged with each training run; everything
+#: else (sources, outputs, URLs, keys, schedule) stays out of the tracking store.
+TRACKED_SETTINGS: tuple[str, ...] = (
+    "features.windows_days",
+    "features.half_life_days",
+    "features.trend_window_days",
+    "features.kpi_window_days",
+    "features.key_features",
+    "features.engine",
+    "labels.conversion_horizon_days",
+    "labels.churn_horizon_days",
+    "labels.churn_from_inactivity",
+    "labels.cutoff_step_days",
+    "model.min_positive_labels",
+    "model.leakage_auc_threshold",
+    "model.allow_leaky_features",
+    "model.lightgbm_params",
+    "model.champion_max_auc_drop",
+    "model.champion_max_ece_increase",
+    "model.retrain_max_age_days",
+    "bands.high_conversion_threshold",
+    "bands.at_risk_churn_threshold",
+    "bands.high_share",
+    "bands.at_risk_share",
+    "retention.max_event_age_days",
+    "seed",
+)
 
 
 class Settings(BaseSettings):
@@ -133,27 +182,50 @@ class Settings(BaseSettings):
     output: OutputSettings = Field(default_factory=OutputSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
-    #: MLflow tracking URI; default: a SQLite store in the output dir.
-    mlflow_tracking_uri: str | None = None
+    #: MLflow tracking URI (may hold a password); default: a SQLite store in the output dir.
+    mlflow_tracking_uri: SecretStr | None = None
     seed: int = 42
     #: Key of the keyed hash (HMAC-SHA256, 16+ characters) that pseudonymises ids in
     #: artifacts and erasure receipts: set ``LEADSCORE_PSEUDONYM_KEY``, never a file in
     #: the repository. Without it, receipts use a random key of the process.
-    pseudonym_key: str | None = None
+    pseudonym_key: SecretStr | None = None
 
     @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI in force."""
         if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
+            return self.mlflow_tracking_uri.get_secret_value()
         return f"sqlite:///{(self.output.dir / 'mlflow.db').resolve()}"
 
     @property
     def database_url(self) -> str:
         """The SQL database the score tables are written to."""
         if self.output.database_url:
-            return self.output.database_url
+            return self.output.database_url.get_secret_value()
         return f"duckdb:///{(self.output.dir / 'leadscore.duckdb').resolve()}"
+
+    def tracked_params(self) -> dict[str, str]:
+        """The settings logged with a training or recalibration run, flattened.
+
+        An explicit allow-list of what shapes a model (:data:`TRACKED_SETTINGS`):
+        never a secret, a path, a URL or a source location, so that nothing personal
+        or confidential reaches the tracking store.
+
+        Returns:
+            ``{"model.min_positive_labels": "100", ...}`` with JSON-encoded values.
+        """
+        data = self.model_dump(mode="json")
+        params: dict[str, str] = {}
+        for dotted in TRACKED_SETTINGS:
+            value: Any = data
+            for part in dotted.split("."):
+                value = value[part]
+            if isinstance(value, dict):
+                for key, item in sorted(value.items()):
+                    params[f"{dotted}.{key}"] = json.dumps(item)
+            else:
+                params[dotted] = json.dumps(value)
+        return params
 
     def feature_spec(self):  # noqa: ANN201 - avoids importing features at module level
         """The :class:`features.spec.FeatureSpec` these settings describe."""
@@ -170,32 +242,83 @@ class Settings(BaseSettings):
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from an optional YAML/TOML file, the environment and overrides.
+    """Build settings from an optional YAML/TOML/JSON file, the environment and overrides.
 
     Args:
-        config: Path to a ``.yaml``/``.yml`` or ``.toml`` file, or ``None``.
+        config: Path to a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file, or ``None``.
         **overrides: Top-level fields that win over everything else.
 
     Returns:
         The settings.
 
     Raises:
-        ValueError: If the config file has an unknown extension.
+        ConfigError: If the file has an unknown extension, does not parse, or names an
+            unknown or invalid setting (the sentence names the key and, for a
+            misspelling, the closest valid one).
     """
     data: dict[str, Any] = {}
+    where = "the environment (LEADSCORE_*)"
     if config is not None:
-        text = Path(config).read_text()
+        config = Path(config)
+        where = str(config)
+        data = _read_config(config)
+    try:
+        # Environment variables must beat the file: pydantic-settings gives init kwargs
+        # precedence, so read the environment first and lay it over the file.
+        env = Settings().model_dump(exclude_unset=True)
+        return Settings(**_deep_merge(_deep_merge(data, env), overrides))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, where)) from None
+
+
+def _read_config(config: Path) -> dict[str, Any]:
+    text = config.read_text()
+    try:
         if config.suffix in {".yaml", ".yml"}:
             data = yaml.safe_load(text) or {}
         elif config.suffix == ".toml":
             data = tomllib.loads(text)
+        elif config.suffix == ".json":
+            data = json.loads(text)
         else:
-            raise ValueError(f"Config file {config} must end in .yaml, .yml or .toml.")
-    # Environment variables must beat the file: pydantic-settings gives init kwargs
-    # precedence, so read the environment first and lay it over the file.
-    env = Settings().model_dump(exclude_unset=True)
-    merged = _deep_merge(_deep_merge(data, env), overrides)
-    return Settings(**merged)
+            raise ConfigError(f"Config file {config} must end in .yaml, .yml, .toml or .json.")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"Config file {config} does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {config} must hold a mapping of settings at the top.")
+    return data
+
+
+def _describe(exc: ValidationError, where: str) -> str:
+    """One sentence per problem, naming the dotted key (and the closest valid key)."""
+    sentences = []
+    for error in exc.errors():
+        path = [str(p) for p in error["loc"]]
+        key = ".".join(path)
+        if error["type"] == "extra_forbidden":
+            valid = _keys_at(path[:-1])
+            close = difflib.get_close_matches(path[-1], valid, n=1, cutoff=0.6)
+            hint = (
+                f"; did you mean `{'.'.join([*path[:-1], close[0]])}`?"
+                if close
+                else (f"; valid keys here: {', '.join(sorted(valid))}.")
+            )
+            sentences.append(f"Unknown setting `{key}` in {where}{hint}")
+        else:
+            sentences.append(f"Setting `{key}` in {where} is invalid: {error['msg']}.")
+    return " ".join(sentences)
+
+
+def _keys_at(path: list[str]) -> list[str]:
+    """The valid keys of the settings section at ``path`` (empty when not a section)."""
+    model: type[BaseModel] = Settings
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,16 @@ Built from plain values so it can be tested without running a flow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from models.model import TrainedModel
+    from pipelines.settings import ScheduleSettings
+    from pipelines.sources import Inputs
 
 BANDS = ("high", "medium", "at-risk")
 
@@ -106,19 +112,68 @@ def band_moves(scored: pd.DataFrame) -> dict[str, int]:
     return {k: int(v) for k, v in labels.value_counts().sort_index().items()}
 
 
-def psi_status(values: dict[str, float], warn: float, fail: float) -> tuple[str, list[str]]:
-    """Classify PSI values against the warning and failure thresholds.
+def summarise(
+    inputs: Inputs,
+    features: pd.DataFrame,
+    scored: pd.DataFrame,
+    champions: Mapping[str, TrainedModel | None],
+    decisions: Mapping[str, str],
+    retention: Mapping[str, int],
+    as_of: pd.Timestamp,
+    schedule: ScheduleSettings,
+) -> RunSummary:
+    """The run summary (counts, bands, moves, champions, PSI, warnings).
+
+    Args:
+        inputs: The run's inputs and their report.
+        features: The feature table scored.
+        scored: One row per entity.
+        champions: ``{target: champion or None}`` used for scoring.
+        decisions: Retrain decision per target, in words.
+        retention: Rows purged by event retention.
+        as_of: The run date.
+        schedule: The PSI warning and failure thresholds.
 
     Returns:
-        ``("ok" | "warning" | "failed", messages)``.
+        The summary, ready to publish.
     """
-    messages = []
-    status = "ok"
-    for name, value in values.items():
-        if value > fail:
-            status = "failed"
-            messages.append(f"PSI of {name} is {value:.3f}, above the failure threshold {fail}.")
-        elif value > warn:
-            status = "warning" if status == "ok" else status
-            messages.append(f"PSI of {name} is {value:.3f}, above the warning threshold {warn}.")
-    return status, messages
+    from models.drift import psi_status, score_psi
+    from models.scoring import absent_columns_warning
+
+    status = scored["status"].astype(str)
+    report = inputs.report.to_dict()
+    summary = RunSummary(
+        as_of=str(as_of.date()),
+        inputs={k: v for k, v in report.items() if isinstance(v, int)},
+        entities_in=len(inputs.entities),
+        rows_out=len(scored),
+        scored=int((status == "scored").sum()),
+        not_scored={k: int(v) for k, v in status[status != "scored"].value_counts().items()},
+        bands={k: int(v) for k, v in scored["band"].value_counts().items()},
+        band_moves=band_moves(scored),
+        champions={
+            t: (f"v{m.metadata.get('registered_version', '?')}" if m else "none: rule score used")
+            for t, m in champions.items()
+        },
+        retrain=dict(decisions),
+        retention=dict(retention),
+    )
+    values = {f"{t} probability": v for t, v in score_psi(references(champions), scored).items()}
+    summary.psi = values
+    summary.psi_status, summary.warnings = psi_status(values, schedule.psi_warn, schedule.psi_fail)
+    for target, model in champions.items():
+        absent = "" if model is None else absent_columns_warning(target, model, features.columns)
+        if absent:
+            summary.warnings.append(absent)
+    erased = inputs.report.entities_forgotten_earlier
+    if erased:
+        summary.warnings.append(
+            f"{erased:,} entities erased earlier with `leadscore forget` are in the sources "
+            "again; their rows were dropped. Erase them in the source systems too."
+        )
+    return summary
+
+
+def references(champions: Mapping[str, TrainedModel | None]) -> dict[str, Any]:
+    """Each champion's validation probabilities, the reference its drift is measured on."""
+    return {t: m.reference_scores for t, m in champions.items() if m is not None}

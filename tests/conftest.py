@@ -9,6 +9,10 @@ import pandas as pd
 import pytest
 
 from features.spec import DEFAULT_EVENT_TYPES
+from pipelines.runtime import set_quiet_and_patient_defaults
+
+# Before any test module imports mlflow or prefect: no telemetry, a patient Prefect.
+set_quiet_and_patient_defaults()
 
 AS_OF = pd.Timestamp("2025-03-15 09:30:00", tz="UTC")
 EventHistory = tuple[pd.DataFrame, pd.DataFrame]

@@ -36,3 +36,13 @@ def test_psi_table_sorted_and_skips_absent_columns():
     cur = pd.DataFrame({"stable": rng.normal(size=3000), "moved": rng.normal(2, 1, 3000)})
     table = psi_table(ref, cur, ["stable", "moved", "absent"])
     assert list(table["column"]) == ["moved", "stable"]
+
+
+def test_psi_status_thresholds():
+    from models.drift import psi_status
+
+    assert psi_status({"score": 0.05}, 0.1, 0.25) == ("ok", [])
+    status, messages = psi_status({"score": 0.05, "login_count_30d": 0.2}, 0.1, 0.25)
+    assert status == "warning" and "login_count_30d" in messages[0]
+    status, _ = psi_status({"score": 0.3, "x": 0.2}, 0.1, 0.25)
+    assert status == "failed"

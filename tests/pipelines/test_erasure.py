@@ -18,8 +18,10 @@ import pytest
 
 from features.synthetic import generate, source_paths
 from models.privacy import PseudonymKeyError, pseudonymise_one
-from pipelines import steps
+from models.targets import TARGETS
+from pipelines import steps, training
 from pipelines.atomic_files import write_parquet_atomic
+from pipelines.context import RunContext, parse_as_of
 from pipelines.database_writes import sql_delete_before
 from pipelines.databases import sql_read
 from pipelines.erasure import forget
@@ -29,6 +31,7 @@ from pipelines.outputs import partition_dir
 from pipelines.retention import purge_score_history
 from pipelines.settings import load_settings
 from pipelines.sources import apply_suppression, load_inputs, read_suppression_list
+from pipelines.summary import summarise
 
 FIRST_RUN, SECOND_RUN, THIRD_RUN = "2025-09-10", "2025-09-20", "2025-09-30"
 NO_CONSENT_STATUS = "not scored: no consent"
@@ -37,19 +40,21 @@ KEY = "test-key-0123456789abcdef"
 
 def _run_day(settings, day: str, retrain: bool) -> None:
     """The nightly flow's steps without Prefect (its test server is slow to start)."""
-    as_of = steps.resolve_as_of(day, settings)
-    inputs = steps.load_inputs(settings, as_of)
-    features = steps.build_features(settings, inputs, as_of)
-    steps.save_features(settings, features, as_of)
+    ctx = RunContext(settings, parse_as_of(day))
+    inputs = steps.load_inputs(ctx)
+    features = steps.build_features(settings.feature_spec(), inputs, ctx.as_of)
+    steps.save_features(ctx.output_dir, features.frame, ctx.as_of)
     if retrain:
-        for target in steps.TARGETS:
-            steps.train(settings, inputs, target, as_of)
-    champions = steps.load_champions(settings)
-    previous = steps.read_previous(settings, as_of)
-    scored = steps.score(settings, inputs, features, champions, previous, as_of).frame
-    summary = steps.summarise(settings, inputs, features, scored, champions, {}, {}, as_of)
-    summary.outputs = steps.write_outputs(settings, scored, previous, as_of)
-    steps.write_summary(settings, summary)
+        for target in TARGETS:
+            training.train(ctx, inputs, target)
+    champions = steps.load_champions(settings.tracking_uri)
+    previous = steps.read_previous(ctx.output_dir, ctx.as_of)
+    result = steps.score(inputs, features, champions, previous, ctx.as_of,
+                         bands=settings.bands, reason_refresh_tolerance=2.0)  # fmt: skip
+    summary = summarise(inputs, features.frame, result.frame, champions, {}, {}, ctx.as_of,
+                        settings.schedule)  # fmt: skip
+    summary.outputs = steps.write_outputs(ctx, result, previous)
+    steps.write_summary(ctx.output_dir, summary)
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +100,11 @@ def _found(root: Path, values: list[str]) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_no_consent_entities_are_never_trained_on_scored_or_shown(population):
     settings, refused, listed = population["settings"], population["refused"], population["listed"]
-    as_of = steps.resolve_as_of(FIRST_RUN, settings)
-    inputs = steps.load_inputs(settings, as_of)
-    assert inputs.report["entities_on_suppression_list"] == 1
-    for target in steps.TARGETS:
-        snapshots = steps.training_frame(settings, inputs, target, as_of)
+    ctx = RunContext(settings, parse_as_of(FIRST_RUN))
+    inputs = steps.load_inputs(ctx)
+    assert inputs.report.entities_on_suppression_list == 1
+    for target in TARGETS:
+        snapshots = training.training_frame(ctx, inputs, target)
         assert len(snapshots) > 0
         assert not snapshots["entity_id"].isin([refused, listed]).any()
     out = settings.output.dir
@@ -165,7 +170,7 @@ def test_forget_erases_three_entities_from_every_store_and_nothing_else(populati
         "board": {p: _board_rows(p) for p in out.glob("board/*.html")},
     }
     champion_features = before["features"][out / "features" / f"as_of={SECOND_RUN}.parquet"]
-    steps.load_champions(settings)  # configures MLflow
+    steps.load_champions(settings.tracking_uri)  # configures MLflow
     from models import tracking_registry
 
     newest = tracking_registry.list_models().iloc[0]

@@ -1,6 +1,9 @@
 import pandas as pd
 
-from pipelines.summary import RunSummary, band_moves, psi_status
+from features.input_report import InputReport
+from pipelines.settings import ScheduleSettings
+from pipelines.sources import Inputs
+from pipelines.summary import RunSummary, band_moves, summarise
 
 
 def test_band_moves_counts_changes_and_new_entities():
@@ -13,17 +16,34 @@ def test_band_moves_counts_changes_and_new_entities():
     assert band_moves(scored) == {"high -> at-risk": 1, "medium -> high": 1, "new -> medium": 1}
 
 
-def test_psi_status_thresholds():
-    assert psi_status({"score": 0.05}, 0.1, 0.25) == ("ok", [])
-    status, messages = psi_status({"score": 0.05, "login_count_30d": 0.2}, 0.1, 0.25)
-    assert status == "warning" and "login_count_30d" in messages[0]
-    status, _ = psi_status({"score": 0.3, "x": 0.2}, 0.1, 0.25)
-    assert status == "failed"
-
-
 def test_summary_markdown_flags_count_mismatch():
     summary = RunSummary(as_of="2025-12-01", entities_in=10, rows_out=9, bands={"high": 2})
     assert not summary.counts_match
     text = summary.to_markdown()
     assert "**NO**" in text and "| high | 2 |" in text
     assert summary.to_dict()["counts_match"] is False
+
+
+def test_the_summary_warns_of_model_columns_the_feature_table_lacks():
+    from tests.models.test_explain import make_model
+    from tests.models.test_scoring import AS_OF, make_inputs, run
+
+    models = {"conversion": make_model("conversion", seed=0, n=2000), "churn": None}
+    features, entities, rules = make_inputs()
+    dropped = models["conversion"].feature_names[0]
+    lacking = features.drop(columns=[dropped])
+    scored = run(models, inputs=(lacking, entities, rules))
+    report = InputReport(events=0, entities=len(entities), outcomes=0, duplicate_events=0,
+                         future_events=0)  # fmt: skip
+    inputs = Inputs(pd.DataFrame(), entities, pd.DataFrame(), report)
+    schedule = ScheduleSettings()
+
+    summary = summarise(inputs, lacking, scored, models, {}, {}, AS_OF, schedule)
+    complete = summarise(inputs, features, scored, models, {}, {}, AS_OF, schedule)
+
+    assert [w for w in summary.warnings if "scored as missing" in w] == [
+        f"The conversion model reads 1 column this run's feature table lacks ({dropped}), "
+        "scored as missing. A renamed or dropped source column does this, or a text column "
+        "now unique per entity."
+    ]
+    assert not [w for w in complete.warnings if "scored as missing" in w]

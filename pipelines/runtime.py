@@ -1,0 +1,36 @@
+"""Process-wide defaults a run sets before Prefect or MLflow start.
+
+Only defaults: a variable the user has set is left as it is.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Seconds Prefect waits for its temporary local API server to start. Prefect's own
+#: default (20 s) is missed on a busy 2-core machine, and the run then fails with
+#: "Timed out while attempting to connect to ephemeral Prefect API server".
+EPHEMERAL_STARTUP_SECONDS = 120
+
+DEFAULTS = {
+    # The temporary Prefect server would phone home on start-up (and log an error
+    # offline); a scoring pipeline holding personal data calls out to nobody.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(EPHEMERAL_STARTUP_SECONDS),
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
+
+
+def set_quiet_and_patient_defaults() -> dict[str, str]:
+    """Set :data:`DEFAULTS` in the environment where the user has not.
+
+    Returns:
+        The variables this call set.
+    """
+    applied = {}
+    for name, value in DEFAULTS.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            applied[name] = value
+    return applied
