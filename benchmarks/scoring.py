@@ -18,7 +18,7 @@ explainer on a LightGBM booster (which calls LightGBM's ``pred_contrib`` itself)
 shap's own C++ TreeSHAP (forced through shap's internal trees, on a numeric twin model
 because shap's tree parser cannot read LightGBM categorical splits).
 
-A model-size study compares the compact default (``models.train.DEFAULT_PARAMS``),
+A model-size study compares the compact default (``models.train_guards.DEFAULT_PARAMS``),
 shallower variants and an unconstrained model: test AUC, trees, ``pred_contrib`` and
 plain prediction rows per second.
 
@@ -58,7 +58,7 @@ from models.concepts import concept_map  # noqa: E402
 from models.entity_status import SCORED  # noqa: E402
 from models.model import TrainedModel  # noqa: E402
 from models.scoring import score_entities  # noqa: E402
-from models.train import DEFAULT_PARAMS  # noqa: E402
+from models.train_guards import DEFAULT_PARAMS  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.scoring_data import train  # noqa: E402
 from models.explain import tree_contributions  # noqa: E402
 from models.model import TrainedModel  # noqa: E402
-from models.train import DEFAULT_PARAMS  # noqa: E402
+from models.train_guards import DEFAULT_PARAMS  # noqa: E402
 
 
 class PeakMemory:

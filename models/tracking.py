@@ -45,7 +45,8 @@ from mlflow.models import infer_signature
 
 from models.bands import BAND_METADATA_KEY
 from models.evaluate import flat_metrics
-from models.model import TrainedModel, write_report_files
+from models.model import TrainedModel
+from models.model_card import write_report_files
 from models.privacy import decorrelated_rows
 from models.train import TrainResult
 

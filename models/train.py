@@ -3,147 +3,50 @@
 The flow of :func:`train_model`:
 
 1. refuse targets with fewer positives than the configured minimum
-   (:class:`InsufficientLabelsError`; scoring then falls back to the rule score);
+   (:class:`~models.train_guards.InsufficientLabelsError`; scoring then falls back to
+   the rule score);
 2. split by cutoff with :func:`out_of_time_split` (train / calibration / validation, each
    boundary at least one horizon apart so no label window reaches into a later fold),
    or, for a single snapshot without time, :func:`stratified_split` (flagged as not
    out-of-time);
 3. refuse any single feature whose own AUC on the training fold exceeds the leakage
-   threshold (:func:`check_leakage`);
+   threshold (:func:`models.train_guards.check_leakage`);
 4. fit LightGBM on the training fold (categoricals native, no class reweighting)
    with early stopping on the calibration fold, then fit the calibrator on the
    calibration fold's margins;
 5. evaluate on the latest out-of-time fold, side by side with the rule score and the
    rule score recalibrated on the training fold (:func:`models.recalibrate.fit_rules`
    for a :class:`~models.rules.RuleScore`), both mapped to probabilities by a sigmoid
-   fitted on the calibration fold.
-
-Rule scores measure engagement: higher means likelier to convert and *less* likely to
-churn. For the churn target their points are negated before any metric, so a rule AUC
-above 0.5 always means the rules rank churners first.
+   fitted on the calibration fold (:func:`models.baselines.rule_baselines`; for churn
+   the rule points are negated first, see :func:`models.baselines.rule_direction`).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
 from features.labels import Split, out_of_time_split, stratified_split
 from features.timeutil import as_utc
 from models.bands import BAND_METADATA_KEY, choose_thresholds
+from models.baselines import RuleModel, rule_baselines
 from models.calibration import fit_calibrator
-from models.evaluate import evaluate, feature_auc
+from models.evaluate import evaluate
 from models.model import TrainedModel, feature_frame, feature_profile, prepare_features
-from models.recalibrate import fit_rules
-from models.rules import RuleScore, load_rules
-
-log = logging.getLogger(__name__)
-
-#: Compact trees keep exact TreeSHAP fast at scoring time.
-DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "binary",
-    "metric": "binary_logloss",
-    "learning_rate": 0.05,
-    "num_leaves": 15,
-    "max_depth": 5,
-    "min_child_samples": 50,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "cat_smooth": 10.0,
-    "min_data_per_group": 50,
-    "seed": 42,
-    "deterministic": True,
-    "force_row_wise": True,
-    "num_threads": 2,
-    "verbose": -1,
-    "num_boost_round": 400,
-    "early_stopping_rounds": 40,
-}
-#: Reweighting classes distorts probabilities; calibration cannot fully undo it.
-FORBIDDEN_PARAMS = frozenset(
-    {
-        "is_unbalance",
-        "unbalance",
-        "unbalanced_sets",
-        "scale_pos_weight",
-        "class_weight",
-        "pos_bagging_fraction",
-        "neg_bagging_fraction",
-    }
+from models.train_guards import (
+    InsufficientLabelsError,
+    check_leakage,
+    resolve_params,
 )
 
-
-class InsufficientLabelsError(ValueError):
-    """Too few positive labels to train; scoring falls back to the rule score."""
-
-
-class LeakageError(ValueError):
-    """A single feature predicts the label too well to be believed."""
-
-
-def check_leakage(
-    features: pd.DataFrame,
-    y: np.ndarray | pd.Series,
-    threshold: float = 0.95,
-    allow: Sequence[str] = (),
-    *,
-    max_rows: int = 200_000,
-    seed: int = 0,
-) -> pd.Series:
-    """Each feature's own AUC; stop when one exceeds the threshold.
-
-    A feature that alone nearly separates the classes usually encodes the outcome
-    itself (a status set at conversion, a date after the cutoff).
-
-    Args:
-        features: Feature columns (no ids).
-        y: Labels (0/1).
-        threshold: Largest believable single-feature AUC.
-        allow: Features exempt from the check (still reported).
-        max_rows: Rows sampled for the check on large frames.
-        seed: Seed of that sample.
-
-    Returns:
-        AUC per feature, largest first.
-
-    Raises:
-        LeakageError: Naming every offending feature with its AUC.
-    """
-    labels = np.asarray(y, dtype="float64").ravel()
-    frame = features.reset_index(drop=True)
-    if len(frame) > max_rows:
-        rows = np.random.default_rng(seed).choice(len(frame), max_rows, replace=False)
-        frame, labels = frame.iloc[rows], labels[rows]
-    aucs = pd.Series(
-        {name: feature_auc(frame[name], labels) for name in frame.columns}, dtype="float64"
-    ).sort_values(ascending=False)
-    leaky = aucs[(aucs > threshold) & ~aucs.index.isin(list(allow))]
-    if not leaky.empty:
-        named = ", ".join(f"{name} (AUC {auc:.3f})" for name, auc in leaky.items())
-        raise LeakageError(
-            f"Training stopped: feature(s) {named} alone predict the label above the "
-            f"leakage threshold {threshold:.2f}. They probably encode the outcome itself; "
-            "remove them, or list them in model.allow_leaky_features if they are genuine."
-        )
-    return aucs
-
-
-class RuleModel(Protocol):
-    """A scikit-learn style rule score (``models.rules.RuleScore``): points, higher = likelier."""
-
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RuleModel: ...  # noqa: D102, N803
-    def predict(self, X: pd.DataFrame) -> np.ndarray: ...  # noqa: D102, N803
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -195,22 +98,6 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def resolve_params(overrides: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
-    """Default LightGBM parameters with the configured overrides laid over them.
-
-    Raises:
-        ValueError: If an override reweights classes (it would spoil probabilities).
-    """
-    params = {**DEFAULT_PARAMS, "seed": seed, **dict(overrides or {})}
-    bad = sorted(k for k, v in params.items() if k in FORBIDDEN_PARAMS and v not in (None, False))
-    if bad:
-        raise ValueError(
-            f"LightGBM parameter(s) {', '.join(bad)} reweight the classes, which spoils the "
-            "probabilities; remove them from model.lightgbm_params."
-        )
-    return params
-
-
 def _fit_booster(x_train, y_train, x_calib, y_calib, params: dict[str, Any]) -> lgb.Booster:  # noqa: ANN001
     booster_params = {
         k: v for k, v in params.items() if k not in ("num_boost_round", "early_stopping_rounds")
@@ -229,88 +116,6 @@ def _fit_booster(x_train, y_train, x_calib, y_calib, params: dict[str, Any]) -> 
     # Keep only the trees early stopping chose, so every later predict (and pred_contrib)
     # uses them without needing to pass num_iteration.
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-
-
-def rule_direction(target: str) -> float:
-    """Sign that turns rule points into a score where higher means the outcome is likelier.
-
-    Rule scores measure engagement, which goes with conversion and against churn.
-
-    Args:
-        target: ``conversion`` or ``churn``.
-
-    Returns:
-        ``-1.0`` for churn, ``1.0`` otherwise.
-    """
-    return -1.0 if target == "churn" else 1.0
-
-
-def recalibrated_rule_model(
-    rule_model: RuleModel,
-    features: pd.DataFrame,
-    y: np.ndarray,
-    target: str,
-    *,
-    as_of: pd.Series | None = None,
-    horizon_days: int | None = None,
-    seed: int = 42,
-) -> RuleModel:
-    """The rule score with its points relearned on the rows given (the training fold).
-
-    A :class:`~models.rules.RuleScore` is recalibrated by
-    :func:`models.recalibrate.fit_rules` (its ``fit`` only parses the rule file, so
-    refitting it would change nothing); any other rule model is cloned and fitted.
-
-    Args:
-        rule_model: The rule score as configured.
-        features: Training rows with every column the rules read.
-        y: Their labels (1 = converted / churned).
-        target: ``conversion`` or ``churn``.
-        as_of: Cutoff per row, so the ridge strength is picked by time.
-        horizon_days: Label window, for that inner time split.
-        seed: Seed of the sign-test bootstrap.
-
-    Returns:
-        A fitted rule model.
-    """
-    if isinstance(rule_model, RuleScore):
-        rules = fit_rules(
-            features, y, load_rules(rule_model.rules), target,  # type: ignore[arg-type]
-            as_of=as_of, seed=seed, label_horizon_days=horizon_days,
-        )  # fmt: skip
-        return RuleScore(rules).fit(features.head(0))
-    try:
-        unfitted = clone(rule_model)
-    except TypeError:  # not a full scikit-learn estimator: copy it instead
-        unfitted = copy.deepcopy(rule_model)
-    return unfitted.fit(features, y)
-
-
-def _baselines(
-    rule_model: RuleModel | None,
-    features: pd.DataFrame,
-    y: np.ndarray,
-    split: Split,
-    target: str,
-    cutoffs: pd.Series | None,
-    horizon_days: int,
-    seed: int,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Rule scores (oriented to the target) on the calibration and validation folds."""
-    if rule_model is None:
-        return {}
-    fitted = recalibrated_rule_model(
-        rule_model, features.iloc[split.train], y[split.train], target,
-        as_of=None if cutoffs is None else cutoffs.iloc[split.train],
-        horizon_days=horizon_days, seed=seed,
-    )  # fmt: skip
-    sign = rule_direction(target)
-    out = {}
-    for name, rule in (("rule", rule_model), ("rule_recalibrated", fitted)):
-        calib = sign * np.asarray(rule.predict(features.iloc[split.calibration]), dtype="float64")
-        valid = sign * np.asarray(rule.predict(features.iloc[split.validation]), dtype="float64")
-        out[name] = (calib, valid)
-    return out
 
 
 def _trained_at(given: object | None, cutoffs: pd.Series | None, horizon_days: int) -> str:
@@ -435,7 +240,7 @@ def train_model(
     validation = pd.DataFrame({"label": y_valid.astype("int64"), "p_model": p_valid})
     if cutoffs is not None:
         validation.insert(0, "as_of", cutoffs.iloc[split.validation].to_numpy())
-    for name, (calib_points, valid_points) in _baselines(
+    for name, (calib_points, valid_points) in rule_baselines(
         rule_model, features.reset_index(drop=True), y, split, target, cutoffs, horizon_days, seed
     ).items():
         to_probability = fit_calibrator(calib_points, y[split.calibration], "sigmoid")

@@ -5,17 +5,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from models.model import model_card_markdown
+from models.baselines import rule_direction
+from models.model_card import model_card_markdown
 from models.recalibrate import fit_rules
 from models.rules import RuleScore, load_rules
-from models.train import (
+from models.train import data_fingerprint, train_model
+from models.train_guards import (
     InsufficientLabelsError,
     LeakageError,
     check_leakage,
-    data_fingerprint,
     resolve_params,
-    rule_direction,
-    train_model,
 )
 from tests.models.conftest import PointsRule, make_training_frame
 
@@ -256,8 +255,7 @@ def test_conversion_rule_points_keep_their_direction(trained, training_data):
 def test_trained_at_is_kept_as_iso_utc_and_drives_the_retrain_schedule(
     churn_with_engagement_rules,
 ):
-    from pipelines.settings import Settings
-    from pipelines.steps import retrain_due
+    from models.retrain import RetrainPolicy, retrain_due
 
     frame, _, result = churn_with_engagement_rules
     default = pd.Timestamp(result.model.metadata["trained_at"])
@@ -269,11 +267,11 @@ def test_trained_at_is_kept_as_iso_utc_and_drives_the_retrain_schedule(
     )  # fmt: skip
     model = pickle.loads(pickle.dumps(given.model))
     assert model.metadata["trained_at"] == "2025-09-01T00:00:00+00:00"
-    settings = Settings(model={"retrain_max_age_days": 7})
-    due, why = retrain_due(settings, model, None, pd.Timestamp("2025-09-05", tz="UTC"))
-    assert not due and "4 days" in why
-    due, why = retrain_due(settings, model, None, pd.Timestamp("2025-09-09", tz="UTC"))
-    assert due and "8 days" in why
+    policy = RetrainPolicy(max_age_days=7, psi_warn=0.1)
+    early = retrain_due(policy, model.metadata, pd.Timestamp("2025-09-05", tz="UTC"))
+    assert not early.due and "4 days" in early.reason
+    late = retrain_due(policy, model.metadata, pd.Timestamp("2025-09-09", tz="UTC"))
+    assert late.due and "8 days" in late.reason
 
 
 def test_band_threshold_is_chosen_on_validation_labels_and_stored(trained):
