@@ -18,10 +18,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-if TYPE_CHECKING:
-    import shap
+from models.model import TrainedModel
 
-    from models.model import TrainedModel
+if TYPE_CHECKING:  # shap is slow to import and only needed when called
+    import shap
 
 #: Band order of every band chart; entities without a previous band come in as ``new``.
 BAND_ORDER = ("high", "medium", "at-risk")

@@ -119,7 +119,10 @@ class RecalibrationResult:
 
     def to_markdown(self) -> str:
         """The report for marketers: what changed, by how much, why, and does it help."""
-        return render_markdown(self)
+        return render_markdown(
+            self.target, self.old_rules, self.rules, self.table, self.metrics, self.split,
+            self.settings,
+        )  # fmt: skip
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write the table (CSV), report (Markdown), new rule file (YAML) and metrics (JSON).

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from models.point_fit import PointFit
 from models.rules import RuleSet
-
-if TYPE_CHECKING:
-    from models.recalibrate import RecalibrationResult
 
 OUTCOME_VERB = {"churn": "churned", "conversion": "converted"}
 
@@ -124,13 +121,31 @@ def _band_ranges(rules: RuleSet) -> dict[str, str]:
     return out
 
 
-def render_markdown(result: RecalibrationResult) -> str:
-    """The report for marketers: what changed, by how much, why, and does it help."""
-    old, new, split = result.old_rules, result.rules, result.split
-    noun, verb = old.entity_noun, OUTCOME_VERB[result.target]
-    riskiest = "lowest-scoring" if result.target == "churn" else "highest-scoring"
+def render_markdown(
+    target: str,
+    old: RuleSet,
+    new: RuleSet,
+    table: pd.DataFrame,
+    metrics: dict[str, dict[str, Any]],
+    split: dict[str, Any],
+    settings: dict[str, Any],
+) -> str:
+    """The report for marketers: what changed, by how much, why, and does it help.
+
+    Args:
+        target: ``churn`` or ``conversion``.
+        old: The rules as given.
+        new: The recalibrated rules.
+        table: The signal table (:func:`signal_table`).
+        metrics: Holdout metrics per scorer (``old_rules``, ``recalibrated_rules``,
+            optionally ``model``).
+        split: Training and holdout cutoffs and row counts.
+        settings: The parameters used (``confidence``, ``n_bootstrap``...).
+    """
+    noun, verb = old.entity_noun, OUTCOME_VERB[target]
+    riskiest = "lowest-scoring" if target == "churn" else "highest-scoring"
     lines = [
-        f"# Recalibrated {old.name} rules (target: {result.target})",
+        f"# Recalibrated {old.name} rules (target: {target})",
         "",
         f"The points below were learned from {split['n_training']:,} snapshots of {noun} "
         f"(scoring dates {format_dates(split['training_cutoffs'])}) and then checked on the "
@@ -143,7 +158,7 @@ def render_markdown(result: RecalibrationResult) -> str:
         "## What changed and why",
         "",
     ]
-    lines += [f"- {row.evidence}" for row in result.table.itertuples()]
+    lines += [f"- {row.evidence}" for row in table.itertuples()]
     lines += [
         "",
         "## Side by side",
@@ -151,14 +166,14 @@ def render_markdown(result: RecalibrationResult) -> str:
         "| Signal | Old points | New points | Likely range | Status |",
         "|---|---:|---:|---|---|",
     ]
-    for row in result.table.itertuples():
+    for row in table.itertuples():
         likely = "n/a" if np.isnan(row.ci_low) else f"{row.ci_low:.0f} to {row.ci_high:.0f}"
         label = _label(row.description, row.signal)
         lines.append(f"| {label} | {row.old_points} | {row.new_points} | {likely} | {row.status} |")
-    confidence = result.settings.get("confidence", 0.95)
+    confidence = settings.get("confidence", 0.95)
     lines += [
         "",
-        f"Likely range: where {confidence:.0%} of {result.settings.get('n_bootstrap')} "
+        f"Likely range: where {confidence:.0%} of {settings.get('n_bootstrap')} "
         f"re-fits on resampled {noun} put the points.",
         "",
         "## Bands",
@@ -178,12 +193,12 @@ def render_markdown(result: RecalibrationResult) -> str:
         "",
     ]
     columns = [("old_rules", "Old rules"), ("recalibrated_rules", "New rules"), ("model", "Model")]
-    columns = [(key, title) for key, title in columns if key in result.metrics]
+    columns = [(key, title) for key, title in columns if key in metrics]
     lines += [
         "| Measure | " + " | ".join(t for _, t in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    m = result.metrics
+    m = metrics
     measures = [
         ("roc_auc", f"Ranks who {verb} (ROC AUC; 0.5 = chance, 1 = perfect)", "{:.3f}"),
         ("pr_auc", f"Precision-recall AUC (chance = the {verb} rate)", "{:.3f}"),

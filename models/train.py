@@ -38,7 +38,7 @@ from features.timeutil import as_utc
 from models.bands import BAND_METADATA_KEY, choose_thresholds
 from models.baselines import RuleModel, rule_baselines
 from models.calibration import fit_calibrator
-from models.evaluate import evaluate
+from models.evaluate import RANK_METRICS, evaluate
 from models.model import TrainedModel, feature_frame, feature_profile, prepare_features
 from models.train_guards import (
     InsufficientLabelsError,
@@ -250,7 +250,7 @@ def train_model(
             {
                 f"points_{k}": v
                 for k, v in evaluate(y_valid, valid_points, probabilities=False).items()
-                if k in ("roc_auc", "pr_auc", "lift_top_decile", "capture_top_decile")
+                if k in RANK_METRICS
             }
         )
         validation[f"p_{name}"] = p_rule
