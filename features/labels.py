@@ -27,16 +27,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-log = logging.getLogger(__name__)
+from features.targets import CHURN, CONVERSION, TargetName
+from features.targets import target as target_named
 
-Target = Literal["conversion", "churn"]
-TARGET_OUTCOME = {"conversion": "converted", "churn": "churned"}
+log = logging.getLogger(__name__)
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str], name: str) -> None:
@@ -98,23 +98,21 @@ def rolling_cutoffs(
 
 def label_definition(target: str, horizon_days: int, churn_from_inactivity: bool = False) -> str:
     """One sentence saying what a positive label means (for model cards and reports)."""
-    if target == "conversion":
+    if target_named(target) is CONVERSION:
         return (
-            f"1 when a lead not yet converted at the cutoff has a 'converted' outcome in "
-            f"the {horizon_days} days after it (cutoff excluded, last day included)."
+            f"1 when a lead not yet converted at the cutoff has a '{CONVERSION.outcome}' "
+            f"outcome in the {horizon_days} days after it (cutoff excluded, last day included)."
         )
-    if target == "churn":
-        text = (
-            f"1 when a customer active at the cutoff has a 'churned' outcome in the "
-            f"{horizon_days} days after it"
+    text = (
+        f"1 when a customer active at the cutoff has a '{CHURN.outcome}' outcome in the "
+        f"{horizon_days} days after it"
+    )
+    if churn_from_inactivity:
+        text += (
+            f", or, having been active in the {horizon_days} days before, "
+            "has no event at all in that window"
         )
-        if churn_from_inactivity:
-            text += (
-                f", or, having been active in the {horizon_days} days before, "
-                "has no event at all in that window"
-            )
-        return text + " (cutoff excluded, last day included)."
-    raise ValueError(f"Unknown target {target!r}; use conversion or churn.")
+    return text + " (cutoff excluded, last day included)."
 
 
 def _first_outcome(outcomes: pd.DataFrame, outcome: str) -> pd.Series:
@@ -151,7 +149,7 @@ def make_labels(
     outcomes: pd.DataFrame,
     entities: pd.DataFrame,
     cutoffs: Iterable[object],
-    target: Target,
+    target: TargetName,
     horizon_days: int,
     *,
     events: pd.DataFrame | None = None,
@@ -175,13 +173,12 @@ def make_labels(
     Raises:
         ValueError: On an unknown target, a bad horizon or missing columns.
     """
-    if target not in TARGET_OUTCOME:
-        raise ValueError(f"Unknown target {target!r}; use conversion or churn.")
+    target_named(target)  # an unknown target is a ValueError naming the valid ones
     if horizon_days <= 0:
         raise ValueError(f"The label horizon must be positive, got {horizon_days} days.")
     _require(entities, ("entity_id", "created_at"), "entities")
     _require(outcomes, ("entity_id", "outcome", "occurred_at"), "outcomes")
-    if churn_from_inactivity and target == "churn":
+    if churn_from_inactivity and target == CHURN.name:
         if events is None:
             raise ValueError("Inactivity churn needs the events table (entity_id, event_time).")
         _require(events, ("entity_id", "event_time"), "events")
@@ -194,16 +191,16 @@ def make_labels(
     grid = _base_population(entities, cutoff_index)
     horizon = pd.Timedelta(days=horizon_days)
     window_end = grid["as_of"] + horizon
-    first_conversion = _map_first(grid, _first_outcome(outcomes, "converted"))
+    first_conversion = _map_first(grid, _first_outcome(outcomes, CONVERSION.outcome))
     converted_by_cutoff = (first_conversion <= grid["as_of"]).fillna(False).astype(bool)
 
-    if target == "conversion":
+    if target == CONVERSION.name:
         eligible = ~converted_by_cutoff
         if "kind" in grid:
             eligible &= grid["kind"].fillna("lead") != "customer"
         label = (first_conversion <= window_end).fillna(False).astype(bool)
     else:
-        first_churn = _map_first(grid, _first_outcome(outcomes, "churned"))
+        first_churn = _map_first(grid, _first_outcome(outcomes, CHURN.outcome))
         churned_by_cutoff = (first_churn <= grid["as_of"]).fillna(False).astype(bool)
         is_customer = (
             (grid["kind"] == "customer").fillna(False).astype(bool) | converted_by_cutoff

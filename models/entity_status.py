@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.targets import TARGETS
 from models.bands import ScoreKind
 
 SCORED = "scored"
@@ -22,10 +23,7 @@ NOT_YET_CREATED = "not scored: not yet created"
 NO_FEATURES = "not scored: no feature row"
 CHURNED = "not scored: already churned"
 #: Target scoring each kind of entity, and the kind of score it gives.
-TARGET_OF_KIND: dict[str, tuple[str, ScoreKind]] = {
-    "lead": ("conversion", "lead"),
-    "customer": ("churn", "customer"),
-}
+TARGET_OF_KIND: dict[str, tuple[str, ScoreKind]] = {t.kind: (t.name, t.kind) for t in TARGETS}
 
 
 def entity_status(

@@ -25,7 +25,7 @@ from models.rulefile import (
     rule_file_path,
     save_rules,
 )
-from models.targets import CONVERSION, TARGETS
+from features.targets import CONVERSION, TARGETS
 
 __all__ = [
     "BUILTIN_RULE_FILES", "OPERATORS", "Band", "RuleFileError", "RuleScore", "RuleSet",
@@ -172,7 +172,7 @@ def rule_scores_by_kind(features: pd.DataFrame, kinds: pd.Series | None) -> pd.D
     """Rule points and band per entity, each kind scored by its target's rule file.
 
     Leads get the conversion target's rules, customers the churn target's (see
-    :mod:`models.targets`). Without kinds, every entity is scored as a lead.
+    :mod:`features.targets`). Without kinds, every entity is scored as a lead.
 
     Args:
         features: Feature table with ``entity_id``.

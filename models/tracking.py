@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
+from features.targets import target as target_named
 from models.bands import BAND_METADATA_KEY
 from models.evaluate import flat_metrics
 from models.model import TrainedModel
@@ -64,9 +65,7 @@ MAX_EXAMPLE_LEVELS = 50
 
 def registered_name(target: str) -> str:
     """Registered model name of a target (``conversion`` or ``churn``)."""
-    if target not in ("conversion", "churn"):
-        raise ValueError(f"Unknown target {target!r}; use conversion or churn.")
-    return target
+    return target_named(target).name
 
 
 def experiment_name(target: str) -> str:

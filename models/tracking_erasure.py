@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 # models.tracking switches MLflow's usage telemetry off: it must be imported before mlflow.
+from features.targets import TARGET_NAMES
+
 from models.tracking import MODEL_ARTIFACT, experiment_name, registered_name  # isort: skip
 
 import mlflow
@@ -66,7 +68,7 @@ def _matching_files(folder: Path, needles: list[bytes]) -> list[str]:
 
 
 def find_artifacts_containing(
-    values: list[str], targets: tuple[str, ...] = ("conversion", "churn")
+    values: list[str], targets: tuple[str, ...] = TARGET_NAMES
 ) -> list[ArtifactHit]:
     """Runs and logged models (deleted ones too) whose artifact bytes contain a value.
 
@@ -119,7 +121,7 @@ def _replaced(items: list[Any], replacements: Mapping[str, str]) -> tuple[list[A
 
 
 def replace_model_levels(
-    replacements: Mapping[str, str], targets: tuple[str, ...] = ("conversion", "churn")
+    replacements: Mapping[str, str], targets: tuple[str, ...] = TARGET_NAMES
 ) -> list[dict[str, Any]]:
     """Replace forgotten category levels inside every stored model, in place.
 

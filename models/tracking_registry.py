@@ -17,6 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 # models.tracking switches MLflow's usage telemetry off: it must be imported before mlflow.
+from features.targets import TARGET_NAMES
+
 from models.tracking import MODEL_ARTIFACT, registered_name  # isort: skip
 
 import mlflow
@@ -109,7 +111,7 @@ def register_and_promote(
     return decision
 
 
-def list_models(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFrame:
+def list_models(targets: tuple[str, ...] = TARGET_NAMES) -> pd.DataFrame:
     """Registered versions with their aliases and key validation metrics, newest first.
 
     Returns:
@@ -159,7 +161,7 @@ def list_models(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFr
     return frame.sort_values(["model", "version"], ascending=[True, False], ignore_index=True)
 
 
-def model_versions_with_windows(targets: tuple[str, ...] = ("conversion", "churn")) -> pd.DataFrame:
+def model_versions_with_windows(targets: tuple[str, ...] = TARGET_NAMES) -> pd.DataFrame:
     """Registered versions with the last training cutoff of each (``last_cutoff``, UTC).
 
     Returns:

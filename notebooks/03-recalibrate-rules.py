@@ -55,7 +55,7 @@ from models.evaluate import band_outcome_rates
 from models.plots import points_comparison_figure, roc_curve_figure
 from models.recalibrate import recalibrate
 from models.rules import RuleScore
-from models.targets import CHURN
+from features.targets import CHURN
 from pipelines import steps, training
 from pipelines.context import RunContext, parse_as_of
 from pipelines.settings import load_settings

@@ -154,7 +154,7 @@ def train(
     config: Path | None, target: str, as_of: str | None, allow_future: bool, console: Console
 ) -> None:
     """Train one target through the train flow."""
-    from models.targets import target as target_named
+    from features.targets import target as target_named
     from pipelines.flows import train_flow
 
     ctx = build_context(config, as_of)
@@ -187,7 +187,7 @@ def recalibrate(
     config: Path | None, rules: str, target: str, as_of: str | None, console: Console
 ) -> None:
     """Recalibrate a rule file from outcomes, write the report and log it to MLflow."""
-    from models.targets import target as target_named
+    from features.targets import target as target_named
     from pipelines import steps, training
 
     ctx = build_context(config, as_of)

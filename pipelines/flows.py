@@ -20,8 +20,8 @@ from prefect.cache_policies import NO_CACHE
 
 from models.drift import psi_status, score_psi
 from models.retrain import RetrainPolicy, retrain_due
-from models.targets import TARGETS, Target
-from models.targets import target as target_named
+from features.targets import TARGETS, Target
+from features.targets import target as target_named
 from pipelines import steps, training
 from pipelines.context import RunContext, build_context
 from pipelines.sources import Inputs

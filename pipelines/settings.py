@@ -19,8 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.targets import CHURN, CONVERSION
-from models.targets import target as target_named
+from features.targets import CHURN, CONVERSION
+from features.targets import target as target_named
 
 
 class _Section(BaseModel):

@@ -109,7 +109,7 @@ def save_features(output_dir: Path, frame: pd.DataFrame, as_of: pd.Timestamp) ->
 def load_champions(tracking_uri: str) -> Champions:
     """The ``@champion`` of each target, or ``None`` (scoring then uses the rules)."""
     from models import tracking, tracking_registry
-    from models.targets import TARGETS
+    from features.targets import TARGETS
 
     tracking.configure(tracking_uri)
     return {target.name: tracking_registry.load_champion(target.name) for target in TARGETS}

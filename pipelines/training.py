@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.targets import Target
+from features.targets import Target
 from pipelines.context import RunContext
 from pipelines.sources import Inputs
 

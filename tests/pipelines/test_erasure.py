@@ -18,7 +18,7 @@ import pytest
 
 from features.synthetic import generate, source_paths
 from models.privacy import PseudonymKeyError, pseudonymise_one
-from models.targets import TARGETS
+from features.targets import TARGETS
 from pipelines import steps, training
 from pipelines.atomic_files import write_parquet_atomic
 from pipelines.context import RunContext, parse_as_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from models.targets import CHURN, CONVERSION
+from features.targets import CHURN, CONVERSION
 from pipelines import training
 
 RUN_DATE = pd.Timestamp("2025-12-08", tz="UTC")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.targets import CHURN, CONVERSION, TARGET_NAMES, TARGETS, target, target_for_kind
+from features.targets import CHURN, CONVERSION, TARGET_NAMES, TARGETS, target, target_for_kind
 
 
 def test_each_target_is_found_by_name_and_by_the_kind_it_scores():
