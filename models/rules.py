@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from features.targets import CONVERSION, TARGETS
 from models.rulefile import (
     BUILTIN_RULE_FILES,
     OPERATORS,
@@ -25,7 +26,6 @@ from models.rulefile import (
     rule_file_path,
     save_rules,
 )
-from features.targets import CONVERSION, TARGETS
 
 __all__ = [
     "BUILTIN_RULE_FILES", "OPERATORS", "Band", "RuleFileError", "RuleScore", "RuleSet",

@@ -5,13 +5,13 @@ import json
 import pandas as pd
 import pytest
 
-from features.spec import feature_catalog
 from features.synthetic import generate, source_paths, true_weights
-from features.table import fit_columns
+from features.targets import CONVERSION
 from models.concepts import concept_map
 from models.explain import explain
 from models.train import train_model
-from pipelines import steps
+from pipelines import steps, training
+from pipelines.context import RunContext
 from pipelines.settings import load_settings
 
 AS_OF = pd.Timestamp("2025-11-01", tz="UTC")
@@ -26,8 +26,9 @@ def trained(tmp_path_factory):
         sources=source_paths(data.out_dir),
         output={"dir": str(folder / "output")},
     )
-    inputs = steps.load_inputs(settings, AS_OF)
-    frame = steps.training_frame(settings, inputs, "conversion", AS_OF)
+    ctx = RunContext(settings, AS_OF)
+    inputs = steps.load_inputs(ctx)
+    frame = training.training_frame(ctx, inputs, CONVERSION)
     result = train_model(
         frame.drop(columns=["label"]),
         frame["label"],
@@ -37,18 +38,15 @@ def trained(tmp_path_factory):
         min_positive_labels=30,
         seed=0,
     )
-    features = steps.build_features(settings, inputs, AS_OF)
+    features = steps.build_features(settings.feature_spec(), inputs, AS_OF)
     return data, inputs, features, result.model
 
 
 def test_top_reason_of_the_highest_scored_leads_is_a_true_signal(trained):
-    data, inputs, features, model = trained
+    data, inputs, table, model = trained
+    features, catalog = table.frame, table.catalog
     kinds = inputs.entities.set_index("entity_id")["kind"]
     leads = features[features["entity_id"].map(kinds).eq("lead").to_numpy(bool)]
-    types = [c.removesuffix("_count_7d") for c in features.columns if c.endswith("_count_7d")]
-    catalog = feature_catalog(
-        load_settings(None).feature_spec(), types, fit_columns(inputs.entities)
-    )
     concepts = concept_map(model.feature_names, catalog, model.categorical_levels)
     top = leads.assign(p=model.predict_proba(leads)).nlargest(25, "p")
     reasons = explain(model, top, "lead", concepts)
