@@ -135,6 +135,39 @@ def board_rows(scored: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def describe_models(model_versions: list[str]) -> str:
+    """The model versions behind the scores as a phrase, e.g. ``churn v2, conversion v3``.
+
+    Args:
+        model_versions: Distinct ``model_versions`` values of the scored rows, each the
+            JSON of ``{target: version}`` (``rules`` for a target without a champion).
+
+    Returns:
+        One entry per target (several versions joined by "or"), or a note that only
+        rule scores were used; a value that is not such JSON is shown as it is.
+    """
+    versions: dict[str, set[str]] = {}
+    unreadable: list[str] = []
+    for raw in model_versions:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            unreadable.append(str(raw))
+            continue
+        for target, version in parsed.items():
+            versions.setdefault(str(target), set()).add(str(version))
+    parts = [
+        f"{target} "
+        + " or ".join("rule score (no model)" if v == "rules" else f"v{v}" for v in sorted(found))
+        for target, found in sorted(versions.items())
+    ]
+    if not parts and not unreadable:
+        return "none (rule scores only)"
+    return ", ".join(parts + unreadable)
+
+
 def board_header(scored: pd.DataFrame, as_of: date, band_rule: str | None) -> dict[str, Any]:
     """Numbers and text for the page header: counts, not-scored reasons, models, rule."""
     status = scored["status"].astype("string").fillna("not scored: unknown")
@@ -157,7 +190,7 @@ def board_header(scored: pd.DataFrame, as_of: date, band_rule: str | None) -> di
         "total": len(scored),
         "bands": [(band, int(bands.get(band, 0))) for band in BAND_ORDER],
         "not_scored": [(str(why), int(n)) for why, n in not_scored.items()],
-        "model_versions": sorted(versions),
+        "models": describe_models(versions),
         "score_sources": {str(k): int(v) for k, v in sources.items()},
         "band_rule": band_rule or DEFAULT_BAND_RULE,
     }

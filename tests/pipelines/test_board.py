@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 from datetime import date
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,15 @@ import pandas as pd
 import pytest
 from websockets.sync.client import connect
 
-from pipelines.board import board_header, board_rows, embed_json, render_board, write_board
+from models.bands import BandRule
+from pipelines.board import (
+    board_header,
+    board_rows,
+    describe_models,
+    embed_json,
+    render_board,
+    write_board,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVIL_NAME = "<script>alert(1)</script>"
@@ -37,6 +46,32 @@ REASONS_DOWN = [
     ("company size", "fit", "Company size: 1-10"),
     ("recent activity", "engagement", "No activity of any kind for 41 days"),
 ]
+
+
+class _VisibleText(HTMLParser):
+    """Collects the text a reader sees: everything outside ``<script>`` and ``<style>``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.hidden += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self.hidden -= tag in ("script", "style")
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def visible_text(page: str) -> str:
+    """The page's visible text, whitespace collapsed to single spaces."""
+    parser = _VisibleText()
+    parser.feed(page)
+    return " ".join(" ".join(parser.parts).split())
 
 
 def make_scored(
@@ -92,7 +127,7 @@ def make_scored(
             "rule_score": rng.integers(0, 150, n).astype(float),
             "rule_band": [bands[i] for i in rng.integers(0, 3, n)],
             "score_source": "model",
-            "model_versions": "conversion:v3 churn:v2",
+            "model_versions": json.dumps({"churn": "2", "conversion": "3"}),
             "scored_at": pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(hours=2),
             "as_of": as_of_ts,
             "previous_band": previous_band,
@@ -300,6 +335,52 @@ def test_board_leaves_out_entities_without_consent_and_counts_them():
     header = board_header(scored, date(2025, 6, 1), None)
     assert ("no consent", len(hidden)) in header["not_scored"]
     assert sum(n for _, n in header["bands"]) == len(rows)
+
+
+def test_how_to_read_says_the_band_rule_and_the_models_in_sentences():
+    scored = make_scored(12, seed=5, no_consent=())
+    scored.loc[:3, "model_versions"] = json.dumps({"churn": "rules", "conversion": "3"})
+    rule = BandRule(conversion_threshold=0.0473, churn_threshold=None, source="validation")
+
+    text = visible_text(render_board(scored, date(2025, 6, 1), band_rule=rule.describe()))
+
+    assert (
+        "Band rule: at-risk: churn probability never; high: conversion probability 4.7% or "
+        "more; medium: everyone else scored (thresholds from validation)."
+    ) in text
+    assert "Models: churn v2 or rule score (no model), conversion v3 · score source: model 12" in (
+        text
+    )
+    assert "{'" not in text and '{"' not in text
+
+
+def test_a_regenerated_page_reads_its_band_rule_back_unchanged():
+    import html
+
+    from pipelines.scrubbing import _BAND_RULE
+
+    scored = make_scored(8, seed=6, no_consent=())
+    sentence = BandRule(0.25, 0.5, source="conversion: settings; churn: settings").describe()
+    page = render_board(scored, date(2025, 6, 1), band_rule=sentence)
+    read_back = html.unescape(_BAND_RULE.search(page).group(1))
+    assert read_back == sentence
+    assert render_board(scored, date(2025, 6, 1), band_rule=read_back) == page
+
+
+@pytest.mark.parametrize(
+    ("versions", "phrase"),
+    [
+        (['{"churn": "2", "conversion": "3"}'], "churn v2, conversion v3"),
+        (
+            ['{"churn": "rules", "conversion": "1"}', '{"churn": "rules", "conversion": "2"}'],
+            "churn rule score (no model), conversion v1 or v2",
+        ),
+        ([], "none (rule scores only)"),
+        (["conversion:v3 churn:v2"], "conversion:v3 churn:v2"),
+    ],
+)
+def test_describe_models_names_each_target_and_version(versions, phrase):
+    assert describe_models(versions) == phrase
 
 
 def test_board_rows_carry_reasons_change_and_fit():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from rich.console import Console
 from features.synthetic import generate
 from models.tracking import registered_name
 from pipelines import flows, steps
+from tests.pipelines.test_board import visible_text
 
 FIRST = "2025-12-01"
 NEXT = "2025-12-08"
@@ -185,6 +187,14 @@ def test_nightly_scores_everyone_writes_every_output_and_promotes_champions(firs
     assert champion_versions(out) == {"conversion": "1", "churn": "1"}
     assert (out / "board" / "index.html").exists() and (out / "board" / f"{FIRST}.html").exists()
     assert list((out / "crm" / f"as_of={FIRST}").glob("batch-*.csv"))
+    page = visible_text((out / "board" / f"{FIRST}.html").read_text(encoding="utf-8"))
+    assert re.search(
+        r"Band rule: at-risk: churn probability \d+\.\d% or more; high: conversion probability "
+        r"\d+\.\d% or more; medium: everyone else scored \(thresholds from [^)]+\)\.",
+        page,
+    ), page
+    assert "Models: churn v1, conversion v1 · " in page
+    assert "{'" not in page and '{"' not in page
 
 
 @pytest.mark.slow
