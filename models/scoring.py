@@ -112,7 +112,6 @@ def score_entities(
     previous: pd.DataFrame | None,
     as_of: object,
     tolerance: float = 2.0,
-    scored_at: object | None = None,
     top_k: int = 3,
     rule_points_max: float = 150.0,
     num_threads: int | None = None,
@@ -132,7 +131,6 @@ def score_entities(
         previous: The last run's scored frame, or ``None`` on a first run.
         as_of: The cutoff (UTC).
         tolerance: Score move (points) up to which previous reasons are kept.
-        scored_at: When this run scored (default: now, UTC).
         top_k: Reasons per direction.
         rule_points_max: Rule points mapped to a score of 100 in the rule fallback.
         num_threads: LightGBM threads for reason codes.
@@ -150,13 +148,15 @@ def score_entities(
         ``score_source``, ``model_versions``, ``scored_at``, ``as_of``,
         ``previous_band``, ``score_delta``, ``reasons_up``, ``reasons_down``,
         ``reasons_text``, ``reasons_computed_at``, ``base_score``,
-        ``other_factors_points``.
+        ``other_factors_points``. ``scored_at`` and the ``reasons_computed_at`` of
+        recomputed reasons are the cutoff ``as_of``, never the wall clock, so scoring a
+        date twice gives the same rows.
 
     Raises:
         ValueError: Duplicate ids, or features computed for another cutoff.
     """
     cutoff = as_utc(as_of)
-    now = as_utc(pd.Timestamp.now(tz="UTC") if scored_at is None else scored_at).floor("us")
+    stamp = cutoff.floor("us")  # scored_at: the run date, so reruns are byte-identical
     ids, feature_ids = _ids(entities, "entities"), _ids(features, "features")
     _check_cutoff(features, cutoff)
     feature_row = positions(ids, feature_ids)
@@ -209,7 +209,7 @@ def score_entities(
     rule_rows = np.flatnonzero(col["score_source"] == RULE_SOURCE)
     fresh["reasons_text"].append((rule_rows, pd.Series([RULE_REASON] * len(rule_rows))))
     fresh_rows = np.flatnonzero(refresh)
-    stamps = pd.Series(pd.DatetimeIndex([now]).repeat(len(fresh_rows)))
+    stamps = pd.Series(pd.DatetimeIndex([stamp]).repeat(len(fresh_rows)))
     fresh["reasons_computed_at"] = [(fresh_rows, stamps)]
 
     # Short text columns as object dtype: inferring Arrow strings costs more than it saves.
@@ -230,7 +230,7 @@ def score_entities(
             "rule_band": text(col["rule_band"]),
             "score_source": text(col["score_source"]),
             "model_versions": text(versions),
-            "scored_at": now,
+            "scored_at": stamp,
             "as_of": cutoff,
             "previous_band": text(prior.column("band", prior.scored_too(scored)).to_numpy(object)),
             "score_delta": delta,

@@ -89,7 +89,6 @@ def score(models: dict, previous: pd.DataFrame | None = None, **kwargs) -> Score
         catalog(),
         previous,
         kwargs.pop("as_of", AS_OF),
-        scored_at=kwargs.pop("scored_at", AS_OF + pd.Timedelta(hours=2)),
         **kwargs,
     )
 
@@ -214,7 +213,6 @@ def test_second_run_keeps_reasons_of_entities_that_did_not_move(models) -> None:
         previous=first[first["entity_id"] != new_id],
         inputs=(features, entities, rules),
         as_of=second_as_of,
-        scored_at=second_as_of,
         tolerance=2.0,
     ).set_index("entity_id")
     before = first.set_index("entity_id")
@@ -223,7 +221,7 @@ def test_second_run_keeps_reasons_of_entities_that_did_not_move(models) -> None:
     kept = ~fresh
     assert kept.sum() > 100
     # Unmoved entities keep their reasons and the date those were computed.
-    assert (ok.loc[kept, "reasons_computed_at"] == AS_OF + pd.Timedelta(hours=2)).all()
+    assert (ok.loc[kept, "reasons_computed_at"] == AS_OF).all()
     pd.testing.assert_series_equal(
         ok.loc[kept, "reasons_up"], before.loc[ok.index[kept], "reasons_up"], check_dtype=False
     )
@@ -294,3 +292,11 @@ def test_a_model_column_missing_from_the_features_is_named_in_a_warning(models, 
         scored = run(models, inputs=(features.drop(columns=[dropped]), entities, rules))
     assert dropped in caplog.text and "scored as missing" in caplog.text
     assert len(scored) == len(entities)
+
+
+def test_scoring_a_date_twice_gives_equal_rows_stamped_with_the_run_date(models) -> None:
+    first, again = run(models), run(models)
+    pd.testing.assert_frame_equal(first, again)
+    assert (first["scored_at"] == AS_OF).all()
+    fresh = first["reasons_computed_at"].notna()
+    assert fresh.any() and (first.loc[fresh, "reasons_computed_at"] == AS_OF).all()
