@@ -12,16 +12,17 @@ happens only after evaluation, the previous outputs and the champion stay as the
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from models.drift import psi_status, score_psi
-from models.retrain import RetrainPolicy, retrain_due
 from features.targets import TARGETS, Target
 from features.targets import target as target_named
+from models.drift import psi_status, score_psi
+from models.retrain import RetrainPolicy, retrain_due
 from pipelines import steps, training
 from pipelines.context import RunContext, build_context
 from pipelines.sources import Inputs
@@ -187,10 +188,16 @@ def nightly(
     return _run_nightly(ctx, allow_retrain=True)
 
 
+def _wall_clock() -> str:
+    """Now, UTC, to the second: for the log and the Markdown summary, never an output."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
     logger = get_run_logger()
     settings = ctx.settings
-    logger.info("leadscore run as of %s", ctx.as_of.date())
+    started_at = _wall_clock()
+    logger.info("leadscore run as of %s started at %s", ctx.as_of.date(), started_at)
     inputs = _step("load inputs", load_inputs_task, ctx)
     inputs, retention = _step(
         "event retention", steps.apply_retention, inputs, settings.retention.max_event_age_days,
@@ -243,6 +250,8 @@ def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
     paths = _step("write outputs", write_outputs_task, ctx, result, previous)
     summary.outputs = {k: str(v) for k, v in paths.items()}
     summary.retention |= _step("retention", purge_task, ctx, scored)
+    summary.started_at, summary.finished_at = started_at, _wall_clock()
+    logger.info("leadscore run as of %s finished at %s", ctx.as_of.date(), summary.finished_at)
     summary_path = _step("publish summary", publish_summary_task, ctx, summary)
     if summary.psi_status == "failed":
         schedule = settings.schedule

@@ -1,7 +1,10 @@
 """The run summary: what a nightly run read, scored, decided and how stable it was.
 
 Published as a Prefect Markdown artifact and as ``summary.json`` beside the outputs.
-Built from plain values so it can be tested without running a flow.
+Built from plain values so it can be tested without running a flow. The wall clock of
+the run (``started_at``, ``finished_at``) is in the Markdown artifact and the log only:
+``summary.json``, like every other output, is byte-identical when a date is run again
+on the same inputs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ BANDS = ("high", "medium", "at-risk")
 
 @dataclass
 class RunSummary:
-    """Everything the nightly run reports about itself."""
+    """Everything the nightly run reports about itself.
+
+    ``started_at`` and ``finished_at`` (ISO 8601, UTC) are the wall clock of the run:
+    shown by :meth:`to_markdown`, left out of :meth:`to_dict` (``summary.json``).
+    """
 
     as_of: str
     inputs: dict[str, int] = field(default_factory=dict)
@@ -39,6 +46,8 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     retention: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
 
     @property
     def counts_match(self) -> bool:
@@ -46,14 +55,17 @@ class RunSummary:
         return self.entities_in == self.rows_out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form, without the wall clock (the same for a rerun of the date)."""
         out = asdict(self)
+        del out["started_at"], out["finished_at"]
         out["counts_match"] = self.counts_match
         return out
 
     def to_markdown(self) -> str:
         """A short Markdown report for the Prefect UI and for people."""
         lines = [f"# leadscore nightly run, {self.as_of}", ""]
+        if self.started_at:
+            lines.append(f"- Ran: {self.started_at} to {self.finished_at or '?'} (UTC)")
         check = "yes" if self.counts_match else "**NO**"
         lines += [
             f"- Entities in: {self.entities_in:,}; rows out: {self.rows_out:,} "
