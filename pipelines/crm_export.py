@@ -1,8 +1,10 @@
 """The CRM export: which records changed, as CSV import files with CRM field names.
 
 :func:`crm_changes` picks the records (a ``crm_id``, and a score or band that moved
-since the previous run, or lost consent); :func:`write_crm_batches` writes them as
-``batch-0001.csv ...`` of at most ``crm_batch_size`` rows. Every text cell a
+since the previous run, or lost consent); :func:`crm_files` splits them into the
+files of a CRM profile (:mod:`pipelines.crm_profiles`: Salesforce Lead and Contact,
+HubSpot contacts, or one generic series); :func:`write_crm_batches` writes each as
+``STEM-0001.csv ...`` of at most ``crm_batch_size`` rows. Every text cell a
 spreadsheet would run as a formula (:data:`FORMULA_PREFIXES`) is written with a
 leading ``'`` (:func:`csv_safe`), whatever its column; numeric columns stay numbers.
 Where the files go, and when, is the commit protocol's (:mod:`pipelines.output_commit`).
@@ -12,24 +14,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from models.reason_text import crm_reason_text
+from pipelines.crm_profiles import CRM_FIELDS, PROFILES, CrmProfile
 
 log = logging.getLogger(__name__)
 
-#: Our column -> CRM field (Salesforce-style custom fields; ``Id`` is the record key).
-CRM_FIELDS = {
-    "crm_id": "Id",
-    "score": "Leadscore_Score__c",
-    "band": "Leadscore_Band__c",
-    "reasons": "Leadscore_Reasons__c",
-    "conversion_percent": "Leadscore_Conversion_Probability__c",
-    "scored_at": "Leadscore_Scored_At__c",
-    "status": "Leadscore_Status__c",
-}
+#: Most entity ids a warning names.
+EXAMPLES = 5
 
 
 def _same(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -39,19 +35,27 @@ def _same(a: pd.Series, b: pd.Series) -> pd.Series:
     return (both_missing | equal).astype(bool)
 
 
-def crm_changes(scored: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+def crm_changes(
+    scored: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    fields: Mapping[str, str] = CRM_FIELDS,
+) -> pd.DataFrame:
     """CRM rows for entities with a ``crm_id`` whose score or band changed.
 
     Compared with ``previous`` by ``entity_id``; on a first run every scored entity
     with a ``crm_id`` is a change. An entity that lost consent since the previous run
     is a change too: its CRM fields are blanked and its status says why.
 
+    Args:
+        scored: One row per entity (``models.scoring``), consent already blanked.
+        previous: The last scores before this run, or ``None``.
+        fields: Column of :data:`~pipelines.crm_profiles.RECORD_COLUMNS` -> CRM field.
+
     Returns:
-        A frame with the CRM field names of :data:`CRM_FIELDS`, one row per record.
+        A frame with the CRM field names of ``fields``, in its order, one row per record.
     """
     if "crm_id" not in scored.columns:
-        log.warning("The scored frame has no crm_id column; the CRM export is empty.")
-        return pd.DataFrame(columns=list(CRM_FIELDS.values()))
+        return pd.DataFrame(columns=list(fields.values()))
     has_crm_id = scored["crm_id"].astype("string").str.strip().fillna("").ne("")
     current = scored[has_crm_id].copy()
     score = pd.to_numeric(current["score"], errors="coerce").round().astype("Int64")
@@ -76,13 +80,12 @@ def crm_changes(scored: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataF
     changed = ~(_same(score, prev_score) & _same(band, prev_band))
     current = current[changed]
     score, band = score[changed], band[changed]
-    conversion = pd.to_numeric(current.get("conversion_probability"), errors="coerce")
-    out = pd.DataFrame(
+    records = pd.DataFrame(
         {
-            CRM_FIELDS["crm_id"]: current["crm_id"].astype("string").str.strip(),
-            CRM_FIELDS["score"]: score,
-            CRM_FIELDS["band"]: band,
-            CRM_FIELDS["reasons"]: [
+            "crm_id": current["crm_id"].astype("string").str.strip(),
+            "score": score,
+            "band": band,
+            "reasons": [
                 crm_reason_text(up, down)
                 for up, down in zip(
                     current.get("reasons_up", pd.Series(None, index=current.index)),
@@ -90,14 +93,72 @@ def crm_changes(scored: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataF
                     strict=True,
                 )
             ],
-            CRM_FIELDS["conversion_percent"]: (conversion * 100).round(1),
-            CRM_FIELDS["scored_at"]: pd.to_datetime(current["scored_at"], utc=True).dt.strftime(
+            "conversion_percent": _percent(current, "conversion_probability"),
+            "churn_percent": _percent(current, "churn_probability"),
+            "as_of": pd.to_datetime(current["as_of"], utc=True).dt.strftime("%Y-%m-%d"),
+            "scored_at": pd.to_datetime(current["scored_at"], utc=True).dt.strftime(
                 "%Y-%m-%dT%H:%M:%SZ"
             ),
-            CRM_FIELDS["status"]: current["status"].astype("string"),
+            "status": current["status"].astype("string"),
         }
+    ).sort_values("crm_id", kind="stable")
+    return records[list(fields)].rename(columns=dict(fields)).reset_index(drop=True)
+
+
+def _percent(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A probability column in percent with one decimal (empty where missing)."""
+    if column not in frame.columns:
+        return pd.Series(float("nan"), index=frame.index)
+    return (pd.to_numeric(frame[column], errors="coerce") * 100).round(1)
+
+
+def crm_files(
+    scored: pd.DataFrame, previous: pd.DataFrame | None, profile: CrmProfile = PROFILES["generic"]
+) -> dict[str, pd.DataFrame]:
+    """The changed records (:func:`crm_changes`) split into the files of ``profile``.
+
+    Each entity goes to the file of its kind as of the run date (``kind`` of the
+    scored frame, ``lead`` when missing), so a lead converted by then is a customer
+    and never in a Salesforce Lead file.
+
+    Returns:
+        ``{file stem: records}`` for every file of the profile, empty ones included.
+    """
+    if "crm_id" not in scored.columns:
+        log.warning("The scored frame has no crm_id column; the CRM export is empty.")
+    kind = (
+        scored["kind"].astype("string").fillna("lead")
+        if "kind" in scored.columns
+        else pd.Series("lead", index=scored.index, dtype="string")
     )
-    return out.sort_values(CRM_FIELDS["crm_id"], kind="stable").reset_index(drop=True)
+    return {
+        stem: crm_changes(
+            scored if kinds is None else scored[kind.isin(kinds).to_numpy(bool)],
+            previous,
+            profile.fields,
+        )
+        for stem, kinds in profile.files.items()
+    }
+
+
+def missing_crm_id_warnings(scored: pd.DataFrame) -> list[str]:
+    """A sentence for the run summary when entities have no ``crm_id`` (else none).
+
+    Such entities are scored but never in the CRM export; the sentence counts them
+    and names up to :data:`EXAMPLES` of their entity ids.
+    """
+    crm_id = scored["crm_id"] if "crm_id" in scored.columns else pd.Series(pd.NA, scored.index)
+    missing = crm_id.astype("string").str.strip().fillna("").eq("").to_numpy(bool)
+    count = int(missing.sum())
+    if not count:
+        return []
+    ids = scored.loc[missing, "entity_id"].astype("string").head(EXAMPLES).tolist()
+    more = ", ..." if count > EXAMPLES else ""
+    return [
+        f"{count:,} of {len(scored):,} entities have no crm_id and are not in the CRM export "
+        f"(entity_id {', '.join(ids)}{more}); give the entities input a crm_id column, or map "
+        "one to it with sources.column_map."
+    ]
 
 
 def split_batches(frame: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
@@ -125,20 +186,27 @@ def csv_safe(values: pd.Series) -> pd.Series:
     return text.mask(risky, "'" + text) if risky.any() else values
 
 
-def write_crm_batches(changes: pd.DataFrame, folder: Path, batch_size: int) -> list[Path]:
-    """Write ``changes`` into ``folder`` as ``batch-0001.csv ...``; returns the files.
+def write_crm_batches(
+    files: Mapping[str, pd.DataFrame], folder: Path, batch_size: int
+) -> list[Path]:
+    """Write each frame of ``files`` into ``folder`` as ``STEM-0001.csv ...``.
 
-    Every column goes through :func:`csv_safe`. ``folder`` is normally a staging
-    folder that :mod:`pipelines.output_commit` swaps in afterwards.
+    Every column goes through :func:`csv_safe`; an empty frame writes no file.
+    ``folder`` is normally a staging folder that :mod:`pipelines.output_commit`
+    swaps in afterwards.
+
+    Returns:
+        The files written.
     """
-    safe = pd.DataFrame({column: csv_safe(changes[column]) for column in changes.columns})
-    files = []
-    for number, batch in enumerate(split_batches(safe, batch_size), start=1):
-        path = Path(folder) / f"batch-{number:04d}.csv"
-        batch.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
-        files.append(path)
+    written = []
+    for stem, changes in files.items():
+        safe = pd.DataFrame({column: csv_safe(changes[column]) for column in changes.columns})
+        for number, batch in enumerate(split_batches(safe, batch_size), start=1):
+            path = Path(folder) / f"{stem}-{number:04d}.csv"
+            batch.to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
+            written.append(path)
     log.info(
-        "CRM export: %d changed records in %d files of at most %d.",
-        len(changes), len(files), batch_size,
+        "CRM export: %s changed records in %d files of at most %d.",
+        ", ".join(f"{stem} {len(rows)}" for stem, rows in files.items()), len(written), batch_size,
     )  # fmt: skip
-    return files
+    return written

@@ -25,6 +25,7 @@ from models.drift import psi_status, score_psi
 from models.retrain import RetrainPolicy, retrain_due
 from pipelines import steps, training
 from pipelines.context import RunContext, build_context
+from pipelines.crm_export import missing_crm_id_warnings
 from pipelines.sources import Inputs
 from pipelines.summary import RunSummary, references, summarise
 
@@ -249,6 +250,7 @@ def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
     )  # fmt: skip
     paths = _step("write outputs", write_outputs_task, ctx, result, previous)
     summary.outputs = {k: str(v) for k, v in paths.items()}
+    summary.warnings += missing_crm_id_warnings(scored)
     summary.retention |= _step("retention", purge_task, ctx, scored)
     summary.started_at, summary.finished_at = started_at, _wall_clock()
     logger.info("leadscore run as of %s finished at %s", ctx.as_of.date(), summary.finished_at)

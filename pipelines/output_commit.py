@@ -45,7 +45,8 @@ from sqlalchemy.engine import make_url
 
 from pipelines.atomic_files import atomic_path, replace_dir_atomic, staging_dir
 from pipelines.board import is_no_consent, render_board, write_board
-from pipelines.crm_export import crm_changes, write_crm_batches
+from pipelines.crm_export import crm_files, write_crm_batches
+from pipelines.crm_profiles import PROFILES, CrmProfile
 from pipelines.database_writes import sql_delete, sql_upsert_tables
 from pipelines.outputs import (
     HISTORY_TABLE,
@@ -107,6 +108,7 @@ def write_outputs(
     crm_batch_size: int,
     previous: pd.DataFrame | None,
     band_rule: str | None = None,
+    crm_profile: CrmProfile = PROFILES["generic"],
 ) -> OutputPaths:
     """Write every output of one scoring run by the protocol of this module.
 
@@ -119,6 +121,7 @@ def write_outputs(
             (:func:`pipelines.outputs.read_previous_scores`), to find what changed for
             the CRM; ``None`` on a first run.
         band_rule: One sentence on how bands are assigned, shown on the board.
+        crm_profile: The CRM files and field names (:mod:`pipelines.crm_profiles`).
 
     Returns:
         Where everything went.
@@ -126,7 +129,7 @@ def write_outputs(
     out_dir = Path(out_dir)
     as_of = run_date(scored)
     clean = blank_without_consent(scored)
-    changes = crm_changes(clean, previous)
+    changes = crm_files(clean, previous, crm_profile)
     html = render_board(clean, as_of, band_rule)
     partition = partition_dir(out_dir, as_of) / PARTITION_FILE
     new_partition = not partition.parent.exists()
@@ -150,7 +153,7 @@ def write_outputs(
         database=make_url(database_url).render_as_string(hide_password=True),
         crm_dir=crm_final,
         crm_batches=[crm_final / path.name for path in staged],
-        crm_rows=len(changes),
+        crm_rows=sum(len(rows) for rows in changes.values()),
         board=board.page,
         board_index=board.index,
     )

@@ -16,11 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.targets import CHURN, CONVERSION
 from features.targets import target as target_named
+from pipelines.crm_profiles import ProfileName, crm_profile
 
 
 class _Section(BaseModel):
@@ -116,6 +125,25 @@ class OutputSettings(_Section):
     reason_refresh_tolerance: float = 2.0
 
 
+class CrmSettings(_Section):
+    """The CRM import files (:mod:`pipelines.crm_profiles`).
+
+    ``profile``: ``generic`` (one series of files, every record), ``salesforce``
+    (Lead and Contact files, custom-field API names) or ``hubspot`` (a contacts
+    file, internal property names). ``fields`` renames columns over the profile's
+    defaults, e.g. ``{score: Lead_Score__c, crm_id: email}``.
+    """
+
+    profile: ProfileName = "generic"
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_known(cls, fields: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        crm_profile(info.data.get("profile", "generic"), fields)  # a ValueError names the key
+        return fields
+
+
 class ScheduleSettings(_Section):
     """The nightly deployment."""
 
@@ -180,6 +208,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     bands: BandSettings = Field(default_factory=BandSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    crm: CrmSettings = Field(default_factory=CrmSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     #: MLflow tracking URI (may hold a password); default: a SQLite store in the output dir.

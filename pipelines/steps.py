@@ -175,6 +175,7 @@ def write_outputs(
     ctx: RunContext, scored: ScoreResult, previous: pd.DataFrame | None
 ) -> dict[str, Path]:
     """All outputs of a run, each written atomically."""
+    from pipelines.crm_profiles import crm_profile
     from pipelines.output_commit import write_outputs as write
 
     settings = ctx.settings
@@ -185,6 +186,7 @@ def write_outputs(
         crm_batch_size=settings.output.crm_batch_size,
         previous=previous,
         band_rule=scored.band_rule.describe(),
+        crm_profile=crm_profile(settings.crm.profile, settings.crm.fields),
     )
     return dict(paths.items())
 

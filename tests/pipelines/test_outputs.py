@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.reason_text import CRM_TEXT_LIMIT, crm_reason_text
-from pipelines.crm_export import CRM_FIELDS, crm_changes, csv_safe, split_batches
+from pipelines.crm_export import crm_changes, csv_safe, split_batches
+from pipelines.crm_profiles import CRM_FIELDS
 from pipelines.databases import sql_read
 from pipelines.output_commit import write_outputs
 from pipelines.outputs import list_partitions, read_previous_scores, run_date
