@@ -229,6 +229,31 @@ def demo(
     _run(commands.demo, out, as_of, console)
 
 
+@app.command()
+def init(
+    out: Annotated[Path, typer.Option(help="Config file to write.")] = Path("leadscore.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter config (sources, column and value maps, every section)."""
+    from pipelines import commands
+
+    _run(commands.init, out, force, console)
+
+
+@app.command()
+def check(
+    config: ConfigOption = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Run date YYYY-MM-DD (default: the day after the data)."),
+    ] = None,
+) -> None:
+    """Read the sources and report rows, dates, event types and labels; write nothing."""
+    from pipelines import commands
+
+    _run(commands.check, config, as_of, console)
+
+
 def run() -> None:  # pragma: no cover - console entry
     """Entry point used by ``python -m pipelines.cli``."""
     app()

@@ -296,3 +296,27 @@ def print_run(summary: RunSummary, console: Console) -> None:
         console.print(f"  [yellow]Warning:[/] {warning}")
     for name, path in summary.outputs.items():
         console.print(f"  {name}: {path}")
+
+
+def init(out: Path, force: bool, console: Console) -> None:
+    """Write the commented starter config and say what to do next."""
+    from pipelines.starter_config import write_starter_config
+
+    path = write_starter_config(out, force=force)
+    console.print(
+        f"Starter config written to {path}. Point sources at your exports, map your "
+        f"column names and values, then run `leadscore check -c {path}`."
+    )
+
+
+def check(config: Path | None, as_of: str | None, console: Console) -> None:
+    """Read the sources and report what a run would see; write nothing."""
+    from pipelines.check import print_check, run_check
+    from pipelines.context import parse_as_of
+    from pipelines.settings import load_settings
+
+    settings = load_settings(config)
+    day = parse_as_of(as_of, settings.schedule.timezone) if as_of else None
+    with console.status("Reading and checking the sources"):
+        report = run_check(settings, day)
+    print_check(report, console)

@@ -150,7 +150,7 @@ def _identity(settings: Settings, ids: list[str], key: bytes) -> Identity:
     earliest = None
     try:
         entities = read_source(
-            settings.sources.entities, "entities", settings.sources.column_map.get("entities")
+            settings.sources.entities, "entities", settings.sources.mapping("entities")
         )
     except (SourceNotFoundError, ValueError) as exc:
         log.warning("Entities source unreadable (%s); erasing by id and score data only.", exc)

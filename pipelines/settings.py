@@ -13,7 +13,7 @@ import difflib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -30,6 +30,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from features.targets import CHURN, CONVERSION
 from features.targets import target as target_named
 from pipelines.crm_profiles import ProfileName, crm_profile
+
+if TYPE_CHECKING:
+    from features.mapping import InputMapping
+
+InputName = Literal["events", "entities", "outcomes"]
+MappedInput = Literal["events", "entities", "outcomes", "suppression_list"]
 
 
 class _Section(BaseModel):
@@ -57,8 +63,31 @@ class SourceSettings(_Section):
     #: ``?table=``, with an ``entity_id`` column (mappable under ``column_map``'s
     #: ``suppression_list`` key). Listed entities are treated as ``consent`` false.
     suppression_list: str | None = None
-    #: Map from the user's column name to the contract's, per input.
-    column_map: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: Map from the user's column name to the contract's, per input; a list feeds
+    #: several contract columns from one column (``{contact_id: [entity_id, crm_id]}``).
+    column_map: dict[MappedInput, dict[str, str | list[str]]] = Field(default_factory=dict)
+    #: User values -> contract values per input and contract column, before validation
+    #: (``{events: {event_type: {"Email Opened": email_opened}}}``); null drops the rows.
+    value_map: dict[InputName, dict[str, dict[str, str | None]]] = Field(default_factory=dict)
+    #: ``strptime`` format of text timestamps (``"%m/%d/%Y %H:%M"``), for every input or
+    #: per input (``{events: ..., entities: ...}``); unset: ISO 8601.
+    timestamp_format: str | dict[InputName, str] | None = None
+    #: Largest share of the previous run's events (before its run date) that may be
+    #: missing from today's feed; more, or an empty feed, stops the run before any write.
+    max_feed_shrink: float = Field(0.5, ge=0.0, le=1.0)
+    #: Run even when the event feed is empty or shrank (set it for one run only).
+    force_feed: bool = False
+
+    def mapping(self, table: InputName) -> InputMapping:
+        """How the user's export of ``table`` maps to the data contract."""
+        from features.mapping import InputMapping  # pandas is not needed to read settings
+
+        fmt = self.timestamp_format
+        return InputMapping(
+            columns=self.column_map.get(table, {}),
+            values=self.value_map.get(table, {}),
+            timestamp_format=fmt.get(table) if isinstance(fmt, dict) else fmt,
+        )
 
 
 class FeatureSettings(_Section):

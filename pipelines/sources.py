@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from features.column_checks import ContractError
 from features.input_report import InputReport, clean_events, input_report
+from features.mapping import InputMapping, apply_column_map, apply_mapping, column_pairs
 from features.schemas import VALIDATORS
 from features.timeutil import as_utc
 from pipelines.databases import SourceNotFoundError, is_sql_url, sql_read
@@ -127,18 +128,19 @@ def read_files(
 def read_source(
     source: str,
     table: TableName,
-    column_map: dict[str, str] | None = None,
+    mapping: InputMapping | None = None,
     *,
     validate: bool = True,
 ) -> pd.DataFrame:
-    """Read one input, rename its columns to the contract's and check it.
+    """Read one input, map its columns and values to the contract's and check it.
 
     Args:
         source: A Parquet/CSV file, a folder of them, a glob, or a SQL URL with
             ``?table=NAME`` (``duckdb:///``, ``postgresql://``, ``sqlite:///``).
         table: Which input this is: ``events``, ``entities`` or ``outcomes``.
-        column_map: User column name -> contract column name, applied before
-            validation.
+        mapping: The user's column names, values and timestamp format
+            (``sources.column_map``, ``value_map``, ``timestamp_format``), applied
+            before validation.
         validate: Run the data contract (normalise types, reject bad rows).
 
     Returns:
@@ -151,46 +153,11 @@ def read_source(
     if is_sql_url(source):
         frame = sql_read(source, table)
     else:
-        mapped_ids = tuple(user for user, ours in (column_map or {}).items() if ours in ID_COLUMNS)
+        pairs = column_pairs(mapping.columns if mapping else None)
+        mapped_ids = tuple(user for user, ours in pairs if ours in ID_COLUMNS)
         frame = read_files(source, table, text_columns=ID_COLUMNS + mapped_ids)
-    frame = apply_column_map(frame, column_map, table, source)
+    frame = apply_mapping(frame, mapping, table, source)
     return VALIDATORS[table](frame, source) if validate else frame
-
-
-def apply_column_map(
-    df: pd.DataFrame, column_map: dict[str, str] | None, table: str, source: str
-) -> pd.DataFrame:
-    """Rename the user's columns (``column_map`` keys) to the contract's names.
-
-    A mapped column that is absent is fine when the frame already has the
-    contract name (one map can serve several exports); otherwise it is a typo.
-    Returns the input itself when there is nothing to rename.
-
-    Raises:
-        ContractError: A mapped column is missing, or a rename would duplicate a
-            column; ``table`` and ``source`` are named.
-    """
-    if not column_map:
-        return df
-    problems = []
-    renames = {}
-    for user_name, contract_name in column_map.items():
-        if user_name in df.columns:
-            if contract_name in df.columns and contract_name != user_name:
-                problems.append(
-                    f"column_map renames '{user_name}' to '{contract_name}', but a column "
-                    f"'{contract_name}' already exists; drop one of them or fix the map"
-                )
-            renames[user_name] = contract_name
-        elif contract_name not in df.columns:
-            existing = ", ".join(repr(str(c)) for c in df.columns)
-            problems.append(
-                f"column_map names column '{user_name}' (for '{contract_name}'), "
-                f"which does not exist; the columns present are {existing}"
-            )
-    if problems:
-        raise ContractError(table, source, problems)
-    return df.rename(columns=renames) if renames else df
 
 
 @dataclass
@@ -231,10 +198,10 @@ def load_inputs(
     sources = settings.sources
     now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
     maps = sources.column_map
-    events = read_source(sources.events, "events", maps.get("events"))
-    entities = read_source(sources.entities, "entities", maps.get("entities"))
+    events = read_source(sources.events, "events", sources.mapping("events"))
+    entities = read_source(sources.entities, "entities", sources.mapping("entities"))
     try:
-        outcomes = read_source(sources.outcomes, "outcomes", maps.get("outcomes"))
+        outcomes = read_source(sources.outcomes, "outcomes", sources.mapping("outcomes"))
     except SourceNotFoundError:
         if outcomes_required:
             raise

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from features.column_checks import ContractError
+from features.mapping import InputMapping, apply_column_map
 from features.timeutil import UTC_TIMESTAMP
 from pipelines import atomic_files
 from pipelines.atomic_files import (
@@ -23,7 +24,7 @@ from pipelines.atomic_files import (
 from pipelines.database_writes import compact_duckdb, sql_delete, sql_upsert_tables
 from pipelines.databases import SourceNotFoundError, sql_read
 from pipelines.settings import Settings, SourceSettings
-from pipelines.sources import apply_column_map, load_inputs, read_source
+from pipelines.sources import load_inputs, read_source
 from tests.services import PostgresUnavailable, start_postgres
 
 
@@ -85,7 +86,9 @@ def test_csv_with_mapped_columns_keeps_leading_zeros_and_reads_naive_times_as_ut
     raw.to_csv(tmp_path / "events.csv", index=False)
 
     events = read_source(
-        str(tmp_path / "events.csv"), "events", {"Contact ID": "entity_id", "ts": "event_time"}
+        str(tmp_path / "events.csv"),
+        "events",
+        InputMapping(columns={"Contact ID": "entity_id", "ts": "event_time"}),
     )
 
     expected = make_events()
