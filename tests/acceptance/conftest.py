@@ -1,0 +1,106 @@
+"""A small generated history, its config file and one real Prefect server for the module.
+
+The acceptance tests run the installed ``leadscore`` script as a user would, so the
+environment handed to it carries no ``LEADSCORE_*`` or ``PREFECT_*`` variable of the
+test process: every setting comes from the config file. Flows report to one
+``prefect server`` started for the module (an ephemeral server per command takes
+20 s or more to start on a busy machine).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from features.synthetic import generate, source_paths
+from tests.pipelines.test_serve import process_group, wait_for_health
+from tests.services import free_port
+
+BIN = Path(sys.executable).parent
+#: A cron unlike the default, so a command that reads the file shows it.
+CRON = "15 3 * * 2-6"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the module's data, config and outputs live, and how to run a command.
+
+    Attributes:
+        data: The generated history (``events/``, ``entities.parquet``, ...).
+        config: The YAML config file pointing at ``data`` and ``out``.
+        out: The configured output folder.
+        env: Environment of every command (Prefect server, no ``LEADSCORE_*``).
+        api_url: The Prefect server's API URL.
+    """
+
+    data: Path
+    config: Path
+    out: Path
+    env: dict[str, str]
+    api_url: str
+
+    def run(
+        self, cwd: Path, *args: str, with_config: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run ``leadscore *args [--config FILE]`` in ``cwd``; assert it exits 0."""
+        command = [str(BIN / "leadscore"), *args]
+        if with_config:
+            command += ["--config", str(self.config)]
+        done = subprocess.run(
+            command, cwd=cwd, env=env or self.env, capture_output=True, text=True, timeout=900,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (
+            f"`{' '.join(command[1:])}` exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+        return done
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real Prefect server; yields its API URL and an environment pointing at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEADSCORE_"))},
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
+    log = home / "prefect-server.log"
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with process_group(command, log, env) as server:
+        wait_for_health(api_url, server, log, timeout=120)
+        # Wide enough that Rich prints every path on one line.
+        yield api_url, {**env, "PREFECT_API_URL": api_url, "COLUMNS": "400"}
+
+
+@pytest.fixture(scope="module")
+def workspace(prefect_api, tmp_path_factory) -> Workspace:
+    """One generated history and ``conf/leadscore.yaml`` pointing at it and at ``out/``."""
+    api_url, env = prefect_api
+    root = tmp_path_factory.mktemp("acceptance")
+    # The history of tests/pipelines/test_flows.py: both targets train and win there.
+    data = generate(root / "data", n_leads=1_500, n_customers=1_000, months=12, seed=3).out_dir
+    out = root / "out"
+    config = root / "conf" / "leadscore.yaml"
+    config.parent.mkdir()
+    settings = {
+        "sources": source_paths(data),
+        "output": {"dir": str(out)},
+        "model": {"min_positive_labels": 30, "retrain_max_age_days": 30},
+        # Small samples drift a lot; drift has its own tests.
+        "schedule": {"cron": CRON, "psi_warn": 10, "psi_fail": 10},
+        "pseudonym_key": "acceptance-tests-pseudonym-key",
+    }
+    config.write_text(yaml.safe_dump(settings))
+    return Workspace(data=data, config=config, out=out, env=env, api_url=api_url)
