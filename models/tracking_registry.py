@@ -6,6 +6,9 @@
   as the champion on the same out-of-time rows and beats the rule baseline
   (:func:`models.promotion.decide_promotion`); otherwise it becomes ``@challenger``.
   The decision and its numbers are logged on the version's run.
+* A version registered by a run that died before its decision (no ``decision`` tag,
+  no alias) is an orphan: :func:`mark_orphans` tags it ``leadscore.orphan=true`` and
+  :func:`load_champion` never loads a version so tagged.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import pickle
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +29,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from models.model import TrainedModel
@@ -35,6 +40,10 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Tag of a version whose training run died between registering and deciding.
+ORPHAN_TAG = "leadscore.orphan"
+#: Tag :func:`register_and_promote` sets on every version it decides on.
+DECISION_TAG = "decision"
 #: Metrics shown by ``leadscore models`` and compared for promotion.
 KEY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
 
@@ -61,7 +70,12 @@ def load_version(target: str, version_id: str) -> TrainedModel:
 
 def load_champion(target: str) -> TrainedModel | None:
     """The ``@champion`` of a target, or ``None`` (scoring then uses the rule score)."""
-    version_id = _champion_version(MlflowClient(), registered_name(target))
+    client = MlflowClient()
+    name = registered_name(target)
+    version_id = _champion_version(client, name)
+    if version_id is not None and ORPHAN_TAG in client.get_model_version(name, version_id).tags:
+        log.warning("%s v%s is an orphan version: not loaded as the champion", name, version_id)
+        version_id = None
     if version_id is None:
         log.warning("no @champion for %s: scoring falls back to the rule score", target)
         return None
@@ -102,13 +116,49 @@ def register_and_promote(
     decision = PromotionDecision(
         result.target, version_id, promote, alias, previous, reasons, numbers
     )
-    client.set_model_version_tag(name, version_id, "decision", alias)
+    client.set_model_version_tag(name, version_id, DECISION_TAG, alias)
     client.set_tag(run_id, "promotion", alias)
     for key, value in numbers.items():
         client.log_metric(run_id, f"promotion_{key}", float(value))
     client.log_dict(run_id, asdict(decision), "promotion.json")
     log.info("%s", decision.summary())
     return decision
+
+
+def _registered(
+    client: MlflowClient, targets: tuple[str, ...]
+) -> Iterator[tuple[str, list[ModelVersion], dict[str, str]]]:
+    """``(name, versions, aliases)`` of each target's registered model that exists."""
+    for target in targets:
+        name = registered_name(target)
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+            aliases = client.get_registered_model(name).aliases or {}
+        except MlflowException:
+            continue
+        yield name, list(versions), dict(aliases)
+
+
+def mark_orphans(targets: tuple[str, ...] = TARGET_NAMES) -> list[str]:
+    """Tag the versions a training run registered but never decided on (it died).
+
+    Call it only while no training runs against this registry (under the run lock).
+
+    Returns:
+        ``name vN`` of each version newly tagged :data:`ORPHAN_TAG`.
+    """
+    client = MlflowClient()
+    marked = []
+    for name, versions, aliases in _registered(client, targets):
+        aliased = {str(v) for v in aliases.values()}
+        for mv in versions:
+            tags = mv.tags or {}
+            if DECISION_TAG in tags or ORPHAN_TAG in tags or str(mv.version) in aliased:
+                continue
+            client.set_model_version_tag(name, mv.version, ORPHAN_TAG, "true")
+            log.warning("%s v%s has no promotion decision: tagged %s", name, mv.version, ORPHAN_TAG)
+            marked.append(f"{name} v{mv.version}")
+    return marked
 
 
 def list_models(targets: tuple[str, ...] = TARGET_NAMES) -> pd.DataFrame:
@@ -121,13 +171,7 @@ def list_models(targets: tuple[str, ...] = TARGET_NAMES) -> pd.DataFrame:
     """
     client = MlflowClient()
     rows = []
-    for target in targets:
-        name = registered_name(target)
-        try:
-            versions = client.search_model_versions(f"name = '{name}'")
-            aliases = client.get_registered_model(name).aliases or {}
-        except MlflowException:
-            continue
+    for name, versions, aliases in _registered(client, targets):
         for mv in versions:
             run = client.get_run(mv.run_id) if mv.run_id else None
             metrics = run.data.metrics if run else {}

@@ -6,14 +6,27 @@ the old one (:func:`atomic_path`, :func:`write_parquet_atomic`,
 folder is filled under a hidden staging name (:func:`staging_dir`) and swapped in
 with two renames (:func:`replace_dir_atomic`); a crash between them is undone by
 :func:`restore_interrupted_dir`, which every later swap of that folder runs first.
+
+What a killed run leaves is recognisable by name, so that the next run's recovery
+(:mod:`pipelines.recovery`) and ``forget`` find it: temporary files are hidden and end
+in ``.tmp`` (:func:`is_temp_file`), staging folders are hidden and carry ``.staged``
+(:func:`is_staging_dir`, a process id and a random part make each run's name its own),
+and a folder set aside during a swap is ``.NAME.previous``.
+
+:func:`kill_point` is a test hook: the crash tests (``tests/acceptance/test_kill.py``)
+set ``LEADSCORE_TEST_KILL_AT`` to a step name and the process kills itself with
+SIGKILL when it reaches that step. Unset, it does nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import signal
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +34,40 @@ from pathlib import Path
 import pandas as pd
 
 log = logging.getLogger(__name__)
+
+#: Environment variable naming the step at which :func:`kill_point` kills the process.
+KILL_AT_ENV = "LEADSCORE_TEST_KILL_AT"
+_TEMP_FILE = re.compile(r"^\..+\.tmp$")
+#: ``.NAME.staged`` (older runs) or ``.NAME.staged-PID-RANDOM``.
+_STAGING_DIR = re.compile(r"^\..+\.staged(-[0-9a-z-]+)?$")
+_BACKUP_DIR = re.compile(r"^\.(?P<final>.+)\.previous$")
+
+
+def kill_point(step: str) -> None:
+    """Test hook: SIGKILL this process when ``LEADSCORE_TEST_KILL_AT`` names ``step``.
+
+    Used only by the crash tests, to stop a run at an exact moment the way a power
+    cut or ``kill -9`` would (no ``finally`` block, no exit handler runs).
+    """
+    if os.environ.get(KILL_AT_ENV) == step:
+        log.warning("Killing this process at %r (%s is set).", step, KILL_AT_ENV)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def is_temp_file(path: Path) -> bool:
+    """Whether ``path`` is named like the temporary file of an atomic write."""
+    return bool(_TEMP_FILE.match(path.name))
+
+
+def is_staging_dir(path: Path) -> bool:
+    """Whether ``path`` is named like a staging folder of :func:`staging_dir`."""
+    return bool(_STAGING_DIR.match(path.name))
+
+
+def swapped_final(path: Path) -> Path | None:
+    """The folder a ``.NAME.previous`` folder was set aside from, else ``None``."""
+    match = _BACKUP_DIR.match(path.name)
+    return path.with_name(match.group("final")) if match else None
 
 
 @contextmanager
@@ -80,8 +127,9 @@ def write_text_atomic(text: str, path: str | os.PathLike[str], encoding: str = "
 def staging_dir(final_dir: str | os.PathLike[str]) -> Path:
     """An empty hidden folder next to ``final_dir``, to fill and then swap in.
 
-    Its name is fixed (``.NAME.staged``), so what a crashed run left there is
-    cleared by the next one.
+    Its name is unique to this call (``.NAME.staged-PID-RANDOM``), so two runs never
+    share one; what a killed run left is removed by the next run's recovery
+    (:func:`pipelines.recovery.clear_leftovers`).
 
     Args:
         final_dir: The folder that :func:`replace_dir_atomic` will replace.
@@ -90,8 +138,7 @@ def staging_dir(final_dir: str | os.PathLike[str]) -> Path:
         The staging folder (on the same file system, so renames are atomic).
     """
     final = Path(final_dir)
-    staged = final.with_name(f".{final.name}.staged")
-    shutil.rmtree(staged, ignore_errors=True)
+    staged = final.with_name(f".{final.name}.staged-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     staged.mkdir(parents=True)
     return staged
 
@@ -151,6 +198,7 @@ def replace_dir_atomic(tmp_dir: str | os.PathLike[str], final_dir: str | os.Path
         shutil.rmtree(backup)
     if final.exists():
         os.rename(final, backup)
+    kill_point("dir-swap")
     try:
         os.rename(new, final)
     except BaseException:

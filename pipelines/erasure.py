@@ -8,6 +8,8 @@ attribute values inside stored models, deletes any MLflow run or model whose art
 still hold their data, runs ``mlflow gc`` and writes a receipt
 (``output/erasure/receipt-*.json``) that holds counts, places and keyed-hash
 pseudonyms, never an id or attribute. Retention purges are :mod:`pipelines.retention`.
+It holds the output folder's run lock (:mod:`pipelines.run_lock`), and first deletes
+what killed runs left (staging folders, temporary files: full copies of personal data).
 
 Every file is rewritten atomically (temporary sibling, then rename); no SQL text is
 built from a path.
@@ -32,6 +34,8 @@ from pipelines.database_writes import compact_duckdb, sql_delete
 from pipelines.databases import SourceNotFoundError, parse_sql_url
 from pipelines.forgotten import FORGOTTEN_LIST, record_forgotten
 from pipelines.outputs import HISTORY_TABLE, SCORES_TABLE, list_partitions
+from pipelines.recovery import clear_leftovers
+from pipelines.run_lock import run_lock
 from pipelines.scrubbing import (
     StoreErasure,
     crm_ids_in,
@@ -94,6 +98,13 @@ def forget(
     if not ids:
         raise ValueError("forget needs at least one entity id; nothing was deleted.")
     requested = pd.Timestamp.now(tz="UTC")
+    with run_lock(Path(settings.output.dir), requested.date(), "forget"):
+        return _forget(settings, ids, requested, collect_garbage)
+
+
+def _forget(
+    settings: Settings, ids: list[str], requested: pd.Timestamp, collect_garbage: bool
+) -> tuple[dict[str, Any], Path]:
     key = resolve_pseudonym_key(settings.pseudonym_key, allow_ephemeral=True)
     out = Path(settings.output.dir)
     pseudonyms = [pseudonymise_one(i, key) for i in ids]
@@ -101,8 +112,13 @@ def forget(
     if key_configured:
         # First: a failure below must not leave the erased ids free to come back.
         record_forgotten(out, pseudonyms, key)
+    leftovers = clear_leftovers(out)  # the run lock is held: no live run owns them
     identity = _identity(settings, ids, key)
     stores = [
+        StoreErasure(
+            "staged and temporary files of interrupted runs", str(out),
+            files_deleted=leftovers.staged_removed + leftovers.temp_files_removed,
+        ),
         scrub_parquet(sorted((out / "features").glob("as_of=*.parquet")), ids, "feature snapshots",
                        out / "features"),
         scrub_parquet([p for _, p in sorted(list_partitions(out).items())], ids,

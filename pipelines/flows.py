@@ -24,8 +24,11 @@ from features.targets import target as target_named
 from models.drift import psi_status, score_psi
 from models.retrain import RetrainPolicy, retrain_due
 from pipelines import steps, training
+from pipelines.atomic_files import kill_point
 from pipelines.context import RunContext, build_context
 from pipelines.crm_export import missing_crm_id_warnings
+from pipelines.recovery import Recovery, recover
+from pipelines.run_lock import run_lock
 from pipelines.sources import Inputs
 from pipelines.summary import RunSummary, references, summarise
 
@@ -148,8 +151,9 @@ def train_flow(
 ) -> training.TrainOutcome:
     """Train one target on point-in-time snapshots and run champion/challenger."""
     ctx = build_context(config_path, as_of, allow_future=allow_future)
-    inputs = load_inputs_task(ctx)
-    return train_task(ctx, inputs, target_named(target))
+    with run_lock(ctx.output_dir, ctx.as_of, "train"):  # one version per target and date
+        inputs = load_inputs_task(ctx)
+        return train_task(ctx, inputs, target_named(target))
 
 
 @flow(name="recalibrate_baseline")
@@ -195,11 +199,20 @@ def _wall_clock() -> str:
 
 
 def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
+    """Hold the output folder's run lock, recover what a killed run left, then run."""
+    with run_lock(ctx.output_dir, ctx.as_of, "nightly" if allow_retrain else "score") as notes:
+        recovered = _step("recover", recover, ctx.settings)
+        recovered.warnings[:0] = notes
+        return _nightly_steps(ctx, allow_retrain=allow_retrain, recovered=recovered)
+
+
+def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery) -> RunSummary:
     logger = get_run_logger()
     settings = ctx.settings
     started_at = _wall_clock()
     logger.info("leadscore run as of %s started at %s", ctx.as_of.date(), started_at)
     inputs = _step("load inputs", load_inputs_task, ctx)
+    kill_point("loaded")  # crash-test hook, see pipelines.atomic_files
     inputs, retention = _step(
         "event retention", steps.apply_retention, inputs, settings.retention.max_event_age_days,
         ctx.as_of,
@@ -248,7 +261,10 @@ def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
         "summarise", summarise, inputs, features.frame, scored, champions, decisions, retention,
         ctx.as_of, settings.schedule,
     )  # fmt: skip
+    summary.warnings[:0], summary.recovered = recovered.warnings, recovered.counts()
+    kill_point("scored")
     paths = _step("write outputs", write_outputs_task, ctx, result, previous)
+    kill_point("written")
     summary.outputs = {k: str(v) for k, v in paths.items()}
     summary.warnings += missing_crm_id_warnings(scored)
     summary.retention |= _step("retention", purge_task, ctx, scored)

@@ -25,11 +25,21 @@ leaves the score tables on the new date while the partition, CRM export or board
 can still be the previous one's. Every output is keyed by date or entity, so
 re-running the date repairs that and never duplicates rows.
 
-Recovery: staging is hidden (names start with ``.``), removed when the write ends
-and cleared by the next write of the date if a crash left it; a new date folder
-left empty by a failure is removed; a CRM swap a crash interrupted between its two
-renames is undone by :func:`~pipelines.atomic_files.restore_interrupted_dir` at the
-next swap of that folder.
+Recovery: staging is hidden (names start with ``.``, unique per run) and removed
+when the write ends; a new date folder left empty by a failure is removed. What a
+killed run leaves is handled by the next run, which holds the run lock
+(:mod:`pipelines.run_lock`) and first calls :func:`pipelines.recovery.recover`:
+
+- killed in step 1 or 2: staged files and folders are deleted; the stores are as
+  before (the withdrawn history is deleted in step 3's transaction);
+- killed after step 3: the same, and since ``lead_scores`` is then on DATE while
+  files may not be, the CRM folder and board of DATE are rewritten from the DATE
+  partition when it exists (killed after step 4), or a warning names the missing
+  partition (killed between 3 and 4; re-running DATE rewrites everything);
+- killed inside step 5: the set-aside CRM folder is put back (or, when the new one
+  is in place, deleted) by :func:`~pipelines.atomic_files.restore_interrupted_dir`.
+
+The crash tests stop a run at the points marked ``kill_point`` here.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.engine import make_url
 
-from pipelines.atomic_files import atomic_path, replace_dir_atomic, staging_dir
+from pipelines.atomic_files import atomic_path, kill_point, replace_dir_atomic, staging_dir
 from pipelines.board import is_no_consent, render_board, write_board
 from pipelines.crm_export import crm_files, write_crm_batches
 from pipelines.crm_profiles import PROFILES, CrmProfile
@@ -139,7 +149,10 @@ def write_outputs(
         with atomic_path(partition) as staged_partition:  # step 4 when the block ends
             clean.drop(columns=["as_of"]).to_parquet(staged_partition, index=False)
             staged = write_crm_batches(changes, crm_staged, crm_batch_size)
+            kill_point("staged")
             write_score_tables(clean, database_url)  # steps 2 and 3
+            kill_point("committed")
+        kill_point("partition")
         replace_dir_atomic(crm_staged, crm_final)  # step 5
     except BaseException:
         if new_partition and partition.parent.is_dir() and not any(partition.parent.iterdir()):
@@ -147,6 +160,7 @@ def write_outputs(
         raise
     finally:
         shutil.rmtree(crm_staged, ignore_errors=True)
+    kill_point("crm")
     board = write_board(clean, out_dir / "board", as_of, band_rule, html=html)  # step 6
     paths = OutputPaths(
         partition=partition,

@@ -39,6 +39,7 @@ class StoreErasure:
     location: str
     rows_deleted: int = 0
     files_rewritten: int = 0
+    files_deleted: int = 0
 
 
 def rows_of_entities(frame: pd.DataFrame, ids: list[str]) -> np.ndarray:
@@ -122,9 +123,7 @@ def regenerate_boards(out: Path, ids: list[str], before: date | None = None) -> 
         old = page.read_text(encoding="utf-8")
         day = date.fromisoformat(page.stem)
         if day in partitions:
-            rule = _BAND_RULE.search(old)
-            band_rule = html.unescape(rule.group(1)) if rule else None
-            new = render_board(pd.read_parquet(partitions[day]), day, band_rule)
+            new = render_board(pd.read_parquet(partitions[day]), day, board_band_rule(old))
         else:  # partition purged: drop the rows from the page's data block instead
             new = _BOARD_DATA.sub(
                 lambda m: m.group(1) + _drop_rows(m.group(2), ids) + m.group(3), old
@@ -136,6 +135,12 @@ def regenerate_boards(out: Path, ids: list[str], before: date | None = None) -> 
     if before is None and pages and (board_dir / "index.html").exists():
         write_text_atomic(pages[-1].read_text(encoding="utf-8"), board_dir / "index.html")
     return result
+
+
+def board_band_rule(page: str) -> str | None:
+    """The band rule sentence shown on a board page, or ``None``."""
+    rule = _BAND_RULE.search(page)
+    return html.unescape(rule.group(1)) if rule else None
 
 
 def _drop_rows(data: str, ids: list[str]) -> str:

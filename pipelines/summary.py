@@ -46,6 +46,8 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     retention: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    #: What the start-of-run recovery cleaned or repaired (``pipelines.recovery``).
+    recovered: dict[str, int] = field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
 
