@@ -1,4 +1,9 @@
-"""Writes to the score database: upserts, deletes and compaction, each one transaction.
+"""Writes to the score database: deletes and upserts in one transaction, and compaction.
+
+:func:`sql_upsert_tables` runs a run's deletes (:class:`RowDelete`: the withdrawn
+history, the rows past retention) and its upserts in a single transaction: either
+all of them change the store or none does. A failed DuckDB commit (a full disk)
+ends its transaction itself; the rollback that follows must not hide that cause.
 
 Identifiers are quoted (:func:`pipelines.databases.quote`) and values, file paths
 included, are bound as parameters: no SQL text is built from a path or a
@@ -11,6 +16,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +38,55 @@ from pipelines.databases import (
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class RowDelete:
+    """Rows to delete from one table, as DuckDB SQL and as SQLAlchemy clauses.
+
+    Build one with :func:`rows_matching` or :func:`rows_before`.
+
+    Attributes:
+        table: Table name, ``schema.table`` allowed.
+        duckdb_condition: The condition as DuckDB SQL, with ``?`` parameters.
+        duckdb_parameters: Its parameters.
+        conditions: For SQLAlchemy databases, the WHERE clauses (one statement each)
+            given the reflected table and the dialect name.
+        description: What is deleted, for the log.
+    """
+
+    table: str
+    duckdb_condition: str
+    duckdb_parameters: list[Any]
+    conditions: Callable[[sa.Table, str], list[Any]]
+    description: str
+
+
 def sql_upsert_tables(
-    url: str, writes: Sequence[tuple[pd.DataFrame, str, str | Sequence[str]]]
+    url: str,
+    writes: Sequence[tuple[pd.DataFrame, str, str | Sequence[str]]],
+    *,
+    deletes: Sequence[RowDelete] = (),
 ) -> list[int]:
-    """Replace the rows of each table whose key is in its frame, all in one transaction.
+    """Delete rows, then replace the rows whose key is in each frame, in one transaction.
 
     Each table is created from its frame's dtypes when missing (with an index on
     the key). Matching rows are deleted and the frame inserted, so rerunning a write
-    replaces instead of duplicating; either every table gets its rows or none
-    changes. DuckDB files, PostgreSQL and SQLite.
+    replaces instead of duplicating; either every delete and every table's rows
+    happen or nothing changes. DuckDB files, PostgreSQL and SQLite.
 
     Args:
         url: Database URL (a ``?table=`` in it is ignored).
         writes: ``(rows, table, key)`` per table, written in this order: rows
             (categorical columns are stored as text), table name (``schema.table``
             allowed), and the column or columns identifying a row.
+        deletes: Rows to delete first, in the same transaction (a missing table has
+            none).
 
     Returns:
         The number of rows written per table.
 
     Raises:
         ValueError: Before anything is written: a key column is missing, empty or
-            repeated in a frame, or an existing table lacks some of its columns.
+            repeated; or an existing table lacks some of its columns.
     """
     prepared = []
     for df, table, key in writes:
@@ -62,24 +95,67 @@ def sql_upsert_tables(
         prepared.append((_sql_ready(df, keys, table), target, keys))
     if not prepared:
         return []
-    first = prepared[0][1]
-    if first.duckdb_path is not None:
-        with duckdb_connection(first.duckdb_path, read_only=False) as connection:
-            connection.begin()
-            try:
-                for frame, target, keys in prepared:
-                    _duckdb_upsert(connection, frame, target, keys)
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-    else:
-        with sql_engine(first) as engine, engine.begin() as connection:
-            for frame, target, keys in prepared:
-                _sqlalchemy_upsert(connection, engine.dialect.name, frame, target, keys)
+    _write(url, deletes, prepared)
     for frame, target, keys in prepared:
         log.info("Upserted %d rows into %s by %s.", len(frame), target.table, ", ".join(keys))
     return [len(frame) for frame, _, _ in prepared]
+
+
+def sql_delete_rows(url: str, deletes: Sequence[RowDelete]) -> list[int]:
+    """Delete rows from one or more tables in one transaction.
+
+    Returns:
+        The rows deleted per :class:`RowDelete` (0 when the database or the table
+        does not exist).
+    """
+    return _write(url, deletes, [])
+
+
+def _write(
+    url: str,
+    deletes: Sequence[RowDelete],
+    upserts: Sequence[tuple[pd.DataFrame, SqlTarget, list[str]]],
+) -> list[int]:
+    """Run ``deletes`` then ``upserts`` in one transaction; rows deleted per delete."""
+    if not deletes and not upserts:
+        return []
+    table = deletes[0].table if deletes else upserts[0][1].table
+    first = parse_sql_url(url, table, override=True)
+    if first.duckdb_path is not None:
+        if not upserts and not first.duckdb_path.exists():
+            return [0] * len(deletes)
+        with duckdb_connection(first.duckdb_path, read_only=False) as connection:
+            connection.begin()
+            try:
+                deleted = [_duckdb_delete(connection, url, delete) for delete in deletes]
+                for frame, target, keys in upserts:
+                    _duckdb_upsert(connection, frame, target, keys)
+                connection.commit()
+            except BaseException:
+                _rollback_quietly(connection)
+                raise
+    else:
+        with sql_engine(first) as engine, engine.begin() as connection:
+            dialect = engine.dialect.name
+            deleted = [_sqlalchemy_delete(connection, dialect, url, d) for d in deletes]
+            for frame, target, keys in upserts:
+                _sqlalchemy_upsert(connection, dialect, frame, target, keys)
+    for delete, n in zip(deletes, deleted, strict=True):
+        log.info("Deleted %d rows from %s %s.", n, delete.table, delete.description)
+    return deleted
+
+
+def _rollback_quietly(connection: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failure without hiding it.
+
+    A failed COMMIT (``Could not write file ...: No space left on device``) has
+    already ended the transaction, and ``rollback()`` would then raise "cannot
+    rollback - no transaction is active" in place of the real cause.
+    """
+    try:
+        connection.rollback()
+    except duckdb.Error as exc:
+        log.debug("Nothing to roll back after the failed write (%s).", exc)
 
 
 def _sql_ready(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
@@ -177,48 +253,37 @@ def _postgres_copy(table: Any, connection: sa.Connection, keys: list[str], rows:
             copy.write_row(row)
 
 
-def sql_delete(url: str, table: str, where_column: str, values: Sequence[object]) -> int:
-    """Delete the rows whose ``where_column`` is one of ``values``, in one transaction.
+def rows_matching(table: str, where_column: str, values: Sequence[object]) -> RowDelete:
+    """The rows of ``table`` whose ``where_column`` is one of ``values``.
 
     Args:
-        url: Database URL (a ``?table=`` in it is ignored).
         table: Table name, ``schema.table`` allowed.
         where_column: Column to match.
         values: Values to delete (e.g. the ids of people who withdrew consent).
-
-    Returns:
-        The number of rows deleted (0 when the database or table does not exist).
     """
     values = list(dict.fromkeys(v.item() if hasattr(v, "item") else v for v in values))
-    if not values:
-        return 0
 
     def chunks(table_obj: sa.Table, dialect: str) -> list[Any]:
         column = table_obj.c[where_column]
         # SQLite caps bound parameters.
         return [column.in_(values[start : start + 500]) for start in range(0, len(values), 500)]
 
-    deleted = _delete_rows(
-        parse_sql_url(url, table, override=True),
-        f"{quote(where_column)} IN (SELECT unnest(?))",
-        [values],
+    return RowDelete(
+        table,
+        f"{quote(where_column)} IN (SELECT unnest(?))" if values else "FALSE",
+        [values] if values else [],
         chunks,
+        f"where {where_column} matched ({len(values)} values)",
     )
-    log.info("Deleted %d rows from %s where %s matched.", deleted, table, where_column)
-    return deleted
 
 
-def sql_delete_before(url: str, table: str, time_column: str, before: pd.Timestamp) -> int:
-    """Delete the rows whose ``time_column`` is strictly before ``before``, atomically.
+def rows_before(table: str, time_column: str, before: pd.Timestamp) -> RowDelete:
+    """The rows of ``table`` whose ``time_column`` is strictly before ``before``.
 
     Args:
-        url: Database URL (a ``?table=`` in it is ignored).
         table: Table name, ``schema.table`` allowed.
         time_column: A timestamp column (UTC).
         before: The cutoff (naive values are UTC).
-
-    Returns:
-        The number of rows deleted (0 when the database or table does not exist).
     """
     cutoff = as_utc(before)
 
@@ -230,50 +295,46 @@ def sql_delete_before(url: str, table: str, time_column: str, before: pd.Timesta
             bound = cutoff.to_pydatetime()
         return [table_obj.c[time_column] < bound]
 
-    deleted = _delete_rows(
-        parse_sql_url(url, table, override=True),
+    return RowDelete(
+        table,
         f"{quote(time_column)} < ?",
         [cutoff.to_pydatetime()],
         older,
+        f"with {time_column} before {cutoff.isoformat()}",
     )
-    log.info("Deleted %d rows of %s older than %s.", deleted, table, cutoff.isoformat())
-    return deleted
 
 
-def _delete_rows(
-    target: SqlTarget,
-    duckdb_condition: str,
-    duckdb_parameters: list[Any],
-    conditions: Callable[[sa.Table, str], list[Any]],
-) -> int:
-    """``DELETE ... WHERE`` in one transaction; 0 when the database or table is missing.
+def sql_delete(url: str, table: str, where_column: str, values: Sequence[object]) -> int:
+    """Delete the rows whose ``where_column`` is one of ``values``, in one transaction.
 
-    Args:
-        target: The parsed SQL URL.
-        duckdb_condition: The condition as DuckDB SQL, with ``?`` parameters.
-        duckdb_parameters: Its parameters.
-        conditions: For SQLAlchemy databases, the WHERE clauses (one statement each)
-            given the reflected table and the dialect name.
+    Returns:
+        The number of rows deleted (0 when the database or table does not exist).
     """
-    if target.duckdb_path is not None:
-        if not target.duckdb_path.exists():
-            return 0
-        with duckdb_connection(target.duckdb_path, read_only=False) as connection:
-            if not duckdb_table_exists(connection, target):
-                return 0
-            rows = connection.execute(
-                f"DELETE FROM {target.qualified} WHERE {duckdb_condition}", duckdb_parameters
-            ).fetchall()
-            return int(rows[0][0]) if rows else 0
-    schema, name = target.schema_and_name
-    with sql_engine(target) as engine, engine.begin() as connection:
-        if not sa.inspect(connection).has_table(name, schema=schema):
-            return 0
-        table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
-        return sum(
-            connection.execute(table_obj.delete().where(condition)).rowcount
-            for condition in conditions(table_obj, engine.dialect.name)
-        )
+    return sql_delete_rows(url, [rows_matching(table, where_column, values)])[0]
+
+
+def _duckdb_delete(connection: Any, url: str, delete: RowDelete) -> int:
+    """``DELETE ... WHERE`` in the caller's transaction; 0 when the table is missing."""
+    target = parse_sql_url(url, delete.table, override=True)
+    if not duckdb_table_exists(connection, target):
+        return 0
+    rows = connection.execute(
+        f"DELETE FROM {target.qualified} WHERE {delete.duckdb_condition}",
+        delete.duckdb_parameters,
+    ).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _sqlalchemy_delete(connection: sa.Connection, dialect: str, url: str, delete: RowDelete) -> int:
+    """``DELETE ... WHERE`` in the caller's transaction; 0 when the table is missing."""
+    schema, name = parse_sql_url(url, delete.table, override=True).schema_and_name
+    if not sa.inspect(connection).has_table(name, schema=schema):
+        return 0
+    table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
+    return sum(
+        connection.execute(table_obj.delete().where(condition)).rowcount
+        for condition in delete.conditions(table_obj, dialect)
+    )
 
 
 def compact_duckdb(path: Path) -> None:

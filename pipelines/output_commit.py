@@ -8,19 +8,18 @@
    the hidden folder ``crm/.as_of=DATE.staged/``, and the board page is rendered in
    memory.
 2. **Withdrawn consent**: the score history of entities whose consent is withdrawn
-   is deleted, in its own transaction (what every run of the date does again).
-3. **Commit point**: ``lead_score_history`` and ``lead_scores`` are upserted in one
-   transaction.
+   is deleted, in the transaction of step 3 (what every run of the date does again).
+3. **Commit point**: ``lead_score_history`` and ``lead_scores`` are upserted, and
+   that one transaction commits.
 4. The staged partition is renamed in (one atomic rename).
 5. The staged CRM folder is swapped in for ``crm/as_of=DATE/`` (two renames; see
    recovery below).
 6. The board page ``board/DATE.html`` and then ``board/index.html`` are written,
    each atomically (``index.html`` only when DATE is the latest run).
 
-Guarantees: a failure in steps 1 or 3 leaves every score row and file as it was
+Guarantees: a failure in steps 1 to 3 leaves every score row and file as it was
 (on SQLite, a table the failed upsert had just created, or its staging table, can
-remain, empty); a failure in step 2 leaves only the withdrawn entities' history
-deleted. Steps 4 to 6 are each atomic but not atomic together: a crash among them
+remain, empty). Steps 4 to 6 are each atomic but not atomic together: a crash among them
 leaves the score tables on the new date while the partition, CRM export or board
 can still be the previous one's. Every output is keyed by date or entity, so
 re-running the date repairs that and never duplicates rows.
@@ -57,7 +56,7 @@ from pipelines.atomic_files import atomic_path, kill_point, replace_dir_atomic, 
 from pipelines.board import is_no_consent, render_board, write_board
 from pipelines.crm_export import crm_files, write_crm_batches
 from pipelines.crm_profiles import PROFILES, CrmProfile
-from pipelines.database_writes import sql_delete, sql_upsert_tables
+from pipelines.database_writes import rows_matching, sql_upsert_tables
 from pipelines.outputs import (
     HISTORY_TABLE,
     PARTITION_FILE,
@@ -94,15 +93,15 @@ class OutputPaths:
 
 
 def write_score_tables(scored: pd.DataFrame, database_url: str) -> None:
-    """Steps 2 and 3: delete withdrawn history, then upsert both score tables at once."""
+    """Steps 2 and 3: delete withdrawn history and upsert both score tables, one transaction."""
     rows = score_table_rows(scored)
     withdrawn = rows.loc[is_no_consent(rows["status"]), "entity_id"].dropna().unique().tolist()
-    if withdrawn:
-        # Consent withdrawn: earlier scores of these people go too, not only today's.
-        sql_delete(database_url, HISTORY_TABLE, "entity_id", withdrawn)
+    # Consent withdrawn: earlier scores of these people go too, not only today's.
+    deletes = [rows_matching(HISTORY_TABLE, "entity_id", withdrawn)] if withdrawn else []
     sql_upsert_tables(
         database_url,
         [(rows, HISTORY_TABLE, ["entity_id", "as_of"]), (rows, SCORES_TABLE, ["entity_id"])],
+        deletes=deletes,
     )
     log.info(
         "Upserted %d rows into %s and %s (%d without consent blanked).",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.timeutil import as_utc
-from pipelines.database_writes import sql_delete_before
+from pipelines.database_writes import rows_before, sql_delete_rows
 from pipelines.outputs import HISTORY_TABLE, SCORES_TABLE, list_partitions
 from pipelines.scrubbing import (
     crm_ids_in,
@@ -75,7 +75,8 @@ def purge_withdrawn_consent(
 def purge_score_history(settings: Settings, as_of: pd.Timestamp | str) -> dict[str, int]:
     """Delete scores and derived files older than ``retention.max_score_history_days``.
 
-    Older means a run date strictly before ``as_of - max_score_history_days``.
+    Older means a run date strictly before ``as_of - max_score_history_days``. The rows
+    of both score tables are deleted in one transaction, before the files.
 
     Args:
         settings: Run settings.
@@ -91,10 +92,14 @@ def purge_score_history(settings: Settings, as_of: pd.Timestamp | str) -> dict[s
         return {}
     cutoff = as_utc(as_of) - pd.Timedelta(days=max_days)
     out = Path(settings.output.dir)
-    url = settings.database_url
+    # Both tables in one transaction: the purge removes a date everywhere or nowhere.
+    history_rows, current_rows = sql_delete_rows(
+        settings.database_url,
+        [rows_before(HISTORY_TABLE, "as_of", cutoff), rows_before(SCORES_TABLE, "as_of", cutoff)],
+    )
     counts = {
-        "score_history_rows": sql_delete_before(url, HISTORY_TABLE, "as_of", cutoff),
-        "current_score_rows": sql_delete_before(url, SCORES_TABLE, "as_of", cutoff),
+        "score_history_rows": history_rows,
+        "current_score_rows": current_rows,
         "score_partitions": 0,
         "feature_snapshots": 0,
         "crm_exports": 0,

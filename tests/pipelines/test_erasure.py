@@ -22,7 +22,7 @@ from features.targets import TARGETS
 from pipelines import steps, training
 from pipelines.atomic_files import write_parquet_atomic
 from pipelines.context import RunContext, parse_as_of
-from pipelines.database_writes import sql_delete_before
+from pipelines.database_writes import rows_before, sql_delete_rows
 from pipelines.databases import sql_read
 from pipelines.erasure import forget
 from pipelines.forgotten import forgotten_list_text
@@ -402,9 +402,10 @@ def test_purge_score_history_without_a_limit_does_nothing(tmp_path):
     assert purge_score_history(settings, "2025-03-10") == {}
 
 
-def test_sql_delete_before_on_a_missing_database_deletes_nothing(tmp_path):
+def test_deleting_old_rows_on_a_missing_database_deletes_nothing(tmp_path):
     url = f"duckdb:///{tmp_path / 'none.duckdb'}"
-    assert sql_delete_before(url, "lead_score_history", "as_of", pd.Timestamp("2025-01-01")) == 0
+    old = rows_before("lead_score_history", "as_of", pd.Timestamp("2025-01-01"))
+    assert sql_delete_rows(url, [old]) == [0]
     assert not (tmp_path / "none.duckdb").exists()
 
 
