@@ -205,7 +205,7 @@ def _signs(
     rules: RuleSet, fitted: list[str], draws: np.ndarray, confidence: float
 ) -> dict[str, float]:
     """Old sign of each signal, flipped only where the data clearly says the opposite."""
-    if len(draws) < 2:
+    if len(draws) < 2 or not fitted:
         return {name: float(np.sign(rules.signal(name).points)) for name in fitted}
     # Bonferroni: among many signals, one looks "significant" by chance.
     critical = norm.ppf(1.0 - (1.0 - confidence) / (2.0 * len(fitted)))
@@ -300,15 +300,57 @@ def matched_bands(
 ) -> tuple[Band, ...]:
     """New band minimums giving the same share of rows per band as the old ones."""
     upper = [b for b in rules.bands if b.min > 0]  # highest band first
+    wanted = [float(np.mean(old_scores >= band.min)) for band in upper]
+    return _bands_at_shares(rules, new_scores, wanted)
+
+
+def share_bands(rules: RuleSet, scores: np.ndarray, shares: list[float]) -> tuple[Band, ...]:
+    """Band minimums putting ``shares`` of the rows in each band above the lowest.
+
+    Args:
+        rules: Rules whose band names (highest first) are kept.
+        scores: Scores of the rows.
+        shares: Share of rows per band, highest band first; bands beyond them share
+            what is left equally.
+
+    Returns:
+        The bands, highest first, the lowest starting at 0.
+    """
+    n_upper = len(rules.bands) - 1
+    given = list(shares[:n_upper])
+    rest = max(0.0, 1.0 - sum(given)) / (n_upper - len(given) + 1)
+    given += [rest] * (n_upper - len(given))
+    return _bands_at_shares(rules, scores, np.cumsum(given).tolist())
+
+
+def _bands_at_shares(rules: RuleSet, scores: np.ndarray, wanted: list[float]) -> tuple[Band, ...]:
+    """Band minimums whose share of rows at or above them is nearest ``wanted``."""
+    upper = rules.bands[:-1]  # highest band first
     chosen: list[Band] = []
     ceiling = rules.max_score
-    candidates_scores = np.sort(new_scores)
-    for k, band in enumerate(upper):
-        wanted = float(np.mean(old_scores >= band.min))
+    candidates_scores = np.sort(scores)
+    for k, (band, share) in enumerate(zip(upper, wanted, strict=True)):
         floor = len(upper) - k  # leave one score per lower band
         thresholds = np.arange(floor, ceiling + 1)
-        shares = 1.0 - np.searchsorted(candidates_scores, thresholds, side="left") / len(new_scores)
-        best = int(thresholds[np.argmin(np.abs(shares - wanted))])
+        shares = 1.0 - np.searchsorted(candidates_scores, thresholds, side="left") / len(scores)
+        best = int(thresholds[np.argmin(np.abs(shares - share))])
         chosen.append(Band(band.name, best))
         ceiling = best - 1
     return (*chosen, rules.bands[-1])
+
+
+def bands_by_rank_share(
+    engagement: np.ndarray, shares: dict[str, float], rules: RuleSet
+) -> np.ndarray:
+    """Band per row from ranks, giving each band (lowest first) its share of rows."""
+    order = np.argsort(engagement, kind="stable")
+    bands = np.empty(len(engagement), dtype="object")
+    start = 0
+    names = [b.name for b in rules.bands][::-1]
+    for i, name in enumerate(names):
+        stop = (
+            len(order) if i == len(names) - 1 else start + round(shares.get(name, 0.0) * len(order))
+        )
+        bands[order[start:stop]] = name
+        start = stop
+    return bands

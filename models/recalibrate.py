@@ -61,6 +61,7 @@ from models.evaluate import evaluate, flat_metrics
 from models.point_fit import (
     L2_GRID,
     PointFit,
+    bands_by_rank_share,
     choose_l2,
     fit_points,
     holdout_by_time,
@@ -76,6 +77,7 @@ from models.rules import (
     score_points,
     signal_units,
 )
+from models.starter_rules import matches_data, starter_rules
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,8 @@ class RecalibrationResult:
 
     def to_markdown(self) -> str:
         """The report for marketers: what changed, by how much, why, and does it help."""
-        return render_markdown(
+        starter = self.settings.get("starter_rules")
+        return (f"> {starter}\n\n" if starter else "") + render_markdown(
             self.target, self.old_rules, self.rules, self.table, self.metrics, self.split,
             self.settings,
         )  # fmt: skip
@@ -221,6 +224,7 @@ def recalibrate(
                 f"The {part} rows ({format_dates(split[f'{part}_cutoffs'])}) all have label "
                 f"{int(y[mask][0])}; recalibration needs both outcomes in each part."
             )
+    old, starter = _fitting_rules(old, frame[train], y[train], target)
     units = signal_units(old, frame)
     engaged = 1.0 - y if target == "churn" else y
     learned = _learn(
@@ -241,6 +245,7 @@ def recalibrate(
         "holdout_fraction_by_time": holdout_fraction_by_time,
         "label_horizon_days": label_horizon_days,
         "rules_source": old.source,
+        "starter_rules": starter,
     }
     logger.info("Recalibrated %s rules for %s: %s", old.name, target, fit.points)
     return RecalibrationResult(target, old, new, table, metrics, split, settings)
@@ -282,11 +287,11 @@ def fit_rules(
     """
     if target not in OUTCOME_VERB:
         raise ValueError(f"Target must be 'churn' or 'conversion', not {target!r}.")
-    old = load_rules(rules)
     frame = features.reset_index(drop=True)
     y = _checked_labels(labels, len(frame))
     if y.min() == y.max():
         raise ValueError(f"All {len(y)} labels are {int(y[0])}; fitting needs both outcomes.")
+    old, _ = _fitting_rules(load_rules(rules), frame, y, target)
     moments = pd.Series(pd.Timestamp(0, tz="UTC"), index=frame.index) if as_of is None else (
         pd.to_datetime(pd.Series(np.asarray(as_of)), utc=True)
     )  # fmt: skip
@@ -326,6 +331,17 @@ def _learn(
     return _Learned(old.with_points(fit.points, bands), fit, l2, aucs)
 
 
+def _fitting_rules(
+    rules: RuleSet, frame: pd.DataFrame, y: np.ndarray, target: str
+) -> tuple[RuleSet, str]:
+    """The rules, or a starter set from the data when none of their signals occurs in it."""
+    if matches_data(rules, frame):
+        return rules, ""
+    starter = starter_rules(frame, 1.0 - y if target == "churn" else y, rules)
+    logger.warning(starter.sentence())
+    return starter.rules, starter.sentence()
+
+
 def _checked_labels(labels: object, n_rows: int) -> np.ndarray:
     values = pd.to_numeric(pd.Series(np.asarray(labels)), errors="coerce").to_numpy("float64")
     if values.size != n_rows:
@@ -351,21 +367,6 @@ def _describe(new: RuleSet, old: RuleSet, target: str, split: dict[str, Any]) ->
     return replace(new, description=f"{old.description} {note}".strip(), source="<recalibrated>")
 
 
-def _bands_by_share(engagement: np.ndarray, shares: dict[str, float], rules: RuleSet) -> np.ndarray:
-    """Band per row from ranks, giving each band (lowest first) its share of rows."""
-    order = np.argsort(engagement, kind="stable")
-    bands = np.empty(len(engagement), dtype="object")
-    start = 0
-    names = [b.name for b in rules.bands][::-1]
-    for i, name in enumerate(names):
-        stop = (
-            len(order) if i == len(names) - 1 else start + round(shares.get(name, 0.0) * len(order))
-        )
-        bands[order[start:stop]] = name
-        start = stop
-    return bands
-
-
 def _holdout_metrics(
     old: RuleSet,
     new: RuleSet,
@@ -389,7 +390,7 @@ def _holdout_metrics(
         scores = scores[holdout]
         new_bands = assign_bands(new, score_points(new, units))
         shares = pd.Series(new_bands).value_counts(normalize=True).to_dict()
-        bands = _bands_by_share(direction * scores, shares, new)
+        bands = bands_by_rank_share(direction * scores, shares, new)
         is_probability = bool(np.nanmin(scores) >= 0 and np.nanmax(scores) <= 1)
         metrics["model"] = evaluate(y, scores, bands, probabilities=is_probability)
     return metrics
