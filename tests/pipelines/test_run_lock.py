@@ -136,3 +136,20 @@ def test_forget_takes_over_a_stale_lock_and_releases_it(tmp_path, dead_pid):
     assert done.exit_code == 0, done.output
     assert not (tmp_path / "out" / LOCK_FILE).exists()
     assert list((tmp_path / "out" / "erasure").glob("receipt-*.json"))
+
+
+def test_forget_deletes_the_staged_and_temporary_copies_killed_runs_left(tmp_path):
+    out = tmp_path / "out"
+    staged = out / "crm" / ".as_of=2025-12-08.staged-4321-0a1b2c3d" / "batch-0001.csv"
+    temp = out / "scores" / "as_of=2025-12-08" / ".part-0.parquet.k2j3h4.tmp"
+    for path in (staged, temp):
+        path.parent.mkdir(parents=True)
+        path.write_text("E1,a full copy of personal data\n")
+
+    done = CliRunner().invoke(app, forget_command(tmp_path))
+
+    assert done.exit_code == 0, done.output
+    assert not staged.parent.exists() and not temp.exists()
+    receipt = json.loads(next((out / "erasure").glob("receipt-*.json")).read_text())
+    leftovers = next(s for s in receipt["stores"] if s["store"].startswith("staged"))
+    assert leftovers["files_deleted"] == 2
