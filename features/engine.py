@@ -14,7 +14,10 @@ to DuckDB (the default) and to Spark SQL. Its shape was chosen for speed:
   instead of ``count(DISTINCT ...)``;
 * times are integer microseconds before the cutoff (``age_us``): exact on both
   engines, and every window is an integer comparison. Events are first filtered
-  to ``event_time < c``, so "last N days" is ``age_us <= N days``.
+  to ``event_time < c``, so "last N days" is ``age_us <= N days``;
+* undeclared types' values and distinct items (:func:`features.spec.payload_features`)
+  are aggregated only when such types are featurised, so the declared types alone
+  cost nothing more.
 """
 
 from __future__ import annotations
@@ -79,6 +82,13 @@ def type_codes(event_types: Sequence[str]) -> pd.DataFrame:
     )
 
 
+def generic_codes(codes: pd.DataFrame, spec: FeatureSpec) -> list[int]:
+    """Codes of the featurised types the spec does not declare (they carry their values)."""
+    declared = {e.name for e in spec.event_types} | set(SPECIAL_TYPES)
+    return [int(c) for n, c in zip(codes["event_type"], codes["code"], strict=True)
+            if n not in declared]  # fmt: skip
+
+
 def epoch_microseconds(moment: ir.TimestampValue, backend: str) -> ir.IntegerValue:
     """Microseconds since the Unix epoch, with the backend's own function."""
 
@@ -104,8 +114,18 @@ def events_before(events: ir.Table, as_of: pd.Timestamp, backend: str) -> ir.Tab
         event_type=before.event_type,
         age_us=age_us,
         value=_missing_as_null(before.value) if "value" in has else ibis.null("float64"),
-        item=before.item.cast("string") if "item" in has else ibis.null("string"),
+        item=_missing_item(before.item, backend) if "item" in has else ibis.null("string"),
     )
+
+
+def _missing_item(item: ir.Value, backend: str) -> ir.StringValue:
+    """``item`` as text with missing items NULL.
+
+    A missing text of a pandas frame reaches Spark as the string ``'NaN'``, which
+    would count as one more distinct item there and not in DuckDB or pandas.
+    """
+    text = item.cast("string")
+    return ibis.ifelse(text == "NaN", ibis.null("string"), text) if backend == "pyspark" else text
 
 
 def _missing_as_null(value: ir.Value) -> ir.FloatingValue:
@@ -161,15 +181,18 @@ def per_entity_and_type(
         ``row, code``, ``n_{N}d`` per count window, ``n_all`` (all time),
         ``min_age_us`` and ``max_age_us`` (latest and first event), ``decayed``,
         ``amount`` (session minutes, purchase amounts or the all-time count of
-        tickets, by type) and ``day_mask``: bit d (d <= 30) is set when the entity was
-        active d UTC days before the cutoff's day within the last 30 days; on login
+        tickets, by type), with undeclared types (:func:`generic_codes`) also
+        ``value_sum_{N}d``, ``value_n_{N}d`` (values present) and ``items_{N}d``
+        (distinct ``item``) per window of the spec, and ``day_mask``: bit d (d <= 30)
+        is set when the entity was active d UTC days before the cutoff's day within
+        the last 30 days; on login
         rows, bits 32-35 are the login weeks of the last 28 days and bit 36 a login on
         day 28 within them.
     """
     before = events_before(events, as_of, backend)
     code_table = ibis.memtable(codes)
     coded = before.left_join(code_table, before.event_type == code_table.event_type).select(
-        "entity_id", "age_us", "value", code=ibis.coalesce(code_table.code, OTHER_TYPE)
+        "entity_id", "age_us", "value", "item", code=ibis.coalesce(code_table.code, OTHER_TYPE)
     )
     age, code = coded.age_us, coded.code
     names = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
@@ -210,13 +233,48 @@ def per_entity_and_type(
             ibis.ifelse(age <= ACTIVE_DAYS_WINDOW * DAY_US, day_bits, ibis.null("int64"))
         ),
     }
+    generic = generic_codes(codes, spec)
+    if generic:
+        for days in spec.windows_days:
+            window = in_days[days]
+            aggregates[f"value_sum_{days}d"] = coded.value.sum(where=window)
+            aggregates[f"value_n_{days}d"] = coded.value.count(where=window)
     grouped = coded.group_by(["entity_id", "code"]).aggregate(**aggregates)
+    zeroed = ["amount", "day_mask"]
+    if generic:
+        grouped = _with_distinct_items(grouped, coded, generic, spec)
+        zeroed += [f"{stat}_{days}d" for stat in ("value_sum", "items")
+                   for days in spec.windows_days]  # fmt: skip
     # Empty sums and masks are NULL in SQL; 0 keeps every column integer or float.
-    filled = grouped.mutate(
-        **{column: grouped[column].fill_null(0) for column in ("amount", "day_mask")}
-    )
+    filled = grouped.mutate(**{column: grouped[column].fill_null(0) for column in zeroed})
     joined = filled.join(entity_rows, filled.entity_id == entity_rows.entity_id)
     return joined.drop("entity_id")
+
+
+def _with_distinct_items(
+    grouped: ir.Table, coded: ir.Table, generic: list[int], spec: FeatureSpec
+) -> ir.Table:
+    """``grouped`` with ``items_{N}d``: distinct ``item`` of undeclared types per window.
+
+    An item counts in a window when its latest use falls in it; deduplicating
+    (entity, type, item) first means no engine needs ``count(DISTINCT ...)``.
+    """
+    used = coded.filter(coded.code.isin(generic) & coded.item.notnull())
+    latest = used.group_by(["entity_id", "code", "item"]).aggregate(age=used.age_us.min())
+    items = (
+        latest.group_by(["entity_id", "code"])
+        .aggregate(
+            **{
+                f"items_{d}d": latest.count(where=latest.age <= d * DAY_US)
+                for d in spec.windows_days
+            }
+        )
+        .rename(item_entity="entity_id", item_code="code")
+    )
+    joined = grouped.left_join(
+        items, (grouped.entity_id == items.item_entity) & (grouped.code == items.item_code)
+    )
+    return joined.drop("item_entity", "item_code")
 
 
 def nps_and_key_features(

@@ -36,8 +36,12 @@ from features.engine import (
     SESSION_WINDOW,
     TICKET_OPENED,
     TICKET_RESOLVED,
+    generic_codes,
 )
 from features.spec import NPS_PASSIVE_MIN, NPS_PROMOTER_MIN, FeatureSpec, safe_name
+
+#: Per undeclared type and window: the engine's column -> the feature's stat.
+PAYLOAD_STATS = {"value_sum": "value_sum", "value_n": "value_mean", "items": "distinct_items"}
 
 #: Threads that spread the long table into columns.
 SPREAD_THREADS = 2
@@ -123,6 +127,14 @@ def _per_type_names(spec: FeatureSpec, event_types: Sequence[str]) -> dict[str, 
     return names
 
 
+def _payload_names(spec: FeatureSpec, generic: Sequence[str]) -> dict[str, list[str]]:
+    """Payload column names of undeclared types, by engine column (one region each)."""
+    bases = [safe_name(name) for name in generic]
+    return {f"{engine_column}_{days}d": [f"{b}_{stat}_{days}d" for b in bases]
+            for engine_column, stat in PAYLOAD_STATS.items()
+            for days in spec.windows_days}  # fmt: skip
+
+
 def spread(
     long: pa.Table, n_rows: int, codes: pd.DataFrame, spec: FeatureSpec, event_types: Sequence[str]
 ) -> FeatureColumns:
@@ -144,14 +156,21 @@ def spread(
     from features.spec import special_features
 
     per_type = _per_type_names(spec, event_types)
-    dtypes = {name: ("int64" if stat.startswith("n_") else "float64")
-              for stat, names in per_type.items() for name in names}  # fmt: skip
+    code = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
+    undeclared = set(generic_codes(codes, spec))
+    generic = [name for name in event_types if code[name] in undeclared]
+    payload = _payload_names(spec, generic) if generic else {}
+    dtypes = {name: ("int64" if stat.startswith(("n_", "items_")) else "float64")
+              for stat, names in (per_type | payload).items() for name in names}  # fmt: skip
     dtypes |= {d.name: d.dtype for d in special_features(spec)
                if d.name != "tenure_days" and d.dtype != "category"}  # fmt: skip
     out = FeatureColumns(dtypes, n_rows)
     regions = {stat: out.region(names).reshape(-1) for stat, names in per_type.items()}
     regions["days_since_last"][:] = np.nan
-    code = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
+    # Position of each code among the undeclared types (-1: declared or other).
+    payload_position = np.full(len(codes) + 1, -1)
+    payload_position[[code[name] for name in generic]] = np.arange(len(generic))
+    payload_regions = {stat: out.region(names).reshape(-1) for stat, names in payload.items()}
     trend, kpi = spec.trend_window_days, spec.kpi_window_days
     # Type-specific values, spread over entity rows: (type, engine column) -> values.
     wanted = [(LOGIN, "day_mask"), (SESSION, "amount"), (SESSION, f"n_{SESSION_WINDOW}d"),
@@ -181,6 +200,12 @@ def spread(
             regions["days_since_last"][cells] = of(column["min_age_us"]) / DAY_US
             regions["decayed"][cells] = of(column["decayed"])
             regions["trend"][cells] = of(2 * column[f"n_{trend}d"] - column[f"n_{2 * trend}d"])
+            if generic:
+                position = payload_position[type_codes_]  # code -1 reads the last slot
+                has = position >= 0
+                payload_cells = position[has] * n_rows + rows[has]
+                for stat, region in payload_regions.items():
+                    region[payload_cells] = column[stat][has]
             for event_type, name in wanted:
                 chosen = type_codes_ == code[event_type]
                 typed[event_type, name][rows[chosen]] = column[name][chosen]
@@ -201,6 +226,10 @@ def spread(
         )
     last_age = np.minimum.reduce([part[0] for part in parts])
     active = np.bitwise_or.reduce([part[1] for part in parts])
+    for days in spec.windows_days if generic else ():  # the mean of values present, or NaN
+        for sums, counts in zip(payload[f"value_sum_{days}d"], payload[f"value_n_{days}d"],
+                                strict=True):  # fmt: skip
+            _ratio(out[sums], out[counts].copy(), out[counts])
     login = typed[LOGIN, "day_mask"]
     minutes = typed[SESSION, "amount"]
     last_days = np.fmin(np.fmin.reduce(out.region(per_type["days_since_last"]), axis=0),

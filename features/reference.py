@@ -77,6 +77,7 @@ def build_features_pandas(
     n_rows = len(existing)
     recent = _with_entity_rows(before, existing["entity_id"])
     features = _per_type_features(recent, cutoff, spec, featurised, n_rows)
+    features |= _payload_features(recent, cutoff, spec, featurised[len(declared) :], n_rows)
     features |= _activity_features(recent, cutoff, n_rows)
     features |= _typed_features(recent, cutoff, spec, n_rows)
     features["tenure_days"] = ((cutoff - existing["created_at"]) / ONE_DAY).to_numpy()
@@ -148,6 +149,32 @@ def _per_type_features(
         out[f"{base}_days_since_last"] = _spread(of_type["days_since_last"], n_rows, np.nan)
         out[f"{base}_decayed"] = _spread(of_type["decayed"], n_rows, 0.0)
         out[f"{base}_trend"] = _spread(of_type["trend"], n_rows, 0.0)
+    return out
+
+
+def _payload_features(
+    events: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    spec: FeatureSpec,
+    undeclared: Sequence[str],
+    n_rows: int,
+) -> dict[str, np.ndarray]:
+    """Sum and mean of ``value`` and distinct ``item`` per window, per undeclared type."""
+    out: dict[str, np.ndarray] = {}
+    for name in undeclared:
+        base = safe_name(name)
+        of_type = events[events["event_type"] == name]
+        for days in spec.windows_days:
+            recent = of_type[_since(of_type, cutoff, days)]
+            value = recent["value"] if "value" in recent else pd.Series(np.nan, recent.index)
+            values = value.dropna()
+            grouped = values.groupby(recent.loc[values.index, "row"])
+            out[f"{base}_value_sum_{days}d"] = _spread(grouped.sum(), n_rows, 0.0)
+            out[f"{base}_value_mean_{days}d"] = _spread(grouped.mean(), n_rows, np.nan)
+            item = recent["item"] if "item" in recent else pd.Series(None, recent.index, "str")
+            used = recent[["row"]].assign(item=item.astype("str"))[item.notna()]
+            distinct = used.drop_duplicates().groupby("row").size()
+            out[f"{base}_distinct_items_{days}d"] = _spread(distinct, n_rows, 0, "int64")
     return out
 
 

@@ -7,7 +7,8 @@ a *group* (``engagement`` or ``fit``), as sales expect them split.
 
 Adding an event type is one line in :data:`DEFAULT_EVENT_TYPES`; adding a window
 is one number in :attr:`FeatureSpec.windows_days`. Event types seen in the data
-but not declared here are featurised generically (counts, recency, decay, trend).
+but not declared here are featurised generically (counts, recency, decay, trend)
+and carry their ``value`` and ``item`` (see :func:`payload_features`).
 """
 
 from __future__ import annotations
@@ -207,6 +208,43 @@ def per_type_features(spec: FeatureSpec, event_type: str) -> list[FeatureDef]:
     return defs
 
 
+def payload_features(spec: FeatureSpec, event_type: str) -> list[FeatureDef]:
+    """What an undeclared event type carries: its ``value`` and ``item`` per window.
+
+    Per window: the sum and the mean of the non-missing ``value`` (minutes, clicks,
+    scores) and the number of distinct ``item``. The columns follow the type's name
+    alone, so the column set is known from the types seen: a type without values
+    gives a sum of 0, an empty mean and 0 items, which no model can split on.
+    """
+    et = spec.event_type(event_type)
+    base, one = safe_name(event_type), singular_noun(et.noun)
+    defs: list[FeatureDef] = []
+    for w in spec.windows_days:
+        defs += [
+            FeatureDef(
+                f"{base}_value_sum_{w}d",
+                "float64",
+                f"Values of the {et.noun} in the last {w} days add up to {{value:,.1f}}",
+                et.concept,
+            ),
+            FeatureDef(
+                f"{base}_value_mean_{w}d",
+                "float64",
+                f"Average value per {one} in the last {w} days: {{value:,.1f}} "
+                "(empty: none with a value)",
+                et.concept,
+            ),
+            FeatureDef(
+                f"{base}_distinct_items_{w}d",
+                "int64",
+                f"{{value:.0f}} different items in the {et.noun} of the last {w} days",
+                et.concept,
+                singular=f"1 item in the {et.noun} of the last {w} days",
+            ),
+        ]
+    return defs
+
+
 def special_features(spec: FeatureSpec) -> list[FeatureDef]:
     """Features beyond the generic per-type set (KPIs, product usage, NPS, tickets)."""
     k = spec.kpi_window_days
@@ -336,7 +374,8 @@ def feature_catalog(
     Args:
         spec: The feature set parameters.
         event_types: Event types to featurise; declared types are always included,
-            undeclared ones seen in the data are appended in sorted order.
+            undeclared ones seen in the data are appended in sorted order, each
+            with its :func:`payload_features`.
         fit_columns: Fit attributes from the entities table and their dtypes.
 
     Returns:
@@ -345,8 +384,10 @@ def feature_catalog(
     declared = [e.name for e in spec.event_types]
     extra = sorted(set(event_types or ()) - set(declared))
     defs: list[FeatureDef] = []
-    for name in declared + extra:
+    for name in declared:
         defs += per_type_features(spec, name)
+    for name in extra:
+        defs += per_type_features(spec, name) + payload_features(spec, name)
     defs += special_features(spec)
     for column, dtype in (fit_columns or {}).items():
         defs.append(fit_feature(column, dtype))
