@@ -28,6 +28,8 @@ _DRIVER_DISK_ERROR = re.compile(
     r'file "(?P<path>[^"]+)"[^"]*?: (?P<cause>No space left on device|Permission denied|'
     r"Read-only file system)"
 )
+#: SQLite's SQLITE_FULL, which names no file.
+_SQLITE_FULL = "database or disk is full"
 _STEP_PREFIX = re.compile(r"^Step '[^']+' failed: ")
 #: Local names under which the writers of a traceback hold the file they write.
 _PATH_NAMES = ("temp", "path", "where", "target", "final", "file", "filename")
@@ -59,7 +61,8 @@ def disk_error_message(exc: BaseException) -> str | None:
 
     The path is the error's ``filename``; when the library left it out (pyarrow,
     ``Path.write_text``), the file a writer in the traceback was writing; for
-    database drivers, the file named in their message.
+    database drivers, the file named in their message (DuckDB) or the database of
+    the engine in the traceback (SQLite's "database or disk is full").
 
     Returns:
         ``"No space left on device while writing PATH: free space or point
@@ -73,6 +76,9 @@ def disk_error_message(exc: BaseException) -> str | None:
         if match:
             known = next(k for k in _DISK_ERRORS.values() if k[0] == match.group("cause"))
             return _sentence(*known, match.group("path"))
+        if _SQLITE_FULL in str(error):
+            database = _database_in_traceback(error.__traceback__)
+            return _sentence(*_DISK_ERRORS[errno.ENOSPC], database)
     return None
 
 
@@ -95,6 +101,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(error))
         yield error
         stack += [e for e in (error.__context__, error.__cause__) if e is not None]
+
+
+def _database_in_traceback(tb: TracebackType | None) -> str | None:
+    """The file of the innermost SQLAlchemy engine or connection in ``tb``'s frames."""
+    found = None
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            engine = getattr(value, "engine", None)
+            url = getattr(value, "url", None) or getattr(engine, "url", None)
+            database = getattr(url, "database", None)
+            if isinstance(database, str) and os.path.isabs(database):
+                found = database
+        tb = tb.tb_next
+    return found
 
 
 def _path_in_traceback(tb: TracebackType | None) -> str | None:

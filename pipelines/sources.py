@@ -19,11 +19,13 @@ import pandas as pd
 import pyarrow as pa
 
 from features.column_checks import ContractError
+from features.feed_checks import FeedReport
 from features.input_report import InputReport, clean_events, input_report
 from features.mapping import InputMapping, apply_column_map, apply_mapping, column_pairs
 from features.schemas import VALIDATORS
 from features.timeutil import as_utc
 from pipelines.databases import SourceNotFoundError, is_sql_url, sql_read
+from pipelines.feeds import check_csv_rows, ends_early
 from pipelines.forgotten import drop_forgotten
 from pipelines.settings import Settings
 
@@ -110,8 +112,15 @@ def read_files(
             if _kind(file) == "parquet":
                 frame = pd.read_parquet(file)
             else:
+                check_csv_rows(file, table)
                 frame = pd.read_csv(file, dtype=dict.fromkeys(text_columns, "str"))
+        except ContractError:
+            raise
+        except EOFError as exc:
+            raise ValueError(ends_early(table, file, exc)) from exc
         except (ValueError, OSError, pa.ArrowException) as exc:
+            if isinstance(exc, OSError) and "truncated" in str(exc).lower():
+                raise ValueError(ends_early(table, file, exc)) from exc
             raise ValueError(f"Could not read the {table} file {file}: {exc}") from exc
         if root.is_dir():
             for part in file.relative_to(root).parent.parts:
@@ -170,12 +179,14 @@ class Inputs:
         entities: Entities.
         outcomes: Outcomes (empty when not required and absent).
         report: Counts of what was read and set aside.
+        feed: What the feed checks found (:func:`pipelines.feeds.check_feeds`).
     """
 
     events: pd.DataFrame
     entities: pd.DataFrame
     outcomes: pd.DataFrame
     report: InputReport
+    feed: FeedReport | None = None
 
 
 def load_inputs(

@@ -47,15 +47,20 @@ class FeatureTable:
 
 
 def load_inputs(ctx: RunContext) -> Inputs:
-    """Read and validate the three inputs (raises a ContractError with a sentence).
+    """Read and validate the three inputs, then run the feed checks (before any write).
 
     Raises:
+        ContractError: The inputs break the data contract (a sentence per problem).
+        FeedError: The event feed is empty or shrank (``pipelines.feeds.check_feeds``).
         RunDateError: If the run date is after the data and ``allow_future`` is off.
     """
     from pipelines.context import check_not_future
+    from pipelines.feeds import check_feeds
     from pipelines.sources import load_inputs as read_inputs
 
     inputs = read_inputs(ctx.settings, ctx.as_of)
+    events, feed = check_feeds(ctx.settings, inputs.events, inputs.report.events, ctx.as_of)
+    inputs = replace(inputs, events=events, feed=feed)
     if not ctx.allow_future and len(inputs.events):
         check_not_future(ctx.as_of, inputs.events["event_time"].max())
     return inputs
@@ -108,8 +113,8 @@ def save_features(output_dir: Path, frame: pd.DataFrame, as_of: pd.Timestamp) ->
 
 def load_champions(tracking_uri: str) -> Champions:
     """The ``@champion`` of each target, or ``None`` (scoring then uses the rules)."""
-    from models import tracking, tracking_registry
     from features.targets import TARGETS
+    from models import tracking, tracking_registry
 
     tracking.configure(tracking_uri)
     return {target.name: tracking_registry.load_champion(target.name) for target in TARGETS}
@@ -172,9 +177,13 @@ def score(
 
 
 def write_outputs(
-    ctx: RunContext, scored: ScoreResult, previous: pd.DataFrame | None
+    ctx: RunContext,
+    scored: ScoreResult,
+    previous: pd.DataFrame | None,
+    entities: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """All outputs of a run, each written atomically."""
+    """All outputs of a run, each written atomically; ``entities`` give the board's names."""
+    from pipelines.board_data import board_entities
     from pipelines.crm_profiles import crm_profile
     from pipelines.output_commit import write_outputs as write
 
@@ -187,6 +196,10 @@ def write_outputs(
         previous=previous,
         band_rule=scored.band_rule.describe(),
         crm_profile=crm_profile(settings.crm.profile, settings.crm.fields),
+        board_entities=None
+        if entities is None
+        else board_entities(entities, settings.board.display),
+        board_embed_limit=settings.board.embed_limit,
     )
     return dict(paths.items())
 

@@ -46,6 +46,9 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     retention: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    #: The feed checks (:class:`features.feed_checks.FeedReport`): events before the run
+    #: date, quarantined rows with samples, undeclared event types.
+    feeds: dict[str, Any] = field(default_factory=dict)
     #: What the start-of-run recovery cleaned or repaired (``pipelines.recovery``).
     recovered: dict[str, int] = field(default_factory=dict)
     started_at: str = ""
@@ -179,6 +182,9 @@ def summarise(
         absent = "" if model is None else absent_columns_warning(target, model, features.columns)
         if absent:
             summary.warnings.append(absent)
+    if inputs.feed is not None:
+        summary.feeds = inputs.feed.to_dict()
+        summary.warnings += inputs.feed.warnings()
     erased = inputs.report.entities_forgotten_earlier
     if erased:
         summary.warnings.append(
