@@ -4,32 +4,33 @@ The page carries its data as JSON in a ``<script type="application/json">`` bloc
 and renders the table in the browser with ``textContent`` only, so nothing from the
 data can become markup. Everything else goes through Jinja2 with autoescape on. No
 CDN, no network: the file opens from a disk, a share or an email attachment.
+
+Above ``board.embed_limit`` scored leads the page carries no rows and says how to
+open the served board instead (``leadscore board``, :mod:`pipelines.board_server`),
+which renders the same template and pages through the score table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from models.reason_text import parse_reasons
+from pipelines.board_data import ENTITIES_FILE, attribute_columns, board_entities, lead_row
+from pipelines.board_settings import BoardDisplay, BoardSettings
 
 log = logging.getLogger(__name__)
 
+#: Most leads the static page carries by default (``board.embed_limit``).
+EMBED_LIMIT = BoardSettings().embed_limit
 BAND_ORDER = ("high", "medium", "at-risk")
-#: Entity attributes shown as "fit" on the board when present, in this order.
-FIT_FIELDS = ("industry", "company_size", "country", "job_level", "lead_source")
-#: Columns that name the lead, first present and non-empty wins.
-NAME_FIELDS = ("name", "company", "company_name", "account_name")
 NO_CONSENT_STATUS = "not scored: no consent"
 DEFAULT_BAND_RULE = (
     "Bands come from calibrated probabilities: high = likely to convert within the "
@@ -65,74 +66,28 @@ def embed_json(data: Any) -> Markup:
     return Markup(text)
 
 
-def _clean(value: Any) -> Any:
-    """A JSON-ready scalar: missing values become ``None``, timestamps ISO text."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, np.datetime64):
-        value = pd.Timestamp(value)
-    if isinstance(value, pd.Timestamp | date):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
-        return _clean(value.item())
-    return value
+def scored_only(scored: pd.DataFrame) -> pd.DataFrame:
+    """The rows the board lists: status ``scored`` (no consent is never shown)."""
+    return scored[scored["status"].astype("string").eq("scored").fillna(False).astype(bool)]
 
 
-def _rounded(value: Any, digits: int = 4) -> float | None:
-    cleaned = _clean(value)
-    return None if cleaned is None else round(float(cleaned), digits)
+def board_rows(scored: pd.DataFrame, entities: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready dict per scored entity (:func:`pipelines.board_data.lead_row`).
 
-
-def _first_present(row: pd.Series, columns: tuple[str, ...]) -> Any:
-    for column in columns:
-        value = _clean(row.get(column))
-        if value not in (None, ""):
-            return value
-    return None
-
-
-def owner_columns(scored: pd.DataFrame) -> list[str]:
-    """Columns about the lead's owner (``owner``, ``owner_email``, ``owner_team``...)."""
-    return [c for c in scored.columns if c == "owner" or c.startswith("owner_")]
-
-
-def board_rows(scored: pd.DataFrame) -> list[dict[str, Any]]:
-    """One JSON-ready dict per scored entity; not-scored entities are left out.
-
-    Entities without consent are never shown (their status is counted in the
-    header instead).
+    Args:
+        scored: The scored frame; not-scored entities are left out (entities without
+            consent are counted in the header instead).
+        entities: The display columns (:func:`pipelines.board_data.board_entities`);
+            by default the ones the scored frame itself carries.
     """
-    shown = scored[scored["status"].astype("string").eq("scored").fillna(False).astype(bool)]
-    fit_columns = [c for c in FIT_FIELDS if c in shown.columns]
-    owners = owner_columns(shown)
-    rows = []
-    for _, row in shown.iterrows():
-        score = _clean(row.get("score"))
-        delta = _clean(row.get("score_delta"))
-        rows.append(
-            {
-                "id": _clean(row["entity_id"]),
-                "crm_id": _clean(row.get("crm_id")),
-                "name": _first_present(row, NAME_FIELDS) or _clean(row["entity_id"]),
-                "kind": _clean(row.get("kind")),
-                "score": int(score) if score is not None else None,
-                "band": _clean(row.get("band")),
-                "previous_band": _clean(row.get("previous_band")),
-                "delta": int(round(delta)) if delta is not None else None,
-                "conversion": _rounded(row.get("conversion_probability")),
-                "churn": _rounded(row.get("churn_probability")),
-                "rule_score": _clean(row.get("rule_score")),
-                "rule_band": _clean(row.get("rule_band")),
-                "source": _clean(row.get("score_source")),
-                "fit": [[c.replace("_", " "), _clean(row.get(c))] for c in fit_columns],
-                "owner": " · ".join(str(v) for c in owners if (v := _clean(row.get(c)))),
-                "up": parse_reasons(row.get("reasons_up")),
-                "down": parse_reasons(row.get("reasons_down")),
-            }
-        )
-    return rows
+    shown = scored_only(scored)
+    if entities is None:
+        entities = board_entities(shown, BoardDisplay())
+    own = [c for c in shown.columns if c == "entity_id" or c not in entities.columns]
+    joined = shown[own].assign(entity_id=shown["entity_id"].astype("string"))
+    joined = joined.merge(entities, on="entity_id", how="left")
+    attributes = attribute_columns(entities)
+    return [lead_row(record, attributes) for record in joined.to_dict("records")]
 
 
 def describe_models(model_versions: list[str]) -> str:
@@ -196,7 +151,8 @@ def board_header(scored: pd.DataFrame, as_of: date, band_rule: str | None) -> di
     }
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of the board templates (autoescape on)."""
     return jinja2.Environment(
         loader=jinja2.PackageLoader("pipelines", "templates"),
         autoescape=True,
@@ -206,7 +162,14 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_board(scored: pd.DataFrame, as_of: date, band_rule: str | None = None) -> str:
+def render_board(
+    scored: pd.DataFrame,
+    as_of: date,
+    band_rule: str | None = None,
+    *,
+    entities: pd.DataFrame | None = None,
+    embed_limit: int = EMBED_LIMIT,
+) -> str:
     """The lead board of one run as a self-contained HTML document.
 
     Args:
@@ -214,6 +177,9 @@ def render_board(scored: pd.DataFrame, as_of: date, band_rule: str | None = None
         as_of: The run date shown in the title.
         band_rule: One sentence on how bands are assigned
             (``models.bands.BandRule.describe``); defaults to a generic description.
+        entities: The display columns (:func:`pipelines.board_data.board_entities`).
+        embed_limit: Most leads the page carries; above it, it carries none and says
+            how to open the served board.
 
     Returns:
         The HTML text.
@@ -224,13 +190,15 @@ def render_board(scored: pd.DataFrame, as_of: date, band_rule: str | None = None
             f"The scored frame has no {', '.join(sorted(missing))} column; the lead board "
             f"needs it (columns present: {', '.join(map(str, scored.columns[:12]))})."
         )
-    rows = board_rows(scored)
     header = board_header(scored, as_of, band_rule)
+    served = header["scored"] > embed_limit
+    rows = [] if served else board_rows(scored, entities)
     return (
-        _environment()
+        environment()
         .get_template("board.html.j2")
-        .render(header=header, data_json=embed_json(rows))
-    )
+        .render(header=header, data_json=embed_json(rows), mode="static", served=served,
+                embed_limit=embed_limit)
+    )  # fmt: skip
 
 
 def write_board(
@@ -239,24 +207,31 @@ def write_board(
     as_of: date,
     band_rule: str | None = None,
     html: str | None = None,
+    entities: pd.DataFrame | None = None,
 ) -> BoardPaths:
     """Write ``YYYY-MM-DD.html`` and, when this is the latest run, ``index.html``.
 
     Re-running an older date rewrites that date's page but leaves ``index.html``
     pointing at the newest run. Both writes are atomic. ``html`` is the page when
-    already rendered by :func:`render_board`.
+    already rendered by :func:`render_board`. ``entities`` (the display columns of
+    the scored leads) go to ``entities.parquet`` with ``index.html``, for
+    ``leadscore board``.
     """
-    from pipelines.atomic_files import write_text_atomic
+    from pipelines.atomic_files import write_parquet_atomic, write_text_atomic
 
     board_dir = Path(board_dir)
     board_dir.mkdir(parents=True, exist_ok=True)
     if html is None:
-        html = render_board(scored, as_of, band_rule)
+        html = render_board(scored, as_of, band_rule, entities=entities)
     page = board_dir / f"{as_of.isoformat()}.html"
     write_text_atomic(html, page)
     newer = [p for p in board_dir.glob("????-??-??.html") if p.stem > as_of.isoformat()]
     index = None
     if not newer:
+        if entities is not None:
+            shown = set(scored_only(scored)["entity_id"].astype(str))
+            kept = entities[entities["entity_id"].astype(str).isin(shown)]
+            write_parquet_atomic(kept.reset_index(drop=True), board_dir / ENTITIES_FILE)
         index = board_dir / "index.html"
         write_text_atomic(html, index)
     else:

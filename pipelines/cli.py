@@ -254,6 +254,20 @@ def check(
     _run(commands.check, config, as_of, console)
 
 
+@app.command()
+def board(
+    config: ConfigOption = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: board.port, 8765; 0 picks a free one).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: 127.0.0.1).")] = None,
+) -> None:
+    """Serve the lead board from the score table, a page at a time, until Ctrl-C."""
+    from pipelines import commands
+
+    _run(commands.board, config, host, port, console)
+
+
 def run() -> None:  # pragma: no cover - console entry
     """Entry point used by ``python -m pipelines.cli``."""
     app()

@@ -320,3 +320,26 @@ def check(config: Path | None, as_of: str | None, console: Console) -> None:
     with console.status("Reading and checking the sources"):
         report = run_check(settings, day)
     print_check(report, console)
+
+def board(config: Path | None, host: str | None, port: int | None, console: Console) -> None:
+    """Serve the lead board from the score table until interrupted."""
+    from pipelines.board_server import board_server
+    from pipelines.settings import load_settings
+
+    settings = load_settings(config)
+    with console.status("Reading the score table"):
+        server = board_server(
+            settings.database_url,
+            settings.output.dir / "board",
+            host if host is not None else settings.board.host,
+            port if port is not None else settings.board.port,
+        )
+    address, bound = server.server_address[:2]
+    console.print(f"Lead board on http://{address}:{bound}/ (Ctrl-C stops it).", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("Lead board stopped.")
+    finally:
+        server.server_close()
+        server.RequestHandlerClass.store.close()  # type: ignore[attr-defined]

@@ -119,9 +119,9 @@ def score_task(ctx, inputs, features, champions, previous):  # noqa: ANN001, ANN
 
 
 @task(name="write outputs", **IO_RETRIES)
-def write_outputs_task(ctx, scored, previous):  # noqa: ANN001, ANN201
+def write_outputs_task(ctx, scored, previous, entities):  # noqa: ANN001, ANN201
     """Parquet partition, score tables, CRM export and lead board, each atomic."""
-    return steps.write_outputs(ctx, scored, previous)
+    return steps.write_outputs(ctx, scored, previous, entities)
 
 
 @task(name="apply retention", **IO_RETRIES)
@@ -263,7 +263,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
     )  # fmt: skip
     summary.warnings[:0], summary.recovered = recovered.warnings, recovered.counts()
     kill_point("scored")
-    paths = _step("write outputs", write_outputs_task, ctx, result, previous)
+    paths = _step("write outputs", write_outputs_task, ctx, result, previous, inputs.entities)
     kill_point("written")
     summary.outputs = {k: str(v) for k, v in paths.items()}
     summary.warnings += missing_crm_id_warnings(scored)

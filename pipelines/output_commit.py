@@ -53,7 +53,7 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 
 from pipelines.atomic_files import atomic_path, kill_point, replace_dir_atomic, staging_dir
-from pipelines.board import is_no_consent, render_board, write_board
+from pipelines.board import EMBED_LIMIT, is_no_consent, render_board, write_board
 from pipelines.crm_export import crm_files, write_crm_batches
 from pipelines.crm_profiles import PROFILES, CrmProfile
 from pipelines.database_writes import rows_matching, sql_upsert_tables
@@ -118,6 +118,8 @@ def write_outputs(
     previous: pd.DataFrame | None,
     band_rule: str | None = None,
     crm_profile: CrmProfile = PROFILES["generic"],
+    board_entities: pd.DataFrame | None = None,
+    board_embed_limit: int = EMBED_LIMIT,
 ) -> OutputPaths:
     """Write every output of one scoring run by the protocol of this module.
 
@@ -131,6 +133,9 @@ def write_outputs(
             the CRM; ``None`` on a first run.
         band_rule: One sentence on how bands are assigned, shown on the board.
         crm_profile: The CRM files and field names (:mod:`pipelines.crm_profiles`).
+        board_entities: The board's display columns
+            (:func:`pipelines.board_data.board_entities`), kept in ``board/``.
+        board_embed_limit: Most leads the static board page carries.
 
     Returns:
         Where everything went.
@@ -139,7 +144,9 @@ def write_outputs(
     as_of = run_date(scored)
     clean = blank_without_consent(scored)
     changes = crm_files(clean, previous, crm_profile)
-    html = render_board(clean, as_of, band_rule)
+    html = render_board(
+        clean, as_of, band_rule, entities=board_entities, embed_limit=board_embed_limit
+    )
     partition = partition_dir(out_dir, as_of) / PARTITION_FILE
     new_partition = not partition.parent.exists()
     crm_final = crm_dir(out_dir, as_of)
@@ -160,7 +167,9 @@ def write_outputs(
     finally:
         shutil.rmtree(crm_staged, ignore_errors=True)
     kill_point("crm")
-    board = write_board(clean, out_dir / "board", as_of, band_rule, html=html)  # step 6
+    board = write_board(
+        clean, out_dir / "board", as_of, band_rule, html=html, entities=board_entities
+    )  # step 6
     paths = OutputPaths(
         partition=partition,
         database=make_url(database_url).render_as_string(hide_password=True),

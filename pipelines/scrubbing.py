@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipelines.atomic_files import write_parquet_atomic, write_text_atomic
 from pipelines.board import embed_json, render_board
+from pipelines.board_data import ENTITIES_FILE
 from pipelines.crm_export import csv_safe
 from pipelines.outputs import list_partitions
 
@@ -114,16 +115,29 @@ def scrub_crm(crm_root: Path, crm_ids: list[str], before: date | None = None) ->
 
 
 def regenerate_boards(out: Path, ids: list[str], before: date | None = None) -> StoreErasure:
-    """Rebuild every board page from its (already scrubbed) score partition."""
+    """Rebuild every board page from its (already scrubbed) score partition.
+
+    The board's display columns (``board/entities.parquet``) lose the rows of ``ids``
+    first, and the pages are rendered with what remains.
+    """
     board_dir = out / "board"
     result = StoreErasure("lead board pages", str(board_dir))
+    display = board_dir / ENTITIES_FILE
+    entities = None
+    if display.is_file():
+        entities = pd.read_parquet(display)
+        kept = _without(entities, ids)
+        if len(kept) < len(entities):
+            write_parquet_atomic(kept, display)
+        entities = kept
     partitions = list_partitions(out)
     pages = dated_before(sorted(board_dir.glob("????-??-??.html")), before)
     for page in pages:
         old = page.read_text(encoding="utf-8")
         day = date.fromisoformat(page.stem)
         if day in partitions:
-            new = render_board(pd.read_parquet(partitions[day]), day, board_band_rule(old))
+            scored = pd.read_parquet(partitions[day])
+            new = render_board(scored, day, board_band_rule(old), entities=entities)
         else:  # partition purged: drop the rows from the page's data block instead
             new = _BOARD_DATA.sub(
                 lambda m: m.group(1) + _drop_rows(m.group(2), ids) + m.group(3), old

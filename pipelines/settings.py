@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.targets import CHURN, CONVERSION
 from features.targets import target as target_named
+from pipelines.board_settings import BoardSettings
 from pipelines.crm_profiles import ProfileName, crm_profile
 
 if TYPE_CHECKING:
@@ -240,6 +241,7 @@ class Settings(BaseSettings):
     crm: CrmSettings = Field(default_factory=CrmSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    board: BoardSettings = Field(default_factory=BoardSettings)
     #: MLflow tracking URI (may hold a password); default: a SQLite store in the output dir.
     mlflow_tracking_uri: SecretStr | None = None
     seed: int = 42

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import shutil
-import subprocess
-import time
-import urllib.request
 from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from websockets.sync.client import connect
 
 from models.bands import BandRule
 from pipelines.board import (
@@ -26,6 +20,7 @@ from pipelines.board import (
     render_board,
     write_board,
 )
+from tests.chromium import HeadlessChromium, chromium_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVIL_NAME = "<script>alert(1)</script>"
@@ -162,145 +157,6 @@ def make_scored(
     return frame
 
 
-# --- a small DevTools Protocol client ---
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--remote-debugging-port=0",
-    "--hide-scrollbars",
-)
-
-
-class HeadlessChromium:
-    """Debian's Chromium driven over the DevTools protocol (no browser download)."""
-
-    def __init__(self, binary: str, profile_dir: Path) -> None:
-        self.binary, self.profile_dir = binary, profile_dir
-        self.events: list[dict] = []
-        self._next_id = 0
-
-    def __enter__(self) -> HeadlessChromium:
-        self.process = subprocess.Popen(
-            [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile_dir}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        port_file = self.profile_dir / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                raise RuntimeError(f"Chromium did not start (exit code {self.process.poll()}).")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
-            targets = json.load(reply)
-        page = next(t for t in targets if t["type"] == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
-        for domain in ("Page", "Runtime", "Log"):
-            self.send(f"{domain}.enable")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.ws.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-    def _handle_event(self, message: dict) -> None:
-        self.events.append(message)
-        if message["method"] == "Page.javascriptDialogOpening":
-            # A dialog blocks the page; dismiss it so the test can report it.
-            self._next_id += 1
-            self.ws.send(
-                json.dumps(
-                    {
-                        "id": self._next_id,
-                        "method": "Page.handleJavaScriptDialog",
-                        "params": {"accept": False},
-                    }
-                )
-            )
-
-    def send(self, method: str, params: dict | None = None, timeout: float = 30) -> dict:
-        self._next_id += 1
-        call_id = self._next_id
-        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params or {}}))
-        deadline = time.monotonic() + timeout
-        while True:
-            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if "method" in message:
-                self._handle_event(message)
-            elif message.get("id") == call_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method} failed: {message['error']}")
-                return message.get("result", {})
-
-    def wait_for(self, event: str, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            for message in self.events:
-                if message["method"] == event:
-                    return message
-            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if "method" in message:
-                self._handle_event(message)
-
-    def open(self, url: str, width: int = 1440, height: int = 900) -> None:
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-        )
-        self.send("Page.navigate", {"url": url})
-        self.wait_for("Page.loadEventFired")
-
-    def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"Script failed: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def screenshot(self, path: Path, full_page: bool = False) -> Path:
-        params = {"format": "png", "captureBeyondViewport": full_page}
-        data = self.send("Page.captureScreenshot", params)["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
-        return path
-
-    def errors(self) -> list[str]:
-        found = []
-        for message in self.events:
-            method, params = message["method"], message.get("params", {})
-            if method == "Runtime.consoleAPICalled" and params.get("type") == "error":
-                found.append(
-                    "console.error: "
-                    + " ".join(
-                        str(a.get("value", a.get("description"))) for a in params.get("args", [])
-                    )
-                )
-            elif method == "Runtime.exceptionThrown":
-                found.append("exception: " + json.dumps(params.get("exceptionDetails", {}))[:500])
-            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-                found.append("log: " + params["entry"].get("text", ""))
-        return found
-
-    def dialogs(self) -> list[str]:
-        return [
-            m["params"].get("message", "")
-            for m in self.events
-            if m["method"] == "Page.javascriptDialogOpening"
-        ]
-
-
 # --- tests ---
 
 
@@ -419,15 +275,6 @@ def test_page_per_run_and_index_follows_the_newest(tmp_path):
     ]  # fmt: skip
 
 
-def _chromium_binary() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        pytest.skip(
-            "Debian's chromium package is not installed (scripts/system-deps.sh installs it)"
-        )
-    return binary
-
-
 @pytest.mark.browser
 def test_board_in_headless_chromium(tmp_path, record_property):
     scored = make_scored(60, seed=5, no_consent=(3, 8))
@@ -436,7 +283,7 @@ def test_board_in_headless_chromium(tmp_path, record_property):
     assert expected_high > 0
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
-    with HeadlessChromium(_chromium_binary(), profile) as browser:
+    with HeadlessChromium(chromium_binary(), profile) as browser:
         browser.open(page.as_uri())
         rendered = browser.evaluate("document.querySelectorAll('#board tbody tr').length")
         assert rendered == len(scored) - 2
