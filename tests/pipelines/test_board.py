@@ -316,3 +316,108 @@ def test_board_in_headless_chromium(tmp_path, record_property):
         assert browser.dialogs() == []
     record_property("screenshot", str(screenshot))
     print(f"lead board screenshot: {screenshot}")
+
+
+# --- display columns, the size limit of the static page, forget ---
+
+
+def test_display_columns_come_from_the_settings_or_common_names():
+    from pipelines.board_data import board_entities, display_columns
+    from pipelines.board_settings import BoardDisplay
+
+    entities = pd.DataFrame(
+        {
+            "entity_id": ["e1", "e2"],
+            "full_name": ["Ana Ruiz", "Ben Cole"],
+            "company": ["Acme", "Globex"],
+            "owner_email": ["sam@x.io", "kim@x.io"],
+            "industry": ["software", "retail"],
+            "employees": [12, 400],
+            "phone": ["+33 1", "+33 2"],
+        }
+    )
+    chosen = display_columns(entities.columns, BoardDisplay())
+    assert chosen == {
+        "name": "full_name", "company": "company", "owner": "owner_email",
+        "attributes": ["industry", "employees"],
+    }  # fmt: skip
+    configured = BoardDisplay(name="company", owner="owner_email", attributes=("employees",))
+    kept = board_entities(entities, configured)
+    assert list(kept.columns) == ["entity_id", "name", "company", "owner", "employees"]
+    assert "phone" not in kept.columns and kept["name"].tolist() == ["Acme", "Globex"]
+
+    scored = make_scored(2, seed=1, no_consent=(), evil_name_at=None)
+    scored["entity_id"] = ["e1", "e2"]
+    rows = board_rows(scored, board_entities(entities, BoardDisplay()))
+    assert [(r["name"], r["company"], r["owner"]) for r in rows] == [
+        ("Ana Ruiz", "Acme", "sam@x.io"), ("Ben Cole", "Globex", "kim@x.io"),
+    ]  # fmt: skip
+    assert dict(rows[1]["fit"]) == {"industry": "retail", "employees": 400}
+
+
+def test_points_show_once_and_base_and_other_factors_are_read():
+    scored = make_scored(1, seed=2, no_consent=(), evil_name_at=None)
+    scored.loc[0, "reasons_up"] = json.dumps(
+        [
+            {
+                "concept": "demo",
+                "group": "engagement",
+                "text": "+12 pts: 1 demo request",
+                "impact": 12,
+            }
+        ]
+    )
+    scored.loc[0, "reasons_text"] = "Up: ... (points of the 0-100 score: base 23, other factors -4)"
+    row = board_rows(scored)[0]
+    assert row["up"][0]["text"] == "1 demo request"
+    assert (row["base"], row["other"]) == (23, -4)
+
+
+def test_above_the_embed_limit_the_page_says_how_to_open_the_served_board():
+    scored = make_scored(30, seed=3, no_consent=())
+    page = render_board(scored, date(2025, 6, 1), embed_limit=10)
+    assert "leadscore board -c" in visible_text(page) and "more than the 10" in visible_text(page)
+    data = page.split('id="board-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(data) == []
+
+
+def test_the_board_keeps_display_columns_of_scored_leads_and_forget_scrubs_them(tmp_path):
+    from pipelines.board_data import board_entities
+    from pipelines.board_settings import BoardDisplay
+    from pipelines.scrubbing import regenerate_boards
+
+    scored = make_scored(8, seed=4, no_consent=(2,))
+    entities = board_entities(scored, BoardDisplay())
+    write_board(scored, tmp_path / "board", date(2025, 6, 1), entities=entities)
+    kept = pd.read_parquet(tmp_path / "board" / "entities.parquet")
+    assert set(kept["entity_id"]) == set(scored["entity_id"]) - {scored.loc[2, "entity_id"]}
+    regenerate_boards(tmp_path, [scored.loc[0, "entity_id"]])
+    after = pd.read_parquet(tmp_path / "board" / "entities.parquet")
+    assert scored.loc[0, "entity_id"] not in set(after["entity_id"]) and len(after) == 6
+
+
+@pytest.mark.browser
+def test_static_board_filters_live_in_the_url_and_phones_see_reasons(tmp_path):
+    scored = make_scored(40, seed=7, no_consent=())
+    page = write_board(scored, tmp_path / "board", date(2025, 6, 1)).page
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    with HeadlessChromium(chromium_binary(), profile) as browser:
+        browser.open(page.as_uri() + "#band=medium&owner=Ben%20Cole&sort=name")
+        view = browser.evaluate(
+            "({band: document.getElementById('band-filter').value,"
+            " owner: document.getElementById('owner-filter').value,"
+            " rows: Array.from(document.querySelectorAll('#board tbody tr')).map(r =>"
+            "  [r.dataset.band, r.querySelector('td.owner').textContent])})"
+        )
+        assert view["band"] == "medium" and view["owner"] == "Ben Cole"
+        expected = ((scored["band"] == "medium") & (scored["owner"] == "Ben Cole")).sum()
+        assert len(view["rows"]) == expected > 0
+        assert {tuple(r) for r in view["rows"]} == {("medium", "Ben Cole")}
+        browser.open("about:blank")
+        browser.open(page.as_uri(), width=390, height=844, mobile=True)
+        height = browser.evaluate(
+            "document.querySelector('#board tbody td.reasons').getBoundingClientRect().height"
+        )
+        assert height > 40
+        assert browser.errors() == []
