@@ -1,8 +1,14 @@
-"""Population stability index (PSI) of scores and features against a reference."""
+"""Population stability index (PSI) of scores and features against a reference.
+
+A shift above the failure threshold fails a run, except on the first scoring of a
+champion (no previous run, or a version no earlier row was scored by): the model has
+not seen this population yet, so the shift is a warning (:func:`drift_status`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -126,4 +132,53 @@ def psi_status(values: Mapping[str, float], warn: float, fail: float) -> tuple[s
         elif value > warn:
             status = "warning" if status == "ok" else status
             messages.append(f"PSI of {name} is {value:.3f}, above the warning threshold {warn}.")
+    return status, messages
+
+
+def first_scorings(current: str, previous: Iterable[object] | None) -> set[str]:
+    """Targets whose champion scores for the first time in this run.
+
+    Args:
+        current: This run's ``model_versions`` JSON (``{target: version or "rules"}``).
+        previous: The ``model_versions`` of the previous run's rows, ``None`` when
+            there is no previous run.
+
+    Returns:
+        The targets with a champion (not ``rules``) that no previous row was scored by.
+    """
+    versions = {t: v for t, v in json.loads(current).items() if v != "rules"}
+    seen: set[tuple[str, str]] = set()
+    for raw in set(previous if previous is not None else ()):
+        if isinstance(raw, str) and raw:
+            seen |= {(t, str(v)) for t, v in json.loads(raw).items()}
+    return {t for t, v in versions.items() if (t, str(v)) not in seen}
+
+
+def drift_status(
+    values: Mapping[str, float], warn: float, fail: float, first_scored: Collection[str] = ()
+) -> tuple[str, list[str]]:
+    """:func:`psi_status`, where a champion's first scoring only warns.
+
+    Args:
+        values: ``{what: psi}``; a key is a target name, optionally followed by a
+            space and what was measured (``conversion probability``).
+        warn: PSI above which a value is a warning.
+        fail: PSI above which a value fails the run (on a later scoring).
+        first_scored: Targets whose champion scores this population for the first
+            time (:func:`first_scorings`).
+
+    Returns:
+        ``("ok" | "warning" | "failed", messages)``.
+    """
+    first = {k: v for k, v in values.items() if k.split(" ")[0] in first_scored}
+    status, messages = psi_status({k: v for k, v in values.items() if k not in first}, warn, fail)
+    for name, value in first.items():
+        if value > min(warn, fail):
+            status = "warning" if status == "ok" else status
+            limit = f"failure threshold {fail}" if value > fail else f"warning threshold {warn}"
+            messages.append(
+                f"PSI of {name} is {value:.3f}, above the {limit}: its model scores this "
+                "population for the first time, so the shift is a warning, not a failure; "
+                "check the inputs and the spread of the scores."
+            )
     return status, messages

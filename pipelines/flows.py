@@ -21,8 +21,9 @@ from prefect.cache_policies import NO_CACHE
 
 from features.targets import TARGETS, Target
 from features.targets import target as target_named
-from models.drift import psi_status, score_psi
+from models.drift import drift_status, first_scorings, score_psi
 from models.retrain import RetrainPolicy, retrain_due
+from models.scoring import model_versions
 from pipelines import steps, training
 from pipelines.atomic_files import kill_point
 from pipelines.context import RunContext, build_context
@@ -257,9 +258,13 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
             champions = _retrain(ctx, inputs, due, decisions, champions)
             result = _step("score", score_task, ctx, inputs, features, champions, previous)
             scored = result.frame
+    # A champion's first scoring of this population only warns about drift.
+    first = first_scorings(
+        model_versions(champions), None if previous is None else previous.get("model_versions")
+    )
     summary = _step(
         "summarise", summarise, inputs, features.frame, scored, champions, decisions, retention,
-        ctx.as_of, settings.schedule,
+        ctx.as_of, settings.schedule, first_scored=first,
     )  # fmt: skip
     summary.warnings[:0], summary.recovered = recovered.warnings, recovered.counts()
     kill_point("scored")
@@ -276,7 +281,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
         raise StepFailed(
             "Step 'drift check' failed: "
             # Only the drift messages: the summary's other warnings are not why it failed.
-            + " ".join(psi_status(summary.psi, schedule.psi_warn, schedule.psi_fail)[1])
+            + " ".join(drift_status(summary.psi, schedule.psi_warn, schedule.psi_fail, first)[1])
             + f" Scores were written; see {summary_path}."
         )
     if not summary.counts_match:

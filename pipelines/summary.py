@@ -9,7 +9,7 @@ on the same inputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +138,7 @@ def summarise(
     retention: Mapping[str, int],
     as_of: pd.Timestamp,
     schedule: ScheduleSettings,
+    first_scored: Collection[str] = (),
 ) -> RunSummary:
     """The run summary (counts, bands, moves, champions, PSI, warnings).
 
@@ -150,11 +151,13 @@ def summarise(
         retention: Rows purged by event retention.
         as_of: The run date.
         schedule: The PSI warning and failure thresholds.
+        first_scored: Targets whose champion scores for the first time: their drift
+            warns instead of failing (:func:`models.drift.first_scorings`).
 
     Returns:
         The summary, ready to publish.
     """
-    from models.drift import psi_status, score_psi
+    from models.drift import drift_status, score_psi
     from models.scoring import absent_columns_warning
 
     status = scored["status"].astype(str)
@@ -177,7 +180,9 @@ def summarise(
     )
     values = {f"{t} probability": v for t, v in score_psi(references(champions), scored).items()}
     summary.psi = values
-    summary.psi_status, summary.warnings = psi_status(values, schedule.psi_warn, schedule.psi_fail)
+    summary.psi_status, summary.warnings = drift_status(
+        values, schedule.psi_warn, schedule.psi_fail, first_scored
+    )
     for target, model in champions.items():
         absent = "" if model is None else absent_columns_warning(target, model, features.columns)
         if absent:
