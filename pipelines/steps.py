@@ -23,7 +23,7 @@ from pipelines.sources import Inputs
 if TYPE_CHECKING:
     from models.model import TrainedModel
     from models.scoring import ScoreResult
-    from pipelines.settings import BandSettings
+    from pipelines.settings_sections import BandSettings
     from pipelines.summary import RunSummary
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from models.model import TrainedModel
-    from pipelines.settings import ScheduleSettings
+    from pipelines.settings_sections import ScheduleSettings
     from pipelines.sources import Inputs
 
 BANDS = ("high", "medium", "at-risk")

@@ -23,7 +23,8 @@ from pipelines.atomic_files import (
 )
 from pipelines.database_writes import compact_duckdb, sql_delete, sql_upsert_tables
 from pipelines.databases import SourceNotFoundError, sql_read
-from pipelines.settings import Settings, SourceSettings
+from pipelines.settings import Settings
+from pipelines.settings_sections import SourceSettings
 from pipelines.sources import load_inputs, read_source
 from tests.services import PostgresUnavailable, start_postgres
 

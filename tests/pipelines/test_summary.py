@@ -1,7 +1,7 @@
 import pandas as pd
 
 from features.input_report import InputReport
-from pipelines.settings import ScheduleSettings
+from pipelines.settings_sections import ScheduleSettings
 from pipelines.sources import Inputs
 from pipelines.summary import RunSummary, band_moves, summarise
 

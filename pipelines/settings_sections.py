@@ -1,0 +1,189 @@
+"""The sections of the run settings (``sources``, ``features``, ``labels``, ...).
+
+Each section is strict: an unknown key is an error naming the closest valid one (see
+:func:`pipelines.settings.load_settings`). :class:`pipelines.settings.Settings`
+gathers them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
+
+from features.targets import CHURN, CONVERSION
+from features.targets import target as target_named
+from pipelines.crm_profiles import ProfileName, crm_profile
+
+if TYPE_CHECKING:
+    from features.mapping import InputMapping
+
+
+InputName = Literal["events", "entities", "outcomes"]
+MappedInput = Literal["events", "entities", "outcomes", "suppression_list"]
+
+
+class _Section(BaseModel):
+    """A settings section: an unknown key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSettings(_Section):
+    """Where the three inputs come from and how their columns are named.
+
+    A source is a Parquet or CSV file, a folder of them, or a SQL URL with a
+    table, ``duckdb:///path.duckdb?table=events`` or
+    ``postgresql://user@host/db?table=events``.
+    """
+
+    events: str = "data/events"
+    entities: str = "data/entities.parquet"
+    outcomes: str = "data/outcomes.parquet"
+    #: People who objected to profiling: a file, folder, glob or SQL URL with
+    #: ``?table=``, with an ``entity_id`` column (mappable under ``column_map``'s
+    #: ``suppression_list`` key). Listed entities are treated as ``consent`` false.
+    suppression_list: str | None = None
+    #: Map from the user's column name to the contract's, per input; a list feeds
+    #: several contract columns from one column (``{contact_id: [entity_id, crm_id]}``).
+    column_map: dict[MappedInput, dict[str, str | list[str]]] = Field(default_factory=dict)
+    #: User values -> contract values per input and contract column, before validation
+    #: (``{events: {event_type: {"Email Opened": email_opened}}}``); null drops the rows.
+    value_map: dict[InputName, dict[str, dict[str, str | None]]] = Field(default_factory=dict)
+    #: ``strptime`` format of text timestamps (``"%m/%d/%Y %H:%M"``), for every input or
+    #: per input (``{events: ..., entities: ...}``); unset: ISO 8601.
+    timestamp_format: str | dict[InputName, str] | None = None
+    #: Largest share of the previous run's events (before its run date) that may be
+    #: missing from today's feed; more, or an empty feed, stops the run before any write.
+    max_feed_shrink: float = Field(0.5, ge=0.0, le=1.0)
+    #: Run even when the event feed is empty or shrank (set it for one run only).
+    force_feed: bool = False
+
+    def mapping(self, table: InputName) -> InputMapping:
+        """How the user's export of ``table`` maps to the data contract."""
+        from features.mapping import InputMapping  # pandas is not needed to read settings
+
+        fmt = self.timestamp_format
+        return InputMapping(
+            columns=self.column_map.get(table, {}),
+            values=self.value_map.get(table, {}),
+            timestamp_format=fmt.get(table) if isinstance(fmt, dict) else fmt,
+        )
+
+
+class FeatureSettings(_Section):
+    """Feature set parameters (see :class:`features.spec.FeatureSpec`)."""
+
+    windows_days: tuple[int, ...] = (7, 30, 90)
+    half_life_days: float = 14.0
+    trend_window_days: int = 30
+    kpi_window_days: int = 90
+    key_features: tuple[str, ...] | None = None
+    engine: str = "duckdb"
+
+
+class LabelSettings(_Section):
+    """Label windows: an outcome counts when it falls in (cutoff, cutoff + horizon]."""
+
+    conversion_horizon_days: int = CONVERSION.default_horizon_days
+    churn_horizon_days: int = CHURN.default_horizon_days
+    #: Without explicit ``churned`` outcomes, a customer inactive this long has churned.
+    churn_from_inactivity: bool = False
+    cutoff_step_days: int = 30
+
+    def horizon_days(self, target: str) -> int:
+        """The label window of a target (``conversion`` or ``churn``)."""
+        return {
+            CONVERSION.name: self.conversion_horizon_days,
+            CHURN.name: self.churn_horizon_days,
+        }[target_named(target).name]
+
+
+class ModelSettings(_Section):
+    """Training, calibration and champion/challenger settings."""
+
+    min_positive_labels: int = 100
+    leakage_auc_threshold: float = 0.95
+    allow_leaky_features: tuple[str, ...] = ()
+    lightgbm_params: dict[str, Any] = Field(default_factory=dict)
+    #: A challenger must not lose more AUC than this against the champion.
+    champion_max_auc_drop: float = 0.0
+    #: ... nor have an expected calibration error worse by more than this.
+    champion_max_ece_increase: float = 0.005
+    retrain_max_age_days: int = 7
+    #: A challenger is promoted only on at least this many validation positives.
+    min_validation_positives: int = 20
+    #: ... and when the lower bound of this bootstrap interval of its validation AUC
+    #: beats the rule score's AUC on the same rows (0: the AUC itself, no margin).
+    promotion_confidence: float = Field(0.95, ge=0.0, lt=1.0)
+
+
+class BandSettings(_Section):
+    """How probabilities become bands; thresholds are picked on validation data."""
+
+    high_conversion_threshold: float | None = None
+    at_risk_churn_threshold: float | None = None
+    #: Target share of scored leads in ``high`` when picking the threshold.
+    high_share: float = 0.10
+    at_risk_share: float = 0.10
+
+
+class OutputSettings(_Section):
+    """Where results go."""
+
+    dir: Path = Path("output")
+    #: SQLAlchemy URL of the score store (may hold a password); default: a DuckDB
+    #: file in the output dir.
+    database_url: SecretStr | None = None
+    crm_batch_size: int = 10_000
+    #: Score move (0-100 points) below which a lead's reasons are kept, not recomputed.
+    reason_refresh_tolerance: float = 2.0
+
+
+class CrmSettings(_Section):
+    """The CRM import files (:mod:`pipelines.crm_profiles`).
+
+    ``profile``: ``generic`` (one series of files, every record), ``salesforce``
+    (Lead and Contact files, custom-field API names) or ``hubspot`` (a contacts
+    file, internal property names). ``fields`` renames columns over the profile's
+    defaults, e.g. ``{score: Lead_Score__c, crm_id: email}``.
+    """
+
+    profile: ProfileName = "generic"
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_known(cls, fields: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        crm_profile(info.data.get("profile", "generic"), fields)  # a ValueError names the key
+        return fields
+
+
+class ScheduleSettings(_Section):
+    """The nightly deployment."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    psi_warn: float = 0.1
+    psi_fail: float = 0.25
+
+
+class RetentionSettings(_Section):
+    """How long personal data is kept (``None``: forever); the nightly run purges.
+
+    ``max_event_age_days``: events older than this are not read into features.
+    ``max_score_history_days``: older rows of ``lead_score_history``, score
+    partitions, feature snapshots, CRM export folders, board pages and
+    ``lead_scores`` rows not refreshed since are deleted.
+    """
+
+    max_event_age_days: int | None = None
+    max_score_history_days: int | None = None
