@@ -7,7 +7,6 @@ from bad input are printed as sentences, not tracebacks (``--debug`` shows them)
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -56,13 +55,10 @@ def main(
 ) -> None:
     """Predictive lead and customer scoring with reasons sales can read."""
     _state["debug"] = debug
-    from pipelines.runtime import set_quiet_and_patient_defaults
+    from pipelines.runtime import configure_terminal_logging, set_quiet_and_patient_defaults
 
     set_quiet_and_patient_defaults()
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_terminal_logging(verbose)
 
 
 def _run(func, *args, **kwargs):  # noqa: ANN001, ANN202

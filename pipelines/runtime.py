@@ -34,3 +34,26 @@ def set_quiet_and_patient_defaults() -> dict[str, str]:
             os.environ[name] = value
             applied[name] = value
     return applied
+
+
+def configure_terminal_logging(verbose: bool) -> None:
+    """Logging for a person at the terminal.
+
+    One line per step of a run (``pipelines.steps``: name, duration, peak memory) and
+    our own warnings, through rich; Prefect's own chatter (task states, the temporary
+    server, tracebacks the command reports as one sentence anyway) only with
+    ``--verbose``.
+
+    Args:
+        verbose: Show every INFO message, Prefect's included.
+    """
+    import logging
+
+    from rich.logging import RichHandler
+
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    logging.getLogger("pipelines.steps").setLevel(logging.INFO)
