@@ -7,20 +7,25 @@ The band rule (:class:`BandRule`):
   threshold;
 * otherwise ``medium``.
 
-Thresholds are chosen on validation data by :func:`choose_thresholds`: the threshold is
-the probability above which the top ``share`` of the validation rows lie, so the band
-holds a predictable volume (what sales capacity is planned around) whatever the base
-rate; its precision and lift on the validation labels are logged with it. A rule is a
-plain dataclass that round-trips through :meth:`BandRule.to_dict` /
-:meth:`BandRule.from_dict`, so it is stored with the model version it was chosen for.
+A band holds a share of the population *scored in this run* (``shares``, from
+``bands.high_share``/``bands.at_risk_share``): ``high`` is the top 10% of today's leads
+by conversion probability, whatever the cohort, so a band keeps the volume sales
+capacity is planned around when the population shifts (thresholds fixed on the
+validation fold put 35-62% of a more engaged cohort in a band meant for 10%). A
+configured threshold (settings) is a fixed probability instead. The validation
+threshold of the same share (:func:`choose_thresholds`, with its precision and lift)
+is stored with the model version for reference. A rule is a plain dataclass that
+round-trips through :meth:`BandRule.to_dict` / :meth:`BandRule.from_dict`.
 
-The 0-100 score (:func:`score_from_probability`) is a percentile against the model's
-``reference_scores`` (its sorted calibrated validation probabilities): for leads
-``100 x percentile(conversion probability)``; for customers a health score
-``100 x (1 - percentile(churn probability))``, so a high score is good news for both.
-The percentile is interpolated between the mid-ranks of the distinct reference values
-(and 0 at probability 0, 1 at probability 1), so the score is a continuous, monotone
-function of the probability (reason-code points then move smoothly with the margin).
+The 0-100 score (:func:`score_from_probability`) is the calibrated probability on a
+fixed scale relative to the base rate of the model's validation fold (the mean of its
+``reference_scores``): ``100 x r / (1 + r)`` with ``r`` the odds of the probability over
+the odds of the base rate. 50 is as likely as the average at validation, 67 twice those
+odds, 80 four times, 33 half. Customers get a health score, ``100 -`` that of their
+churn probability, so a high score is good news for both. The scale does not depend on
+who else is scored: a more engaged cohort scores higher but keeps its spread (a
+percentile of the validation fold squeezed such a cohort into 71-100), and the score is
+a smooth monotone function of the margin, so reason points add up to it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ AT_RISK = "at-risk"
 BANDS = (HIGH, MEDIUM, AT_RISK)
 
 ScoreKind = Literal["lead", "customer"]
+#: Probabilities closer to 0 or 1 than this anchor the scale as if they were this.
+_EDGE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -153,12 +160,15 @@ class BandRule:
             ``at-risk``; ``None`` means no customer is ``at-risk``.
         source: Where the thresholds came from (``validation``, ``settings``, ...).
         details: Validation numbers of each choice (see :class:`ThresholdChoice`).
+        shares: ``{target: share}`` of the targets banded by their share of the
+            population scored now (their threshold is then only the validation one).
     """
 
     conversion_threshold: float | None
     churn_threshold: float | None
     source: str = "validation"
     details: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    shares: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, stored with the model version."""
@@ -167,7 +177,7 @@ class BandRule:
             "churn_threshold": self.churn_threshold,
             "source": self.source,
             "details": {k: dict(v) for k, v in self.details.items()},
-        }
+        } | ({"shares": dict(self.shares)} if self.shares else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BandRule:
@@ -181,19 +191,24 @@ class BandRule:
             churn_threshold=_optional_probability(data, "churn_threshold"),
             source=str(data.get("source", "stored")),
             details={k: dict(v) for k, v in (data.get("details") or {}).items()},
+            shares={k: float(v) for k, v in (data.get("shares") or {}).items()},
         )
         return rule
 
     def describe(self) -> str:
         """One sentence for reports and the lead board."""
 
-        def fmt(value: float | None) -> str:
-            return "never" if value is None else f"{value:.1%} or more"
+        def fmt(target: str, value: float | None, who: str, verb: str) -> str:
+            if target in self.shares:
+                return f"the {self.shares[target]:.0%} of this run's {who} most likely to {verb}"
+            return f"{target} probability " + ("never" if value is None else f"{value:.1%} or more")
 
         return (
-            f"at-risk: churn probability {fmt(self.churn_threshold)}; high: conversion "
-            f"probability {fmt(self.conversion_threshold)}; medium: everyone else scored "
-            f"(thresholds from {self.source})."
+            f"at-risk: {fmt('churn', self.churn_threshold, 'customers', 'churn')}; high: "
+            f"{fmt('conversion', self.conversion_threshold, 'leads', 'convert')}; medium: "
+            f"everyone else scored (thresholds from {self.source}). Score: 50 is as likely "
+            "as the average at validation, 67 twice those odds, 33 half (customers: health, "
+            "100 minus churn)."
         )
 
     def assign(self, conversion_probability: object, churn_probability: object) -> np.ndarray:
@@ -213,17 +228,18 @@ class BandRule:
                 f"Band assignment needs as many conversion ({conversion.size}) as churn "
                 f"({churn.size}) probabilities; pass NaN where one does not apply."
             )
-        at_risk = (
-            churn >= self.churn_threshold
-            if self.churn_threshold is not None
-            else np.zeros(churn.shape, dtype=bool)
-        )
-        high = (
-            conversion >= self.conversion_threshold
-            if self.conversion_threshold is not None
-            else np.zeros(conversion.shape, dtype=bool)
-        )
+        at_risk = self._flagged("churn", churn, self.churn_threshold)
+        high = self._flagged("conversion", conversion, self.conversion_threshold)
         return np.where(at_risk, AT_RISK, np.where(high, HIGH, MEDIUM)).astype(object)
+
+    def _flagged(self, target: str, p: np.ndarray, threshold: float | None) -> np.ndarray:
+        """Who passes: the top share of the scored values, else the fixed threshold."""
+        scored = p[~np.isnan(p)]
+        if target in self.shares and scored.size:
+            threshold = choose_thresholds(None, scored, self.shares[target]).threshold
+        if threshold is None:
+            return np.zeros(p.shape, dtype=bool)
+        return p >= threshold
 
 
 def _optional_probability(data: dict[str, Any], key: str) -> float | None:
@@ -283,13 +299,15 @@ def band_rule_from_validation(
 def score_from_probability(
     probability: object, reference_scores: object, kind: ScoreKind = "lead"
 ) -> np.ndarray:
-    """The 0-100 score: a percentile of the probability within the reference scores.
+    """The 0-100 score: the probability's odds against the validation base rate's odds.
 
     Args:
         probability: Calibrated probabilities (NaN stays NaN).
-        reference_scores: The model's sorted calibrated validation probabilities.
-        kind: ``lead`` (score = 100 x percentile of the conversion probability) or
-            ``customer`` (health score = 100 x (1 - percentile of the churn probability)).
+        reference_scores: The model's calibrated validation probabilities; their mean
+            is the base rate the scale is anchored on (score 50).
+        kind: ``lead`` (score = ``100 r / (1 + r)``, ``r`` the odds ratio of the
+            conversion probability to the base rate) or ``customer`` (health score =
+            100 minus that of the churn probability).
 
     Returns:
         Float scores in [0, 100], unrounded.
@@ -299,28 +317,20 @@ def score_from_probability(
     """
     p = np.asarray(probability, dtype="float64")
     reference = np.asarray(reference_scores, dtype="float64").ravel()
-    reference = np.sort(reference[~np.isnan(reference)])
+    reference = reference[~np.isnan(reference)]
     if reference.size == 0:
         raise ValueError(
             "The model has no reference_scores (validation probabilities); the 0-100 "
-            "score is a percentile against them. Retrain the model."
+            "score is anchored on their base rate. Retrain the model."
         )
     if kind not in ("lead", "customer"):
         raise ValueError(f"Unknown score kind {kind!r}; use 'lead' or 'customer'.")
-    levels, first, counts = np.unique(reference, return_index=True, return_counts=True)
-    # Mid-rank of each distinct value: ties share one percentile, and interpolation
-    # between them makes the score continuous and strictly monotone between levels.
-    mid_rank = (first + counts / 2.0) / reference.size
-    # Anchor probability 0 at percentile 0 and 1 at 1, so the score still moves (and
-    # reasons still get points) below the lowest and above the highest reference value.
-    if levels[0] > 0.0:
-        levels, mid_rank = np.r_[0.0, levels], np.r_[0.0, mid_rank]
-    if levels[-1] < 1.0:
-        levels, mid_rank = np.r_[levels, 1.0], np.r_[mid_rank, 1.0]
-    percentile = np.interp(p, levels, mid_rank)
-    percentile = np.where(np.isnan(p), np.nan, percentile)
-    score = 100.0 * (percentile if kind == "lead" else 1.0 - percentile)
-    return np.clip(score, 0.0, 100.0)
+    base = np.clip(reference.mean(), _EDGE, 1.0 - _EDGE)
+    with np.errstate(divide="ignore"):
+        margin = np.log(p) - np.log1p(-p) - np.log(base / (1.0 - base))
+    score = 100.0 / (1.0 + np.exp(-margin))  # 100 r / (1 + r), r = exp(margin)
+    score = np.where(np.isnan(p), np.nan, score)
+    return np.clip(score if kind == "lead" else 100.0 - score, 0.0, 100.0)
 
 
 #: Key of a model's metadata holding its :class:`ThresholdChoice` (``to_dict`` form).
@@ -336,15 +346,15 @@ def band_rule_for_models(
 ) -> BandRule:
     """The band rule in force for a set of champion models.
 
-    Per target, in order: the configured threshold; the threshold stored in the model
-    version's metadata under :data:`BAND_METADATA_KEY` (chosen on its validation fold
-    with labels at training time); else the top-share threshold of the model's
-    ``reference_scores`` (its validation probabilities, without labels).
+    Per target: a configured threshold is a fixed probability; otherwise the band is
+    the top share of the population scored (``shares``), and the validation threshold
+    of that share is kept for reference: the one stored in the model version's metadata
+    under :data:`BAND_METADATA_KEY`, else that of its ``reference_scores``.
 
     Args:
         models: ``{"conversion": TrainedModel | None, "churn": TrainedModel | None}``.
-        high_share: Share of validation leads in ``high`` when choosing.
-        at_risk_share: Share of validation customers in ``at-risk`` when choosing.
+        high_share: Share of the scored leads in ``high``.
+        at_risk_share: Share of the scored customers in ``at-risk``.
         conversion_threshold: Configured conversion threshold, or ``None``.
         churn_threshold: Configured churn threshold, or ``None``.
 
@@ -373,4 +383,12 @@ def band_rule_for_models(
             thresholds[target] = choice.threshold
             details[target] = choice.to_dict()
             sources.append(f"{target}: top {share:.0%} of validation probabilities")
-    return BandRule(thresholds["conversion"], thresholds["churn"], "; ".join(sources), details)
+    # Targets with a champion and no configured threshold: a share of today's population.
+    shares = {
+        target: share
+        for target, share in (("conversion", high_share), ("churn", at_risk_share))
+        if models.get(target) is not None and target in details
+    }
+    return BandRule(
+        thresholds["conversion"], thresholds["churn"], "; ".join(sources), details, shares=shares
+    )

@@ -107,25 +107,17 @@ def test_rule_for_models_prefers_the_threshold_stored_with_the_version() -> None
     assert none.conversion_threshold is None and none.churn_threshold == 0.5
 
 
-def test_score_is_a_percentile_of_the_reference() -> None:
-    reference = np.sort(np.random.default_rng(3).uniform(0, 0.5, 1001))
-    median = reference[500]
-    lead = score_from_probability([median, 0.0, 1.0, np.nan], reference, "lead")
-    assert lead[0] == pytest.approx(50.0, abs=0.1)
-    assert lead[1] == 0.0 and lead[2] == 100.0 and np.isnan(lead[3])
-    customer = score_from_probability([median, 0.0, 1.0], reference, "customer")
-    np.testing.assert_allclose(customer, 100.0 - lead[:3])
+def test_score_is_the_odds_against_the_validation_base_rate() -> None:
+    reference = np.array([0.05, 0.10, 0.15])  # base rate 10%: odds 1/9
+    lead = score_from_probability([0.10, 2 / 11, 1 / 19, 0.0, 1.0, np.nan], reference, "lead")
+    np.testing.assert_allclose(lead[:5], [50.0, 200 / 3, 100 / 3, 0.0, 100.0])  # 2x, 1/2 odds
+    assert np.isnan(lead[5])
+    customer = score_from_probability([0.10, 2 / 11, 0.0, 1.0], reference, "customer")
+    np.testing.assert_allclose(customer, 100.0 - lead[[0, 1, 3, 4]])
     with pytest.raises(ValueError, match="no reference_scores"):
         score_from_probability([0.1], [], "lead")
     with pytest.raises(ValueError, match="Unknown score kind"):
         score_from_probability([0.1], reference, "partner")  # type: ignore[arg-type]
-
-
-def test_tied_reference_values_share_their_mid_rank() -> None:
-    reference = np.array([0.1, 0.2, 0.2, 0.2, 0.3])
-    assert score_from_probability([0.2], reference, "lead")[0] == pytest.approx(50.0)
-    single = score_from_probability([0.0, 0.1, 0.2, 0.6, 1.0], np.array([0.2, 0.2]), "lead")
-    np.testing.assert_allclose(single, [0.0, 25.0, 50.0, 75.0, 100.0])
 
 
 @settings(max_examples=50, deadline=None)

@@ -189,8 +189,9 @@ def test_nightly_scores_everyone_writes_every_output_and_promotes_champions(firs
     assert list((out / "crm" / f"as_of={FIRST}").glob("batch-*.csv"))
     page = visible_text((out / "board" / f"{FIRST}.html").read_text(encoding="utf-8"))
     assert re.search(
-        r"Band rule: at-risk: churn probability \d+\.\d% or more; high: conversion probability "
-        r"\d+\.\d% or more; medium: everyone else scored \(thresholds from [^)]+\)\.",
+        r"Band rule: at-risk: the \d+% of this run's customers most likely to churn; high: the "
+        r"\d+% of this run's leads most likely to convert; medium: everyone else scored "
+        r"\(thresholds from [^)]+\)\. Score: 50 is as likely as the average at validation",
         page,
     ), page
     assert "Models: churn v1, conversion v1 · " in page
