@@ -175,12 +175,40 @@ def train(
 
 
 def list_models(config: Path | None, console: Console) -> None:
-    """Print registered versions, aliases and key metrics."""
-    from models import tracking, tracking_registry
+    """Print registered versions, aliases and key metrics as a table."""
+    from rich.table import Table
+
     from pipelines.settings import load_settings
 
-    tracking.configure(load_settings(config).tracking_uri)
-    console.print(tracking_registry.list_models().to_string(index=False))
+    uri = load_settings(config).tracking_uri
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if store is not None and not store.exists():
+        console.print(f"No model is registered yet (no MLflow store at {store}).")
+        return
+    from models import tracking, tracking_registry
+
+    tracking.configure(uri)
+    versions = tracking_registry.list_models()
+    if versions.empty:
+        console.print(
+            "No model is registered yet: `leadscore nightly` or `leadscore train` makes one."
+        )
+        return
+    table = Table(title="Registered models (newest first)")
+    for column in ("model", "version", "aliases", "created", "AUC", "rule AUC", "ECE", "split"):
+        table.add_column(column)
+    for row in versions.itertuples(index=False):
+        table.add_row(
+            row.model,
+            str(row.version),
+            row.aliases or "-",
+            row.created.strftime("%Y-%m-%d %H:%M"),
+            f"{row.roc_auc:.3f}",
+            f"{row.rule_roc_auc:.3f}",
+            f"{row.ece:.4f}",
+            "out-of-time" if str(row.out_of_time).lower() == "true" else "not out-of-time",
+        )
+    console.print(table)
 
 
 def recalibrate(
