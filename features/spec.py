@@ -358,10 +358,15 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
     ]
 
 
+def capitalised(text: str) -> str:
+    """``text`` with its first letter upper-cased and the rest as written (MonthlyCharges)."""
+    return text[:1].upper() + text[1:]
+
+
 def fit_feature(column: str, dtype: Literal["float64", "category"]) -> FeatureDef:
     """A fit attribute passed through from the entities table."""
     label = column.replace("_", " ")
-    return FeatureDef(column, dtype, f"{label.capitalize()}: {{value}}", label, "fit")
+    return FeatureDef(column, dtype, f"{capitalised(label)}: {{value}}", label, "fit")
 
 
 def feature_catalog(

@@ -160,6 +160,9 @@ class BandRule:
             ``at-risk``; ``None`` means no customer is ``at-risk``.
         source: Where the thresholds came from (``validation``, ``settings``, ...).
         details: Validation numbers of each choice (see :class:`ThresholdChoice`).
+        rule_fallback: How this run banded the entities of targets without a model
+            (see :mod:`models.rule_reasons`), ``""`` when every target had one; a
+            property of the run, not stored with a model version.
         shares: ``{target: share}`` of the targets banded by their share of the
             population scored now (their threshold is then only the validation one).
     """
@@ -168,6 +171,7 @@ class BandRule:
     churn_threshold: float | None
     source: str = "validation"
     details: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    rule_fallback: str = ""
     shares: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,12 +207,13 @@ class BandRule:
                 return f"the {self.shares[target]:.0%} of this run's {who} most likely to {verb}"
             return f"{target} probability " + ("never" if value is None else f"{value:.1%} or more")
 
+        fallback = f" With the rule score: {self.rule_fallback}." if self.rule_fallback else ""
         return (
             f"at-risk: {fmt('churn', self.churn_threshold, 'customers', 'churn')}; high: "
             f"{fmt('conversion', self.conversion_threshold, 'leads', 'convert')}; medium: "
             f"everyone else scored (thresholds from {self.source}). Score: 50 is as likely "
             "as the average at validation, 67 twice those odds, 33 half (customers: health, "
-            "100 minus churn)."
+            f"100 minus churn).{fallback}"
         )
 
     def assign(self, conversion_probability: object, churn_probability: object) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.spec import FeatureDef
+from features.spec import FeatureDef, capitalised
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def concept_map(
             definition = FeatureDef(
                 name,
                 "category" if name in levels else "float64",
-                f"{label.capitalize()}: {{value}}",
+                f"{capitalised(label)}: {{value}}",
                 label,
                 "fit" if name in levels else "engagement",
             )

@@ -3,12 +3,20 @@
 Pure domain logic, no MLflow: :func:`decide_promotion` compares the new model with
 the rule baselines and with the current champion re-scored on the same out-of-time
 rows; :mod:`models.tracking_registry` acts on the decision (aliases, logging).
+
+A challenger is never promoted on too little evidence: its validation fold must hold
+at least ``min_validation_positives`` positives, and the lower bound of the bootstrap
+confidence interval of its validation AUC (:func:`models.auc_interval.auc_interval`)
+must beat the rule score's AUC on the same rows (and chance, 0.5). A constant model
+(AUC 0.5) or one validated on a single conversion is kept as ``@challenger`` with a
+sentence saying why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.auc_interval import AucInterval, auc_interval
 from models.evaluate import evaluate
 from models.model import TrainedModel
 from models.train import TrainResult
@@ -38,6 +46,10 @@ def decide_promotion(
     *,
     max_auc_drop: float = 0.0,
     max_ece_increase: float = 0.005,
+    min_validation_positives: int = 20,
+    confidence: float = 0.95,
+    resamples: int = 500,
+    seed: int = 0,
 ) -> tuple[bool, list[str], dict[str, float]]:
     """Compare a new model with the champion on the new validation rows and with the rules.
 
@@ -46,12 +58,36 @@ def decide_promotion(
         champion: The current champion, re-scored on that fold; ``None`` when none.
         max_auc_drop: Largest AUC loss against the champion still accepted.
         max_ece_increase: Largest ECE increase against the champion still accepted.
+        min_validation_positives: Fewest validation positives a promotion rests on.
+        confidence: Level of the AUC's bootstrap interval whose lower bound must beat
+            the rule score (0 compares the bootstrap median, about the AUC itself).
+        resamples: Bootstrap resamples of that interval, when training did not record
+            it at this level (``roc_auc_ci_low``/``_high``, 95%, in the metrics).
+        seed: Seed of that bootstrap.
 
     Returns:
-        Whether to promote, the reasons as sentences, and the numbers compared.
+        Whether to promote, the reasons as sentences, and the numbers compared
+        (logged as MLflow metrics): the new AUC with its interval, the validation
+        positives and the baselines' AUCs.
     """
     new = result.metrics["model"]
-    numbers = {"new_roc_auc": new["roc_auc"], "new_ece": new["ece"]}
+    y = result.validation["label"].to_numpy()
+    positives = int(y.sum())
+    if "roc_auc_ci_low" in new and confidence == 0.95:
+        # Training bootstrapped it already (models.evaluate.with_auc_interval).
+        interval = AucInterval(new["roc_auc_ci_low"], new["roc_auc_ci_high"], 0.95, resamples)
+    else:
+        interval = auc_interval(
+            y, result.validation["p_model"], resamples=resamples, level=confidence, seed=seed
+        )
+    numbers = {
+        "new_roc_auc": new["roc_auc"],
+        "new_roc_auc_ci_low": interval.low,
+        "new_roc_auc_ci_high": interval.high,
+        "new_ece": new["ece"],
+        "validation_positives": float(positives),
+        "min_validation_positives": float(min_validation_positives),
+    }
     reasons: list[str] = []
     promote = True
     for name in ("rule", "rule_recalibrated"):
@@ -59,14 +95,34 @@ def decide_promotion(
             continue
         rule_auc = result.metrics[name]["roc_auc"]
         numbers[f"{name}_roc_auc"] = rule_auc
-        beats = new["roc_auc"] > rule_auc
+        if name == "rule":
+            # The whole interval must clear the rule score (and chance), not its middle.
+            bar, what = max((rule_auc, f"the rule score's {rule_auc:.4f}"), (0.5, "chance (0.5)"))
+            beats = bool(interval.low > bar)
+            verb = "beats" if beats else "does not beat"
+            reasons.append(
+                f"AUC {new['roc_auc']:.4f} ({interval.describe()}): its lower bound {verb} "
+                f"{what} on the same rows"
+            )
+        else:
+            beats = bool(new["roc_auc"] > rule_auc)
+            verb = "beats" if beats else "does not beat"
+            reasons.append(f"AUC {new['roc_auc']:.4f} {verb} the {name} score's {rule_auc:.4f}")
         promote &= beats
-        verb = "beats" if beats else "does not beat"
-        reasons.append(f"AUC {new['roc_auc']:.4f} {verb} the {name} score's {rule_auc:.4f}")
+    noun = "positive" if positives == 1 else "positives"
+    if positives < min_validation_positives:
+        promote = False
+        reasons.append(
+            f"not promoted: {positives} validation {noun}, {min_validation_positives} needed "
+            "(model.min_validation_positives)"
+        )
+    else:
+        reasons.append(
+            f"{positives} validation {noun} (at least {min_validation_positives} needed)"
+        )
     if champion is None:
         reasons.append("there is no champion yet")
         return promote, reasons, numbers
-    y = result.validation["label"].to_numpy()
     old = evaluate(y, champion.predict_proba(result.validation_features))
     numbers.update({"champion_roc_auc": old["roc_auc"], "champion_ece": old["ece"]})
     auc_ok = new["roc_auc"] >= old["roc_auc"] - max_auc_drop

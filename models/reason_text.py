@@ -23,7 +23,7 @@ from typing import TypedDict
 import numpy as np
 import pandas as pd
 
-from features.spec import FeatureDef
+from features.spec import FeatureDef, capitalised
 from models.concepts import ConceptMap
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def sentence(definition: FeatureDef, value: object, levels: frozenset[str] | Non
     missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
     if missing:
         note = _EMPTY_NOTE.search(definition.description)
-        return f"{definition.concept.capitalize()}: {note.group(1) if note else 'no value'}"
+        return f"{capitalised(definition.concept)}: {note.group(1) if note else 'no value'}"
     text = _EMPTY_NOTE.sub("", definition.describe(value))
     if levels is not None and str(value) not in levels:
         text += " (new value, scored as unknown)"

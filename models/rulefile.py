@@ -72,6 +72,14 @@ class Signal:
     unit_label: str = ""
 
     @property
+    def label(self) -> str:
+        """Short name for reports: the description up to its colon, else the name."""
+        head, colon, _ = self.description.partition(":")
+        if colon and 0 < len(head.strip()) <= 40:
+            return head.strip()
+        return self.name.replace("_", " ").capitalize()
+
+    @property
     def cap(self) -> int | None:
         """Most points (in absolute value) the signal can give, ``None`` when uncapped."""
         if self.kind != "per_unit":

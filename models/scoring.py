@@ -8,8 +8,9 @@
   customers a health score (100 minus the churn percentile).
 * The band comes from the :class:`~models.bands.BandRule` (the same function
   everywhere). When a target has no champion, its entities get the rule score (scaled
-  from 0..``rule_points_max`` points to 0-100) and the rule band, with
-  ``score_source = "rules (no champion model)"`` and no reason codes.
+  from 0..``rule_points_max`` points to 0-100), with
+  ``score_source = "rules (no champion model)"``, the rule signals' points as reasons
+  and the same three bands (:mod:`models.rule_reasons`).
 * The rule score and rule band are always shown side by side.
 """
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from features.spec import FeatureDef
+from features.targets import target as target_named
 from features.timeutil import as_utc
 from models.bands import BandRule, score_from_probability
 from models.concepts import concept_map
@@ -31,12 +33,13 @@ from models.entity_status import SCORED, TARGET_OF_KIND, entity_status
 from models.explain import REASON_COLUMNS, explain
 from models.model import TrainedModel
 from models.previous_run import PreviousRun, positions
+from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
+from models.rulefile import RuleSet, load_rules
 
 log = logging.getLogger(__name__)
 
 MODEL_SOURCE = "model"
 RULE_SOURCE = "rules (no champion model)"
-RULE_REASON = "No champion model: score and band come from the rule score; no reason codes."
 
 
 def _sample(values: object, n: int = 5) -> str:
@@ -165,9 +168,11 @@ def score_entities(
         log.warning("%d feature rows belong to no input entity; ignored.", stray)
 
     n = len(ids)
-    kind, status = entity_status(entities, feature_row >= 0, cutoff, outcomes)
+    kind, status = entity_status(entities, feature_row >= 0, cutoff, outcomes, features)
     scored = status == SCORED
     col = _rule_columns(ids, scored, rules_scores)
+    fallbacks: list[tuple[RuleSet, np.ndarray]] = []
+    fallback_sentences: list[str] = []
     for entity_kind, (target, score_kind) in TARGET_OF_KIND.items():
         rows = scored & (kind == entity_kind)
         model = models.get(target)
@@ -177,8 +182,12 @@ def score_entities(
             col["score_exact"][rows] = np.clip(
                 100 * col["rule_score"][rows] / rule_points_max, 0, 100
             )
-            col["band"][rows] = col["rule_band"][rows]
+            definition = target_named(target)
+            rule_set = load_rules(definition.rules)
+            col["band"][rows] = fallback_bands(col["rule_band"][rows], rule_set, definition)
             col["score_source"][rows] = RULE_SOURCE
+            fallbacks.append((rule_set, rows))
+            fallback_sentences.append(fallback_band_sentence(rule_set, definition))
             log.warning(
                 "No %s champion: %d %ss get the rule score.", target, rows.sum(), entity_kind
             )
@@ -206,8 +215,12 @@ def score_entities(
     refresh = from_model & ~keep & with_reasons
     fresh = _explain_rows(features, feature_row, kind, models, catalog, refresh, top_k,
                           num_threads)  # fmt: skip
-    rule_rows = np.flatnonzero(col["score_source"] == RULE_SOURCE)
-    fresh["reasons_text"].append((rule_rows, pd.Series([RULE_REASON] * len(rule_rows))))
+    for rule_set, rows in fallbacks if with_reasons else []:
+        block = features.iloc[feature_row[rows]]
+        reasons = rule_reasons(rule_set, block, score[rows], rule_points_max, top_k)
+        for column in REASON_COLUMNS:
+            fresh[column].append((np.flatnonzero(rows), reasons[column].reset_index(drop=True)))
+        refresh = refresh | rows
     fresh_rows = np.flatnonzero(refresh)
     stamps = pd.Series(pd.DatetimeIndex([stamp]).repeat(len(fresh_rows)))
     fresh["reasons_computed_at"] = [(fresh_rows, stamps)]
@@ -246,6 +259,8 @@ def score_entities(
         int(refresh.sum()),
         int(keep.sum()),
     )
+    if fallback_sentences:
+        band_rule = replace(band_rule, rule_fallback="; ".join(fallback_sentences))
     return ScoreResult(frame=out, band_rule=band_rule)
 
 

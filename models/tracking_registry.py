@@ -91,6 +91,8 @@ def register_and_promote(
     *,
     max_auc_drop: float = 0.0,
     max_ece_increase: float = 0.005,
+    min_validation_positives: int = 20,
+    confidence: float = 0.95,
 ) -> PromotionDecision:
     """Champion/challenger for a newly registered version, with aliases.
 
@@ -100,6 +102,8 @@ def register_and_promote(
         version_id: Its registered version.
         max_auc_drop: ``model.champion_max_auc_drop``.
         max_ece_increase: ``model.champion_max_ece_increase``.
+        min_validation_positives: ``model.min_validation_positives``.
+        confidence: ``model.promotion_confidence``.
 
     Returns:
         The decision; ``@champion`` or ``@challenger`` now points at the version.
@@ -109,7 +113,12 @@ def register_and_promote(
     previous = _champion_version(client, name)
     champion = load_version(result.target, previous) if previous not in (None, version_id) else None
     promote, reasons, numbers = decide_promotion(
-        result, champion, max_auc_drop=max_auc_drop, max_ece_increase=max_ece_increase
+        result,
+        champion,
+        max_auc_drop=max_auc_drop,
+        max_ece_increase=max_ece_increase,
+        min_validation_positives=min_validation_positives,
+        confidence=confidence,
     )
     alias = CHAMPION if promote else CHALLENGER
     client.set_registered_model_alias(name, alias, version_id)

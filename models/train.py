@@ -40,11 +40,7 @@ from models.baselines import RuleModel, rule_baselines
 from models.calibration import fit_calibrator
 from models.evaluate import RANK_METRICS, evaluate
 from models.model import TrainedModel, feature_frame, feature_profile, prepare_features
-from models.train_guards import (
-    InsufficientLabelsError,
-    check_leakage,
-    resolve_params,
-)
+from models.train_guards import check_leakage, check_positive_labels, resolve_params
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +187,7 @@ def train_model(
         raise ValueError(f"{len(features)} feature rows but {y.size} labels.")
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("Labels must be 0 or 1 (no missing labels).")
-    positives = int(y.sum())
-    if positives < min_positive_labels:
-        raise InsufficientLabelsError(
-            f"Only {positives} positive {target} labels in {y.size} rows; training needs at "
-            f"least {min_positive_labels} (model.min_positive_labels). No model was trained: "
-            f"{target} scoring falls back to the rule score."
-        )
+    check_positive_labels(y, min_positive_labels, target)
     run_params = resolve_params(params, seed)
     x_all, kinds = feature_frame(features.reset_index(drop=True))
     cutoffs = None if as_of is None else pd.Series(pd.to_datetime(pd.Series(as_of), utc=True))

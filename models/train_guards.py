@@ -52,7 +52,50 @@ FORBIDDEN_PARAMS = frozenset(
 
 
 class InsufficientLabelsError(ValueError):
-    """Too few positive labels to train; scoring falls back to the rule score."""
+    """Too few positive labels to train; scoring falls back to the rule score.
+
+    Attributes:
+        target: The target's name.
+        positives: Positive labels found.
+        needed: The configured minimum (``model.min_positive_labels``).
+    """
+
+    def __init__(self, target: str, positives: int, rows: int, needed: int) -> None:
+        self.target, self.positives, self.needed = target, positives, needed
+        super().__init__(
+            f"Only {positives} positive {target} labels in {rows} rows; training needs at "
+            f"least {needed} (model.min_positive_labels). No model was trained: "
+            f"{target} scoring falls back to the rule score."
+        )
+
+    @property
+    def missing(self) -> int:
+        """How many more positives training needs."""
+        return max(self.needed - self.positives, 0)
+
+    def decision(self, fallback: str = "scored with the rule score") -> str:
+        """The run's decision in words, for the summary and the CLI.
+
+        Args:
+            fallback: What scores the target instead.
+        """
+        noun = "label" if self.positives == 1 else "labels"
+        return (
+            f"not trained: {self.positives} positive {noun}, {self.missing} more needed "
+            f"(model.min_positive_labels = {self.needed}); {fallback}"
+        )
+
+
+def check_positive_labels(y: np.ndarray, minimum: int, target: str) -> int:
+    """The number of positive labels, when there are enough to train.
+
+    Raises:
+        InsufficientLabelsError: With the count, the minimum and how many are missing.
+    """
+    positives = int(np.asarray(y, dtype="float64").sum())
+    if positives < minimum:
+        raise InsufficientLabelsError(target, positives, int(np.asarray(y).size), minimum)
+    return positives
 
 
 class LeakageError(ValueError):

@@ -317,6 +317,8 @@ def print_run(summary: RunSummary, console: Console) -> None:
         head.add_row(f"Band {band}", f"{summary.bands.get(band, 0):,}")
     for target, version in summary.champions.items():
         head.add_row(f"{target.capitalize()} model", version)
+    for target, missing in summary.positives_needed.items():
+        head.add_row(f"{target.capitalize()} positives needed", f"{missing:,} more")
     console.print(head)
     for target, why in summary.retrain.items():
         console.print(f"  {target}: {why}")

@@ -3,9 +3,10 @@
 Each flow builds its :class:`~pipelines.context.RunContext` once, from the user's
 config file and run date, and hands each task the few typed values it needs. Tasks
 that touch storage retry with backoff, but only on errors that a second try can
-cure (an I/O hiccup, a busy database): a contract error, a missing file or too few
-labels fail at once with their sentence. A failure in any step ends the run in a
-failed state whose message names the step; since every write is atomic and promotion
+cure (an I/O hiccup, a busy database): a contract error or a missing file fails at
+once with its sentence. Too few labels to train a target does not fail the run: the
+target is scored with the rule score and the summary says how many positives it needs.
+A failure in any step ends the run in a failed state whose message names the step; since every write is atomic and promotion
 happens only after evaluation, the previous outputs and the champion stay as they were.
 """
 
@@ -23,6 +24,7 @@ from features.targets import TARGETS, Target
 from features.targets import target as target_named
 from models.drift import drift_status, first_scorings, score_psi
 from models.retrain import RetrainPolicy, retrain_due
+from models.train_guards import InsufficientLabelsError
 from models.scoring import model_versions
 from pipelines import steps, training
 from pipelines.atomic_files import kill_point
@@ -61,6 +63,12 @@ IO_RETRIES = {
     "retry_condition_fn": _transient,
     **PLAIN,
 }
+
+
+#: What scores a target without a model.
+RULE_FALLBACK = "scored with the rule score"
+#: The decision of a target left out of the ``targets`` setting.
+SWITCHED_OFF = f"switched off by the targets setting; {RULE_FALLBACK}"
 
 
 class StepFailed(RuntimeError):
@@ -219,12 +227,17 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
         ctx.as_of,
     )  # fmt: skip
     features = _step("build features", build_features_task, ctx, inputs)
-    champions = _step("load champions", load_champions_task, settings.tracking_uri)
+    champions = _in_force(
+        _step("load champions", load_champions_task, settings.tracking_uri), settings.targets
+    )
     policy = RetrainPolicy(settings.model.retrain_max_age_days, settings.schedule.psi_warn)
-    decisions: dict[str, str] = {}
+    decisions = {name: SWITCHED_OFF for name in champions if name not in settings.targets}
+    needed: dict[str, int] = {}  # positives each untrainable target still needs
     if allow_retrain:
         due = {}
         for target in TARGETS:
+            if target.name not in settings.targets:
+                continue
             champion = champions.get(target.name)
             decision = retrain_due(
                 policy,
@@ -233,7 +246,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
                 trained_already=training.trained_for_date(ctx.output_dir, target, ctx.as_of),
             )
             due[target.name], decisions[target.name] = decision.due, decision.reason
-        champions = _retrain(ctx, inputs, due, decisions, champions)
+        champions = _retrain(ctx, inputs, due, decisions, champions, needed)
     _note_rule_fallbacks(champions, logger)
     previous = _step("read previous scores", read_previous_task, ctx)
     result = _step("score", score_task, ctx, inputs, features, champions, previous)
@@ -255,7 +268,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
             if decision.due:
                 decisions[name] = decision.reason
         if any(due.values()):
-            champions = _retrain(ctx, inputs, due, decisions, champions)
+            champions = _retrain(ctx, inputs, due, decisions, champions, needed)
             result = _step("score", score_task, ctx, inputs, features, champions, previous)
             scored = result.frame
     # A champion's first scoring of this population only warns about drift.
@@ -264,7 +277,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
     )
     summary = _step(
         "summarise", summarise, inputs, features.frame, scored, champions, decisions, retention,
-        ctx.as_of, settings.schedule, first_scored=first,
+        ctx.as_of, settings.schedule, needed, first_scored=first,
     )  # fmt: skip
     summary.warnings[:0], summary.recovered = recovered.warnings, recovered.counts()
     kill_point("scored")
@@ -299,20 +312,44 @@ def _note_rule_fallbacks(champions: steps.Champions, logger: Any) -> None:
             logger.warning("no @champion for %s: scoring falls back to the rule score", name)
 
 
+def _in_force(champions: steps.Champions, targets: tuple[str, ...]) -> steps.Champions:
+    """The champions of the targets switched on; the others are scored with the rule score."""
+    return {name: model if name in targets else None for name, model in champions.items()}
+
+
 def _retrain(
     ctx: RunContext,
     inputs: Inputs,
     due: dict[str, bool],
     decisions: dict[str, str],
     champions: steps.Champions,
+    needed: dict[str, int],
 ) -> steps.Champions:
-    """Train the targets that are due, note each decision, return the champions in force."""
+    """Train the targets that are due, note each decision, return the champions in force.
+
+    A target with too few positive labels does not fail the run: its decision says how
+    many more it needs (also noted in ``needed``) and it keeps its champion, or, without
+    one, is scored with the rule score.
+    """
     trained = False
     for target in TARGETS:
-        if due.get(target.name):
+        if not due.get(target.name):
+            continue
+        try:
             result = _step(f"train {target}", train_task, ctx, inputs, target)
-            decisions[target.name] = f"{decisions[target.name]}; {result.decision}"
-            trained = True
+        except StepFailed as exc:
+            refusal = exc.__cause__
+            if not isinstance(refusal, InsufficientLabelsError):
+                raise
+            kept = champions.get(target.name) is not None
+            outcome = refusal.decision("the current champion stays" if kept else RULE_FALLBACK)
+            decisions[target.name] = f"{decisions[target.name]}; {outcome}"
+            needed[target.name] = refusal.missing
+            get_run_logger().warning("%s: %s", target, outcome)
+            continue
+        decisions[target.name] = f"{decisions[target.name]}; {result.decision}"
+        trained = True
     if not trained:
         return champions
-    return _step("load champions", load_champions_task, ctx.settings.tracking_uri)
+    reloaded = _step("load champions", load_champions_task, ctx.settings.tracking_uri)
+    return _in_force(reloaded, ctx.settings.targets)

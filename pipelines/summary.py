@@ -46,6 +46,10 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     retention: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    #: Targets scored with the rule score, and why (switched off, too few labels, ...).
+    rule_scored: dict[str, str] = field(default_factory=dict)
+    #: Positive labels each untrainable target still needs before a model is trained.
+    positives_needed: dict[str, int] = field(default_factory=dict)
     #: The feed checks (:class:`features.feed_checks.FeedReport`): events before the run
     #: date, quarantined rows with samples, undeclared event types.
     feeds: dict[str, Any] = field(default_factory=dict)
@@ -138,6 +142,7 @@ def summarise(
     retention: Mapping[str, int],
     as_of: pd.Timestamp,
     schedule: ScheduleSettings,
+    positives_needed: Mapping[str, int] | None = None,
     first_scored: Collection[str] = (),
 ) -> RunSummary:
     """The run summary (counts, bands, moves, champions, PSI, warnings).
@@ -151,6 +156,7 @@ def summarise(
         retention: Rows purged by event retention.
         as_of: The run date.
         schedule: The PSI warning and failure thresholds.
+        positives_needed: More positive labels each target refused for too few needs.
         first_scored: Targets whose champion scores for the first time: their drift
             warns instead of failing (:func:`models.drift.first_scorings`).
 
@@ -176,6 +182,10 @@ def summarise(
             for t, m in champions.items()
         },
         retrain=dict(decisions),
+        rule_scored={
+            t: decisions.get(t, "no @champion yet") for t, m in champions.items() if m is None
+        },
+        positives_needed=dict(positives_needed or {}),
         retention=dict(retention),
     )
     values = {f"{t} probability": v for t, v in score_psi(references(champions), scored).items()}
@@ -190,6 +200,11 @@ def summarise(
     if inputs.feed is not None:
         summary.feeds = inputs.feed.to_dict()
         summary.warnings += inputs.feed.warnings()
+    summary.warnings += [
+        f"{target} is scored with the rule score: {n:,} more positive labels are needed "
+        "to train a model (model.min_positive_labels)."
+        for target, n in summary.positives_needed.items()
+    ]
     erased = inputs.report.entities_forgotten_earlier
     if erased:
         summary.warnings.append(

@@ -127,6 +127,8 @@ def train(ctx: RunContext, inputs: Inputs, target: Target) -> TrainOutcome:
         version,
         max_auc_drop=m.champion_max_auc_drop,
         max_ece_increase=m.champion_max_ece_increase,
+        min_validation_positives=m.min_validation_positives,
+        confidence=m.promotion_confidence,
     )
     outcome = TrainOutcome(
         target=target.name,

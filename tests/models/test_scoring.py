@@ -185,13 +185,19 @@ def test_no_champion_falls_back_to_the_rule_score(models) -> None:
     customers = scored[(scored["status"] == SCORED) & (scored["kind"] == "customer")]
     assert (customers["score_source"] == RULE_SOURCE).all()
     assert customers["churn_probability"].isna().all()
-    assert customers["reasons_up"].isna().all()
-    assert customers["reasons_text"].str.contains("No champion model").all()
+    # Reasons from the rule signals' points, adding up to the score like a model's.
+    assert customers["reasons_text"].str.contains("rule points|other factors").all()
+    for row in customers.itertuples():
+        up, down = json.loads(row.reasons_up), json.loads(row.reasons_down)
+        total = row.base_score + sum(r["impact"] for r in up + down) + row.other_factors_points
+        assert total == row.score
     points = rules.set_index("entity_id").loc[customers["entity_id"]]
     np.testing.assert_array_equal(
         customers["score"].to_numpy(dtype=float), np.round(points["rule_score"] / 1.5)
     )
-    np.testing.assert_array_equal(customers["band"], points["rule_band"])
+    # The same bands as model-scored rows: the least engaged customers are at-risk.
+    expected = np.where(points["rule_band"] == "at-risk", "at-risk", "medium")
+    np.testing.assert_array_equal(customers["band"], expected)
     assert json.loads(customers["model_versions"].iloc[0])["churn"] == "rules"
     leads = scored[(scored["status"] == SCORED) & (scored["kind"] == "lead")]
     assert (leads["score_source"] == MODEL_SOURCE).all()
