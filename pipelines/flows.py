@@ -6,8 +6,9 @@ that touch storage retry with backoff, but only on errors that a second try can
 cure (an I/O hiccup, a busy database): a contract error or a missing file fails at
 once with its sentence. Too few labels to train a target does not fail the run: the
 target is scored with the rule score and the summary says how many positives it needs.
-A failure in any step ends the run in a failed state whose message names the step; since every write is atomic and promotion
-happens only after evaluation, the previous outputs and the champion stay as they were.
+A failure in any step ends the run in a failed state whose message names the step;
+since every write is atomic and promotion happens only after evaluation, the previous
+outputs and the champion stay as they were.
 """
 
 from __future__ import annotations
