@@ -25,6 +25,7 @@ import pandas as pd
 
 from features.spec import FeatureDef, capitalised
 from models.concepts import ConceptMap
+from models.rulefile import Signal
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,54 @@ def reasons_text(up: np.ndarray, down: np.ndarray, base: int, other: np.ndarray)
     up = np.where(up != "", "Up: " + up + ". ", "")
     down = np.where(down != "", "Down: " + down + ". ", "")
     return (up + down + tail).astype(object)
+
+
+def signal_sentence(signal: Signal, units: float) -> str:
+    """What a rule signal counted for one entity, e.g. ``Page views: 12 page views``.
+
+    Args:
+        signal: The rule file's signal.
+        units: Its units for the entity (a count for ``per_unit``, 1 when a flag fired).
+    """
+    if signal.kind != "per_unit":
+        return signal.label
+    count = f"{units:g}"
+    what = signal.unit_label or "unit"
+    if units == 1:
+        return f"{signal.label}: 1 {what}"
+    if any(ch.isdigit() for ch in what):
+        return f"{signal.label}: {count} x {what}"
+    return f"{signal.label}: {count} {what if what.endswith('s') else what + 's'}"
+
+
+def listed_reasons(
+    impact: np.ndarray, valid: np.ndarray, concepts: np.ndarray, texts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reasons given as text per (row, rank): the JSON list and the plain-text line.
+
+    The same forms as :func:`reason_lists`, for reasons that are not feature
+    sentences (the rule score's signals), all in the ``engagement`` group.
+
+    Args:
+        impact: ``(rows, k)`` whole points of the 0-100 score.
+        valid: ``(rows, k)`` which entries are shown.
+        concepts: ``(rows, k)`` concept names.
+        texts: ``(rows, k)`` sentences.
+    """
+    r, j = np.nonzero(valid)
+    codes, uniques = pd.factorize(pd.Series(concepts[r, j], dtype=object))
+    heads = np.array(
+        [f'{{"concept": {json.dumps(c)}, "group": "engagement", "text": "' for c in uniques],
+        dtype=object,
+    )
+    text_codes, text_uniques = pd.factorize(pd.Series(texts[r, j], dtype=object))
+    escaped = np.array([json.dumps(t)[1:-1] for t in text_uniques], dtype=object)[text_codes]
+    prefix = _impact_text(impact[r, j], "{:+d} pts: ")
+    items = np.full(valid.shape, "", dtype=object)
+    items[r, j] = heads[codes] + prefix + escaped + _impact_text(impact[r, j], _JSON_TAIL)
+    listed = "[" + _joined(items, valid, ", ") + "]"
+    items[r, j] = "[engagement] " + prefix + texts[r, j]
+    return listed, _joined(items, valid, "; ")
 
 
 class Reason(TypedDict):
