@@ -32,28 +32,12 @@ from pipelines.atomic_files import kill_point
 from pipelines.context import RunContext, build_context
 from pipelines.crm_export import missing_crm_id_warnings
 from pipelines.recovery import Recovery, recover
+from pipelines.retry_policy import retry_condition
 from pipelines.run_lock import run_lock
 from pipelines.sources import Inputs
 from pipelines.summary import RunSummary, references, summarise
 
 log = logging.getLogger(__name__)
-
-#: Errors a retry cannot cure, even when they are OSErrors.
-_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-#: Database errors (by class name, whichever driver raised them) worth a second try.
-_TRANSIENT_NAMES = frozenset({"OperationalError", "IOException", "ConnectionException"})
-
-
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry I/O that may succeed again, nothing else."""
-    del task, task_run
-    exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
-    if exc is None:
-        return False
-    if isinstance(exc, OSError):
-        return not isinstance(exc, _PERMANENT_OS_ERRORS)
-    return type(exc).__name__ in _TRANSIENT_NAMES
-
 
 #: Tasks of the run never cache (their inputs are large frames, hashing them costs
 #: time and nothing is reused across runs).
@@ -61,7 +45,7 @@ PLAIN = {"cache_policy": NO_CACHE}
 IO_RETRIES = {
     "retries": 3,
     "retry_delay_seconds": [2, 5, 15],
-    "retry_condition_fn": _transient,
+    "retry_condition_fn": retry_condition,
     **PLAIN,
 }
 
