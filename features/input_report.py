@@ -2,7 +2,8 @@
 
 Exact duplicate events and events later than the run's "now" are counted here
 (:func:`input_report`), and the caller decides what to do with them
-(:func:`clean_events`).
+(:func:`clean_events`). Many duplicates (over :data:`DUPLICATE_WARNING_SHARE`) get a
+warning with a sample and the likely cause (:func:`duplicates_warning`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from typing import Any
 
 import pandas as pd
 
+from features.backend import EVENT_COLUMNS
 from features.timeutil import as_utc
+
+#: Share of exact duplicate events above which the run summary warns.
+DUPLICATE_WARNING_SHARE = 0.01
+#: Duplicate rows shown in the warning.
+DUPLICATE_SAMPLE_ROWS = 3
 
 
 @dataclass
@@ -33,6 +40,9 @@ class InputReport:
             found again in the sources; their rows were dropped before any count above.
         rejected: Rows removed from the inputs, by reason.
         as_of: The run's "now".
+        duplicate_sample: A few duplicated events (contract columns, as text).
+        unmapped_event_columns: Event columns of the source outside the contract.
+        duplicates_kept: The duplicates were kept (``sources.keep_duplicates``).
     """
 
     events: int
@@ -46,6 +56,9 @@ class InputReport:
     entities_forgotten_earlier: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     as_of: pd.Timestamp | None = None
+    duplicate_sample: list[dict[str, str]] = field(default_factory=list)
+    unmapped_event_columns: list[str] = field(default_factory=list)
+    duplicates_kept: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts (``as_of`` as an ISO 8601 string)."""
@@ -77,15 +90,56 @@ def input_report(
         unknown = int((~events["entity_id"].isin(entities["entity_id"])).sum())
         if "consent" in entities.columns:
             without_consent = int((~entities["consent"].astype(bool)).sum())
+    duplicated = events.duplicated()
+    contract = [c for c in EVENT_COLUMNS if c in events.columns]
+    sample = events.loc[duplicated, contract].head(DUPLICATE_SAMPLE_ROWS).astype("str")
     return InputReport(
         events=len(events),
         entities=0 if entities is None else len(entities),
         outcomes=0 if outcomes is None else len(outcomes),
-        duplicate_events=int(events.duplicated().sum()),
+        duplicate_events=int(duplicated.sum()),
+        duplicate_sample=sample.to_dict("records"),
+        unmapped_event_columns=[str(c) for c in events.columns if c not in contract],
         future_events=int((events["event_time"] > as_utc(as_of)).sum()),
         events_of_unknown_entities=unknown,
         entities_without_consent=without_consent,
         as_of=as_utc(as_of),
+    )
+
+
+def duplicates_warning(report: InputReport) -> str:
+    """A warning when exact duplicates exceed 1% of the events, with the likely cause; "" if not.
+
+    Rows equal in every column are usually rows the source tells apart by a column
+    the mapping left out (the watched video, the clicked link: ``item``), or an
+    export that repeats rows.
+    """
+    if not report.events or report.duplicate_events <= DUPLICATE_WARNING_SHARE * report.events:
+        return ""
+    share = report.duplicate_events / report.events
+    sample = "; ".join(
+        ", ".join(f"{k}={v}" for k, v in row.items()) for row in report.duplicate_sample
+    )
+    if report.unmapped_event_columns:
+        cause = (
+            "the events' other columns ("
+            + ", ".join(report.unmapped_event_columns[:8])
+            + ") are equal too, so the export itself repeats rows, or a column that tells "
+            "them apart was not exported"
+        )
+    else:
+        cause = (
+            "a source column that tells them apart (such as the video, page or product: "
+            "`item`) is probably not mapped in sources.column_map"
+        )
+    action = (
+        "they were kept (sources.keep_duplicates)"
+        if report.duplicates_kept
+        else "they were dropped; set sources.keep_duplicates: true if they are real repeats"
+    )
+    return (
+        f"{report.duplicate_events:,} events ({share:.1%}) exactly repeat another event: "
+        f"{cause}; {action}. E.g. {sample}."
     )
 
 

@@ -4,17 +4,21 @@ Populations (who gets a label at cutoff ``c``):
 
 * Every target: the entity exists (``created_at < c``) and has consent (``consent``
   missing counts as consent, as in the data contract).
-* ``conversion``: not converted by ``c`` (no ``converted`` outcome at or before ``c``)
-  and, when the entities table has a ``kind`` column, not a ``customer`` from the start.
-* ``churn``: an active customer at ``c``: ``kind == "customer"`` or converted by ``c``
-  (all entities when there is no ``kind`` column), and not churned by ``c``. With
+* Every target: not ended by ``c`` (``ended_at``, an ``ended`` or a ``disqualified``
+  outcome at or before ``c``) and not churned by ``c``; see :mod:`features.population`.
+* ``conversion``: a lead at ``c``: not converted by ``c`` (no ``converted`` outcome at
+  or before ``c``) and not a ``customer``: with a ``kind`` column, not one from the
+  start; without one, no ``purchase`` event before ``c`` (kind inferred).
+* ``churn``: a customer at ``c``: ``kind == "customer"`` or converted by ``c`` (without
+  a ``kind`` column: converted by ``c`` or a ``purchase`` event before it). With
   inactivity churn, also active: at least one event in ``[c - h, c)``.
 
 Labels:
 
 * ``conversion``: a ``converted`` outcome in ``(c, c + h]``.
 * ``churn``: a ``churned`` outcome in ``(c, c + h]``; with ``churn_from_inactivity``
-  also 1 when the entity has no event at all in ``(c, c + h]``.
+  also 1 when the entity has no event at all in ``(c, c + h]`` and does not end in it
+  (a contract that completes goes quiet without churning).
 
 A cutoff is only usable for training when its window is closed, i.e. ``c + h`` is not
 after the last date outcomes are known; :func:`rolling_cutoffs` picks such cutoffs.
@@ -33,6 +37,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from features.population import ENDED_AT, end_times, first_purchases
 from features.targets import CHURN, CONVERSION, TargetName
 from features.targets import target as target_named
 
@@ -120,7 +125,9 @@ def _first_outcome(outcomes: pd.DataFrame, outcome: str) -> pd.Series:
     return rows.groupby("entity_id", sort=False)["occurred_at"].min()
 
 
-def _base_population(entities: pd.DataFrame, cutoffs: pd.DatetimeIndex) -> pd.DataFrame:
+def _base_population(
+    entities: pd.DataFrame, outcomes: pd.DataFrame, cutoffs: pd.DatetimeIndex
+) -> pd.DataFrame:
     people = pd.DataFrame(
         {
             "entity_id": entities["entity_id"].astype("string"),
@@ -133,6 +140,7 @@ def _base_population(entities: pd.DataFrame, cutoffs: pd.DatetimeIndex) -> pd.Da
     if "kind" in entities:
         kind = entities.loc[people.index, "kind"]
         people["kind"] = kind.astype("string").str.lower().to_numpy()
+    people["ended_at"] = end_times(entities, outcomes).loc[people.index].to_numpy()
     if people["created_at"].isna().any():
         sample = people.loc[people["created_at"].isna(), "entity_id"].head(3).tolist()
         raise ValueError(f"entities.created_at is missing for e.g. {sample}.")
@@ -159,11 +167,13 @@ def make_labels(
 
     Args:
         outcomes: ``entity_id``, ``outcome`` (``converted``/``churned``), ``occurred_at``.
-        entities: ``entity_id``, ``created_at``; optional ``consent`` and ``kind``.
+        entities: ``entity_id``, ``created_at``; optional ``consent``, ``kind`` and
+            ``ended_at``.
         cutoffs: Cutoff timestamps (naive values are read as UTC).
         target: ``conversion`` or ``churn``.
         horizon_days: Label window length in days.
-        events: ``entity_id``, ``event_time``; needed for inactivity churn only.
+        events: ``entity_id``, ``event_time``, ``event_type``: needed for inactivity
+            churn, and without a ``kind`` column its purchases make customers.
         churn_from_inactivity: Count a whole window without events as churn.
 
     Returns:
@@ -188,31 +198,35 @@ def make_labels(
         entity_id=outcomes["entity_id"].astype("string"),
         occurred_at=_utc(outcomes["occurred_at"]),
     )
-    grid = _base_population(entities, cutoff_index)
+    grid = _base_population(entities, outcomes, cutoff_index)
     horizon = pd.Timedelta(days=horizon_days)
     window_end = grid["as_of"] + horizon
     first_conversion = _map_first(grid, _first_outcome(outcomes, CONVERSION.outcome))
     converted_by_cutoff = (first_conversion <= grid["as_of"]).fillna(False).astype(bool)
+    first_churn = _map_first(grid, _first_outcome(outcomes, CHURN.outcome))
+    ended = pd.Series(_utc(grid["ended_at"].to_numpy()), index=grid.index)
+    # Ended or churned entities are in no population (features.population).
+    in_population = ~((first_churn <= grid["as_of"]) | (ended <= grid["as_of"])).fillna(False)
+    if "kind" in grid:
+        given_customer = (grid["kind"] == CHURN.kind).fillna(False).astype(bool)
+    elif events is not None and "event_type" in events:
+        bought = _map_first(grid, first_purchases(events))
+        given_customer = (bought < grid["as_of"]).fillna(False).astype(bool)
+    else:
+        given_customer = pd.Series(False, index=grid.index)
+    is_customer = given_customer | converted_by_cutoff
 
     if target == CONVERSION.name:
-        eligible = ~converted_by_cutoff
-        if "kind" in grid:
-            eligible &= grid["kind"].fillna("lead") != "customer"
+        eligible = in_population & ~is_customer
         label = (first_conversion <= window_end).fillna(False).astype(bool)
     else:
-        first_churn = _map_first(grid, _first_outcome(outcomes, CHURN.outcome))
-        churned_by_cutoff = (first_churn <= grid["as_of"]).fillna(False).astype(bool)
-        is_customer = (
-            (grid["kind"] == "customer").fillna(False).astype(bool) | converted_by_cutoff
-            if "kind" in grid
-            else pd.Series(True, index=grid.index)
-        )
-        eligible = is_customer & ~churned_by_cutoff
+        eligible = in_population & is_customer
         label = (first_churn <= window_end).fillna(False).astype(bool)
         if churn_from_inactivity:
             active, silent = _inactivity(grid, events, cutoff_index, horizon)
+            ends_in_window = (ended <= window_end).fillna(False).astype(bool)
             eligible &= active
-            label |= silent
+            label |= silent & ~ends_in_window
     labels = grid.loc[eligible, ["entity_id", "as_of"]].assign(
         label=label[eligible].astype("int64")
     )

@@ -16,7 +16,9 @@ import pandera.pandas as pa
 from features.column_checks import ColumnChecker
 from features.timeutil import UTC_TIMESTAMP
 
-OUTCOME_VALUES: tuple[str, ...] = ("converted", "churned")
+#: ``ended`` and ``disqualified`` end an entity without converting or churning
+#: (a contract that completes, a lead ruled out): see :mod:`features.population`.
+OUTCOME_VALUES: tuple[str, ...] = ("converted", "churned", "ended", "disqualified")
 KIND_VALUES: tuple[str, ...] = ("lead", "customer")
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("entity_id", "event_time", "event_type"),
@@ -41,6 +43,7 @@ ENTITIES_SCHEMA = pa.DataFrameSchema(
         "crm_id": pa.Column(str, nullable=True, required=False),
         "consent": pa.Column(bool, nullable=False),
         "kind": pa.Column(str, pa.Check.isin(KIND_VALUES), nullable=True, required=False),
+        "ended_at": pa.Column(UTC_TIMESTAMP, nullable=True, required=False),
     },
     strict=False,
     name="entities",
@@ -98,7 +101,8 @@ def validate_entities(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
     Raises:
         ContractError: Missing columns, empty or duplicate ids, bad timestamps,
-            consent values or kinds.
+            consent values or kinds. An optional ``ended_at`` (empty: not ended)
+            takes the entity out of the populations from that date.
     """
     checker = _checker("entities", source, df)
     checker.ids("entity_id")
@@ -107,7 +111,25 @@ def validate_entities(df: pd.DataFrame, source: str) -> pd.DataFrame:
     checker.ids("crm_id", nullable=True)
     checker.consent("consent")
     checker.choices("kind", KIND_VALUES, nullable=True)
+    _end_dates(checker)
     return checker.result()
+
+
+def _end_dates(checker: ColumnChecker) -> None:
+    """The optional ``ended_at`` as UTC timestamps; empty is "not ended", text a problem."""
+    if "ended_at" not in checker.out.columns:
+        return
+    raw = checker.out["ended_at"]
+    blank = raw.isna() | raw.astype("str").str.strip().eq("")
+    parsed = pd.to_datetime(raw.where(~blank), utc=True, errors="coerce", format="ISO8601")
+    bad = ~blank & parsed.isna()
+    if bad.any():
+        sample = ", ".join(map(str, raw[bad].head(3).tolist()))
+        checker.problems.append(
+            f"column 'ended_at' has {int(bad.sum())} values that are not timestamps, "
+            f"e.g. {sample} (leave it empty for entities that have not ended)"
+        )
+    checker.out["ended_at"] = parsed.astype(UTC_TIMESTAMP)
 
 
 def validate_outcomes(df: pd.DataFrame, source: str) -> pd.DataFrame:

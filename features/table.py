@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: Entity columns of the data contract; every other entity column is a fit attribute.
 CONTRACT_ENTITY_COLUMNS: frozenset[str] = frozenset(
-    {"entity_id", "created_at", "crm_id", "consent", "kind"}
+    {"entity_id", "created_at", "crm_id", "consent", "kind", "ended_at"}
 )
 
 
@@ -31,7 +31,7 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
     """Fit attributes of an entities table and their feature dtypes.
 
     Every column outside the data contract (``entity_id, created_at, crm_id,
-    consent, kind``) is a fit attribute: numbers and booleans become ``float64``,
+    consent, kind, ended_at``) is a fit attribute: numbers and booleans become ``float64``,
     strings and categories ``category``. Other types (timestamps) are skipped with
     a warning, since no model can use them as they are, and so are text columns
     with a different value for most entities (names, e-mails, ids): they carry no

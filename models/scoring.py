@@ -168,7 +168,7 @@ def score_entities(
         log.warning("%d feature rows belong to no input entity; ignored.", stray)
 
     n = len(ids)
-    kind, status = entity_status(entities, feature_row >= 0, cutoff, outcomes)
+    kind, status = entity_status(entities, feature_row >= 0, cutoff, outcomes, features)
     scored = status == SCORED
     col = _rule_columns(ids, scored, rules_scores)
     fallbacks: list[tuple[RuleSet, np.ndarray]] = []

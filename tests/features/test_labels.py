@@ -96,16 +96,29 @@ def test_customers_get_churn_labels_and_leads_get_conversion_labels():
     assert churn == {"converted_lead": 1, "customer": 0}
 
 
-def test_without_kind_every_entity_is_a_churn_candidate():
-    people = entities([{"entity_id": e, "created_at": "2025-01-01"} for e in ("a", "b")])
-    events = outcomes([("a", "churned", CUTOFF + 5 * DAY)])
-    assert labels_by_id(make_labels(events, people, [CUTOFF], "churn", 60)) == {"a": 1, "b": 0}
+def test_without_kind_a_conversion_or_a_purchase_makes_a_churn_candidate():
+    ids = ("converted", "bought", "bought_later", "lead")
+    people = entities([{"entity_id": e, "created_at": "2025-01-01"} for e in ids])
+    done = outcomes(
+        [("converted", "converted", CUTOFF - DAY), ("converted", "churned", CUTOFF + 5 * DAY)]
+    )
+    purchases = pd.DataFrame(
+        {
+            "entity_id": ["bought", "bought_later"],
+            "event_time": [CUTOFF - 3 * DAY, CUTOFF + DAY],
+            "event_type": "purchase",
+        }
+    )
+    churn = make_labels(done, people, [CUTOFF], "churn", 60, events=purchases)
+    assert labels_by_id(churn) == {"bought": 0, "converted": 1}
+    conversion = make_labels(done, people, [CUTOFF], "conversion", 60, events=purchases)
+    assert set(labels_by_id(conversion)) == {"bought_later", "lead"}
 
 
 def test_inactivity_churn_needs_activity_before_and_silence_for_the_whole_window():
     people = entities(
         [
-            {"entity_id": e, "created_at": "2025-01-01"}
+            {"entity_id": e, "created_at": "2025-01-01", "kind": "customer"}
             for e in ("silent", "busy", "dormant", "edge")
         ]
     )

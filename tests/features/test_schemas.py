@@ -218,7 +218,7 @@ def test_unknown_outcomes_and_kinds_and_consent_values_are_reported():
         validate_outcomes(make_outcomes().assign(outcome=["won", None]), "outcomes.csv")
     assert contract_message(excinfo) == (
         "outcomes (outcomes.csv): column 'outcome' has 2 values that are not 'converted' or "
-        "'churned', e.g. rows 1, 2: 'won', null"
+        "'churned' or 'ended' or 'disqualified', e.g. rows 1, 2: 'won', null"
     )
     raw = make_entities().assign(kind=["lead", "prospect", None], consent=["yes", "maybe", 2])
     with pytest.raises(ContractError) as excinfo:
