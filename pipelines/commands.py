@@ -326,6 +326,15 @@ def print_run(summary: RunSummary, console: Console) -> None:
         console.print(f"  [yellow]Warning:[/] {warning}")
     for name, path in summary.outputs.items():
         console.print(f"  {name}: {path}")
+    if summary.timings:
+        steps = Table(title="Steps", box=None)
+        for column in ("step", "seconds", "peak memory (GB)"):
+            steps.add_column(column, justify="left" if column == "step" else "right")
+        for timing in summary.timings:
+            steps.add_row(
+                timing.step, f"{timing.seconds:.1f}", f"{timing.peak_rss_bytes / 1e9:.2f}"
+            )
+        console.print(steps)
 
 
 def init(out: Path, force: bool, console: Console) -> None:

@@ -35,6 +35,7 @@ from pipelines.recovery import Recovery, recover
 from pipelines.retry_policy import retry_condition
 from pipelines.run_lock import run_lock
 from pipelines.sources import Inputs
+from pipelines.step_timing import collected_so_far, collecting, timed, write_timings
 from pipelines.summary import RunSummary, references, summarise
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class StepFailed(RuntimeError):
 
 def _step(name: str, func, *args, **kwargs):  # noqa: ANN001, ANN202
     try:
-        return func(*args, **kwargs)
+        with timed(name):
+            return func(*args, **kwargs)
     except Exception as exc:
         raise StepFailed(f"Step '{name}' failed: {exc}") from exc
 
@@ -193,11 +195,19 @@ def _wall_clock() -> str:
 
 
 def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
-    """Hold the output folder's run lock, recover what a killed run left, then run."""
-    with run_lock(ctx.output_dir, ctx.as_of, "nightly" if allow_retrain else "score") as notes:
-        recovered = _step("recover", recover, ctx.settings)
-        recovered.warnings[:0] = notes
-        return _nightly_steps(ctx, allow_retrain=allow_retrain, recovered=recovered)
+    """Hold the output folder's run lock, recover what a killed run left, then run.
+
+    Each step's wall time and peak memory go to the summary's Markdown and to
+    ``OUTPUT/timings/DATE.json`` (also when a step fails), never to ``summary.json``.
+    """
+    lock = run_lock(ctx.output_dir, ctx.as_of, "nightly" if allow_retrain else "score")
+    with lock as notes, collecting() as timings:
+        try:
+            recovered = _step("recover", recover, ctx.settings)
+            recovered.warnings[:0] = notes
+            return _nightly_steps(ctx, allow_retrain=allow_retrain, recovered=recovered)
+        finally:
+            write_timings(ctx.output_dir / "timings" / f"{ctx.as_of.date()}.json", timings)
 
 
 def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery) -> RunSummary:
@@ -272,6 +282,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
     summary.warnings += missing_crm_id_warnings(scored)
     summary.retention |= _step("retention", purge_task, ctx, scored)
     summary.started_at, summary.finished_at = started_at, _wall_clock()
+    summary.timings = collected_so_far()
     logger.info("leadscore run as of %s finished at %s", ctx.as_of.date(), summary.finished_at)
     summary_path = _step("publish summary", publish_summary_task, ctx, summary)
     if summary.psi_status == "failed":

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from models.model import TrainedModel
     from pipelines.settings_sections import ScheduleSettings
     from pipelines.sources import Inputs
+    from pipelines.step_timing import StepTiming
 
 BANDS = ("high", "medium", "at-risk")
 
@@ -57,6 +58,9 @@ class RunSummary:
     recovered: dict[str, int] = field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
+    #: Wall time and peak memory per step (:mod:`pipelines.step_timing`): in the
+    #: Markdown and ``timings/DATE.json``, never in ``summary.json`` (they vary).
+    timings: list[StepTiming] = field(default_factory=list)
 
     @property
     def counts_match(self) -> bool:
@@ -66,7 +70,7 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, without the wall clock (the same for a rerun of the date)."""
         out = asdict(self)
-        del out["started_at"], out["finished_at"]
+        del out["started_at"], out["finished_at"], out["timings"]
         out["counts_match"] = self.counts_match
         return out
 
@@ -110,6 +114,13 @@ class RunSummary:
             lines += ["", "## Warnings", ""] + [f"- {w}" for w in self.warnings]
         if self.outputs:
             lines += ["", "## Outputs", ""] + [f"- {k}: `{v}`" for k, v in self.outputs.items()]
+        if self.timings:
+            lines += ["", "## Steps", "", "| step | seconds | peak memory (GB) |"]
+            lines.append("|---|---:|---:|")
+            lines += [
+                f"| {t.step} | {t.seconds:.1f} | {t.peak_rss_bytes / 1e9:.2f} |"
+                for t in self.timings
+            ]
         return "\n".join(lines) + "\n"
 
 
