@@ -21,21 +21,19 @@ Labels:
   (a contract that completes goes quiet without churning).
 
 A cutoff is only usable for training when its window is closed, i.e. ``c + h`` is not
-after the last date outcomes are known; :func:`rolling_cutoffs` picks such cutoffs.
-:func:`out_of_time_split` then cuts the stacked rows into training, calibration and
-validation folds whose label windows do not reach into the next fold.
+after the last date outcomes are known; :func:`rolling_cutoffs` picks such cutoffs, and
+:func:`no_cutoff_message` says which constraint binds when none fits.
+:func:`models.splits.choose_split` then decides how the stacked rows are evaluated.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+import math
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from features.population import ENDED_AT, end_times, first_purchases
 from features.targets import CHURN, CONVERSION, TargetName
@@ -99,6 +97,53 @@ def rolling_cutoffs(
         cutoffs.append(current)
         current = current - pd.Timedelta(days=step_days)
     return pd.DatetimeIndex(sorted(cutoffs))
+
+
+def no_cutoff_message(
+    first_event: object,
+    longest_window_days: int,
+    outcomes_known_until: object,
+    horizon_days: int,
+    step_days: int,
+    horizon_setting: str = "the label horizon",
+) -> str:
+    """Why :func:`rolling_cutoffs` found no cutoff, with the numbers and what to change.
+
+    The first cutoff is the first event plus the longest feature window (every window
+    must be full); the last is the run date minus the horizon (the label window must be
+    closed). No cutoff fits when the first comes after the last.
+
+    Args:
+        first_event: Time of the earliest event.
+        longest_window_days: The longest feature window.
+        outcomes_known_until: The run date.
+        horizon_days: The label window.
+        step_days: Days between cutoffs.
+        horizon_setting: The setting that holds the horizon, named in the advice.
+
+    Returns:
+        One paragraph stating the binding constraint and the changes that would fit.
+    """
+    first_day = pd.Timestamp(_utc(first_event))
+    start = first_day + pd.Timedelta(days=longest_window_days)
+    run = pd.Timestamp(_utc(outcomes_known_until))
+    last = (run - pd.Timedelta(days=horizon_days)).floor("D")
+    short = max(math.ceil((start - last) / pd.Timedelta(days=1)), 0)
+    history = (run - first_day).days
+    return (
+        f"No training cutoff fits: the first cutoff is the first event ({first_day.date()}) "
+        f"plus the longest feature window ({longest_window_days} days) = {start.date()}, "
+        f"and the last is the run date ({run.date()}) minus the {horizon_days}-day horizon "
+        f"= {last.date()}. The {history} days of history need {longest_window_days} + "
+        f"{horizon_days} = {longest_window_days + horizon_days} days for one cutoff: "
+        f"{short} days short. Change one: {horizon_setting} to at most "
+        f"{max(horizon_days - short, 0)} days, the longest of features.windows_days to at "
+        f"most {max(longest_window_days - short, 0)} days, or a run date on or after "
+        f"{(run + pd.Timedelta(days=short)).date()}. A smaller labels.cutoff_step_days "
+        f"(now {step_days}) adds cutoffs only once one fits; an out-of-time evaluation "
+        f"needs {horizon_days} days more history than one cutoff (one cutoff gives a "
+        "stratified split)."
+    )
 
 
 def label_definition(target: str, horizon_days: int, churn_from_inactivity: bool = False) -> str:
@@ -265,123 +310,3 @@ def _inactivity(
         active[rows] = seen_before[grid_codes[rows]]
         silent[rows] = ~seen_after[grid_codes[rows]]
     return pd.Series(active, index=grid.index), pd.Series(silent, index=grid.index)
-
-
-@dataclass(frozen=True)
-class Split:
-    """Row positions of the three folds and how they were chosen."""
-
-    train: np.ndarray
-    calibration: np.ndarray
-    validation: np.ndarray
-    out_of_time: bool
-    gap_days: int = 0
-    train_cutoffs: tuple[pd.Timestamp, ...] = ()
-    calibration_cutoffs: tuple[pd.Timestamp, ...] = ()
-    validation_cutoffs: tuple[pd.Timestamp, ...] = ()
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-safe summary (sizes, cutoffs, whether the validation is out-of-time)."""
-
-        def days(values: tuple[pd.Timestamp, ...]) -> list[str]:
-            return [v.strftime("%Y-%m-%d") for v in values]
-
-        return {
-            "out_of_time": self.out_of_time,
-            "gap_days": self.gap_days,
-            "rows": {
-                "train": len(self.train),
-                "calibration": len(self.calibration),
-                "validation": len(self.validation),
-            },
-            "cutoffs": {
-                "train": days(self.train_cutoffs),
-                "calibration": days(self.calibration_cutoffs),
-                "validation": days(self.validation_cutoffs),
-            },
-        }
-
-
-def out_of_time_split(
-    as_of: pd.Series | Sequence[object],
-    horizon_days: int,
-    *,
-    validation_cutoffs: int = 1,
-    calibration_cutoffs: int = 1,
-) -> Split:
-    """Split rows by cutoff: oldest to train, then calibration, latest to validation.
-
-    Each boundary keeps a gap of at least ``horizon_days``: a calibration cutoff ``c``
-    needs ``c + horizon <= first validation cutoff`` and a training cutoff needs
-    ``c + horizon <= first calibration cutoff``, so no label window of an earlier fold
-    reaches into a later one. Cutoffs inside a gap are left out.
-
-    Args:
-        as_of: Cutoff of every row.
-        horizon_days: Label window in days.
-        validation_cutoffs: Number of latest cutoffs in the validation fold.
-        calibration_cutoffs: Number of cutoffs in the calibration fold.
-
-    Returns:
-        The split (``out_of_time=True``).
-
-    Raises:
-        ValueError: When there are not enough cutoffs for three separated folds.
-    """
-    stamps = pd.Series(pd.to_datetime(pd.Series(as_of), utc=True).to_numpy())
-    cutoffs = sorted(stamps.dropna().unique())
-    gap = pd.Timedelta(days=horizon_days)
-    valid = cutoffs[-validation_cutoffs:] if len(cutoffs) >= validation_cutoffs else []
-    calib = [c for c in cutoffs if valid and c + gap <= valid[0]][-calibration_cutoffs:]
-    train = [c for c in cutoffs if calib and c + gap <= calib[0]]
-    if not (train and calib and valid):
-        shown = ", ".join(pd.Timestamp(c).strftime("%Y-%m-%d") for c in cutoffs) or "none"
-        raise ValueError(
-            f"A time split needs cutoffs for training, calibration and validation, each at "
-            f"least the {horizon_days}-day horizon apart; the data has cutoffs {shown}. "
-            "Use a longer history, a shorter cutoff step or a shorter horizon."
-        )
-
-    def rows(chosen: list) -> np.ndarray:
-        return np.flatnonzero(stamps.isin(chosen).to_numpy())
-
-    def stamps_of(values: list) -> tuple[pd.Timestamp, ...]:
-        return tuple(pd.Timestamp(v) for v in values)
-
-    return Split(
-        rows(train), rows(calib), rows(valid), True, horizon_days,
-        stamps_of(train), stamps_of(calib), stamps_of(valid),
-    )  # fmt: skip
-
-
-def stratified_split(
-    y: np.ndarray | pd.Series,
-    *,
-    calibration_fraction: float = 0.2,
-    validation_fraction: float = 0.2,
-    seed: int = 42,
-) -> Split:
-    """Random split stratified by label, for data that is one snapshot with no time.
-
-    The result is flagged ``out_of_time=False``: its validation says how the model
-    ranks similar entities, not how it holds up on a later period.
-
-    Args:
-        y: Labels (0/1).
-        calibration_fraction: Share of rows for calibration and early stopping.
-        validation_fraction: Share of rows for validation.
-        seed: Random seed.
-
-    Returns:
-        The split.
-    """
-    labels = np.asarray(y)
-    positions = np.arange(labels.size)
-    rest, valid = train_test_split(
-        positions, test_size=validation_fraction, stratify=labels, random_state=seed
-    )
-    share = calibration_fraction / (1.0 - validation_fraction)
-    train, calib = train_test_split(
-        rest, test_size=share, stratify=labels[rest], random_state=seed + 1
-    )
-    return Split(np.sort(train), np.sort(calib), np.sort(valid), out_of_time=False)

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from features.labels import Split
 from models.recalibrate import fit_rules
 from models.rules import RuleScore, load_rules
+from models.splits import Split
 
 
 class RuleModel(Protocol):

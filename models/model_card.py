@@ -27,6 +27,15 @@ def _metric_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
     ):
         cells = [f"{float(metrics[n].get(key, np.nan)):.4f}" for n in names]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        if key == "roc_auc":
+            cells = [
+                f"{float(metrics[n].get('roc_auc_ci_low', np.nan)):.3f}-"
+                f"{float(metrics[n].get('roc_auc_ci_high', np.nan)):.3f}"
+                for n in names
+            ]
+            lines.append("| roc_auc 95% CI (bootstrap) | " + " | ".join(cells) + " |")
+    positives = [f"{float(metrics[n].get('positives', np.nan)):.0f}" for n in names]
+    lines.append("| validation positives | " + " | ".join(positives) + " |")
     return lines
 
 
@@ -44,16 +53,17 @@ def model_card_markdown(result: TrainResult, version_id: str | None = None) -> s
     meta = model.metadata
     valid = result.metrics["model"]
     title = f"# Model card: {result.target}" + (f" v{version_id}" if version_id else "")
+    held_out = "none: a held-out share of the training entities"
+    validation_kind = split["reason"]
     if split["out_of_time"]:
-        validation_kind = (
-            f"out-of-time: validation cutoffs {', '.join(split['cutoffs']['validation'])}, "
-            f"at least {split['gap_days']} days after the last calibration cutoff"
+        validation_kind += (
+            f". Validation cutoffs {', '.join(split['cutoffs']['validation'])}, each at least "
+            f"{split['gap_days']} days after the cutoffs its model trained on"
         )
     else:
-        validation_kind = (
-            "**not out-of-time**: the data is one snapshot without timestamps, so the "
-            "split is random (stratified by label). The metrics say how the model ranks "
-            "similar entities, not how it holds up on a later period"
+        validation_kind += (
+            ". **Not out-of-time**: the metrics say how the model ranks similar entities, "
+            "not how it holds up on a later period"
         )
     lines = [
         title,
@@ -61,8 +71,8 @@ def model_card_markdown(result: TrainResult, version_id: str | None = None) -> s
         "## Data",
         "",
         f"- Training cutoffs: {', '.join(split['cutoffs']['train']) or 'n/a (snapshot)'}",
-        f"- Calibration cutoffs: {', '.join(split['cutoffs']['calibration']) or 'n/a'}",
-        f"- Validation: {validation_kind}.",
+        f"- Calibration cutoffs: {', '.join(split['cutoffs']['calibration']) or held_out}",
+        f"- Evaluation: {validation_kind}.",
         f"- Rows: {split['rows']['train']} train, {split['rows']['calibration']} "
         f"calibration, {split['rows']['validation']} validation; validation outcome rate "
         f"{valid['base_rate']:.3f} ({valid['positives']:.0f} positives).",
@@ -83,7 +93,8 @@ def model_card_markdown(result: TrainResult, version_id: str | None = None) -> s
         "",
         "Rule baselines are mapped to probabilities by a sigmoid fitted on the calibration "
         "fold; `rule_recalibrated` has its points refitted on the training fold. ECE uses "
-        "10 equal-frequency bins.",
+        "10 equal-frequency bins. AUC intervals are percentile bootstraps (500 resamples) "
+        "of the validation rows; few positives make them wide.",
         "",
         *_metric_table(result.metrics),
         "",

@@ -5,20 +5,21 @@ The flow of :func:`train_model`:
 1. refuse targets with fewer positives than the configured minimum
    (:class:`~models.train_guards.InsufficientLabelsError`; scoring then falls back to
    the rule score);
-2. split by cutoff with :func:`out_of_time_split` (train / calibration / validation, each
-   boundary at least one horizon apart so no label window reaches into a later fold),
-   or, for a single snapshot without time, :func:`stratified_split` (flagged as not
-   out-of-time);
+2. choose the evaluation the cutoffs allow with :func:`models.splits.choose_split`: a
+   time split with horizon-wide gaps, a rolling origin over few cutoffs (pooled
+   out-of-time folds, the scoring model refit on all cutoffs), or a stated stratified
+   split for one cutoff; the scheme and why go into the metadata;
 3. refuse any single feature whose own AUC on the training fold exceeds the leakage
    threshold (:func:`models.train_guards.check_leakage`);
 4. fit LightGBM on the training fold (categoricals native, no class reweighting)
    with early stopping on the calibration fold, then fit the calibrator on the
    calibration fold's margins;
-5. evaluate on the latest out-of-time fold, side by side with the rule score and the
+5. evaluate on the validation fold(s), side by side with the rule score and the
    rule score recalibrated on the training fold (:func:`models.recalibrate.fit_rules`
    for a :class:`~models.rules.RuleScore`), both mapped to probabilities by a sigmoid
    fitted on the calibration fold (:func:`models.baselines.rule_baselines`; for churn
-   the rule points are negated first, see :func:`models.baselines.rule_direction`).
+   the rule points are negated first, see :func:`models.baselines.rule_direction`);
+   every AUC carries its bootstrap 95% interval (:func:`models.evaluate.with_auc_interval`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.labels import Split, out_of_time_split, stratified_split
 from features.timeutil import as_utc
 from models.bands import BAND_METADATA_KEY, choose_thresholds
 from models.baselines import RuleModel, rule_baselines
 from models.calibration import fit_calibrator
-from models.evaluate import RANK_METRICS, evaluate
-from models.model import TrainedModel, feature_frame, feature_profile, prepare_features
+from models.evaluate import RANK_METRICS, evaluate, with_auc_interval
+from models.model import Calibrator, TrainedModel, feature_frame, feature_profile, prepare_features
+from models.splits import Split, choose_split
 from models.train_guards import check_leakage, check_positive_labels, resolve_params
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,20 @@ def _fit_booster(x_train, y_train, x_calib, y_calib, params: dict[str, Any]) -> 
     # Keep only the trees early stopping chose, so every later predict (and pred_contrib)
     # uses them without needing to pass num_iteration.
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
+def _fit_calibrated(
+    x: pd.DataFrame, y: np.ndarray, fold: Split, params: dict[str, Any], method: str
+) -> tuple[lgb.Booster, Calibrator]:
+    """A booster fitted on the fold's training rows, early-stopped and calibrated on the rest.
+
+    The calibration rows are the fold's own: the booster never trained on them.
+    """
+    booster = _fit_booster(
+        x.iloc[fold.train], y[fold.train], x.iloc[fold.calibration], y[fold.calibration], params
+    )
+    margin = booster.predict(x.iloc[fold.calibration], raw_score=True)
+    return booster, fit_calibrator(margin, y[fold.calibration], method)  # type: ignore[arg-type]
 
 
 def _trained_at(given: object | None, cutoffs: pd.Series | None, horizon_days: int) -> str:
@@ -190,19 +205,19 @@ def train_model(
     check_positive_labels(y, min_positive_labels, target)
     run_params = resolve_params(params, seed)
     x_all, kinds = feature_frame(features.reset_index(drop=True))
-    cutoffs = None if as_of is None else pd.Series(pd.to_datetime(pd.Series(as_of), utc=True))
-    if cutoffs is not None and cutoffs.nunique() > 1:
-        split = out_of_time_split(
-            cutoffs.reset_index(drop=True),
-            horizon_days,
-            validation_cutoffs=validation_cutoffs,
-            calibration_cutoffs=calibration_cutoffs,
-        )
-    else:
-        log.warning(
-            "%s: one snapshot without time; the split is stratified, not out-of-time", target
-        )
-        split = stratified_split(y, seed=seed)
+    cutoffs = None
+    if as_of is not None:
+        cutoffs = pd.Series(pd.to_datetime(pd.Series(as_of), utc=True)).reset_index(drop=True)
+    split = choose_split(
+        cutoffs,
+        y,
+        horizon_days,
+        groups=features["entity_id"].to_numpy() if "entity_id" in features else None,
+        validation_cutoffs=validation_cutoffs,
+        calibration_cutoffs=calibration_cutoffs,
+        seed=seed,
+    )
+    log.log(logging.INFO if split.out_of_time else logging.WARNING, "%s: %s", target, split.reason)
 
     x_train_raw = x_all.iloc[split.train]
     leakage = check_leakage(
@@ -215,27 +230,38 @@ def train_model(
     }
     names = list(kinds)
     x_prepared = prepare_features(x_all, names, levels)
-    folds = {k: x_prepared.iloc[getattr(split, k)] for k in ("train", "calibration", "validation")}
-    booster = _fit_booster(
-        folds["train"], y[split.train], folds["calibration"], y[split.calibration], run_params
-    )
-    calib_margin = booster.predict(folds["calibration"], raw_score=True)
-    calibrator = fit_calibrator(calib_margin, y[split.calibration], calibration)
+    booster, calibrator = _fit_calibrated(x_prepared, y, split, run_params, calibration)
+    # Validation predictions of each fold (the scoring model's own when there is one
+    # fold), pooled in fold order: split.validation is their concatenation.
+    p_parts: list[np.ndarray] = []
+    baseline_parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for fold in split.fold_splits():
+        fold_booster, fold_calibrator = (
+            (booster, calibrator)
+            if fold is split
+            else _fit_calibrated(x_prepared, y, fold, run_params, calibration)
+        )
+        margin = fold_booster.predict(x_prepared.iloc[fold.validation], raw_score=True)
+        p_parts.append(np.clip(fold_calibrator.predict(margin), 0.0, 1.0))
+        for name, (calib_points, valid_points) in rule_baselines(
+            rule_model, features.reset_index(drop=True), y, fold, target, cutoffs, horizon_days,
+            seed,
+        ).items():  # fmt: skip
+            to_probability = fit_calibrator(calib_points, y[fold.calibration], "sigmoid")
+            baseline_parts.setdefault(name, []).append(
+                (to_probability.predict(valid_points), valid_points)
+            )
     y_valid = y[split.validation]
-    p_valid = np.clip(
-        calibrator.predict(booster.predict(folds["validation"], raw_score=True)), 0.0, 1.0
-    )
+    p_valid = np.concatenate(p_parts)
 
-    metrics = {"model": evaluate(y_valid, p_valid)}
+    metrics = {"model": with_auc_interval(evaluate(y_valid, p_valid), y_valid, p_valid)}
     validation = pd.DataFrame({"label": y_valid.astype("int64"), "p_model": p_valid})
     if cutoffs is not None:
         validation.insert(0, "as_of", cutoffs.iloc[split.validation].to_numpy())
-    for name, (calib_points, valid_points) in rule_baselines(
-        rule_model, features.reset_index(drop=True), y, split, target, cutoffs, horizon_days, seed
-    ).items():
-        to_probability = fit_calibrator(calib_points, y[split.calibration], "sigmoid")
-        p_rule = to_probability.predict(valid_points)
-        metrics[name] = evaluate(y_valid, p_rule)
+    for name, parts in baseline_parts.items():
+        p_rule = np.concatenate([p for p, _ in parts])
+        valid_points = np.concatenate([points for _, points in parts])
+        metrics[name] = with_auc_interval(evaluate(y_valid, p_rule), y_valid, p_rule)
         metrics[name].update(
             {
                 f"points_{k}": v

@@ -155,6 +155,7 @@ def train(
 ) -> None:
     """Train one target through the train flow."""
     from features.targets import target as target_named
+    from models.evaluate import describe_auc
     from pipelines.flows import train_flow
 
     ctx = build_context(config, as_of)
@@ -169,7 +170,7 @@ def train(
     metrics = result.metrics
     console.print(result.decision)
     console.print(
-        f"Validation AUC {metrics['roc_auc']:.3f}, ECE {metrics['ece']:.4f}; "
+        f"Validation {describe_auc(metrics)}, ECE {metrics['ece']:.4f}; "
         f"MLflow run {result.run_id} (list versions with `leadscore models`)."
     )
 

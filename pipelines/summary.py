@@ -188,10 +188,7 @@ def summarise(
         not_scored={k: int(v) for k, v in status[status != "scored"].value_counts().items()},
         bands={k: int(v) for k, v in scored["band"].value_counts().items()},
         band_moves=band_moves(scored),
-        champions={
-            t: (f"v{m.metadata.get('registered_version', '?')}" if m else "none: rule score used")
-            for t, m in champions.items()
-        },
+        champions={t: _champion_text(m) for t, m in champions.items()},
         retrain=dict(decisions),
         rule_scored={
             t: decisions.get(t, "no @champion yet") for t, m in champions.items() if m is None
@@ -223,6 +220,15 @@ def summarise(
             "again; their rows were dropped. Erase them in the source systems too."
         )
     return summary
+
+
+def _champion_text(model: TrainedModel | None) -> str:
+    """``v3, validated by rolling origin (out-of-time, pooled folds)``, or the fallback."""
+    if model is None:
+        return "none: rule score used"
+    scheme = (model.metadata.get("split") or {}).get("scheme_name")
+    version = f"v{model.metadata.get('registered_version', '?')}"
+    return f"{version}, validated by {scheme}" if scheme else version
 
 
 def references(champions: Mapping[str, TrainedModel | None]) -> dict[str, Any]:

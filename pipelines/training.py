@@ -30,8 +30,10 @@ class TrainOutcome:
         target: The target's name.
         run_id: The MLflow run of the training.
         version: The registered model version.
-        decision: Champion/challenger decision in words (``conversion v2 promoted ...``).
-        metrics: Validation metrics of the model.
+        decision: Champion/challenger decision in words (``conversion v2 promoted ...``),
+            ending with the evaluation scheme and the AUCs with their intervals.
+        metrics: Validation metrics of the model (``roc_auc_ci_low``/``_high`` too).
+        evaluation: The evaluation scheme and why (``rolling origin: 4 cutoffs ...``).
     """
 
     target: str
@@ -39,6 +41,7 @@ class TrainOutcome:
     version: str
     decision: str
     metrics: dict[str, float]
+    evaluation: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,22 @@ class RecalibrationOutcome:
 def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFrame:
     """Point-in-time snapshots with labels, one row per (entity, cutoff)."""
     from features.build import build_snapshots
-    from features.labels import make_labels, rolling_cutoffs
+    from features.labels import make_labels, no_cutoff_message, rolling_cutoffs
 
     labels_settings = ctx.settings.labels
     horizon = labels_settings.horizon_days(target.name)
     spec = ctx.settings.feature_spec()
-    first = inputs.events["event_time"].min() + pd.Timedelta(days=max(spec.windows_days))
+    first_event = inputs.events["event_time"].min()
+    first = first_event + pd.Timedelta(days=max(spec.windows_days))
     cutoffs = rolling_cutoffs(first, ctx.as_of, labels_settings.cutoff_step_days, horizon)
+    if cutoffs.empty:
+        raise ValueError(
+            f"{target.name}: "
+            + no_cutoff_message(
+                first_event, max(spec.windows_days), ctx.as_of, horizon,
+                labels_settings.cutoff_step_days, f"labels.{target.name}_horizon_days",
+            )
+        )  # fmt: skip
     snapshots = build_snapshots(inputs.events, inputs.entities, cutoffs, spec)
     labels = make_labels(
         inputs.outcomes,
@@ -89,6 +101,7 @@ def train(ctx: RunContext, inputs: Inputs, target: Target) -> TrainOutcome:
     """Train, log and register one target; promote only when it wins."""
     from features.labels import label_definition
     from models import tracking, tracking_registry
+    from models.evaluate import describe_auc
     from models.rules import RuleScore
     from models.train import train_model
 
@@ -130,12 +143,19 @@ def train(ctx: RunContext, inputs: Inputs, target: Target) -> TrainOutcome:
         min_validation_positives=m.min_validation_positives,
         confidence=m.promotion_confidence,
     )
+    evaluation = f"evaluated by {result.split.reason}"
+    aucs = ", ".join(
+        f"{'model' if name == 'model' else name.replace('_', ' ') + ' score'} "
+        + describe_auc(values)
+        for name, values in result.metrics.items()
+    )
     outcome = TrainOutcome(
         target=target.name,
         run_id=run_id,
         version=str(version),
-        decision=decision.summary(),
+        decision=f"{decision.summary()}. Validation {aucs}; {evaluation}",
         metrics=dict(result.metrics["model"]),
+        evaluation=evaluation,
     )
     _record_training(ctx.output_dir, target, ctx.as_of, outcome)
     return outcome

@@ -4,13 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.labels import (
-    label_definition,
-    make_labels,
-    out_of_time_split,
-    rolling_cutoffs,
-    stratified_split,
-)
+from features.labels import label_definition, make_labels, no_cutoff_message, rolling_cutoffs
 
 CUTOFF = pd.Timestamp("2025-06-01", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -188,30 +182,18 @@ def test_label_definition_names_the_horizon():
     assert "45 days" in label_definition("churn", 45, churn_from_inactivity=True)
 
 
-def test_out_of_time_split_keeps_a_horizon_between_folds():
-    cutoffs = pd.date_range("2025-01-01", periods=10, freq="30D", tz="UTC")
-    as_of = pd.Series(np.repeat(cutoffs, 5))
-    split = out_of_time_split(as_of, horizon_days=60)
-    gap = pd.Timedelta(days=60)
-    assert max(split.train_cutoffs) + gap <= min(split.calibration_cutoffs)
-    assert max(split.calibration_cutoffs) + gap <= min(split.validation_cutoffs)
-    assert split.validation_cutoffs == (cutoffs[-1],)
-    folds = [set(split.train), set(split.calibration), set(split.validation)]
-    assert all(not (a & b) for i, a in enumerate(folds) for b in folds[i + 1 :])
-    assert as_of.iloc[split.validation].min() > as_of.iloc[split.train].max()
-    assert split.describe()["out_of_time"] is True
-
-
-def test_out_of_time_split_with_too_few_cutoffs_says_why():
-    as_of = pd.Series(pd.date_range("2025-01-01", periods=3, freq="30D", tz="UTC"))
-    with pytest.raises(ValueError, match="60-day horizon"):
-        out_of_time_split(as_of, horizon_days=60)
-
-
-def test_stratified_split_is_flagged_and_keeps_class_shares():
-    y = (np.random.default_rng(3).random(5000) < 0.2).astype(int)
-    split = stratified_split(y, seed=1)
-    assert not split.out_of_time
-    assert sorted(np.r_[split.train, split.calibration, split.validation]) == list(range(5000))
-    for fold in (split.train, split.calibration, split.validation):
-        assert abs(y[fold].mean() - y.mean()) < 0.01
+def test_no_cutoff_message_states_the_binding_constraint_and_what_fits():
+    text = no_cutoff_message(
+        "2025-01-03 10:00", 90, "2025-06-01", 90, 30, "labels.conversion_horizon_days"
+    )
+    assert "first event (2025-01-03) plus the longest feature window (90 days) = 2025-04-03" in text
+    assert "run date (2025-06-01) minus the 90-day horizon = 2025-03-03" in text
+    assert "32 days short" in text
+    # Each suggested change makes exactly one cutoff fit.
+    assert "labels.conversion_horizon_days to at most 58 days" in text
+    assert len(rolling_cutoffs("2025-04-03 10:00", "2025-06-01", 30, 58)) == 1
+    assert "features.windows_days to at most 58 days" in text
+    assert len(rolling_cutoffs("2025-03-02 10:00", "2025-06-01", 30, 90)) == 1
+    assert "run date on or after 2025-07-03" in text
+    assert len(rolling_cutoffs("2025-04-03 10:00", "2025-07-03", 30, 90)) == 1
+    assert "labels.cutoff_step_days (now 30)" in text

@@ -128,3 +128,18 @@ def test_feature_auc_of_categories_pools_rare_levels():
     assert feature_auc(unique_ids, y) == 0.5
     status = pd.Series(np.where(y == 1, "won", "open"))
     assert feature_auc(status, y) == 1.0
+
+
+def test_auc_carries_its_bootstrap_interval_and_the_positives_behind_it():
+    from models.evaluate import describe_auc, with_auc_interval
+
+    rng = np.random.default_rng(7)
+    y = (rng.random(400) < 0.05).astype(int)
+    score = y * 0.5 + rng.random(400)
+    metrics = with_auc_interval(evaluate(y, score, probabilities=False), y, score)
+    assert metrics["roc_auc_ci_low"] < metrics["roc_auc"] < metrics["roc_auc_ci_high"]
+    text = describe_auc(metrics)
+    assert text.startswith(f"AUC {metrics['roc_auc']:.3f} (95% CI 0.")
+    assert text.endswith(f"{int(y.sum())} positives)")
+    one_class = with_auc_interval(evaluate(y * 0, score, probabilities=False), y * 0, score)
+    assert describe_auc(one_class) == "AUC nan (0 positives)"
