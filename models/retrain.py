@@ -58,13 +58,15 @@ def retrain_due(
         champion_metadata: The ``@champion``'s metadata, or ``None`` without one.
         as_of: The run date (midnight UTC).
         drift_psi: PSI of this run's champion scores, or ``None`` when not measured yet.
-        trained_already: Decision of an earlier training for this date, if any.
+        trained_already: The summary text of an earlier training for this date, if any
+            (returned as the reason, unchanged).
 
     Returns:
         The decision and its reason.
     """
     if trained_already is not None:
-        return RetrainDecision(False, f"already trained for {as_of.date()}: {trained_already}")
+        # Word for word as the run that trained said it: a rerun's summary is the same.
+        return RetrainDecision(False, trained_already)
     if champion_metadata is None:
         return RetrainDecision(True, "no champion yet")
     trained = champion_metadata.get("trained_at")

@@ -83,9 +83,11 @@ def build_features_task(ctx: RunContext, inputs: Inputs) -> steps.FeatureTable:
 
 # No retries: training failures (too few labels, leakage, short history) are not transient.
 @task(name="train model", task_run_name="train {target}", **PLAIN)
-def train_task(ctx: RunContext, inputs: Inputs, target: Target) -> training.TrainOutcome:
+def train_task(
+    ctx: RunContext, inputs: Inputs, target: Target, reason: str = ""
+) -> training.TrainOutcome:
     """Train, evaluate and register one target; promotion only when it wins."""
-    return training.train(ctx, inputs, target)
+    return training.train(ctx, inputs, target, reason)
 
 
 @task(name="load champions", **IO_RETRIES)
@@ -332,7 +334,8 @@ def _retrain(
         if not due.get(target.name):
             continue
         try:
-            result = _step(f"train {target}", train_task, ctx, inputs, target)
+            why = decisions[target.name]
+            result = _step(f"train {target}", train_task, ctx, inputs, target, why)
         except StepFailed as exc:
             refusal = exc.__cause__
             if not isinstance(refusal, InsufficientLabelsError):
@@ -343,7 +346,7 @@ def _retrain(
             needed[target.name] = refusal.missing
             get_run_logger().warning("%s: %s", target, outcome)
             continue
-        decisions[target.name] = f"{decisions[target.name]}; {result.decision}"
+        decisions[target.name] = result.summary_text
         trained = True
     if not trained:
         return champions

@@ -34,6 +34,7 @@ class TrainOutcome:
             ending with the evaluation scheme and the AUCs with their intervals.
         metrics: Validation metrics of the model (``roc_auc_ci_low``/``_high`` too).
         evaluation: The evaluation scheme and why (``rolling origin: 4 cutoffs ...``).
+        reason: Why the run trained (``no champion yet``); empty for ``leadscore train``.
     """
 
     target: str
@@ -42,6 +43,12 @@ class TrainOutcome:
     decision: str
     metrics: dict[str, float]
     evaluation: str = ""
+    reason: str = ""
+
+    @property
+    def summary_text(self) -> str:
+        """The run summary's retrain text: why it trained, then what came of it."""
+        return f"{self.reason}; {self.decision}" if self.reason else self.decision
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,16 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
     return snapshots.merge(labels, on=["entity_id", "as_of"], how="inner")
 
 
-def train(ctx: RunContext, inputs: Inputs, target: Target) -> TrainOutcome:
-    """Train, log and register one target; promote only when it wins."""
+def train(ctx: RunContext, inputs: Inputs, target: Target, reason: str = "") -> TrainOutcome:
+    """Train, log and register one target; promote only when it wins.
+
+    Args:
+        ctx: The run context.
+        inputs: The run's inputs.
+        target: The target to train.
+        reason: Why the run trains it (kept in the training record, so a rerun of the
+            date reports the same decision word for word).
+    """
     from features.labels import label_definition
     from models import tracking, tracking_registry
     from models.evaluate import describe_auc
@@ -156,6 +171,7 @@ def train(ctx: RunContext, inputs: Inputs, target: Target) -> TrainOutcome:
         decision=f"{decision.summary()}. Validation {aucs}; {evaluation}",
         metrics=dict(result.metrics["model"]),
         evaluation=evaluation,
+        reason=reason,
     )
     _record_training(ctx.output_dir, target, ctx.as_of, outcome)
     return outcome
@@ -176,16 +192,20 @@ def _record_training(
 
 
 def trained_for_date(output_dir: Path, target: Target, as_of: pd.Timestamp) -> str | None:
-    """The decision of an earlier training of this target for this run date, or ``None``.
+    """The run-summary text of an earlier training of this target for this date, or ``None``.
 
     A run that retrained and then failed later, or a re-run of the date, finds it here
-    and reuses the registry's outcome (promoted or not) instead of training again.
+    and reuses the registry's outcome (promoted or not) instead of training again, and
+    reports it as the first run did (``TrainOutcome.summary_text``), so the summary of a
+    rerun is the same, byte for byte.
     """
     path = _training_record(output_dir, target, as_of)
     if not path.is_file():
         return None
     try:
-        return str(json.loads(path.read_text())["decision"])
+        record = json.loads(path.read_text())
+        reason, decision = str(record.get("reason", "")), str(record["decision"])
+        return f"{reason}; {decision}" if reason else decision
     except (ValueError, KeyError) as exc:
         log.warning("Ignoring the unreadable training record %s (%s).", path, exc)
         return None
