@@ -130,14 +130,13 @@ def read_previous(output_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
 def rule_scores(inputs: Inputs, features: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:
     """Rule points and band per entity, each kind by its target's rules.
 
-    Leads converted by the run date count as customers.
+    Kinds as scoring sees them (:mod:`features.population`): leads converted by the run
+    date count as customers, and without a ``kind`` column a purchase makes one too.
     """
     from models.entity_status import kinds_as_of
     from models.rules import rule_scores_by_kind
 
-    kinds = (
-        kinds_as_of(inputs.entities, inputs.outcomes, as_of) if "kind" in inputs.entities else None
-    )
+    kinds = kinds_as_of(inputs.entities, inputs.outcomes, as_of, features)
     return rule_scores_by_kind(features, kinds)
 
 
