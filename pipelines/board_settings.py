@@ -32,6 +32,10 @@ class BoardSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     display: BoardDisplay = Field(default_factory=BoardDisplay)
+    #: Most leads the static ``board/index.html`` carries; above it, use ``leadscore
+    #: board``.
     embed_limit: int = Field(20_000, ge=0)
+    #: Address ``leadscore board`` listens on.
     host: str = "127.0.0.1"
+    #: Port ``leadscore board`` listens on (0: any free port).
     port: int = Field(8765, ge=0, le=65535)

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     targets: tuple[TargetName, ...] = TARGET_NAMES
     #: MLflow tracking URI (may hold a password); default: a SQLite store in the output dir.
     mlflow_tracking_uri: SecretStr | None = None
+    #: Random seed of training, sampling and bootstraps (same seed, same models).
     seed: int = 42
     #: Key of the keyed hash (HMAC-SHA256, 16+ characters) that pseudonymises ids in
     #: artifacts and erasure receipts: set ``LEADSCORE_PSEUDONYM_KEY``, never a file in

@@ -45,9 +45,15 @@ class SourceSettings(_Section):
     ``postgresql://user@host/db?table=events``.
     """
 
+    #: Events: a Parquet or CSV file, a folder or glob of them, or a SQL URL with
+    #: ``?table=``.
     events: str = "data/events"
-    entities: str = "data/entities.parquet"
-    outcomes: str = "data/outcomes.parquet"
+    #: Null: no entities export; one entity per ``entity_id`` of the events, created
+    #: at its first event (a purchase log on its own).
+    entities: str | None = "data/entities.parquet"
+    #: Null: no outcomes export (churn can still come from inactivity,
+    #: ``labels.churn_from_inactivity``).
+    outcomes: str | None = "data/outcomes.parquet"
     #: People who objected to profiling: a file, folder, glob or SQL URL with
     #: ``?table=``, with an ``entity_id`` column (mappable under ``column_map``'s
     #: ``suppression_list`` key). Listed entities are treated as ``consent`` false.
@@ -61,11 +67,17 @@ class SourceSettings(_Section):
     #: ``strptime`` format of text timestamps (``"%m/%d/%Y %H:%M"``), for every input or
     #: per input (``{events: ..., entities: ...}``); unset: ISO 8601.
     timestamp_format: str | dict[InputName, str] | None = None
+    #: Contract columns an export lacks, with the one value of every row, per input
+    #: (a purchase log without an event type: ``{events: {event_type: purchase}}``).
+    constant: dict[InputName, dict[str, str]] = Field(default_factory=dict)
     #: Largest share of the previous run's events (before its run date) that may be
     #: missing from today's feed; more, or an empty feed, stops the run before any write.
     max_feed_shrink: float = Field(0.5, ge=0.0, le=1.0)
     #: Run even when the event feed is empty or shrank (set it for one run only).
     force_feed: bool = False
+    #: Keep exact duplicate events (real repeats with nothing to tell them apart);
+    #: by default they are dropped, and counted in the run summary either way.
+    keep_duplicates: bool = False
 
     def mapping(self, table: InputName) -> InputMapping:
         """How the user's export of ``table`` maps to the data contract."""
@@ -76,27 +88,37 @@ class SourceSettings(_Section):
             columns=self.column_map.get(table, {}),
             values=self.value_map.get(table, {}),
             timestamp_format=fmt.get(table) if isinstance(fmt, dict) else fmt,
+            constants=self.constant.get(table, {}),
         )
 
 
 class FeatureSettings(_Section):
     """Feature set parameters (see :class:`features.spec.FeatureSpec`)."""
 
+    #: Trailing windows (days) of the per-event-type counts, sums and means.
     windows_days: tuple[int, ...] = (7, 30, 90)
+    #: Half-life (days) of the recency-weighted counts (``*_decayed``).
     half_life_days: float = 14.0
+    #: Window (days) of the trend: count in the last window minus the one before.
     trend_window_days: int = 30
+    #: Window (days) of the e-mail rates and purchase amounts.
     kpi_window_days: int = 90
+    #: ``feature_use`` items that count as key features (unset: every item).
     key_features: tuple[str, ...] | None = None
+    #: Feature engine: ``duckdb`` or ``pyspark`` (local mode), same results.
     engine: str = "duckdb"
 
 
 class LabelSettings(_Section):
     """Label windows: an outcome counts when it falls in (cutoff, cutoff + horizon]."""
 
+    #: A conversion counts when it falls in (cutoff, cutoff + this many days].
     conversion_horizon_days: int = CONVERSION.default_horizon_days
+    #: A churn counts when it falls in (cutoff, cutoff + this many days].
     churn_horizon_days: int = CHURN.default_horizon_days
     #: Without explicit ``churned`` outcomes, a customer inactive this long has churned.
     churn_from_inactivity: bool = False
+    #: Days between the training cutoffs (snapshots) taken back from the run date.
     cutoff_step_days: int = 30
 
     def horizon_days(self, target: str) -> int:
@@ -110,14 +132,21 @@ class LabelSettings(_Section):
 class ModelSettings(_Section):
     """Training, calibration and champion/challenger settings."""
 
+    #: Fewest positive labels a target needs to train; with fewer it is scored with the
+    #: rule score.
     min_positive_labels: int = 100
+    #: A single feature with a validation AUC above this is refused as leaking the outcome.
     leakage_auc_threshold: float = 0.95
+    #: Features exempt from the leakage guard (name them only when you know why).
     allow_leaky_features: tuple[str, ...] = ()
+    #: LightGBM parameters over the defaults (``is_unbalance`` and ``scale_pos_weight`` are
+    #: refused).
     lightgbm_params: dict[str, Any] = Field(default_factory=dict)
     #: A challenger must not lose more AUC than this against the champion.
     champion_max_auc_drop: float = 0.0
     #: ... nor have an expected calibration error worse by more than this.
     champion_max_ece_increase: float = 0.005
+    #: Retrain a champion older than this many run days.
     retrain_max_age_days: int = 7
     #: A challenger is promoted only on at least this many validation positives.
     min_validation_positives: int = 20
@@ -129,20 +158,26 @@ class ModelSettings(_Section):
 class BandSettings(_Section):
     """How probabilities become bands; thresholds are picked on validation data."""
 
+    #: Fixed conversion probability at or above which a lead is ``high`` (unset: by share).
     high_conversion_threshold: float | None = None
+    #: Fixed churn probability at or above which a customer is ``at-risk`` (unset: by
+    #: share).
     at_risk_churn_threshold: float | None = None
     #: Target share of scored leads in ``high`` when picking the threshold.
     high_share: float = 0.10
+    #: Target share of scored customers in ``at-risk`` when no threshold is set.
     at_risk_share: float = 0.10
 
 
 class OutputSettings(_Section):
     """Where results go."""
 
+    #: Folder of every output: scores, CRM files, board, MLflow store, summaries.
     dir: Path = Path("output")
     #: SQLAlchemy URL of the score store (may hold a password); default: a DuckDB
     #: file in the output dir.
     database_url: SecretStr | None = None
+    #: Rows per CRM import file.
     crm_batch_size: int = 10_000
     #: Score move (0-100 points) below which a lead's reasons are kept, not recomputed.
     reason_refresh_tolerance: float = 2.0
@@ -157,7 +192,10 @@ class CrmSettings(_Section):
     defaults, e.g. ``{score: Lead_Score__c, crm_id: email}``.
     """
 
+    #: CRM import files: ``generic``, ``salesforce`` (Lead and Contact files) or
+    #: ``hubspot``.
     profile: ProfileName = "generic"
+    #: Renames of CRM columns (``{score: Lead_Score__c}``); unknown names are refused.
     fields: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("fields")
@@ -170,9 +208,13 @@ class CrmSettings(_Section):
 class ScheduleSettings(_Section):
     """The nightly deployment."""
 
+    #: When the nightly deployment runs (cron, in ``timezone``).
     cron: str = "0 2 * * *"
+    #: Time zone of the schedule and of "today" when no run date is given.
     timezone: str = "UTC"
+    #: Score PSI above which the run warns and a champion is retrained.
     psi_warn: float = 0.1
+    #: Score PSI above which the run fails (a champion's first scoring only warns).
     psi_fail: float = 0.25
 
 
@@ -185,5 +227,7 @@ class RetentionSettings(_Section):
     ``lead_scores`` rows not refreshed since are deleted.
     """
 
+    #: Events older than this many days are not read into features (unset: all).
     max_event_age_days: int | None = None
+    #: Score history, partitions, CRM folders and boards older than this are purged.
     max_score_history_days: int | None = None
