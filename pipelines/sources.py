@@ -226,7 +226,12 @@ def load_inputs(
         entities, suppressed = apply_suppression(entities, listed)
     events, entities, outcomes, forgotten = drop_forgotten(events, entities, outcomes, settings)
     report = input_report(events, now, entities, outcomes)
-    events, report.rejected = clean_events(events, now)
+    # input_report counted the exact duplicates; finding them again (DataFrame.duplicated
+    # over every row: 9 s at 10M events) is needed only when there are some to drop.
+    events, report.rejected = clean_events(
+        events, now, drop_duplicates=report.duplicate_events > 0
+    )
+    report.rejected.setdefault("duplicate_events", 0)
     report.entities_on_suppression_list = suppressed
     report.entities_forgotten_earlier = forgotten
     log.info(
