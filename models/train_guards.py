@@ -86,6 +86,17 @@ class InsufficientLabelsError(ValueError):
         )
 
 
+class NotEnoughHistoryError(ValueError):
+    """No training cutoff fits the history; the message states the binding constraint.
+
+    A nightly run scores the target with the rule score; ``leadscore train`` stops.
+    """
+
+    def decision(self, fallback: str = "scored with the rule score") -> str:
+        """The run's decision in words, for the summary and the CLI."""
+        return f"not trained: {self}; {fallback}"
+
+
 def check_positive_labels(y: np.ndarray, minimum: int, target: str) -> int:
     """The number of positive labels, when there are enough to train.
 

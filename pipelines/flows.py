@@ -25,7 +25,7 @@ from features.targets import TARGETS, Target
 from features.targets import target as target_named
 from models.drift import drift_status, first_scorings, score_psi
 from models.retrain import RetrainPolicy, retrain_due
-from models.train_guards import InsufficientLabelsError
+from models.train_guards import InsufficientLabelsError, NotEnoughHistoryError
 from models.scoring import model_versions
 from pipelines import steps, training
 from pipelines.atomic_files import kill_point
@@ -199,17 +199,17 @@ def _wall_clock() -> str:
 def _run_nightly(ctx: RunContext, *, allow_retrain: bool) -> RunSummary:
     """Hold the output folder's run lock, recover what a killed run left, then run.
 
-    Each step's wall time and peak memory go to the summary's Markdown and to
-    ``OUTPUT/timings/DATE.json`` (also when a step fails), never to ``summary.json``.
+    Each step's wall time and peak memory go to the log, the summary's Markdown and,
+    when the run completes, ``OUTPUT/timings/DATE.json``; never to ``summary.json``. A
+    failed run writes nothing, so the last good outputs stay as they were.
     """
     lock = run_lock(ctx.output_dir, ctx.as_of, "nightly" if allow_retrain else "score")
     with lock as notes, collecting() as timings:
-        try:
-            recovered = _step("recover", recover, ctx.settings)
-            recovered.warnings[:0] = notes
-            return _nightly_steps(ctx, allow_retrain=allow_retrain, recovered=recovered)
-        finally:
-            write_timings(ctx.output_dir / "timings" / f"{ctx.as_of.date()}.json", timings)
+        recovered = _step("recover", recover, ctx.settings)
+        recovered.warnings[:0] = notes
+        summary = _nightly_steps(ctx, allow_retrain=allow_retrain, recovered=recovered)
+        write_timings(ctx.output_dir / "timings" / f"{ctx.as_of.date()}.json", timings)
+        return summary
 
 
 def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery) -> RunSummary:
@@ -325,9 +325,10 @@ def _retrain(
 ) -> steps.Champions:
     """Train the targets that are due, note each decision, return the champions in force.
 
-    A target with too few positive labels does not fail the run: its decision says how
-    many more it needs (also noted in ``needed``) and it keeps its champion, or, without
-    one, is scored with the rule score.
+    A target with too few positive labels, or a history too short for any training
+    cutoff, does not fail the run: its decision says why (and how many more positives
+    it needs, also noted in ``needed``) and it keeps its champion, or, without one, is
+    scored with the rule score.
     """
     trained = False
     for target in TARGETS:
@@ -338,12 +339,13 @@ def _retrain(
             result = _step(f"train {target}", train_task, ctx, inputs, target, why)
         except StepFailed as exc:
             refusal = exc.__cause__
-            if not isinstance(refusal, InsufficientLabelsError):
+            if not isinstance(refusal, (InsufficientLabelsError, NotEnoughHistoryError)):
                 raise
             kept = champions.get(target.name) is not None
             outcome = refusal.decision("the current champion stays" if kept else RULE_FALLBACK)
             decisions[target.name] = f"{decisions[target.name]}; {outcome}"
-            needed[target.name] = refusal.missing
+            if isinstance(refusal, InsufficientLabelsError):
+                needed[target.name] = refusal.missing
             get_run_logger().warning("%s: %s", target, outcome)
             continue
         decisions[target.name] = result.summary_text

@@ -76,6 +76,7 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
     """Point-in-time snapshots with labels, one row per (entity, cutoff)."""
     from features.build import build_snapshots
     from features.labels import make_labels, no_cutoff_message, rolling_cutoffs
+    from models.train_guards import NotEnoughHistoryError
 
     labels_settings = ctx.settings.labels
     horizon = labels_settings.horizon_days(target.name)
@@ -84,9 +85,8 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
     first = first_event + pd.Timedelta(days=max(spec.windows_days))
     cutoffs = rolling_cutoffs(first, ctx.as_of, labels_settings.cutoff_step_days, horizon)
     if cutoffs.empty:
-        raise ValueError(
-            f"{target.name}: "
-            + no_cutoff_message(
+        raise NotEnoughHistoryError(
+            no_cutoff_message(
                 first_event, max(spec.windows_days), ctx.as_of, horizon,
                 labels_settings.cutoff_step_days, f"labels.{target.name}_horizon_days",
             )

@@ -10,6 +10,7 @@ test process: every setting comes from the config file. Flows report to one
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,9 +64,10 @@ class Workspace:
         return done
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real Prefect server; yields its API URL and an environment pointing at it."""
+    """A real Prefect server for the whole session (one start-up, ~20-40 s, not one per
+    module); yields its API URL and an environment pointing at it."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
@@ -84,13 +86,21 @@ def prefect_api(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
         yield api_url, {**env, "PREFECT_API_URL": api_url, "COLUMNS": "400"}
 
 
+@pytest.fixture(scope="session")
+def shared_history(tmp_path_factory) -> Path:
+    """The history of tests/pipelines/test_flows.py, generated once per session (read only):
+    both targets train and win there."""
+    root = tmp_path_factory.mktemp("shared-history")
+    return generate(root / "data", n_leads=1_500, n_customers=1_000, months=12, seed=3).out_dir
+
+
 @pytest.fixture(scope="module")
-def workspace(prefect_api, tmp_path_factory) -> Workspace:
-    """One generated history and ``conf/leadscore.yaml`` pointing at it and at ``out/``."""
+def workspace(prefect_api, shared_history, tmp_path_factory) -> Workspace:
+    """A copy of the shared history (a module may change it) and ``conf/leadscore.yaml``
+    pointing at it and at a fresh ``out/``."""
     api_url, env = prefect_api
     root = tmp_path_factory.mktemp("acceptance")
-    # The history of tests/pipelines/test_flows.py: both targets train and win there.
-    data = generate(root / "data", n_leads=1_500, n_customers=1_000, months=12, seed=3).out_dir
+    data = Path(shutil.copytree(shared_history, root / "data"))
     out = root / "out"
     config = root / "conf" / "leadscore.yaml"
     config.parent.mkdir()
