@@ -4,9 +4,12 @@ An :class:`InputMapping` says how one input (``events``, ``entities``, ``outcome
 is written in the user's export: which column feeds which contract column (one
 column may feed several, an id used as both ``entity_id`` and ``crm_id``), which
 values stand for which contract values (``"Email Opened"`` -> ``email_opened``;
-``None`` drops the rows) and how text timestamps are written (a ``strptime``
-format such as ``"%m/%d/%Y %H:%M"``). :func:`apply_mapping` applies it before the
-contract's validators run. Every step is a whole-column operation (renames, hash
+``None`` drops the rows), which contract columns the export lacks and hold one
+value for every row (a purchase log without an event type: ``event_type:
+purchase``) and how text timestamps are written (a ``strptime`` format such as
+``"%m/%d/%Y %H:%M"``). :func:`apply_mapping` applies it before the contract's
+validators run; :func:`entities_from_events` gives the entities of an export that
+has only events. Every step is a whole-column operation (renames, hash
 lookups, one vectorised parse), so the same plan can be compiled to Ibis when the
 input layer moves into the engine.
 """
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 ColumnMap = Mapping[str, str | Sequence[str]]
 #: Contract column -> {user value: contract value, or ``None`` to drop the rows}.
 ValueMap = Mapping[str, Mapping[str, str | None]]
+#: Contract column the export lacks -> the one value it holds on every row.
+Constants = Mapping[str, str]
 
 #: The text timestamp columns of each input, read with the input's timestamp format.
 TIMESTAMP_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -47,11 +52,13 @@ class InputMapping:
         columns: User column -> contract column(s).
         values: Contract column -> user value -> contract value (``None`` drops the row).
         timestamp_format: ``strptime`` format of text timestamps; ``None``: ISO 8601.
+        constants: Contract column the export lacks -> its value on every row.
     """
 
     columns: ColumnMap = field(default_factory=dict)
     values: ValueMap = field(default_factory=dict)
     timestamp_format: str | None = None
+    constants: Constants = field(default_factory=dict)
 
 
 def column_pairs(column_map: ColumnMap | None) -> list[tuple[str, str]]:
@@ -66,17 +73,19 @@ def column_pairs(column_map: ColumnMap | None) -> list[tuple[str, str]]:
 def apply_mapping(
     df: pd.DataFrame, mapping: InputMapping | None, table: str, source: str
 ) -> pd.DataFrame:
-    """Columns renamed, text timestamps parsed and values mapped, in that order.
+    """Columns renamed, constant columns added, text timestamps parsed and values mapped.
 
-    Timestamps are parsed before rows are dropped by the value map, so the rows an
-    error names are rows of the file.
+    In that order: timestamps are parsed before rows are dropped by the value map, so
+    the rows an error names are rows of the file.
 
     Raises:
-        ContractError: A mapped column is missing or collides, a timestamp does not
-            match the format, or an outcome is neither ``converted`` nor ``churned``.
+        ContractError: A mapped column is missing or collides, a constant names a
+            column the input has, a timestamp does not match the format, or an
+            outcome is not a contract outcome.
     """
     mapping = mapping or InputMapping()
     df = apply_column_map(df, mapping.columns, table, source)
+    df = add_constants(df, mapping.constants, table, source)
     if mapping.timestamp_format:
         df = parse_timestamps(df, TIMESTAMP_COLUMNS.get(table, ()), mapping.timestamp_format,
                               table, source)  # fmt: skip
@@ -127,6 +136,45 @@ def apply_column_map(
     kept = {name: df[name] for name in df.columns if name not in fed}
     renamed = {contract: df[user] for contract, user in feeds.items()}
     return pd.DataFrame({**kept, **renamed}, index=df.index)
+
+
+def add_constants(
+    df: pd.DataFrame, constants: Constants | None, table: str, source: str
+) -> pd.DataFrame:
+    """Add each contract column the export lacks, holding one value on every row.
+
+    Raises:
+        ContractError: The input already has such a column (after ``column_map``), so
+            the constant would hide its values.
+    """
+    if not constants:
+        return df
+    present = [column for column in constants if column in df.columns]
+    if present:
+        raise ContractError(table, source, [
+            f"sources.constant sets column '{column}', which the input already has; "
+            "remove the constant or the column" for column in present
+        ])  # fmt: skip
+    return df.assign(**{column: str(value) for column, value in constants.items()})
+
+
+def entities_from_events(events: pd.DataFrame) -> pd.DataFrame:
+    """One entity per ``entity_id`` of the events, created at its first event.
+
+    For an export that has only events (a purchase log): the entities table is then
+    ``entity_id``, ``created_at`` and, when the events carry one (``column_map``
+    ``{customer_id: [entity_id, crm_id]}``), the entity's first ``crm_id``, sorted
+    by id; kinds are inferred downstream (:mod:`features.population`). Whole-column
+    group-bys, as an engine would run them.
+
+    Args:
+        events: Validated events (string ``entity_id``, UTC ``event_time``).
+    """
+    groups = events.groupby("entity_id", sort=True, observed=True)
+    entities = groups["event_time"].min().rename("created_at").rename_axis("entity_id")
+    if "crm_id" in events.columns:
+        entities = pd.concat([entities, groups["crm_id"].first().astype("string")], axis=1)
+    return entities.reset_index()
 
 
 def apply_value_map(

@@ -116,8 +116,8 @@ def run_check(settings: Settings, as_of: pd.Timestamp | None = None) -> CheckRep
         as_of_given=given,
         sources={
             "events": sources.events,
-            "entities": sources.entities,
-            "outcomes": sources.outcomes,
+            "entities": sources.entities or "the events (sources.entities: null)",
+            "outcomes": sources.outcomes or "none (sources.outcomes: null)",
         },  # fmt: skip
         inputs=inputs,
         event_types=event_type_table(events["event_type"], builtin, value_map),
@@ -145,7 +145,8 @@ def event_type_table(
     table = counts.rename("rows").reset_index()
     sources = pd.Series(list(value_map), index=list(value_map.values()), dtype="string")
     from_values = sources.groupby(level=0).agg(", ".join) if len(sources) else pd.Series()
-    table["from_values"] = table["event_type"].map(from_values).fillna("")
+    # An empty map gives a numeric column of nulls: make it text before filling.
+    table["from_values"] = table["event_type"].map(from_values).astype("string").fillna("")
     table["status"] = GENERIC
     table.loc[table["event_type"].isin(builtin), "status"] = RECOGNISED
     table.loc[table["from_values"] != "", "status"] = MAPPED

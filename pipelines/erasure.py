@@ -45,7 +45,7 @@ from pipelines.scrubbing import (
     scrub_parquet,
 )
 from pipelines.settings import Settings
-from pipelines.sources import read_source
+from pipelines.sources import read_entities
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,7 @@ def _identity(settings: Settings, ids: list[str], key: bytes) -> Identity:
     unique: dict[str, str] = {}
     earliest = None
     try:
-        entities = read_source(
-            settings.sources.entities, "entities", settings.sources.mapping("entities")
-        )
+        entities = read_entities(settings)
     except (SourceNotFoundError, ValueError) as exc:
         log.warning("Entities source unreadable (%s); erasing by id and score data only.", exc)
         entities = None

@@ -21,7 +21,13 @@ import pyarrow as pa
 from features.column_checks import ContractError
 from features.feed_checks import FeedReport
 from features.input_report import InputReport, clean_events, input_report
-from features.mapping import InputMapping, apply_column_map, apply_mapping, column_pairs
+from features.mapping import (
+    InputMapping,
+    apply_column_map,
+    apply_mapping,
+    column_pairs,
+    entities_from_events,
+)
 from features.schemas import VALIDATORS
 from features.timeutil import as_utc
 from pipelines.databases import SourceNotFoundError, is_sql_url, sql_read
@@ -201,7 +207,8 @@ def load_inputs(
         settings: Run settings (``settings.sources``).
         as_of: The run's "now" (naive values are UTC); default: the current time.
         outcomes_required: When false, a missing outcomes source gives an empty
-            table (scoring needs no outcomes).
+            table (scoring needs no outcomes). A null ``sources.outcomes`` always
+            does; a null ``sources.entities`` derives the entities from the events.
 
     Returns:
         The inputs and their :class:`~features.input_report.InputReport`.
@@ -210,16 +217,17 @@ def load_inputs(
     now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
     maps = sources.column_map
     events = read_source(sources.events, "events", sources.mapping("events"))
-    entities = read_source(sources.entities, "entities", sources.mapping("entities"))
-    try:
-        outcomes = read_source(sources.outcomes, "outcomes", sources.mapping("outcomes"))
-    except SourceNotFoundError:
-        if outcomes_required:
-            raise
-        log.info("No outcomes at %s; continuing without them.", sources.outcomes)
-        outcomes = VALIDATORS["outcomes"](
-            pd.DataFrame(columns=["entity_id", "outcome", "occurred_at"]), sources.outcomes
-        )
+    entities = read_entities(settings, events)
+    if sources.outcomes is None:
+        outcomes = no_outcomes("sources.outcomes (null)")
+    else:
+        try:
+            outcomes = read_source(sources.outcomes, "outcomes", sources.mapping("outcomes"))
+        except SourceNotFoundError:
+            if outcomes_required:
+                raise
+            log.info("No outcomes at %s; continuing without them.", sources.outcomes)
+            outcomes = no_outcomes(sources.outcomes)
     suppressed = 0
     if sources.suppression_list:
         listed = read_suppression_list(sources.suppression_list, maps.get("suppression_list"))
@@ -240,6 +248,34 @@ def load_inputs(
         report.future_events, report.entities, report.outcomes,
     )  # fmt: skip
     return Inputs(events=events, entities=entities, outcomes=outcomes, report=report)
+
+
+def read_entities(settings: Settings, events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The validated entities: ``sources.entities``, or derived from the events when null.
+
+    Args:
+        settings: Run settings (``settings.sources``).
+        events: The validated events, when already read; read when needed otherwise.
+
+    Returns:
+        The entities; with ``sources.entities`` null, one per entity id of the events,
+        created at its first event (:func:`features.mapping.entities_from_events`).
+    """
+    sources = settings.sources
+    if sources.entities is not None:
+        return read_source(sources.entities, "entities", sources.mapping("entities"))
+    if events is None:
+        events = read_source(sources.events, "events", sources.mapping("events"))
+    entities = VALIDATORS["entities"](entities_from_events(events), sources.events)
+    log.info("sources.entities is null: %d entities from the events.", len(entities))
+    return entities
+
+
+def no_outcomes(source: str) -> pd.DataFrame:
+    """An empty, validated outcomes table (``source`` names where none were found)."""
+    return VALIDATORS["outcomes"](
+        pd.DataFrame(columns=["entity_id", "outcome", "occurred_at"]), source
+    )
 
 
 def read_suppression_list(source: str, column_map: dict[str, str] | None = None) -> set[str]:
