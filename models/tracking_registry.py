@@ -77,7 +77,8 @@ def load_champion(target: str) -> TrainedModel | None:
         log.warning("%s v%s is an orphan version: not loaded as the champion", name, version_id)
         version_id = None
     if version_id is None:
-        log.warning("no @champion for %s: scoring falls back to the rule score", target)
+        # The run says so once it knows (after any training), not here: see pipelines.flows.
+        log.debug("no @champion for %s", target)
         return None
     model = load_version(target, version_id)
     model.metadata["alias"] = CHAMPION

@@ -120,8 +120,9 @@ def first_night(workspace, tmp_path_factory) -> dict:
     """D1 started twice at once on an empty folder: the first run's holder, the second run."""
     cwd = tmp_path_factory.mktemp("cwd")
     lock = workspace.out / LOCK_FILE
+    verbose = [command(workspace, D1)[0], "--verbose", *command(workspace, D1)[1:]]
     first = subprocess.Popen(
-        command(workspace, D1), cwd=cwd, env=workspace.env, text=True,
+        verbose, cwd=cwd, env=workspace.env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 300
@@ -134,7 +135,16 @@ def first_night(workspace, tmp_path_factory) -> dict:
     )  # fmt: skip
     out, err = first.communicate(timeout=900)
     assert first.returncode == 0, f"{out}\n{err}"
-    return {"holder": holder, "second": second}
+    return {"holder": holder, "second": second, "log": f"{out}\n{err}"}
+
+
+def test_a_first_night_says_no_champion_only_for_targets_left_without_one(first_night, workspace):
+    """Issue 13, defect 5: the warning used to come right before training a champion."""
+    summary = json.loads((workspace.out / "summaries" / f"{D1}.json").read_text())
+    promoted = [t for t, why in summary["retrain"].items() if "promoted to @champion" in why]
+    assert promoted, summary["retrain"]  # the acceptance config promotes on this history
+    for target in promoted:
+        assert f"no @champion for {target}" not in first_night["log"]
 
 
 def test_a_second_run_of_the_same_date_stops_on_the_lock(first_night, workspace, settings):
