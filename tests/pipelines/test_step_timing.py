@@ -39,18 +39,25 @@ def test_timings_are_in_the_markdown_but_not_in_summary_json(tmp_path):
 
 
 @pytest.mark.slow
-def test_leadscore_score_prints_step_timings_and_writes_them_beside_the_outputs(tmp_path):
+def test_leadscore_score_prints_step_timings_and_writes_them_only_when_it_succeeds(tmp_path):
     from pipelines.cli import app
 
     data = generate(tmp_path / "data", n_leads=200, n_customers=150, months=3, seed=1).out_dir
     out = tmp_path / "out"
     config = tmp_path / "leadscore.yaml"
     config.write_text(yaml.safe_dump({"sources": source_paths(data), "output": {"dir": str(out)}}))
+    broken = tmp_path / "broken.yaml"
+    sources = {**source_paths(data), "events": str(tmp_path / "no-events")}
+    broken.write_text(yaml.safe_dump({"sources": sources, "output": {"dir": str(out)}}))
     with prefect_test_harness(server_startup_timeout=120):
         done = CliRunner().invoke(
             app, ["score", "--as-of", "2025-03-25", "--config", str(config)], env={"COLUMNS": "200"}
         )
+        failed = CliRunner().invoke(
+            app, ["score", "--as-of", "2025-03-26", "--config", str(broken)]
+        )
     assert done.exit_code == 0, done.output
+    assert failed.exit_code != 0 and not (out / "timings" / "2025-03-26.json").exists()
     assert "Steps" in done.output and "load inputs" in done.output
     timings = json.loads((out / "timings" / "2025-03-25.json").read_text())
     steps = [t["step"] for t in timings]
