@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from features.wording import RECENTLY, capitalised, singular_noun
+
 FeatureGroup = Literal["engagement", "fit"]
 
 
@@ -46,14 +48,23 @@ class FeatureDef:
     group: FeatureGroup = "engagement"
     #: The description when the value shows as 1 ("1 demo request ..."), if it differs.
     singular: str | None = None
+    #: The description when the value shows as 0 ("No logins recently"), if it differs.
+    zero: str | None = None
+    #: Whole sentences for particular values, e.g. ``(("none", "No NPS answer yet"),)``.
+    worded: tuple[tuple[str, str], ...] = ()
 
     def describe(self, value: object) -> str:
-        """Render the description with an entity's own value."""
+        """Render the description with an entity's own value (missing: ``reason_text``)."""
+        for shown, words in self.worded:
+            if str(value).lower() == shown:
+                return words
+        if self.zero is not None and _shows_as(value, 0):
+            return self.zero
         try:
             text = self.description.format(value=value)
         except (ValueError, TypeError):
             return self.description.format(value=str(value))
-        if _shows_as_one(value):
+        if _shows_as(value, 1):
             if self.singular is not None:
                 return self.singular
             return _ONE_DAYS.sub(r"\1 day", text)
@@ -63,28 +74,12 @@ class FeatureDef:
 _ONE_DAYS = re.compile(r"(?<![\d.])(1) days\b")
 
 
-def _shows_as_one(value: object) -> bool:
+def _shows_as(value: object, number: int) -> bool:  # 1 for 0.6, 0 for 0.04
     try:
-        return round(float(value)) == 1 and abs(float(value) - 1) < 0.5
+        shown = round(float(value), 0 if number else 1)
     except (TypeError, ValueError):
         return False
-
-
-def singular_noun(noun: str) -> str:
-    """The singular of a plural noun phrase: its first plural word loses its ``s``.
-
-    ``"pricing page visits"`` -> ``"pricing page visit"``, ``"webinars attended"`` ->
-    ``"webinar attended"``, ``"sales call events"`` -> ``"sales call event"``; a
-    phrase without such a word is returned as it is.
-    """
-    words = noun.split(" ")
-    if words[-1] == "events":  # an undeclared type's noun: "<name> events"
-        return " ".join([*words[:-1], "event"])
-    for i, word in enumerate(words):
-        if word.endswith("s") and not word.endswith("ss") and len(word) > 2:
-            words[i] = word[:-1]
-            return " ".join(words)
-    return noun
+    return shown == number and abs(float(value) - number) < 0.5
 
 
 DEFAULT_EVENT_TYPES: tuple[EventType, ...] = (
@@ -195,8 +190,10 @@ def per_type_features(spec: FeatureSpec, event_type: str) -> list[FeatureDef]:
         FeatureDef(
             f"{base}_decayed",
             "float64",
-            f"Recency-weighted {et.noun}: {{value:.1f}} (half-life {spec.half_life_days:g} days)",
+            RECENTLY.get(event_type, f"Had {et.noun} recently")
+            + f" ({{value:.1f}} recent {et.noun})",
             et.concept,
+            zero=f"No {et.noun} recently",
         ),
         FeatureDef(
             f"{base}_trend",
@@ -296,9 +293,18 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
             singular="Used 1 key product feature in the last 30 days",
         ),
         FeatureDef(
-            "nps_latest", "float64", "Latest NPS answer: {value:.0f} out of 10 (empty: none)", "NPS"
+            "nps_latest",
+            "float64",
+            "Latest NPS answer: {value:.0f} out of 10 (empty: No NPS answer yet)",
+            "NPS",
         ),
-        FeatureDef("nps_class", "category", "Latest NPS class: {value}", "NPS"),
+        FeatureDef(
+            "nps_class",
+            "category",
+            "Latest NPS class: {value}",
+            "NPS",
+            worded=(("none", "No NPS answer yet"),),
+        ),
         FeatureDef(
             "open_tickets",
             "int64",
@@ -356,11 +362,6 @@ def special_features(spec: FeatureSpec) -> list[FeatureDef]:
             "unsubscribes",
         ),
     ]
-
-
-def capitalised(text: str) -> str:
-    """``text`` with its first letter upper-cased and the rest as written (MonthlyCharges)."""
-    return text[:1].upper() + text[1:]
 
 
 def fit_feature(column: str, dtype: Literal["float64", "category"]) -> FeatureDef:

@@ -7,12 +7,13 @@ The windows, recency, decay and trend of one event type share a concept
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.spec import FeatureDef, capitalised
+from features.spec import FeatureDef
+from features.wording import capitalised
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class ConceptMap:
         groups: ``fit`` or ``engagement`` per concept.
         feature_concept: Index into ``concepts`` per feature.
         categorical_levels: Training levels of categorical features.
+        value_labels: Per feature, labels shown for its values (``reasons.lookups``).
     """
 
     feature_names: tuple[str, ...]
@@ -36,6 +38,7 @@ class ConceptMap:
     groups: tuple[str, ...]
     feature_concept: np.ndarray
     categorical_levels: dict[str, frozenset[str]]
+    value_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def membership(self) -> np.ndarray:
@@ -49,6 +52,7 @@ def concept_map(
     feature_names: Sequence[str],
     catalog: Sequence[FeatureDef],
     categorical_levels: dict[str, list[str]] | None = None,
+    value_labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> ConceptMap:
     """Map model features to concepts using the feature catalog.
 
@@ -60,6 +64,7 @@ def concept_map(
         feature_names: The model's features, in booster order.
         catalog: ``features.spec.feature_catalog(...)`` of the feature table.
         categorical_levels: The model's ``categorical_levels``.
+        value_labels: Per column, a label for each value (``reasons.lookups``).
 
     Returns:
         The mapping.
@@ -99,4 +104,5 @@ def concept_map(
         tuple(groups),
         feature_concept,
         {k: frozenset(map(str, v)) for k, v in levels.items()},
+        dict(value_labels or {}),
     )

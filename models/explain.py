@@ -22,10 +22,20 @@ How a reason is made, per entity:
    ``FeatureDef.describe`` with the entity's own value (from the unprepared input, so
    an unseen category still shows its value), e.g.
    ``+12 pts: 4 pricing page visits in the last 7 days``, tagged ``fit`` or
-   ``engagement``.
+   ``engagement``; identifiers and huge categories are described as a group
+   (:func:`models.reason_text.sentence`).
+6. A reason (concept and sentence) shown for at least :data:`SHARED_SHARE` of the
+   entities explained together says nothing about one of them: it is dropped from
+   their lists (the next strongest concept takes its place) and its points are added
+   to each one's ``base_score``, so base + shown + other still equals the score.
+   The entities explained together are those whose reasons a run recomputes.
 """
 
 from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,7 +43,9 @@ import pandas as pd
 from models.bands import ScoreKind, score_from_probability
 from models.concepts import ConceptMap
 from models.model import TrainedModel
-from models.reason_text import entity_values, reason_lists, reasons_text
+from models.reason_text import entity_values, reason_lists, reasons_text, sentences
+
+log = logging.getLogger(__name__)
 
 REASON_COLUMNS = (
     "reasons_up",
@@ -43,6 +55,13 @@ REASON_COLUMNS = (
     "other_factors_points",
 )
 _DTYPES = {"reasons_up": object, "reasons_down": object, "reasons_text": object}
+#: A reason shown for at least this share of the entities explained together is part
+#: of the base score, not a reason (e.g. "No NPS answer yet" for every lead).
+SHARED_SHARE = 0.99
+#: ... when at least this many entities are explained together.
+SHARED_MIN_ENTITIES = 20
+#: Candidates kept per direction beyond ``top_k``, to fill in for dropped shared reasons.
+_SPARE = 2
 
 
 def score_from_margin(model: TrainedModel, margin: np.ndarray, kind: ScoreKind) -> np.ndarray:
@@ -139,15 +158,36 @@ def _most_contributing(contrib: np.ndarray, concepts: ConceptMap, sign: np.ndarr
     return best
 
 
-def explain_chunk(
+@dataclass(frozen=True)
+class Candidates:
+    """A block's candidate reasons per direction (``up``, ``down``), in order of impact.
+
+    Attributes:
+        impact: ``(rows, m)`` whole points of each candidate.
+        valid: ``(rows, m)`` which candidates move the score the direction's way.
+        concept: ``(rows, m)`` concept index of each candidate.
+        sentence: ``(rows, m)`` index of each candidate's sentence in ``texts``.
+        texts: The block's sentences.
+        total: Per row, ``round(score) - round(base score)``.
+    """
+
+    impact: dict[str, np.ndarray]
+    valid: dict[str, np.ndarray]
+    concept: dict[str, np.ndarray]
+    sentence: dict[str, np.ndarray]
+    texts: list[str]
+    total: np.ndarray
+
+
+def candidates(
     contrib: np.ndarray,
     score: np.ndarray,
     base_score: float,
     values: list[np.ndarray],
     concepts: ConceptMap,
-    top_k: int = 3,
-) -> dict[str, np.ndarray]:
-    """Reason codes of a block of rows from their contributions (vectorised).
+    per_direction: int,
+) -> Candidates:
+    """The strongest concepts of a block of rows in each direction, with their sentences.
 
     Args:
         contrib: ``(rows, features + 1)`` from :func:`tree_contributions`.
@@ -155,40 +195,113 @@ def explain_chunk(
         base_score: Score at the base-value margin.
         values: Per feature, the rows' own values (see :func:`entity_values`).
         concepts: From :func:`models.concepts.concept_map`.
-        top_k: Reasons per direction.
-
-    Returns:
-        Columns :data:`REASON_COLUMNS` as arrays of the block's length.
+        per_direction: Candidates per direction.
     """
     features = contrib[:, :-1]
     logodds = features @ concepts.membership
     points = allocate_points(logodds, score, base_score)
-    base = round(base_score)
-    total = (np.round(score) - base).astype(np.int64)
+    total = (np.round(score) - round(base_score)).astype(np.int64)
     rounded = round_to_total(points, total)
     best = _most_contributing(features, concepts, np.sign(logodds))
     order = np.argsort(-points, axis=1, kind="stable")
-    k = min(top_k, points.shape[1])
-    n_rows = len(points)
-    rows = np.arange(n_rows)[:, None]
+    m = min(per_direction, points.shape[1])
+    rows = np.arange(len(points))[:, None]
+    picks = {"up": order[:, :m], "down": order[:, ::-1][:, :m]}
+    impact = {name: rounded[rows, picked] for name, picked in picks.items()}
+    # Rounded points are monotone in the exact ones, so valid reasons form a prefix.
+    valid = {"up": impact["up"] > 0, "down": impact["down"] < 0}
+    cells = {name: np.nonzero(valid[name]) for name in picks}
+    pair_rows = np.concatenate([cells[name][0] for name in picks])
+    pair_features = np.concatenate([best[r, picks[name][r, j]] for name, (r, j) in cells.items()])
+    codes, texts = sentences(pair_rows, pair_features, values, concepts)
+    sentence: dict[str, np.ndarray] = {}
+    start = 0
+    for name, (r, j) in cells.items():
+        sentence[name] = np.full(picks[name].shape, len(texts), dtype=np.int64)
+        sentence[name][r, j] = codes[start : start + len(r)]
+        start += len(r)
+    return Candidates(impact, valid, picks, sentence, texts, total)
+
+
+def shared_reasons(
+    blocks: list[Candidates], top_k: int, share: float = SHARED_SHARE
+) -> set[tuple[int, str]]:
+    """The reasons (concept, sentence) at least ``share`` of all rows would be shown.
+
+    Such a reason tells a salesperson nothing about one entity: it is part of the
+    base. Fewer than :data:`SHARED_MIN_ENTITIES` rows never share a reason.
+
+    Args:
+        blocks: The candidates of every block of rows explained together.
+        top_k: Reasons shown per direction.
+        share: Share of the rows from which a reason counts as shared.
+    """
+    n_rows = sum(len(block.total) for block in blocks)
+    if n_rows < SHARED_MIN_ENTITIES:
+        return set()
+    counts: Counter[tuple[int, str]] = Counter()
+    for block in blocks:
+        for name in ("up", "down"):
+            shown = block.valid[name][:, :top_k]
+            keys = block.concept[name][:, :top_k][shown] * (len(block.texts) + 1)
+            keys += block.sentence[name][:, :top_k][shown]
+            found, times = np.unique(keys, return_counts=True)
+            for key, n in zip(found.tolist(), times.tolist(), strict=True):
+                concept, text = divmod(key, len(block.texts) + 1)
+                counts[concept, block.texts[text]] += n
+    return {key for key, n in counts.items() if n >= share * n_rows}
+
+
+def finish(
+    block: Candidates,
+    shared: set[tuple[int, str]],
+    base: int,
+    concepts: ConceptMap,
+    top_k: int = 3,
+) -> dict[str, np.ndarray]:
+    """Reason columns of a block: shared reasons go into the base, the top ``top_k`` shown.
+
+    Args:
+        block: The block's :func:`candidates`.
+        shared: From :func:`shared_reasons`.
+        base: The rounded score at the base-value margin.
+        concepts: The model's concept map.
+        top_k: Reasons per direction.
+
+    Returns:
+        Columns :data:`REASON_COLUMNS`; per row ``base_score`` (with the shared
+        reasons' points) + shown impacts + ``other_factors_points`` = the rounded score.
+    """
+    n_rows = len(block.total)
+    width = len(block.texts) + 1
+    shared_keys = [c * width + t for t, text in enumerate(block.texts) for c, s in shared
+                   if s == text]  # fmt: skip
     shown = np.zeros(n_rows, dtype=np.int64)
+    dropped = np.zeros(n_rows, dtype=np.int64)
     columns: dict[str, np.ndarray] = {}
     lines: dict[str, np.ndarray] = {}
-    for name, picked, positive in (
-        ("up", order[:, :k], True),
-        ("down", order[:, ::-1][:, :k], False),
-    ):
-        impact = rounded[rows, picked]
-        # Rounded points are monotone in the exact ones, so valid reasons form a prefix.
-        valid = impact > 0 if positive else impact < 0
-        shown += np.where(valid, impact, 0).sum(axis=1)
+    for name in ("up", "down"):
+        impact, valid = block.impact[name], block.valid[name]
+        is_shared = valid & np.isin(block.concept[name] * width + block.sentence[name], shared_keys)
+        dropped += np.where(is_shared, impact, 0).sum(axis=1)
+        keep = valid & ~is_shared
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :top_k]
+        kept = np.take_along_axis(keep, order, axis=1)
+        kept_impact = np.take_along_axis(impact, order, axis=1)
+        shown += np.where(kept, kept_impact, 0).sum(axis=1)
         columns[f"reasons_{name}"], lines[name] = reason_lists(
-            impact, valid, picked, best, values, concepts
+            kept_impact,
+            kept,
+            np.take_along_axis(block.concept[name], order, axis=1),
+            np.take_along_axis(block.sentence[name], order, axis=1),
+            block.texts,
+            concepts,
         )
-    other = total - shown
+    other = block.total - shown - dropped
+    base_score = base + dropped
     columns |= {
-        "reasons_text": reasons_text(lines["up"], lines["down"], base, other),
-        "base_score": np.full(n_rows, base, dtype=np.int64),
+        "reasons_text": reasons_text(lines["up"], lines["down"], base_score, other),
+        "base_score": base_score,
         "other_factors_points": other,
     }
     return columns
@@ -202,6 +315,7 @@ def explain(
     top_k: int = 3,
     chunk_rows: int = 50_000,
     num_threads: int | None = None,
+    shared_share: float = SHARED_SHARE,
 ) -> pd.DataFrame:
     """Reason codes for every row of ``features``.
 
@@ -213,6 +327,8 @@ def explain(
         top_k: Reasons per direction.
         chunk_rows: Rows per ``pred_contrib`` call (bounds memory).
         num_threads: LightGBM threads.
+        shared_share: A reason shown for at least this share of the rows is part of
+            each row's base score instead (see :func:`shared_reasons`).
 
     Returns:
         Frame on ``features.index`` with :data:`REASON_COLUMNS` plus ``score_exact``
@@ -226,6 +342,7 @@ def explain(
         )
     out: dict[str, list[np.ndarray]] = {name: [] for name in (*REASON_COLUMNS, "score_exact")}
     base_score: float | None = None
+    blocks: list[Candidates] = []
     for start in range(0, len(features), chunk_rows):
         block = features.iloc[start : start + chunk_rows]
         prepared = model.prepare(block)
@@ -237,10 +354,19 @@ def explain(
         margin = model.booster.predict(prepared, raw_score=True, **_threads(num_threads))
         score = score_from_margin(model, margin, kind)
         values = entity_values(block, concepts)
-        chunk = explain_chunk(contrib, score, base_score, values, concepts, top_k)
+        blocks.append(candidates(contrib, score, base_score, values, concepts, top_k + _SPARE))
+        out["score_exact"].append(score)
+    shared = shared_reasons(blocks, top_k, shared_share)
+    if shared:
+        log.info(
+            "Part of the base score, not a reason: %s (at least %.0f%% of the %d entities "
+            "share each).", "; ".join(sorted(text for _, text in shared)), 100 * shared_share,
+            len(features),
+        )  # fmt: skip
+    while blocks:
+        chunk = finish(blocks.pop(0), shared, round(base_score or 0.0), concepts, top_k)
         for name in REASON_COLUMNS:
             out[name].append(chunk[name])
-        out["score_exact"].append(score)
     if not out["score_exact"]:
         return pd.DataFrame(columns=[*REASON_COLUMNS, "score_exact"], index=features.index)
     # Object dtype on purpose: inferring Arrow strings for millions of rows costs seconds.

@@ -18,12 +18,14 @@ import logging
 import math
 import re
 import string
+from collections.abc import Mapping
 from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
-from features.spec import FeatureDef, capitalised
+from features.spec import FeatureDef
+from features.wording import capitalised, humanised, looks_like_an_id
 from models.concepts import ConceptMap
 from models.rulefile import Signal
 
@@ -52,16 +54,59 @@ def _decimals(description: str) -> int | None:
     return None
 
 
-def sentence(definition: FeatureDef, value: object, levels: frozenset[str] | None) -> str:
-    """The feature's description with ``value``; a missing or unseen value says so."""
+#: A category with more levels than this is described as a group, never by its value
+#: (ISO 3166 lists 249 countries: a country column is still shown as it is).
+MANY_LEVELS = 250
+
+
+def sentence(
+    definition: FeatureDef,
+    value: object,
+    levels: frozenset[str] | None,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """The feature's description with ``value``, in plain words.
+
+    * A missing value reads as the description's ``(empty: ...)`` note: a note
+      starting with a capital is the whole sentence ("No NPS answer yet"), otherwise
+      it follows the concept ("Logins: never").
+    * A category value is looked up in ``labels`` (``reasons.lookups``); without a
+      label, an identifier-like value (:func:`features.wording.looks_like_an_id`) or
+      any value of a category with more than :data:`MANY_LEVELS` levels is described
+      as a group ("Campaign: one of 312 values"), and other values are humanised
+      (``c_level`` -> ``C-level``).
+    * A value the model did not see in training says so.
+    """
     missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
     if missing:
         note = _EMPTY_NOTE.search(definition.description)
-        return f"{capitalised(definition.concept)}: {note.group(1) if note else 'no value'}"
+        words = note.group(1) if note else "no value"
+        return words if words[:1].isupper() else f"{capitalised(definition.concept)}: {words}"
+    unseen = levels is not None and str(value) not in levels
+    if labels and str(value) in labels:
+        value = labels[str(value)]
+    elif definition.dtype == "category" or levels is not None:
+        grouped = _group(definition, value, levels, unseen)
+        if grouped is not None:
+            return grouped
+        value = humanised(str(value))
     text = _EMPTY_NOTE.sub("", definition.describe(value))
-    if levels is not None and str(value) not in levels:
+    if unseen:
         text += " (new value, scored as unknown)"
     return text
+
+
+def _group(
+    definition: FeatureDef, value: object, levels: frozenset[str] | None, unseen: bool
+) -> str | None:
+    """A category value described as its group, or ``None`` to show the value itself."""
+    many = levels is not None and len(levels) > MANY_LEVELS
+    if not many and not looks_like_an_id(value):
+        return None
+    label = capitalised(definition.concept)
+    if unseen:
+        return f"{label}: a value new since training, scored as unknown"
+    return f"{label}: one of {len(levels)} values" if levels else f"{label}: one of many values"
 
 
 def entity_values(block: pd.DataFrame, concepts: ConceptMap) -> list[np.ndarray]:
@@ -80,22 +125,33 @@ def entity_values(block: pd.DataFrame, concepts: ConceptMap) -> list[np.ndarray]
     return values
 
 
-def _sentences(
+def sentences(
     rows: np.ndarray, features: np.ndarray, values: list[np.ndarray], concepts: ConceptMap
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sentence per (row, feature) pair, plain and JSON-escaped; each value rendered once."""
-    plain = np.empty(len(rows), dtype=object)
-    escaped = np.empty(len(rows), dtype=object)
+) -> tuple[np.ndarray, list[str]]:
+    """The sentence of each (row, feature) pair, each distinct value rendered once.
+
+    Args:
+        rows: Row of each pair.
+        features: Feature index of each pair.
+        values: Per feature, the rows' own values (see :func:`entity_values`).
+        concepts: The model's concept map.
+
+    Returns:
+        ``(codes, texts)``: per pair the index of its sentence in ``texts``.
+    """
+    codes = np.empty(len(rows), dtype=np.int64)
+    texts: list[str] = []
     for feature in np.unique(features):
         chosen = np.flatnonzero(features == feature)
-        codes, uniques = pd.factorize(values[feature][rows[chosen]], use_na_sentinel=True)
+        found, uniques = pd.factorize(values[feature][rows[chosen]], use_na_sentinel=True)
+        name = concepts.feature_names[feature]
         definition = concepts.definitions[feature]
-        levels = concepts.categorical_levels.get(concepts.feature_names[feature])
-        rendered = [sentence(definition, u, levels) for u in [*uniques, None]]
+        levels = concepts.categorical_levels.get(name)
+        labels = concepts.value_labels.get(name)
         # Code -1 (missing) picks the last entry, the sentence for a missing value.
-        plain[chosen] = np.array(rendered, dtype=object)[codes]
-        escaped[chosen] = np.array([json.dumps(t)[1:-1] for t in rendered], dtype=object)[codes]
-    return plain, escaped
+        codes[chosen] = len(texts) + np.where(found < 0, len(uniques), found)
+        texts += [sentence(definition, u, levels, labels) for u in [*uniques, None]]
+    return codes, texts
 
 
 def _joined(parts: np.ndarray, valid: np.ndarray, separator: str) -> np.ndarray:
@@ -129,8 +185,8 @@ def reason_lists(
     impact: np.ndarray,
     valid: np.ndarray,
     picked: np.ndarray,
-    best: np.ndarray,
-    values: list[np.ndarray],
+    codes: np.ndarray,
+    texts: list[str],
     concepts: ConceptMap,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One direction's reasons per row: the JSON list and the plain-text line.
@@ -139,8 +195,8 @@ def reason_lists(
         impact: ``(rows, k)`` whole points of the picked concepts.
         valid: ``(rows, k)`` which of them are shown (a prefix of each row).
         picked: ``(rows, k)`` concept index of each reason.
-        best: ``(rows, concepts)`` the concept's most contributing feature.
-        values: Per feature, the rows' own values (see :func:`entity_values`).
+        codes: ``(rows, k)`` index of each reason's sentence in ``texts``.
+        texts: The sentences (see :func:`sentences`).
         concepts: The model's concept map.
 
     Returns:
@@ -157,9 +213,11 @@ def reason_lists(
         dtype=object,
     )
     group_tag = np.array([f"[{g}] " for g in concepts.groups], dtype=object)
+    plain_table = np.array([*texts, ""], dtype=object)
+    escaped_table = np.array([json.dumps(t)[1:-1] for t in [*texts, ""]], dtype=object)
     r, j = np.nonzero(valid)
     c = picked[r, j]
-    plain, escaped = _sentences(r, best[r, c], values, concepts)
+    plain, escaped = plain_table[codes[r, j]], escaped_table[codes[r, j]]
     prefix = _impact_text(impact[r, j], "{:+d} pts: ")
     items = np.full((n_rows, k), "", dtype=object)
     items[r, j] = json_head[c] + prefix + escaped + _impact_text(impact[r, j], _JSON_TAIL)
@@ -168,16 +226,22 @@ def reason_lists(
     return listed, _joined(items, valid, "; ")
 
 
-def reasons_text(up: np.ndarray, down: np.ndarray, base: int, other: np.ndarray) -> np.ndarray:
+def reasons_text(
+    up: np.ndarray, down: np.ndarray, base: int | np.ndarray, other: np.ndarray
+) -> np.ndarray:
     """``reasons_text``: ``Up: ... Down: ... (points of the 0-100 score: base, other)``.
 
     Args:
         up: Plain lines of the raising reasons (:func:`reason_lists`).
         down: Plain lines of the lowering reasons.
-        base: The base score.
+        base: The base score, for all rows or per row (reasons every entity shares
+            are part of it, see :mod:`models.explain`).
         other: Per row, the points of the factors not shown.
     """
-    tail = _impact_text(other, f"({IMPACT_UNIT}: base {base}, other factors {{:+d}})")
+    base = np.broadcast_to(np.asarray(base, dtype=np.int64), np.shape(other))
+    tail = _impact_text(base, f"({IMPACT_UNIT}: base {{:d}}, other factors ") + _impact_text(
+        other, "{:+d})"
+    )
     up = np.where(up != "", "Up: " + up + ". ", "")
     down = np.where(down != "", "Down: " + down + ". ", "")
     return (up + down + tail).astype(object)

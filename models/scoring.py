@@ -30,7 +30,7 @@ from features.timeutil import as_utc
 from models.bands import BandRule, score_from_probability
 from models.concepts import concept_map
 from models.entity_status import SCORED, TARGET_OF_KIND, entity_status
-from models.explain import REASON_COLUMNS, explain
+from models.explain import REASON_COLUMNS, SHARED_SHARE, explain
 from models.model import TrainedModel
 from models.previous_run import PreviousRun, positions
 from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
@@ -120,6 +120,8 @@ def score_entities(
     num_threads: int | None = None,
     with_reasons: bool = True,
     outcomes: pd.DataFrame | None = None,
+    value_labels: Mapping[str, Mapping[str, str]] | None = None,
+    shared_share: float = SHARED_SHARE,
 ) -> ScoreResult:
     """Score every entity: probabilities, 0-100 score, band, rule score, change, reasons.
 
@@ -142,6 +144,10 @@ def score_entities(
         outcomes: The outcomes table: leads converted by ``as_of`` are scored as
             customers, customers churned by then get a ``not scored`` row (see
             :func:`models.entity_status.entity_status`).
+        value_labels: Per column, the label reasons show for each value
+            (``reasons.lookups``).
+        shared_share: A reason shown for this share of the entities whose reasons are
+            recomputed is part of their base score (:mod:`models.explain`).
 
     Returns:
         The :class:`ScoreResult`: its ``frame`` has one row per entity of ``entities``,
@@ -214,7 +220,7 @@ def score_entities(
     keep = prior.reasons_to_keep(with_reasons & from_model, scored, current, delta, tolerance)
     refresh = from_model & ~keep & with_reasons
     fresh = _explain_rows(features, feature_row, kind, models, catalog, refresh, top_k,
-                          num_threads)  # fmt: skip
+                          num_threads, value_labels, shared_share)  # fmt: skip
     for rule_set, rows in fallbacks if with_reasons else []:
         block = features.iloc[feature_row[rows]]
         reasons = rule_reasons(rule_set, block, score[rows], rule_points_max, top_k)
@@ -309,6 +315,8 @@ def _explain_rows(
     refresh: np.ndarray,
     top_k: int,
     num_threads: int | None,
+    value_labels: Mapping[str, Mapping[str, str]] | None = None,
+    shared_share: float = SHARED_SHARE,
 ) -> dict[str, list[tuple[np.ndarray, pd.Series]]]:
     """Fresh reason codes for the ``refresh`` rows: ``(positions, values)`` per column."""
     fresh: dict[str, list[tuple[np.ndarray, pd.Series]]] = {c: [] for c in REASON_COLUMNS}
@@ -317,7 +325,7 @@ def _explain_rows(
         rows = refresh & (kind == entity_kind)
         if model is None or not rows.any():
             continue
-        concepts = concept_map(model.feature_names, catalog, model.categorical_levels)
+        concepts = concept_map(model.feature_names, catalog, model.categorical_levels, value_labels)
         reasons = explain(
             model,
             features.iloc[feature_row[rows]],
@@ -325,6 +333,7 @@ def _explain_rows(
             concepts,
             top_k,
             num_threads=num_threads,
+            shared_share=shared_share,
         )
         for column in REASON_COLUMNS:
             fresh[column].append((np.flatnonzero(rows), reasons[column]))

@@ -113,6 +113,7 @@ def score_task(ctx, inputs, features, champions, previous):  # noqa: ANN001, ANN
         ctx.as_of,
         bands=ctx.settings.bands,
         reason_refresh_tolerance=ctx.settings.output.reason_refresh_tolerance,
+        reasons=ctx.settings.reasons,
     )
 
 

@@ -33,6 +33,7 @@ from pipelines.settings_sections import (
     LabelSettings,
     ModelSettings,
     OutputSettings,
+    ReasonSettings,
     RetentionSettings,
     ScheduleSettings,
     SourceSettings,
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     board: BoardSettings = Field(default_factory=BoardSettings)
+    reasons: ReasonSettings = Field(default_factory=ReasonSettings)
     #: Targets trained and scored by a model; a target left out is scored with the rule
     #: score, e.g. ``targets: [conversion]`` when there is no churn data.
     targets: tuple[TargetName, ...] = TARGET_NAMES

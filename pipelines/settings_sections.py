@@ -183,6 +183,39 @@ class OutputSettings(_Section):
     reason_refresh_tolerance: float = 2.0
 
 
+class ReasonSettings(_Section):
+    """How reasons read (:mod:`models.reason_text`, :mod:`models.explain`)."""
+
+    #: Per entities column, a CSV file with columns ``value,label``: reasons show the
+    #: label instead of the value (campaign ids, partner codes). Without one, an
+    #: identifier-like value is described as a group ("Campaign: one of 312 values").
+    lookups: dict[str, Path] = Field(default_factory=dict)
+    #: A reason shown for at least this share of the scored entities is part of the
+    #: base score, not a reason.
+    shared_share: float = Field(0.99, gt=0.5, le=1.0)
+
+    def value_labels(self) -> dict[str, dict[str, str]]:
+        """The lookup tables read: per column, the label of each value.
+
+        Raises:
+            ValueError: A lookup file is missing or lacks a ``value`` or ``label`` column.
+        """
+        import pandas as pd
+
+        labels: dict[str, dict[str, str]] = {}
+        for column, path in self.lookups.items():
+            if not path.is_file():
+                raise ValueError(f"reasons.lookups.{column}: no file {path}.")
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            if not {"value", "label"} <= set(table.columns):
+                raise ValueError(
+                    f"reasons.lookups.{column}: {path} needs the columns value and label; "
+                    f"it has {list(table.columns)}."
+                )
+            labels[column] = dict(zip(table["value"], table["label"], strict=True))
+        return labels
+
+
 class CrmSettings(_Section):
     """The CRM import files (:mod:`pipelines.crm_profiles`).
 

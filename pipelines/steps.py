@@ -23,7 +23,7 @@ from pipelines.sources import Inputs
 if TYPE_CHECKING:
     from models.model import TrainedModel
     from models.scoring import ScoreResult
-    from pipelines.settings_sections import BandSettings
+    from pipelines.settings_sections import BandSettings, ReasonSettings
     from pipelines.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,11 @@ def score(
     *,
     bands: BandSettings,
     reason_refresh_tolerance: float,
+    reasons: ReasonSettings | None = None,
 ) -> ScoreResult:
     """Score every entity with the champions (or the rules), with reasons."""
     from models.bands import band_rule_for_models
+    from models.explain import SHARED_SHARE
     from models.scoring import score_entities
 
     band_rule = band_rule_for_models(
@@ -172,6 +174,8 @@ def score(
         as_of,
         tolerance=reason_refresh_tolerance,
         outcomes=inputs.outcomes,
+        value_labels=reasons.value_labels() if reasons else None,
+        shared_share=reasons.shared_share if reasons else SHARED_SHARE,
     )
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from features.spec import FeatureSpec, per_type_features, singular_noun, special_features
+from features.spec import FeatureSpec, per_type_features, special_features
+from features.wording import singular_noun
 
 
 @pytest.mark.parametrize(
