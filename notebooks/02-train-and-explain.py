@@ -53,11 +53,11 @@ from IPython.display import Markdown, display
 
 from features.labels import label_definition
 from features.synthetic import generate, source_paths
+from features.targets import CHURN, CONVERSION
 from models.evaluate import calibration_curve_figure, lift_chart_figure
 from models.plots import roc_curve_figure, shap_explanation
 from models.reason_text import crm_reason_text
 from models.rules import RuleScore
-from features.targets import CHURN, CONVERSION
 from models.train import train_model
 from pipelines import steps, training
 from pipelines.context import RunContext, parse_as_of

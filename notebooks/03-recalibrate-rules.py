@@ -50,12 +50,12 @@ from IPython.display import Markdown, display
 
 from features.labels import label_definition
 from features.synthetic import generate, source_paths
+from features.targets import CHURN
 from models.bands import choose_thresholds
 from models.evaluate import band_outcome_rates
 from models.plots import points_comparison_figure, roc_curve_figure
 from models.recalibrate import recalibrate
 from models.rules import RuleScore
-from features.targets import CHURN
 from pipelines import steps, training
 from pipelines.context import RunContext, parse_as_of
 from pipelines.settings import load_settings

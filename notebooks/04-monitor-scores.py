@@ -63,10 +63,10 @@ from IPython.display import Markdown, display
 
 from features.build import build_snapshots
 from features.synthetic import generate, source_paths
+from features.targets import TARGET_NAMES
 from models import tracking, tracking_registry
 from models.drift import psi, psi_table
 from models.plots import band_moves_figure, band_transition_table, psi_figure
-from features.targets import TARGET_NAMES
 from pipelines import steps
 from pipelines.context import build_context
 from pipelines.outputs import list_partitions

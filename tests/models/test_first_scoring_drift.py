@@ -1,19 +1,8 @@
 """Drift on a champion's first scoring of a population warns; on later scorings it fails."""
 
 import json
-import shutil
-
-import pytest
 
 from models.drift import drift_status, first_scorings
-from tests.pipelines.test_flows import (  # noqa: F401 (fixtures)
-    NEXT,
-    dataset,
-    first_run,
-    prefect_harness,
-    run_env,
-    use_env,
-)
 
 CURRENT = json.dumps({"churn": "rules", "conversion": "3"})
 
@@ -51,26 +40,3 @@ def test_later_scorings_fail_as_before():
 
 def test_small_shifts_stay_ok_on_a_first_scoring():
     assert drift_status({"conversion probability": 0.01}, 0.1, 0.25, {"conversion"}) == ("ok", [])
-
-
-@pytest.mark.slow
-def test_a_champions_first_scoring_with_drift_ends_with_a_warning_not_a_failure(
-    first_run,
-    dataset,
-    tmp_path,
-    monkeypatch,  # noqa: F811 (fixtures)
-):
-    from pipelines import flows
-
-    out = tmp_path / "output"
-    out.mkdir()
-    # Yesterday's champions, but no scores yet: this is their first scoring here.
-    shutil.copy(first_run[0] / "mlflow.db", out / "mlflow.db")
-    use_env(monkeypatch, run_env(dataset, out, schedule__psi_fail="0"))
-
-    state = flows.score_flow(as_of=NEXT, return_state=True)
-
-    assert state.is_completed(), state.message
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["psi_status"] == "warning"
-    assert any("first time" in w and "not a failure" in w for w in summary["warnings"])

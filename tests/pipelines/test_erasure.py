@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from features.synthetic import generate, source_paths
-from models.privacy import PseudonymKeyError, pseudonymise_one
 from features.targets import TARGETS
+from models.privacy import PseudonymKeyError, pseudonymise_one
 from pipelines import steps, training
 from pipelines.atomic_files import write_parquet_atomic
 from pipelines.context import RunContext, parse_as_of

@@ -424,16 +424,15 @@ def test_backfill_over_three_dates_writes_three_partitions_and_band_moves(
     [
         ("2025-12-08", "2025-12-01", 1, "is after --to"),
         ("2025-12-01", "2025-12-08", 0, "at least 1 day"),
-        ("yesterday-ish", "2025-12-08", 1, "must be YYYY-MM-DD"),
+        ("yesterday-ish", "2025-12-08", 1, "not written YYYY-MM-DD"),
     ],
 )
 def test_backfill_refuses_dates_it_cannot_walk_with_a_sentence(start, end, every, words):
     from pipelines import commands
-    from pipelines.settings import Settings
 
     console = Console(file=io.StringIO())
     with pytest.raises(ValueError, match=words):
-        commands.backfill(Settings(), start, end, every, None, console)
+        commands.backfill(None, start, end, every, console)
     assert console.file.getvalue() == ""
 
 
@@ -469,3 +468,21 @@ def test_the_wall_clock_of_a_run_is_in_its_markdown_summary_only(first_run):
     assert "started_at" not in summary and "finished_at" not in summary
     scores = pd.read_parquet(out / "scores" / f"as_of={FIRST}")
     assert (scores["scored_at"] == pd.Timestamp(FIRST, tz="UTC")).all()
+
+
+@pytest.mark.slow
+def test_a_champions_first_scoring_with_drift_ends_with_a_warning_not_a_failure(
+    first_run, dataset, tmp_path, monkeypatch
+):
+    out = tmp_path / "output"
+    out.mkdir()
+    # Yesterday's champions, but no scores yet: this is their first scoring here.
+    shutil.copy(first_run[0] / "mlflow.db", out / "mlflow.db")
+    use_env(monkeypatch, run_env(dataset, out, schedule__psi_fail="0"))
+
+    state = flows.score_flow(as_of=NEXT, return_state=True)
+
+    assert state.is_completed(), state.message
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["psi_status"] == "warning"
+    assert any("first time" in w and "not a failure" in w for w in summary["warnings"])
