@@ -35,7 +35,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from features.population import ENDED_AT, end_times, first_purchases
+from features.population import end_times, first_purchases
 from features.targets import CHURN, CONVERSION, TargetName
 from features.targets import target as target_named
 

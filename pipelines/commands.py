@@ -361,6 +361,7 @@ def check(config: Path | None, as_of: str | None, console: Console) -> None:
         report = run_check(settings, day)
     print_check(report, console)
 
+
 def board(config: Path | None, host: str | None, port: int | None, console: Console) -> None:
     """Serve the lead board from the score table until interrupted."""
     from pipelines.board_server import board_server

@@ -25,8 +25,8 @@ from features.targets import TARGETS, Target
 from features.targets import target as target_named
 from models.drift import drift_status, first_scorings, score_psi
 from models.retrain import RetrainPolicy, retrain_due
-from models.train_guards import InsufficientLabelsError, NotEnoughHistoryError
 from models.scoring import model_versions
+from models.train_guards import InsufficientLabelsError, NotEnoughHistoryError
 from pipelines import steps, training
 from pipelines.atomic_files import kill_point
 from pipelines.context import RunContext, build_context

@@ -236,10 +236,13 @@ def load_inputs(
     report = input_report(events, now, entities, outcomes)
     # input_report counted the exact duplicates; finding them again (DataFrame.duplicated
     # over every row: 9 s at 10M events) is needed only when there are some to drop.
+    dropping = not sources.keep_duplicates
     events, report.rejected = clean_events(
-        events, now, drop_duplicates=report.duplicate_events > 0
+        events, now, drop_duplicates=dropping and report.duplicate_events > 0
     )
-    report.rejected.setdefault("duplicate_events", 0)
+    if dropping:
+        report.rejected.setdefault("duplicate_events", 0)
+    report.duplicates_kept = sources.keep_duplicates
     report.entities_on_suppression_list = suppressed
     report.entities_forgotten_earlier = forgotten
     log.info(

@@ -180,9 +180,13 @@ def score(
 
 
 def write_outputs(
-    ctx: RunContext, scored: ScoreResult, previous: pd.DataFrame | None
+    ctx: RunContext,
+    scored: ScoreResult,
+    previous: pd.DataFrame | None,
+    entities: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """All outputs of a run, each written atomically."""
+    """All outputs of a run, each written atomically; ``entities`` give the board's names."""
+    from pipelines.board_data import board_entities
     from pipelines.crm_profiles import crm_profile
     from pipelines.output_commit import write_outputs as write
 
@@ -195,6 +199,10 @@ def write_outputs(
         previous=previous,
         band_rule=scored.band_rule.describe(),
         crm_profile=crm_profile(settings.crm.profile, settings.crm.fields),
+        board_entities=None
+        if entities is None
+        else board_entities(entities, settings.board.display),
+        board_embed_limit=settings.board.embed_limit,
     )
     return dict(paths.items())
 

@@ -51,11 +51,13 @@ class RunSummary:
     rule_scored: dict[str, str] = field(default_factory=dict)
     #: Positive labels each untrainable target still needs before a model is trained.
     positives_needed: dict[str, int] = field(default_factory=dict)
+    #: What the start-of-run recovery cleaned or repaired (``pipelines.recovery``).
+    recovered: dict[str, int] = field(default_factory=dict)
     #: The feed checks (:class:`features.feed_checks.FeedReport`): events before the run
     #: date, quarantined rows with samples, undeclared event types.
     feeds: dict[str, Any] = field(default_factory=dict)
-    #: What the start-of-run recovery cleaned or repaired (``pipelines.recovery``).
-    recovered: dict[str, int] = field(default_factory=dict)
+    #: Entities per kind when the entities have no ``kind`` column (inferred kinds).
+    kinds_inferred: dict[str, int] = field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
     #: Wall time and peak memory per step (:mod:`pipelines.step_timing`): in the
@@ -88,6 +90,11 @@ class RunSummary:
             "- Inputs: "
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.inputs.items()),
         ]
+        if self.kinds_inferred:
+            lines.append(
+                "- Kind inferred (no kind column; a conversion or a purchase makes a "
+                "customer): " + ", ".join(f"{n:,} {k}s" for k, n in self.kinds_inferred.items())
+            )
         if self.retention:
             lines.append(
                 "- Retention purge: "
@@ -174,6 +181,7 @@ def summarise(
     Returns:
         The summary, ready to publish.
     """
+    from features.input_report import duplicates_warning
     from models.drift import drift_status, score_psi
     from models.scoring import absent_columns_warning
 
@@ -205,6 +213,12 @@ def summarise(
         absent = "" if model is None else absent_columns_warning(target, model, features.columns)
         if absent:
             summary.warnings.append(absent)
+    if "kind" not in inputs.entities and "kind" in scored:
+        counts = scored["kind"].astype(str).value_counts()
+        summary.kinds_inferred = {k: int(counts.get(k, 0)) for k in ("lead", "customer")}
+    duplicates = duplicates_warning(inputs.report)
+    if duplicates:
+        summary.warnings.append(duplicates)
     if inputs.feed is not None:
         summary.feeds = inputs.feed.to_dict()
         summary.warnings += inputs.feed.warnings()
