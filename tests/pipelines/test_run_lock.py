@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.run_lock import LOCK_FILE, RunLockedError, run_lock
 
-#: A lock's start time: this test session, after the processes the tests start.
-NOW = (datetime.now(UTC) + timedelta(minutes=5)).isoformat(timespec="seconds")
 
-
-def write_lock(out: Path, pid: int, host: str | None = None, started: str = NOW) -> Path:
+def write_lock(out: Path, pid: int, host: str | None = None, started: str | None = None) -> Path:
+    """A lock file as a run writes it; ``started`` defaults to a few minutes from now (a
+    live process must not look newer than its lock, whenever in the session this runs)."""
+    if started is None:
+        started = (datetime.now(UTC) + timedelta(minutes=5)).isoformat(timespec="seconds")
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     holder = {
@@ -75,9 +76,10 @@ def test_a_live_holder_stops_the_second_run_with_a_sentence(tmp_path, live_pid):
     with pytest.raises(RunLockedError) as caught, run_lock(tmp_path, "2025-12-08", "nightly"):
         pytest.fail("the block must not run")
     message = str(caught.value)
+    started = json.loads(before)["started"]
     assert message.startswith(
         f"Another leadscore run (pid {live_pid} on {socket.gethostname()}, started "
-        f"{NOW}, nightly for 2025-12-08) holds "
+        f"{started}, nightly for 2025-12-08) holds "
     )
     assert str(path) in message and "wait for it" in message
     assert path.read_bytes() == before  # not released by the run it refused
