@@ -64,9 +64,11 @@ class StepFailed(RuntimeError):
 def _step(name: str, func, *args, **kwargs):  # noqa: ANN001, ANN202
     try:
         with timed(name):
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
     except Exception as exc:
         raise StepFailed(f"Step '{name}' failed: {exc}") from exc
+    kill_point(f"after {name}")  # crash-test hook at every step boundary
+    return result
 
 
 @task(name="load inputs", **IO_RETRIES)
@@ -219,7 +221,6 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
     started_at = _wall_clock()
     logger.info("leadscore run as of %s started at %s", ctx.as_of.date(), started_at)
     inputs = _step("load inputs", load_inputs_task, ctx)
-    kill_point("loaded")  # crash-test hook, see pipelines.atomic_files
     inputs, retention = _step(
         "event retention", steps.apply_retention, inputs, settings.retention.max_event_age_days,
         ctx.as_of,
@@ -278,9 +279,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
         ctx.as_of, settings.schedule, needed, first_scored=first,
     )  # fmt: skip
     summary.warnings[:0], summary.recovered = recovered.warnings, recovered.counts()
-    kill_point("scored")
     paths = _step("write outputs", write_outputs_task, ctx, result, previous, inputs.entities)
-    kill_point("written")
     summary.outputs = {k: str(v) for k, v in paths.items()}
     summary.warnings += missing_crm_id_warnings(scored)
     summary.retention |= _step("retention", purge_task, ctx, scored)

@@ -5,7 +5,9 @@ second run must stop at once on the run lock with a sentence naming the holder, 
 one model version per target. Then ``leadscore nightly --as-of D2`` is run again and
 again with ``LEADSCORE_TEST_KILL_AT`` set to the next kill point (a test hook: the
 process SIGKILLs itself at that step, see :func:`pipelines.atomic_files.kill_point`),
-from reading the inputs to inside the output commit. Each run is the rerun of the
+at every step boundary (after recovery, loading, retention, features, champions,
+previous scores, scoring, summary, writing, retention, publishing) and inside the
+output commit. Each run is the rerun of the
 killed one before it: it must take over the stale lock and recover all that run left
 (none of those leftovers may remain), and after each kill the D1 outputs must be
 byte-identical (and, for kills before the database commit, the score table and the
@@ -43,13 +45,24 @@ D1, D2 = "2025-12-01", "2025-12-08"
 #: (kill point, whether the database commit of D2 had happened when it fired), in the
 #: order the runs are killed: each run first recovers what the kill before it left.
 KILL_POINTS = [
-    ("loaded", False),  # inputs read, features not built
-    ("scored", False),  # scored, nothing written
+    # At every step boundary of a next-day run (``pipelines.flows._step``) ...
+    ("after recover", False),
+    ("after load inputs", False),
+    ("after event retention", False),
+    ("after build features", False),
+    ("after load champions", False),
+    ("after read previous scores", False),
+    ("after score", False),
+    ("after summarise", False),
+    # ... inside the output commit (``pipelines.output_commit``, ``atomic_files``) ...
     ("staged", False),  # partition and CRM staged, database untouched
     ("committed", True),  # score tables on D2, partition still a temporary file
     ("dir-swap", True),  # partition in, CRM folder halfway through its swap
     ("crm", True),  # CRM folder in, board not written
-    ("committed", True),  # again, now with every file of D2 in place
+    # ... and after it.
+    ("after write outputs", True),
+    ("after retention", True),
+    ("after publish summary", True),
 ]
 
 
