@@ -45,7 +45,7 @@ D1, D2 = "2025-12-01", "2025-12-08"
 #: (kill point, whether the database commit of D2 had happened when it fired), in the
 #: order the runs are killed: each run first recovers what the kill before it left.
 KILL_POINTS = [
-    # At every step boundary of a next-day run (``pipelines.flows._step``) ...
+    # At every step boundary of a next-day run before the commit (``flows._step``) ...
     ("after recover", False),
     ("after load inputs", False),
     ("after event retention", False),
@@ -59,10 +59,12 @@ KILL_POINTS = [
     ("committed", True),  # score tables on D2, partition still a temporary file
     ("dir-swap", True),  # partition in, CRM folder halfway through its swap
     ("crm", True),  # CRM folder in, board not written
-    # ... and after it.
+    # ... at the step boundaries after it ...
     ("after write outputs", True),
     ("after retention", True),
     ("after publish summary", True),
+    # ... and in the commit again, now with every file of D2 in place.
+    ("committed", True),
 ]
 
 
