@@ -9,7 +9,6 @@ test process: every setting comes from the config file. Flows report to one
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -21,8 +20,7 @@ import pytest
 import yaml
 
 from features.synthetic import generate, source_paths
-from tests.pipelines.test_serve import process_group, wait_for_health
-from tests.services import free_port
+from tests.pipelines.test_serve import running_prefect_server
 
 BIN = Path(sys.executable).parent
 #: A cron unlike the default, so a command that reads the file shows it.
@@ -69,21 +67,9 @@ def prefect_api(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     """A real Prefect server for the whole session (one start-up, ~20-40 s, not one per
     module); yields its API URL and an environment pointing at it."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEADSCORE_"))},
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-    }
-    log = home / "prefect-server.log"
-    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with process_group(command, log, env) as server:
-        wait_for_health(api_url, server, log, timeout=120)
+    with running_prefect_server(home, home / "prefect-server.log", timeout=120) as (url, env):
         # Wide enough that Rich prints every path on one line.
-        yield api_url, {**env, "PREFECT_API_URL": api_url, "COLUMNS": "400"}
+        yield url, {**env, "COLUMNS": "400"}
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +95,9 @@ def workspace(prefect_api, shared_history, tmp_path_factory) -> Workspace:
         "output": {"dir": str(out)},
         # Small data: promote on the AUC itself (the 95% lower bound has its own tests).
         "model": {
-            "min_positive_labels": 30, "retrain_max_age_days": 30, "promotion_confidence": 0.0,
+            "min_positive_labels": 30,
+            "retrain_max_age_days": 30,
+            "promotion_confidence": 0.0,
         },
         # Small samples drift a lot; drift has its own tests.
         "schedule": {"cron": CRON, "psi_warn": 10, "psi_fail": 10},

@@ -70,13 +70,14 @@ def wait_for_health(api_url: str, server: subprocess.Popen, log: Path, timeout: 
     )
 
 
-@pytest.fixture
-def prefect_server(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real Prefect server; yields its API URL and the environment pointing at it."""
+@contextmanager
+def running_prefect_server(
+    home: Path, log: Path, timeout: float
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real ``prefect server`` on 127.0.0.1 with its own home and database, stopped by
+    process group; yields its API URL and a clean environment pointing at it."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    home = tmp_path / "prefect-home"
-    home.mkdir()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEADSCORE_"))},
         "PREFECT_HOME": str(home),
@@ -84,11 +85,19 @@ def prefect_server(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
     }
-    log = tmp_path / "prefect-server.log"
     command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with process_group(command, log, env) as server:
-        wait_for_health(api_url, server, log, timeout=90)
+        wait_for_health(api_url, server, log, timeout=timeout)
         yield api_url, {**env, "PREFECT_API_URL": api_url}
+
+
+@pytest.fixture
+def prefect_server(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real Prefect server; yields its API URL and the environment pointing at it."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    with running_prefect_server(home, tmp_path / "prefect-server.log", timeout=90) as server:
+        yield server
 
 
 def test_serve_registers_the_nightly_deployment_and_executes_a_triggered_run(
