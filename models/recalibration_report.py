@@ -8,17 +8,10 @@ import numpy as np
 import pandas as pd
 
 from models.point_fit import PointFit
+from models.rulefile import signal_label
 from models.rules import RuleSet
 
 OUTCOME_VERB = {"churn": "churned", "conversion": "converted"}
-
-
-def _label(description: str, name: str) -> str:
-    """Short name of a signal: its description up to the colon, else its name."""
-    head, colon, _ = description.partition(":")
-    if colon and 0 < len(head.strip()) <= 40:
-        return head.strip()
-    return name.replace("_", " ").capitalize()
 
 
 def _status(fit: PointFit, name: str, old: int, new: int) -> str:
@@ -48,7 +41,7 @@ def signal_table(
         per = ""
         if signal.kind == "per_unit":
             per = f" per {signal.unit_label or f'step of {signal.unit:g}'}"
-        label = _label(signal.description, signal.name)
+        label = signal.label
         sentence = f"{label}: {signal.points} -> {new_points} points{per}."
         if has.any() and (~has).any():
             sentence += (
@@ -168,7 +161,7 @@ def render_markdown(
     ]
     for row in table.itertuples():
         likely = "n/a" if np.isnan(row.ci_low) else f"{row.ci_low:.0f} to {row.ci_high:.0f}"
-        label = _label(row.description, row.signal)
+        label = signal_label(row.description, row.signal)
         lines.append(f"| {label} | {row.old_points} | {row.new_points} | {likely} | {row.status} |")
     confidence = settings.get("confidence", 0.95)
     lines += [

@@ -53,6 +53,14 @@ class RuleFileError(ValueError):
     """A rule file, or the frame it is applied to, does not fit the rule format."""
 
 
+def signal_label(description: str, name: str) -> str:
+    """Short name of a signal: its description up to the colon, else its name."""
+    head, colon, _ = description.partition(":")
+    if colon and 0 < len(head.strip()) <= 40:
+        return head.strip()
+    return name.replace("_", " ").capitalize()
+
+
 @dataclass(frozen=True)
 class Signal:
     """One scored signal of a rule file (see the module docstring for the kinds)."""
@@ -73,11 +81,8 @@ class Signal:
 
     @property
     def label(self) -> str:
-        """Short name for reports: the description up to its colon, else the name."""
-        head, colon, _ = self.description.partition(":")
-        if colon and 0 < len(head.strip()) <= 40:
-            return head.strip()
-        return self.name.replace("_", " ").capitalize()
+        """Short name for reports (:func:`signal_label`)."""
+        return signal_label(self.description, self.name)
 
     @property
     def cap(self) -> int | None:
