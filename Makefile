@@ -22,11 +22,14 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/leadscore demo
 
-## test: install system test dependencies if missing, then run the whole suite
+## test: install system test dependencies if missing, then run the whole suite on
+## $(TEST_WORKERS) pytest-xdist workers; whole modules go to one worker (--dist loadfile),
+## so module fixtures are built once; each worker has its own session fixtures and servers.
+TEST_WORKERS ?= 2
 test: setup
 	bash scripts/system-deps.sh
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,7 +1,17 @@
-"""Fixtures shared by every test package: small seeded event histories."""
+"""Fixtures shared by every test package: small seeded event histories.
+
+The suite runs on two pytest-xdist workers (``-n 2 --dist loadfile``, see the
+Makefile): each worker is a process with its own session fixtures, its own
+``tmp_path_factory`` folder and, set here, its own ``PREFECT_HOME``, so no two
+workers share a Prefect database, profile or result store (nor the user's
+``~/.prefect``). Servers started by fixtures pick free ports.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +23,11 @@ from pipelines.runtime import set_quiet_and_patient_defaults
 
 # Before any test module imports mlflow or prefect: no telemetry, a patient Prefect.
 set_quiet_and_patient_defaults()
+# One Prefect home per test process (xdist worker); removed when the process ends.
+PREFECT_HOME = tempfile.mkdtemp(
+    prefix=f"leadscore-tests-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
+)
+os.environ["PREFECT_HOME"] = PREFECT_HOME
 
 AS_OF = pd.Timestamp("2025-03-15 09:30:00", tz="UTC")
 EventHistory = tuple[pd.DataFrame, pd.DataFrame]
@@ -84,6 +99,11 @@ def make_event_history(
         }
     )
     return events, entities
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove this process's Prefect home."""
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
 
 
 @pytest.fixture

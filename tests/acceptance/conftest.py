@@ -1,10 +1,13 @@
-"""A small generated history, its config file and one real Prefect server for the module.
+"""A small generated history, its config file and one real Prefect server for the session.
 
 The acceptance tests run the installed ``leadscore`` script as a user would, so the
 environment handed to it carries no ``LEADSCORE_*`` or ``PREFECT_*`` variable of the
 test process: every setting comes from the config file. Flows report to one
-``prefect server`` started for the module (an ephemeral server per command takes
-20 s or more to start on a busy machine).
+``prefect server`` started for the session (an ephemeral server per command takes
+20 s or more to start on a busy machine). Under pytest-xdist each worker has its own
+session, so its own server (free port, home under its own ``tmp_path_factory``
+folder) and its own copy of the history; modules stay whole on one worker
+(``--dist loadfile``), so a module's ``workspace`` is never shared.
 """
 
 from __future__ import annotations
