@@ -1,11 +1,12 @@
 """Point-in-time feature tables: one row per entity as of a cutoff.
 
-The aggregation itself is the Ibis expression of :mod:`features.engine`; this
-module takes the inputs (pandas frames or Parquet paths, see :mod:`features.backend`),
-picks the engine (``duckdb`` by default, ``pyspark`` unchanged), and finishes the
-table to the contract of ``docs/ARCHITECTURE.md`` (see :mod:`features.table`):
-``entity_id``, ``as_of``, then the columns of :func:`features.spec.feature_catalog`
-in order and with their declared dtypes.
+The aggregation itself is the Ibis expression of :mod:`features.engine` (one
+cutoff) or :mod:`features.cutoff_engine` (every cutoff of :func:`build_snapshots` in
+one pass); this module takes the inputs (pandas frames or Parquet paths, see
+:mod:`features.backend`), picks the engine (``duckdb`` by default, ``pyspark``
+unchanged), and finishes the table to the contract of ``docs/ARCHITECTURE.md``
+(see :mod:`features.table`): ``entity_id``, ``as_of``, then the columns of
+:func:`features.spec.feature_catalog` in order and with their declared dtypes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import engine, pivot
+from features import cutoff_engine, engine, pivot
 from features.backend import EventsInput, connect, events_table, types_seen
 from features.spec import FeatureSpec
 from features.table import columns_for, existing_entities, finish_table, fit_columns
@@ -27,16 +28,15 @@ from features.timeutil import engine_timestamp
 log = logging.getLogger(__name__)
 
 
-def _build(
+def _prepare(
     events: EventsInput,
     entities: pd.DataFrame,
     cutoffs: list[pd.Timestamp],
-    spec: FeatureSpec,
     backend: str,
     con: Any,
     event_types: Sequence[str] | None,
-) -> list[pd.DataFrame]:
-    """One feature table per cutoff; columns follow the types seen before the last."""
+) -> tuple[Any, Any, list[str], pd.DataFrame]:
+    """The connection, the events table, the types to featurise and the first cutoff's rows."""
     connection = connect(backend, con)
     table = events_table(connection, events)
     with ThreadPoolExecutor(max_workers=1) as background:
@@ -48,10 +48,7 @@ def _build(
         )
         first = existing_entities(entities, cutoffs[0])
         types = list(event_types) if listing is None else listing.result()
-    return [
-        _build_one(connection, table, entities, cutoff, spec, types, first if i == 0 else None)
-        for i, cutoff in enumerate(cutoffs)
-    ]
+    return connection, table, types, first
 
 
 def _build_one(
@@ -122,7 +119,11 @@ def build_features(
         One row per entity with ``created_at < as_of`` (and consent), sorted by
         ``entity_id``: ``entity_id``, ``as_of``, then the feature catalog columns.
     """
-    return _build(events, entities, [engine_timestamp(as_of)], spec, backend, con, event_types)[0]
+    cutoff = engine_timestamp(as_of)
+    connection, table, types, existing = _prepare(
+        events, entities, [cutoff], backend, con, event_types
+    )
+    return _build_one(connection, table, entities, cutoff, spec, types, existing)
 
 
 def build_snapshots(
@@ -139,7 +140,8 @@ def build_snapshots(
 
     Every table has the same columns: the event types seen before the last cutoff
     (or ``event_types``), so earlier tables may carry all-zero columns of types
-    that appear later.
+    that appear later. One engine query serves every cutoff; the result is the
+    table :func:`build_features` gives per cutoff (given those event types), stacked.
 
     Args:
         events: Events frame or Parquet path/glob, read once.
@@ -156,5 +158,51 @@ def build_snapshots(
     ordered = sorted({engine_timestamp(cutoff) for cutoff in cutoffs})
     if not ordered:
         raise ValueError("build_snapshots needs at least one cutoff.")
-    frames = _build(events, entities, ordered, spec, backend, con, event_types)
+    connection, table, types, first = _prepare(events, entities, ordered, backend, con, event_types)
+    existing = [first] + [existing_entities(entities, cutoff) for cutoff in ordered[1:]]
+    return _build_all(connection, table, entities, ordered, spec, types, existing)
+
+
+def _build_all(
+    con: Any,
+    table: Any,
+    entities: pd.DataFrame,
+    cutoffs: list[pd.Timestamp],
+    spec: FeatureSpec,
+    event_types: Sequence[str],
+    existing: list[pd.DataFrame],
+) -> pd.DataFrame:
+    """Every cutoff's feature table, stacked, from one engine pass (:mod:`features.cutoff_engine`).
+
+    The same table as :func:`_build_one` per cutoff, concatenated.
+    """
+    fits = fit_columns(entities)
+    catalog = columns_for(spec, event_types, fits)
+    declared = [e.name for e in spec.event_types]
+    featurised = declared + sorted(set(event_types) - set(declared))
+    stacked = cutoff_engine.stacked_rows(existing, cutoffs)
+    n_rows = len(stacked.rows)
+    codes = engine.type_codes(featurised)
+    long = con.to_pyarrow(
+        cutoff_engine.per_cutoff_entity_and_type(table, stacked, codes, spec, con.name)
+    )
+    with ThreadPoolExecutor(max_workers=1) as background:
+        small = background.submit(
+            con.to_pyarrow,
+            cutoff_engine.per_cutoff_nps_and_key_features(table, stacked, spec, con.name),
+        )
+        columns = pivot.spread(long, n_rows, codes, spec, featurised)
+        engagement = pivot.with_nps_and_key_features(columns, small.result())
+    ages = [(cutoff - frame["created_at"]) / pd.Timedelta(microseconds=1)
+            for cutoff, frame in zip(cutoffs, existing, strict=True)]  # fmt: skip
+    engagement["tenure_days"] = np.concatenate([age.to_numpy() for age in ages]) / engine.DAY_US
+    log.info(
+        "Built %d feature rows at %d cutoffs in one pass with %s from %d (cutoff, entity, "
+        "type) rows.", n_rows, len(cutoffs), con.name, long.num_rows,
+    )  # fmt: skip
+    ends = np.cumsum([len(frame) for frame in existing])
+    frames = [
+        finish_table(engagement.iloc[end - len(rows) : end], rows, cutoff, catalog, fits, entities)
+        for cutoff, rows, end in zip(cutoffs, existing, ends, strict=True)
+    ]
     return pd.concat(frames, ignore_index=True)

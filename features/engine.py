@@ -108,14 +108,21 @@ def events_before(events: ir.Table, as_of: pd.Timestamp, backend: str) -> ir.Tab
     cutoff = ibis.literal(as_of.to_pydatetime(), type="timestamp('UTC')")
     before = events.filter(events.event_time < cutoff)
     age_us = microseconds(as_of) - epoch_microseconds(before.event_time, backend)
-    has = set(events.columns)
     return before.select(
         entity_id=before.entity_id,
         event_type=before.event_type,
         age_us=age_us,
-        value=_missing_as_null(before.value) if "value" in has else ibis.null("float64"),
-        item=_missing_item(before.item, backend) if "item" in has else ibis.null("string"),
+        **payload_columns(before, backend),
     )
+
+
+def payload_columns(events: ir.Table, backend: str) -> dict[str, ir.Value]:
+    """``value`` (float64) and ``item`` (text) of the events, missing ones NULL, or NULL columns."""
+    has = set(events.columns)
+    return {
+        "value": _missing_as_null(events.value) if "value" in has else ibis.null("float64"),
+        "item": _missing_item(events.item, backend) if "item" in has else ibis.null("string"),
+    }
 
 
 def _missing_item(item: ir.Value, backend: str) -> ir.StringValue:
@@ -178,7 +185,43 @@ def per_entity_and_type(
         backend: Backend name, for :func:`epoch_microseconds`.
 
     Returns:
-        ``row, code``, ``n_{N}d`` per count window, ``n_all`` (all time),
+        ``row, code`` and the aggregates of :func:`aggregate_per_type`.
+    """
+    coded = coded_events(events_before(events, as_of, backend), codes)
+    grouped = aggregate_per_type(coded, ["entity_id"], codes, microseconds(as_of), spec)
+    joined = grouped.join(entity_rows, grouped.entity_id == entity_rows.entity_id)
+    return joined.drop("entity_id")
+
+
+def coded_events(before: ir.Table, codes: pd.DataFrame) -> ir.Table:
+    """``before`` with ``event_type`` replaced by its integer ``code`` (:data:`OTHER_TYPE`)."""
+    code_table = ibis.memtable(codes)
+    kept = [column for column in before.columns if column != "event_type"]
+    return before.left_join(code_table, before.event_type == code_table.event_type).select(
+        *kept, code=ibis.coalesce(code_table.code, OTHER_TYPE)
+    )
+
+
+def aggregate_per_type(
+    coded: ir.Table,
+    keys: list[str],
+    codes: pd.DataFrame,
+    cutoff_us: int | ir.IntegerValue,
+    spec: FeatureSpec,
+) -> ir.Table:
+    """One row per (``keys``, event type) of filtered aggregates over coded events.
+
+    Args:
+        coded: ``keys``, ``age_us``, ``value``, ``item`` and ``code`` (see
+            :func:`coded_events`); ages are microseconds before the cutoff.
+        keys: The columns naming an entity at a cutoff (``entity_id`` for one cutoff).
+        codes: ``event_type, code`` (see :func:`type_codes`).
+        cutoff_us: The cutoff in microseconds since the epoch: a number, or a
+            column of ``coded`` when the rows belong to several cutoffs.
+        spec: The feature set.
+
+    Returns:
+        ``keys``, ``code``, ``n_{N}d`` per count window, ``n_all`` (all time),
         ``min_age_us`` and ``max_age_us`` (latest and first event), ``decayed``,
         ``amount`` (session minutes, purchase amounts or the all-time count of
         tickets, by type), with undeclared types (:func:`generic_codes`) also
@@ -189,14 +232,8 @@ def per_entity_and_type(
         rows, bits 32-35 are the login weeks of the last 28 days and bit 36 a login on
         day 28 within them.
     """
-    before = events_before(events, as_of, backend)
-    code_table = ibis.memtable(codes)
-    coded = before.left_join(code_table, before.event_type == code_table.event_type).select(
-        "entity_id", "age_us", "value", "item", code=ibis.coalesce(code_table.code, OTHER_TYPE)
-    )
     age, code = coded.age_us, coded.code
     names = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
-    cutoff_us = microseconds(as_of)
     # UTC day offset from the cutoff's day: ceil((age - time of day of the cutoff) / day).
     day_offset = (age + (DAY_US - 1 - cutoff_us % DAY_US)) // DAY_US
     week = (age - 1) // (7 * DAY_US)  # ages in (7k, 7(k+1)] days are week k (0-based)
@@ -239,20 +276,18 @@ def per_entity_and_type(
             window = in_days[days]
             aggregates[f"value_sum_{days}d"] = coded.value.sum(where=window)
             aggregates[f"value_n_{days}d"] = coded.value.count(where=window)
-    grouped = coded.group_by(["entity_id", "code"]).aggregate(**aggregates)
+    grouped = coded.group_by([*keys, "code"]).aggregate(**aggregates)
     zeroed = ["amount", "day_mask"]
     if generic:
-        grouped = _with_distinct_items(grouped, coded, generic, spec)
+        grouped = _with_distinct_items(grouped, coded, keys, generic, spec)
         zeroed += [f"{stat}_{days}d" for stat in ("value_sum", "items")
                    for days in spec.windows_days]  # fmt: skip
     # Empty sums and masks are NULL in SQL; 0 keeps every column integer or float.
-    filled = grouped.mutate(**{column: grouped[column].fill_null(0) for column in zeroed})
-    joined = filled.join(entity_rows, filled.entity_id == entity_rows.entity_id)
-    return joined.drop("entity_id")
+    return grouped.mutate(**{column: grouped[column].fill_null(0) for column in zeroed})
 
 
 def _with_distinct_items(
-    grouped: ir.Table, coded: ir.Table, generic: list[int], spec: FeatureSpec
+    grouped: ir.Table, coded: ir.Table, keys: list[str], generic: list[int], spec: FeatureSpec
 ) -> ir.Table:
     """``grouped`` with ``items_{N}d``: distinct ``item`` of undeclared types per window.
 
@@ -260,21 +295,20 @@ def _with_distinct_items(
     (entity, type, item) first means no engine needs ``count(DISTINCT ...)``.
     """
     used = coded.filter(coded.code.isin(generic) & coded.item.notnull())
-    latest = used.group_by(["entity_id", "code", "item"]).aggregate(age=used.age_us.min())
+    latest = used.group_by([*keys, "code", "item"]).aggregate(age=used.age_us.min())
+    renamed = {f"item_{key}": key for key in [*keys, "code"]}
     items = (
-        latest.group_by(["entity_id", "code"])
+        latest.group_by([*keys, "code"])
         .aggregate(
             **{
                 f"items_{d}d": latest.count(where=latest.age <= d * DAY_US)
                 for d in spec.windows_days
             }
         )
-        .rename(item_entity="entity_id", item_code="code")
+        .rename(renamed)
     )
-    joined = grouped.left_join(
-        items, (grouped.entity_id == items.item_entity) & (grouped.code == items.item_code)
-    )
-    return joined.drop("item_entity", "item_code")
+    same = [grouped[key] == items[item_key] for item_key, key in renamed.items()]
+    return grouped.left_join(items, same).drop(*renamed)
 
 
 def nps_and_key_features(
@@ -286,22 +320,36 @@ def nps_and_key_features(
 ) -> ir.Table:
     """``row, nps_latest, key_features_used`` of entities with NPS answers or feature use.
 
-    ``nps_latest`` is the score of the latest NPS answer before ``as_of``; answers
+    See :func:`latest_nps_and_key_features`; entities without either have no row.
+    """
+    both = latest_nps_and_key_features(events_before(events, as_of, backend), ["entity_id"], spec)
+    return both.join(entity_rows, both.entity_id == entity_rows.entity_id).select(
+        "row", "nps_latest", "key_features_used"
+    )
+
+
+def latest_nps_and_key_features(before: ir.Table, keys: list[str], spec: FeatureSpec) -> ir.Table:
+    """``keys, nps_latest, key_features_used`` per entity with NPS answers or feature use.
+
+    ``nps_latest`` is the score of the latest NPS answer before the cutoff; answers
     without a score are ignored and of answers at the same instant the highest
     score counts, so the result never depends on row order. ``key_features_used``
     counts distinct ``item`` of ``feature_use`` events in the last 30 days (only
     the spec's key features, when it lists them). Both read one filtered scan.
+
+    Args:
+        before: ``keys``, ``event_type``, ``age_us``, ``value``, ``item`` of the
+            events before the cutoff (see :func:`events_before`).
+        keys: The columns naming an entity at a cutoff (``entity_id`` for one cutoff).
+        spec: The feature set.
     """
-    before = events_before(events, as_of, backend)
     relevant = before.filter(before.event_type.isin([NPS_ANSWER, FEATURE_USE]))
     answers = relevant.filter((relevant.event_type == NPS_ANSWER) & relevant.value.notnull())
     rank = ibis.row_number().over(
-        group_by=answers.entity_id, order_by=[answers.age_us, answers.value.desc()]
+        group_by=[answers[key] for key in keys], order_by=[answers.age_us, answers.value.desc()]
     )
     latest = answers.mutate(rank=rank).filter(ibis._.rank == 0)
-    latest = latest.select(
-        "entity_id", nps_latest=latest.value, key_features_used=ibis.null("int64")
-    )
+    latest = latest.select(*keys, nps_latest=latest.value, key_features_used=ibis.null("int64"))
     uses = relevant.filter(
         (relevant.event_type == FEATURE_USE)
         & (relevant.age_us <= KEY_FEATURES_WINDOW * DAY_US)
@@ -310,15 +358,12 @@ def nps_and_key_features(
     if spec.key_features is not None:
         uses = uses.filter(uses.item.isin(list(spec.key_features)))
     # Deduplicate first: no engine needs count(DISTINCT ...).
-    pairs = uses.select("entity_id", "item").distinct()
-    counts = pairs.group_by("entity_id").aggregate(
+    pairs = uses.select(*keys, "item").distinct()
+    counts = pairs.group_by(keys).aggregate(
         nps_latest=ibis.null("float64"), key_features_used=pairs.count()
     )
     stacked = latest.union(counts)
-    both = stacked.group_by("entity_id").aggregate(
+    return stacked.group_by(keys).aggregate(
         nps_latest=stacked.nps_latest.max(),
         key_features_used=stacked.key_features_used.max().fill_null(0),
-    )
-    return both.join(entity_rows, both.entity_id == entity_rows.entity_id).select(
-        "row", "nps_latest", "key_features_used"
     )

@@ -15,6 +15,7 @@ from features.pivot import zeros_in_small_pages
 from features.reference import build_features_pandas
 from features.spec import FeatureSpec, feature_catalog
 from features.table import fit_columns
+from tests.conftest import AS_OF, make_event_history
 
 US = pd.Timedelta(microseconds=1)
 DAY = pd.Timedelta(days=1)
@@ -351,6 +352,60 @@ def test_snapshots_stack_one_table_per_cutoff(event_history, as_of, duckdb_con):
         pd.testing.assert_frame_equal(part, alone)
     assert isinstance(stacked["industry"].dtype, pd.CategoricalDtype)
     assert isinstance(stacked["nps_class"].dtype, pd.CategoricalDtype)
+
+
+#: Midnights and times of day, out of order and one twice; entities appear in between.
+CUTOFFS = [AS_OF - 61 * DAY, AS_OF, (AS_OF - 30 * DAY).floor("D"), AS_OF - 95.3 * DAY, AS_OF]
+
+
+def history_with_items(seed):
+    """A seeded history with items and values on undeclared types and some ended entities."""
+    events, entities = make_event_history(seed, n_entities=60, n_events=3000, history_days=200)
+    rng = np.random.default_rng(seed)
+    generic = events["event_type"].isin(["api_call", "chat message"]).to_numpy()
+    items = np.array(["x", "y", "z"])[rng.integers(0, 3, len(events))]
+    events["item"] = events["item"].where(~generic, items)
+    events.loc[generic & (rng.random(len(events)) < 0.3), "value"] = rng.uniform(0, 9)
+    ended = AS_OF - pd.to_timedelta(rng.uniform(0, 100, len(entities)), "D")
+    entities["ended_at"] = ended.where(rng.random(len(entities)) < 0.2)
+    return events, entities
+
+
+def one_build_per_cutoff(events, entities, cutoffs, spec, con, event_types=None):
+    """The reference of the one-pass build: :func:`build_features` per distinct cutoff."""
+    ordered = sorted(set(cutoffs))
+    types = event_types or event_types_seen(events, ordered[-1], con=con)
+    tables = [build_features(events, entities, c, spec, con=con, event_types=types)
+              for c in ordered]  # fmt: skip
+    return pd.concat(tables, ignore_index=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("spec", [FeatureSpec(), CUSTOM_SPEC], ids=["default", "custom"])
+def test_snapshots_in_one_pass_equal_one_build_per_cutoff(seed, spec, duckdb_con):
+    events, entities = history_with_items(seed)
+    stacked = build_snapshots(events, entities, CUTOFFS, spec, con=duckdb_con)
+    expected = one_build_per_cutoff(events, entities, CUTOFFS, spec, duckdb_con)
+    pd.testing.assert_frame_equal(stacked, expected, check_exact=True)
+    sizes = stacked.groupby("as_of").size()  # entities created between the cutoffs
+    assert len(sizes) == 4 and sizes.is_monotonic_increasing and sizes.iloc[0] < sizes.iloc[-1]
+    assert (stacked[f"api_call_distinct_items_{spec.windows_days[-1]}d"] > 0).any()
+    assert stacked["nps_latest"].notna().any() and (stacked["open_tickets"] > 0).any()
+
+
+def test_snapshots_of_one_cutoff_and_given_types_from_parquet(duckdb_con, tmp_path):
+    events, entities = history_with_items(3)
+    alone = build_features(events, entities, AS_OF, con=duckdb_con)
+    one = build_snapshots(events, entities, [AS_OF], con=duckdb_con)
+    pd.testing.assert_frame_equal(one, alone, check_exact=True)
+    events.to_parquet(tmp_path / "events.parquet")
+    types = ["api_call", "webhook"]
+    stacked = build_snapshots(
+        tmp_path / "events.parquet", entities, CUTOFFS, con=duckdb_con, event_types=types
+    )
+    expected = one_build_per_cutoff(events, entities, CUTOFFS, FeatureSpec(), duckdb_con, types)
+    pd.testing.assert_frame_equal(stacked, expected, check_exact=True)
+    assert "webhook_count_7d" in stacked and "chat_message_count_7d" not in stacked
 
 
 def test_missing_columns_are_named(as_of):
