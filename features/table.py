@@ -34,8 +34,9 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
     consent, kind, ended_at``) is a fit attribute: numbers and booleans become ``float64``,
     strings and categories ``category``. Other types (timestamps) are skipped with
     a warning, since no model can use them as they are, and so are text columns
-    with a different value for most entities (names, e-mails, ids): they carry no
-    pattern to learn and would keep personal data inside the model.
+    with a different value for most entities (names, e-mails, ids), and whole numbers
+    different for every entity (record numbers): they carry no pattern to learn and
+    would keep personal data inside the model.
 
     Args:
         entities: The entities table.
@@ -49,6 +50,12 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
             continue
         dtype = entities[column].dtype
         if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+            if _is_running_number(entities[column]):
+                log.warning(
+                    "Entities column %r holds a different whole number for every entity (a "
+                    "lead or record number?): it is not used as a fit attribute.", column,
+                )  # fmt: skip
+                continue
             columns[column] = "float64"
         elif pd.api.types.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
             if _looks_like_an_identifier(entities[column]):
@@ -71,6 +78,15 @@ def fit_columns(entities: pd.DataFrame) -> dict[str, Literal["float64", "categor
 IDENTIFIER_DISTINCT_SHARE = 0.5
 #: ... and more than this many distinct values (small tables repeat little by chance).
 IDENTIFIER_MIN_DISTINCT = 20
+
+
+def _is_running_number(values: pd.Series) -> bool:
+    """Whole numbers, every one different (a record number): an id, not a measure."""
+    present = values.dropna()
+    if pd.api.types.is_bool_dtype(present.dtype) or len(present) <= IDENTIFIER_MIN_DISTINCT:
+        return False
+    numbers = present.to_numpy(dtype="float64")
+    return bool((numbers == numbers.round()).all() and present.is_unique)
 
 
 def _looks_like_an_identifier(values: pd.Series) -> bool:

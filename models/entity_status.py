@@ -8,7 +8,8 @@ purchase before the cutoff makes a customer). Every input entity gets exactly on
 those not scored say why in ``status``: ``not scored: no consent``, ``not scored: not
 yet created`` (``created_at`` on or after the cutoff), ``not scored: no feature row``,
 ``not scored: ended`` (``ended_at``, an ``ended`` or a ``disqualified`` outcome by the
-cutoff), ``not scored: already churned`` (a lead or a customer) and ``not scored:
+cutoff), ``not scored: already churned`` (a lead or a customer), ``not scored: silent
+for the churn horizon`` (when churn is learnt from inactivity) and ``not scored:
 unknown kind '...'``.
 """
 
@@ -27,6 +28,9 @@ NOT_YET_CREATED = "not scored: not yet created"
 NO_FEATURES = "not scored: no feature row"
 ENDED = "not scored: ended"
 CHURNED = "not scored: already churned"
+INACTIVE = "not scored: silent for the churn horizon (churned by inactivity)"
+#: The feature giving days since an entity's latest event before the cutoff.
+RECENCY_FEATURE = "days_since_last_event"
 #: Target scoring each kind of entity, and the kind of score it gives.
 TARGET_OF_KIND: dict[str, tuple[str, ScoreKind]] = {t.kind: (t.name, t.kind) for t in TARGETS}
 #: The feature counting purchases before the cutoff (it infers customers without ``kind``).
@@ -39,6 +43,7 @@ def entity_status(
     as_of: pd.Timestamp,
     outcomes: pd.DataFrame | None = None,
     features: pd.DataFrame | None = None,
+    churn_inactivity_days: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each entity's kind and whether (or why not) it is scored.
 
@@ -55,6 +60,10 @@ def entity_status(
             and ends by ``as_of``. ``None``: kinds as given, nobody ended.
         features: The feature table as of ``as_of``; without a ``kind`` column, its
             ``purchases_total`` makes customers.
+        churn_inactivity_days: When churn is learnt from inactivity
+            (``labels.churn_from_inactivity``), its horizon: as in training, only
+            customers with an event in these days before ``as_of`` are scored for
+            churn; the others have churned already (:data:`INACTIVE`).
 
     Returns:
         ``(kind, status)`` object arrays in the order of ``entities``.
@@ -72,14 +81,27 @@ def entity_status(
     known_kind = np.zeros(n, dtype=bool)
     for name in TARGET_OF_KIND:
         known_kind |= kind == name
+    silent = np.zeros(n, dtype=bool)
+    if churn_inactivity_days is not None:
+        silent = (kind == CHURN.kind) & ~_active(entities, features, churn_inactivity_days)
     status = np.select(
-        [~consent, created, ~np.asarray(has_features, dtype=bool), ended, churned, ~known_kind],
-        [NO_CONSENT, NOT_YET_CREATED, NO_FEATURES, ENDED, CHURNED, "unknown"],
+        [~consent, created, ~np.asarray(has_features, dtype=bool), ended, churned, silent,
+         ~known_kind],
+        [NO_CONSENT, NOT_YET_CREATED, NO_FEATURES, ENDED, CHURNED, INACTIVE, "unknown"],
         default=SCORED,
-    ).astype(object)
+    ).astype(object)  # fmt: skip
     unknown = status == "unknown"
     status[unknown] = [f"not scored: unknown kind {k!r}" for k in kind[unknown]]
     return kind, status
+
+
+def _active(entities: pd.DataFrame, features: pd.DataFrame | None, days: int) -> np.ndarray:
+    """Per entity: an event in the ``days`` before the cutoff (the churn population)."""
+    if features is None or RECENCY_FEATURE not in features:
+        return np.ones(len(entities), dtype=bool)
+    recency = features.set_index("entity_id")[RECENCY_FEATURE]
+    since = recency.reindex(entities["entity_id"].astype(str)).to_numpy(dtype="float64")
+    return np.nan_to_num(since, nan=np.inf) <= days
 
 
 def kinds_as_of(

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from models.auc_interval import AucInterval, auc_interval
 from models.evaluate import evaluate
+from models.fold_metrics import within_fold_ranks
 from models.model import TrainedModel
 from models.train import TrainResult
 
@@ -77,9 +80,12 @@ def decide_promotion(
         # Training bootstrapped it already (models.evaluate.with_auc_interval).
         interval = AucInterval(new["roc_auc_ci_low"], new["roc_auc_ci_high"], 0.95, resamples)
     else:
-        interval = auc_interval(
-            y, result.validation["p_model"], resamples=resamples, level=confidence, seed=seed
-        )
+        validation = result.validation
+        scores = validation["p_model"].to_numpy()
+        if "fold" in validation and validation["fold"].nunique() > 1:
+            folds = validation["fold"].to_numpy()
+            scores = within_fold_ranks([scores[folds == f] for f in np.unique(folds)])
+        interval = auc_interval(y, scores, resamples=resamples, level=confidence, seed=seed)
     numbers = {
         "new_roc_auc": new["roc_auc"],
         "new_roc_auc_ci_low": interval.low,

@@ -122,6 +122,7 @@ def score_entities(
     outcomes: pd.DataFrame | None = None,
     value_labels: Mapping[str, Mapping[str, str]] | None = None,
     shared_share: float = SHARED_SHARE,
+    churn_inactivity_days: int | None = None,
 ) -> ScoreResult:
     """Score every entity: probabilities, 0-100 score, band, rule score, change, reasons.
 
@@ -148,6 +149,8 @@ def score_entities(
             (``reasons.lookups``).
         shared_share: A reason shown for this share of the entities whose reasons are
             recomputed is part of their base score (:mod:`models.explain`).
+        churn_inactivity_days: The churn horizon when churn is learnt from
+            inactivity: customers silent for it have churned and are not scored.
 
     Returns:
         The :class:`ScoreResult`: its ``frame`` has one row per entity of ``entities``,
@@ -174,7 +177,9 @@ def score_entities(
         log.warning("%d feature rows belong to no input entity; ignored.", stray)
 
     n = len(ids)
-    kind, status = entity_status(entities, feature_row >= 0, cutoff, outcomes, features)
+    kind, status = entity_status(
+        entities, feature_row >= 0, cutoff, outcomes, features, churn_inactivity_days
+    )
     scored = status == SCORED
     col = _rule_columns(ids, scored, rules_scores)
     fallbacks: list[tuple[RuleSet, np.ndarray]] = []

@@ -39,6 +39,8 @@ SCHEME_NAMES: dict[str, str] = {
 
 #: Share of the training entities held out for early stopping and calibration.
 HOLDOUT_SHARE = 0.2
+#: Blocks a snapshot in time order is cut into by :func:`row_order_split`.
+ROW_BLOCKS = 5
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,37 @@ def rolling_origin_split(
     )  # fmt: skip
 
 
+def row_order_split(
+    order: np.ndarray, y: np.ndarray | pd.Series, *, blocks: int = ROW_BLOCKS, seed: int = 42
+) -> Split:
+    """Expanding-window folds over a file's row order, for a snapshot in time order.
+
+    The rows are cut into ``blocks`` equal blocks by ``order``; each block after the
+    first is a fold validated on it and trained on every earlier block (early stopping
+    and calibration on a held-out :data:`HOLDOUT_SHARE` of those rows). The scoring
+    model is refit on all rows the same way.
+    """
+    labels = np.asarray(y).astype("int64")
+    n = labels.size
+    block = np.empty(n, dtype="int64")
+    block[np.argsort(np.asarray(order), kind="stable")] = np.arange(n) * blocks // n
+    folds = []
+    for number in range(1, blocks):
+        train, calib = _holdout(np.flatnonzero(block < number), labels, None, HOLDOUT_SHARE,
+                                seed + number)  # fmt: skip
+        folds.append(Split(train, calib, np.flatnonzero(block == number), "rolling_origin"))
+    train, calib = _holdout(np.arange(n), labels, None, HOLDOUT_SHARE, seed)
+    reason = (
+        f"rolling origin over the file's row order (declared in time order): {n} rows in "
+        f"{blocks} blocks of about {n // blocks}; {blocks - 1} folds each train on the rows "
+        "before a block and validate on it, their validation predictions pooled; early "
+        f"stopping and calibration on a held-out {HOLDOUT_SHARE:.0%} of the training rows; "
+        "the scoring model is refit on all rows the same way"
+    )
+    validation = np.concatenate([f.validation for f in folds])
+    return Split(train, calib, validation, "rolling_origin", reason, folds=tuple(folds))
+
+
 def choose_split(
     as_of: pd.Series | Sequence[object] | None,
     y: np.ndarray | pd.Series,
@@ -289,6 +322,7 @@ def choose_split(
     validation_cutoffs: int = 1,
     calibration_cutoffs: int = 1,
     seed: int = 42,
+    row_order: np.ndarray | None = None,
 ) -> Split:
     """The strongest evaluation the cutoffs allow, with the reason in words.
 
@@ -300,11 +334,15 @@ def choose_split(
         validation_cutoffs: Latest cutoffs validated on by the time split.
         calibration_cutoffs: Cutoffs calibrated on by the time split.
         seed: Seed of every random holdout.
+        row_order: Position of each row in a snapshot file declared in time order
+            (one cutoff): then :func:`row_order_split`.
 
     Returns:
         The split; ``reason`` names the scheme's evidence (e.g. ``"rolling origin: 4
         cutoffs, too few for ... which needs 5"``).
     """
+    if row_order is not None:
+        return row_order_split(row_order, y, seed=seed)
     if as_of is None:
         why = "one snapshot without dates, so no later period to validate on"
         return stratified_split(y, groups=groups, seed=seed, reason=_stratified(why, seed))

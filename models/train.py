@@ -19,7 +19,7 @@ The flow of :func:`train_model`:
    for a :class:`~models.rules.RuleScore`), both mapped to probabilities by a sigmoid
    fitted on the calibration fold (:func:`models.baselines.rule_baselines`; for churn
    the rule points are negated first, see :func:`models.baselines.rule_direction`);
-   every AUC carries its bootstrap 95% interval (:func:`models.evaluate.with_auc_interval`).
+   every AUC carries its bootstrap 95% interval (:func:`models.fold_metrics.pooled_metrics`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from features.timeutil import as_utc
 from models.bands import BAND_METADATA_KEY, choose_thresholds
 from models.baselines import RuleModel, rule_baselines
 from models.calibration import fit_calibrator
-from models.evaluate import RANK_METRICS, evaluate, with_auc_interval
+from models.fold_metrics import pooled_metrics, rank_metrics
 from models.model import Calibrator, TrainedModel, feature_frame, feature_profile, prepare_features
 from models.splits import Split, choose_split
 from models.train_guards import check_leakage, check_positive_labels, resolve_params
@@ -55,8 +55,9 @@ class TrainResult:
         metrics: ``{"model" | "rule" | "rule_recalibrated": evaluate(...) dict}`` on
             the validation fold.
         split: The folds.
-        validation: ``as_of``, ``label``, ``p_model`` and ``p_<baseline>`` per
-            validation row (no entity ids).
+        validation: ``as_of``, ``label``, ``p_model``, ``fold`` (its position in
+            ``split.fold_splits()``; rank metrics are within a fold) and
+            ``p_<baseline>`` per validation row (no entity ids).
         validation_features: Every feature column of the validation fold (no ids), so
             the champion can be re-scored on exactly the same rows.
         importance: ``feature``, ``gain``, ``splits``, largest gain first.
@@ -159,6 +160,7 @@ def train_model(
     seed: int = 42,
     trained_at: object | None = None,
     band_share: float = 0.10,
+    row_order: np.ndarray | None = None,
 ) -> TrainResult:
     """Train, calibrate and evaluate one target on a stacked (entity, cutoff) frame.
 
@@ -188,6 +190,8 @@ def train_model(
         band_share: Share of validation rows the band threshold flags (``high`` for
             conversion, ``at-risk`` for churn); stored in the metadata under
             ``models.bands.BAND_METADATA_KEY`` with its validation precision and lift.
+        row_order: Each row's position in a snapshot file declared in time order:
+            validated on later rows (:func:`models.splits.row_order_split`).
 
     Returns:
         The :class:`TrainResult`.
@@ -216,6 +220,7 @@ def train_model(
         validation_cutoffs=validation_cutoffs,
         calibration_cutoffs=calibration_cutoffs,
         seed=seed,
+        row_order=row_order,
     )
     log.log(logging.INFO if split.out_of_time else logging.WARNING, "%s: %s", target, split.reason)
 
@@ -254,21 +259,16 @@ def train_model(
     y_valid = y[split.validation]
     p_valid = np.concatenate(p_parts)
 
-    metrics = {"model": with_auc_interval(evaluate(y_valid, p_valid), y_valid, p_valid)}
+    metrics = {"model": pooled_metrics(y_valid, p_parts)}
     validation = pd.DataFrame({"label": y_valid.astype("int64"), "p_model": p_valid})
+    validation["fold"] = np.repeat(np.arange(len(p_parts)), [len(p) for p in p_parts])
     if cutoffs is not None:
         validation.insert(0, "as_of", cutoffs.iloc[split.validation].to_numpy())
     for name, parts in baseline_parts.items():
         p_rule = np.concatenate([p for p, _ in parts])
-        valid_points = np.concatenate([points for _, points in parts])
-        metrics[name] = with_auc_interval(evaluate(y_valid, p_rule), y_valid, p_rule)
-        metrics[name].update(
-            {
-                f"points_{k}": v
-                for k, v in evaluate(y_valid, valid_points, probabilities=False).items()
-                if k in RANK_METRICS
-            }
-        )
+        metrics[name] = pooled_metrics(y_valid, [p for p, _ in parts])
+        points = rank_metrics(y_valid, [points for _, points in parts])
+        metrics[name].update({f"points_{k}": v for k, v in points.items()})
         validation[f"p_{name}"] = p_rule
 
     fingerprint_frame = x_all.assign(__label=y)

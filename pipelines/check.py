@@ -104,27 +104,40 @@ def run_check(settings: Settings, as_of: pd.Timestamp | None = None) -> CheckRep
     given = as_of is not None
     inputs = load_inputs(settings, as_of if as_of is not None else today)
     events = inputs.events
-    if as_of is None:
+    if as_of is None and inputs.snapshot_cutoff is not None:
+        as_of = inputs.snapshot_cutoff + pd.Timedelta(days=1)
+    elif as_of is None:
         last = events["event_time"].max()
         as_of = today if pd.isna(last) else min(today, last.normalize() + pd.Timedelta(days=1))
     builtin = tuple(e.name for e in settings.feature_spec().event_types)
     value_map = settings.sources.value_map.get("events", {}).get("event_type", {})
     without_events = ~inputs.entities["entity_id"].isin(events["entity_id"])
-    sources = settings.sources
     return CheckReport(
         as_of=as_of,
         as_of_given=given,
-        sources={
-            "events": sources.events,
-            "entities": sources.entities or "the events (sources.entities: null)",
-            "outcomes": sources.outcomes or "none (sources.outcomes: null)",
-        },  # fmt: skip
+        sources=_source_names(settings),
         inputs=inputs,
         event_types=event_type_table(events["event_type"], builtin, value_map),
         entities_without_events=int(without_events.sum()),
         labels=tuple(label_count(settings, inputs, as_of, t) for t in TARGETS),
         builtin_types=builtin,
     )
+
+
+def _source_names(settings: Settings) -> dict[str, str]:
+    sources = settings.sources
+    if sources.snapshot is not None:
+        path = sources.snapshot.path
+        return {
+            "events": f"none (snapshot {path})",
+            "entities": f"one per row of {path}",
+            "outcomes": f"{sources.snapshot.outcome_column!r} of {path}",
+        }
+    return {
+        "events": sources.events,
+        "entities": sources.entities or "the events (sources.entities: null)",
+        "outcomes": sources.outcomes or "none (sources.outcomes: null)",
+    }
 
 
 def event_type_table(
@@ -167,7 +180,9 @@ def label_count(
     happened = (outcomes["outcome"] == target.outcome) & (outcomes["occurred_at"] <= as_of)
     events = inputs.events
     cutoffs = pd.DatetimeIndex([], tz="UTC")
-    if len(events):
+    if inputs.snapshot_cutoff is not None:
+        cutoffs = pd.DatetimeIndex([inputs.snapshot_cutoff])
+    elif len(events):
         first = events["event_time"].min() + pd.Timedelta(days=max(settings.features.windows_days))
         cutoffs = rolling_cutoffs(first, as_of, labels_settings.cutoff_step_days, horizon)
     rows = positives = 0

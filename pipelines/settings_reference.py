@@ -56,20 +56,43 @@ def _type(annotation: Any) -> str:
     return "`" + text.replace("|", "\\|") + "`"
 
 
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside ``Model`` or ``Model | None``, else ``None``."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _section_rows(prefix: str, model: type[BaseModel]) -> list[str]:
     comments = field_comments(model)
     rows = []
-    instance = model()
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             continue
         meaning = comments.get(name) or field.description or ""
+        default = "(required)" if field.is_required() else _default(field.get_default(
+            call_default_factory=True))  # fmt: skip
         rows.append(
-            f"| `{prefix}{name}` | {_type(annotation)} | {_default(getattr(instance, name))} "
+            f"| `{prefix}{name}` | {_type(annotation)} | {default} "
             f"| {meaning.replace('|', chr(92) + '|')} |"
         )
     return rows
+
+
+def _nested_sections(prefix: str, model: type[BaseModel]) -> list[str]:
+    """A table per optional nested model of a section (``sources.snapshot``)."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        inner = nested_model(field.annotation)
+        if inner is None or inner is field.annotation:
+            continue
+        doc = (inspect.getdoc(inner) or "").split("\n\n")[0].replace("\n", " ")
+        lines += ["", f"### `{prefix}{name}`", "", doc, ""]
+        lines += ["| setting | type | default | meaning |", "|---|---|---|---|"]
+        lines += _section_rows(f"{prefix}{name}.", inner)
+    return lines
 
 
 def settings_markdown() -> str:
@@ -97,6 +120,7 @@ def settings_markdown() -> str:
             lines += ["", f"## `{name}`", "", doc.split("\n\n")[0].replace("\n", " "), ""]
             lines += ["| setting | type | default | meaning |", "|---|---|---|---|"]
             lines += _section_rows(f"{name}.", annotation)
+            lines += _nested_sections(f"{name}.", annotation)
     return "\n".join(lines) + "\n"
 
 

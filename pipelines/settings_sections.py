@@ -7,6 +7,7 @@ gathers them.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +36,40 @@ class _Section(BaseModel):
     """A settings section: an unknown key is an error, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+#: Outcome column values read as yes when none are configured (case-insensitive).
+DEFAULT_POSITIVE_VALUES: tuple[str, ...] = ("1", "1.0", "true", "yes", "y")
+
+
+class SnapshotSettings(_Section):
+    """A snapshot export: one row per entity with an outcome column and no event dates.
+
+    When set, ``sources.events``, ``entities`` and ``outcomes`` are not read: the
+    snapshot is all three (:mod:`features.snapshot`). Run with ``--as-of`` on the
+    snapshot date.
+    """
+
+    #: The export: a Parquet or CSV file, a folder or glob of them, or a SQL URL with
+    #: ``?table=``.
+    path: str
+    #: The day the export was taken (YYYY-MM-DD): features and scores are as of it.
+    taken_at: date
+    #: The column saying whether the entity reached the outcome (``Converted``, ``y``).
+    outcome_column: str
+    #: ``converted``: the rows are leads; ``churned``: the rows are customers.
+    outcome: Literal["converted", "churned"] = "converted"
+    #: Values of ``outcome_column`` meaning yes (compared as text, ignoring case).
+    positive_values: tuple[str, ...] = DEFAULT_POSITIVE_VALUES
+    #: The unique id column (also the CRM id); null numbers the rows (``row-00001``).
+    id_column: str | None = None
+    #: Columns left out of the features: those filled in during or after the sale
+    #: (they leak the outcome), free text, vendor scores of unknown timing.
+    drop_columns: tuple[str, ...] = ()
+    #: Values meaning "not answered" (a form's untouched ``Select``), read as missing.
+    missing_values: tuple[str, ...] = ()
+    #: The rows are in time order (oldest first): models are validated on later rows.
+    rows_in_time_order: bool = False
 
 
 class SourceSettings(_Section):
@@ -78,6 +113,9 @@ class SourceSettings(_Section):
     #: Keep exact duplicate events (real repeats with nothing to tell them apart);
     #: by default they are dropped, and counted in the run summary either way.
     keep_duplicates: bool = False
+    #: A snapshot export instead of events, entities and outcomes (see
+    #: ``SnapshotSettings``); null: read the three inputs.
+    snapshot: SnapshotSettings | None = None
 
     def mapping(self, table: InputName) -> InputMapping:
         """How the user's export of ``table`` maps to the data contract."""
@@ -120,6 +158,10 @@ class LabelSettings(_Section):
     churn_from_inactivity: bool = False
     #: Days between the training cutoffs (snapshots) taken back from the run date.
     cutoff_step_days: int = 30
+
+    def churn_inactivity_days(self) -> int | None:
+        """The churn horizon when churn is learnt from inactivity, else ``None``."""
+        return self.churn_horizon_days if self.churn_from_inactivity else None
 
     def horizon_days(self, target: str) -> int:
         """The label window of a target (``conversion`` or ``churn``)."""

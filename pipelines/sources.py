@@ -29,11 +29,14 @@ from features.mapping import (
     entities_from_events,
 )
 from features.schemas import VALIDATORS
+from features.snapshot import SnapshotInputs
 from features.timeutil import as_utc
 from pipelines.databases import SourceNotFoundError, is_sql_url, sql_read
 from pipelines.feeds import check_csv_rows, ends_early
 from pipelines.forgotten import drop_forgotten
 from pipelines.settings import Settings
+from pipelines.settings_sections import SnapshotSettings
+from pipelines.snapshot_source import snapshot_tables
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +189,9 @@ class Inputs:
         outcomes: Outcomes (empty when not required and absent).
         report: Counts of what was read and set aside.
         feed: What the feed checks found (:func:`pipelines.feeds.check_feeds`).
+        snapshot_cutoff: The one training cutoff of a snapshot export
+            (``sources.snapshot``), else ``None``: rolling cutoffs over the events.
+        row_order: Each entity's row in a snapshot declared in time order.
     """
 
     events: pd.DataFrame
@@ -193,6 +199,8 @@ class Inputs:
     outcomes: pd.DataFrame
     report: InputReport
     feed: FeedReport | None = None
+    snapshot_cutoff: pd.Timestamp | None = None
+    row_order: pd.Series | None = None
 
 
 def load_inputs(
@@ -215,7 +223,38 @@ def load_inputs(
     """
     sources = settings.sources
     now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
-    maps = sources.column_map
+    snapshot = None
+    if sources.snapshot is not None:
+        snapshot = read_snapshot(sources.snapshot)
+        events, entities, outcomes = snapshot.events, snapshot.entities, snapshot.outcomes
+    else:
+        events, entities, outcomes = _read_three(settings, outcomes_required)
+    inputs = _finish(settings, now, events, entities, outcomes)
+    if snapshot is not None:
+        inputs.snapshot_cutoff, inputs.row_order = snapshot.cutoff, snapshot.row_order
+    return inputs
+
+
+def read_snapshot(snapshot: SnapshotSettings) -> SnapshotInputs:
+    """The validated tables of a snapshot export (``sources.snapshot``).
+
+    Raises:
+        SourceNotFoundError: The export does not exist.
+        features.column_checks.ContractError: It breaks the contract.
+    """
+    if is_sql_url(snapshot.path):
+        frame = sql_read(snapshot.path, "snapshot")
+    else:
+        ids = () if snapshot.id_column is None else (snapshot.id_column,)
+        frame = read_files(snapshot.path, "snapshot", text_columns=ids)
+    return snapshot_tables(snapshot, frame)
+
+
+def _read_three(
+    settings: Settings, outcomes_required: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Events, entities and outcomes from their own sources."""
+    sources = settings.sources
     events = read_source(sources.events, "events", sources.mapping("events"))
     entities = read_entities(settings, events)
     if sources.outcomes is None:
@@ -228,6 +267,18 @@ def load_inputs(
                 raise
             log.info("No outcomes at %s; continuing without them.", sources.outcomes)
             outcomes = no_outcomes(sources.outcomes)
+    return events, entities, outcomes
+
+
+def _finish(
+    settings: Settings,
+    now: pd.Timestamp,
+    events: pd.DataFrame,
+    entities: pd.DataFrame,
+    outcomes: pd.DataFrame,
+) -> Inputs:
+    sources = settings.sources
+    maps = sources.column_map
     suppressed = 0
     if sources.suppression_list:
         listed = read_suppression_list(sources.suppression_list, maps.get("suppression_list"))

@@ -59,6 +59,11 @@ def load_inputs(ctx: RunContext) -> Inputs:
     from pipelines.sources import load_inputs as read_inputs
 
     inputs = read_inputs(ctx.settings, ctx.as_of)
+    if inputs.snapshot_cutoff is not None:
+        # A snapshot has no event feed to check; its data ends on the snapshot date.
+        if not ctx.allow_future:
+            check_not_future(ctx.as_of, inputs.snapshot_cutoff + pd.Timedelta(days=1))
+        return inputs
     events, feed = check_feeds(ctx.settings, inputs.events, inputs.report.events, ctx.as_of)
     inputs = replace(inputs, events=events, feed=feed)
     if not ctx.allow_future and len(inputs.events):
@@ -150,8 +155,13 @@ def score(
     bands: BandSettings,
     reason_refresh_tolerance: float,
     reasons: ReasonSettings | None = None,
+    churn_inactivity_days: int | None = None,
 ) -> ScoreResult:
-    """Score every entity with the champions (or the rules), with reasons."""
+    """Score every entity with the champions (or the rules), with reasons.
+
+    ``churn_inactivity_days`` (``LabelSettings.churn_inactivity_days``): customers
+    silent that long have churned by inactivity and are not scored, as in training.
+    """
     from models.bands import band_rule_for_models
     from models.explain import SHARED_SHARE
     from models.scoring import score_entities
@@ -176,6 +186,7 @@ def score(
         outcomes=inputs.outcomes,
         value_labels=reasons.value_labels() if reasons else None,
         shared_share=reasons.shared_share if reasons else SHARED_SHARE,
+        churn_inactivity_days=churn_inactivity_days,
     )
 
 

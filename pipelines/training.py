@@ -83,7 +83,11 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
     spec = ctx.settings.feature_spec()
     first_event = inputs.events["event_time"].min()
     first = first_event + pd.Timedelta(days=max(spec.windows_days))
-    cutoffs = rolling_cutoffs(first, ctx.as_of, labels_settings.cutoff_step_days, horizon)
+    if inputs.snapshot_cutoff is not None:
+        # A snapshot: its attributes as of the day before it, its known outcomes after.
+        cutoffs = pd.DatetimeIndex([inputs.snapshot_cutoff])
+    else:
+        cutoffs = rolling_cutoffs(first, ctx.as_of, labels_settings.cutoff_step_days, horizon)
     if cutoffs.empty:
         raise NotEnoughHistoryError(
             no_cutoff_message(
@@ -124,12 +128,16 @@ def train(ctx: RunContext, inputs: Inputs, target: Target, reason: str = "") -> 
     frame = training_frame(ctx, inputs, target)
     horizon = settings.labels.horizon_days(target.name)
     m = settings.model
+    order = None
+    if inputs.row_order is not None:
+        order = inputs.row_order.reindex(frame["entity_id"].astype("str")).to_numpy()
     result = train_model(
         frame.drop(columns=["label"]),
         frame["label"],
         frame["as_of"],
         target.name,
         horizon_days=horizon,
+        row_order=order,
         params=m.lightgbm_params,
         feature_set_version=settings.feature_spec().version,
         min_positive_labels=m.min_positive_labels,

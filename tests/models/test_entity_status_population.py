@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.entity_status import CHURNED, ENDED, SCORED, entity_status, kinds_as_of
+from models.entity_status import CHURNED, ENDED, INACTIVE, SCORED, entity_status, kinds_as_of
 from tests.models.test_scoring import AS_OF, make_inputs, score
 
 DAY = pd.Timedelta(days=1)
@@ -26,8 +26,10 @@ def test_without_kind_a_conversion_or_a_purchase_makes_a_customer():
         [("converted", "converted", AS_OF - DAY), ("converts_later", "converted", AS_OF + DAY)]
     )
     features = pd.DataFrame(
-        {"entity_id": ["converted", "bought", "converts_later", "lead"],
-         "purchases_total": [0, 2, 0, 0]}  # fmt: skip
+        {
+            "entity_id": ["converted", "bought", "converts_later", "lead"],
+            "purchases_total": [0, 2, 0, 0],
+        }  # fmt: skip
     )
     kind, status = entity_status(entities, np.ones(4, bool), AS_OF, done, features)
     assert kind.tolist() == ["customer", "customer", "lead", "lead"]
@@ -59,6 +61,23 @@ def test_ended_disqualified_and_churned_entities_are_not_scored():
     )
     _, status = entity_status(entities, np.ones(6, bool), AS_OF, done)
     assert status.tolist() == [ENDED, ENDED, ENDED, CHURNED, SCORED, SCORED]
+
+
+def test_with_churn_from_inactivity_silent_customers_have_churned_already():
+    entities = people(["recent", "silent", "never", "lead"],
+                      kind=["customer", "customer", "customer", "lead"])  # fmt: skip
+    features = pd.DataFrame(
+        {
+            "entity_id": ["recent", "silent", "never", "lead"],
+            "days_since_last_event": [12.0, 61.0, np.nan, 400.0],
+        }  # fmt: skip
+    )
+    _, status = entity_status(entities, np.ones(4, bool), AS_OF, None, features, 60)
+    # Training's churn population is "active in the horizon before the cutoff"; leads
+    # are scored for conversion whatever their silence.
+    assert status.tolist() == [SCORED, INACTIVE, INACTIVE, SCORED]
+    _, status = entity_status(entities, np.ones(4, bool), AS_OF, None, features)
+    assert (status == SCORED).all()
 
 
 @pytest.fixture(scope="module")

@@ -121,3 +121,17 @@ def test_the_time_split_needs_what_cutoffs_needed_says(cutoffs):
     assert choose_split(as_of, y, 60).scheme == "out_of_time"
     as_of, _, y = stacked(cutoffs - 1)
     assert choose_split(as_of, y, 60 if cutoffs == 5 else 90).scheme == "rolling_origin"
+
+
+def test_rows_in_time_order_validate_each_block_on_models_of_earlier_rows():
+    y = np.tile([0, 0, 0, 1], 250)
+    order = np.arange(1000)[::-1]  # the last row of the frame is the oldest
+    split = choose_split(None, y, 1, row_order=order)
+    assert split.scheme == "rolling_origin" and split.out_of_time
+    assert "row order" in split.reason and len(split.folds) == 4
+    for fold in split.folds:
+        seen = np.concatenate([fold.train, fold.calibration])
+        # Every training row comes before (is older than) every validation row.
+        assert order[seen].max() < order[fold.validation].min()
+        assert len(fold.validation) == 200
+    assert sorted(np.concatenate([split.train, split.calibration])) == list(range(1000))
