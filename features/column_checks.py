@@ -60,7 +60,7 @@ class ColumnChecker:
     Args:
         table: ``events``, ``entities`` or ``outcomes``.
         source: Where the frame came from, named in error messages.
-        df: The frame (contract column names); it is copied, never changed.
+        df: The frame (contract column names); never changed.
         required: Columns that must be present.
         schema: The table's pandera schema, the final safety net.
 
@@ -77,7 +77,8 @@ class ColumnChecker:
         schema: pa.DataFrameSchema,
     ) -> None:
         self.table, self.source, self.schema = table, source, schema
-        self.out = df.copy()
+        # Checks replace whole columns, and copy-on-write keeps ``df`` as it is.
+        self.out = df.copy(deep=False)
         self.problems: list[str] = []
         missing = [c for c in required if c not in df.columns]
         if missing:
@@ -134,8 +135,13 @@ class ColumnChecker:
             return
         original = self.out[column]
         numbers = pd.to_numeric(original, errors="coerce").astype("float64")
-        blank = original.isna() | original.astype("str").str.strip().eq("")
-        self._report(column, numbers.isna() & ~blank, ("is not a number", "are not numbers"))
+        bad = numbers.isna().to_numpy() & original.notna().to_numpy()
+        if bad.any() and not pd.api.types.is_numeric_dtype(original):
+            # Only values that are not numbers are read as text: blank text is missing.
+            positions = np.flatnonzero(bad)
+            blank = original.iloc[positions].astype("str").str.strip().eq("")
+            bad[positions[blank.to_numpy(dtype=bool)]] = False
+        self._report(column, pd.Series(bad), ("is not a number", "are not numbers"))
         self.out[column] = numbers
 
     def consent(self, column: str) -> None:

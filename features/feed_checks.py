@@ -190,17 +190,20 @@ def quarantine_events(
         return events, Quarantine()
     ranges = VALUE_RANGES if ranges is None else ranges
     value = events["value"].to_numpy(dtype="float64", na_value=np.nan)
-    types = events["event_type"].astype("str").to_numpy()
-    reason = np.full(len(events), "", dtype=object)
-    for name, allowed in ranges.items():
-        bad = (types == name) & ((value < allowed.low) | (value > allowed.high))
-        reason[bad] = allowed.describe()
-    reason[np.abs(value) > max_abs] = HUGE
-    reason[np.isinf(value)] = NOT_FINITE
-    out = reason != ""
+    types = events["event_type"].astype("str")
+    # One small code per row (0: kept), the reason text only for the rows set aside.
+    labels = ["", *(allowed.describe() for allowed in ranges.values()), HUGE, NOT_FINITE]
+    code = np.zeros(len(events), dtype=np.int16)
+    for number, (name, allowed) in enumerate(ranges.items(), start=1):
+        of_type = types.eq(name).to_numpy(dtype=bool, na_value=False)
+        code[of_type & ((value < allowed.low) | (value > allowed.high))] = number
+    code[np.abs(value) > max_abs] = len(labels) - 2
+    code[np.isinf(value)] = len(labels) - 1
+    out = code != 0
     if not out.any():
         return events, Quarantine()
-    counts = pd.Series(reason[out]).value_counts()
+    reason = np.array(labels, dtype=object)[code[out]]
+    counts = pd.Series(reason).value_counts()
     shown = events.loc[out, ["event_type", "event_time", "value"]].head(SAMPLE_ROWS)
     samples = [
         {
@@ -209,7 +212,7 @@ def quarantine_events(
             "value": float(row.value) if np.isfinite(row.value) else str(row.value),
             "reason": why,
         }
-        for row, why in zip(shown.itertuples(index=False), reason[out][:SAMPLE_ROWS], strict=True)
+        for row, why in zip(shown.itertuples(index=False), reason[:SAMPLE_ROWS], strict=True)
     ]
     quarantine = Quarantine({str(k): int(v) for k, v in counts.items()}, samples)
     return events.loc[~out].reset_index(drop=True), quarantine
@@ -225,7 +228,10 @@ def unknown_event_types(
         declared: The declared event type names.
         top: How many types to list.
     """
-    types = events["event_type"].astype("str")
-    counts = types[~types.isin(set(declared))].value_counts()
+    counts = events["event_type"].value_counts()
+    # Counted first, named after: values that read as the same text count together.
+    counts = counts[counts > 0]
+    counts = counts.groupby(counts.index.astype("str")).sum()
+    counts = counts[~counts.index.isin(set(declared))]
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
     return {str(k): int(v) for k, v in ordered}

@@ -1,9 +1,9 @@
 """What a run read and what it set aside: :class:`InputReport` and the event policy.
 
-Exact duplicate events and events later than the run's "now" are counted here
-(:func:`input_report`), and the caller decides what to do with them
-(:func:`clean_events`). Many duplicates (over :data:`DUPLICATE_WARNING_SHARE`) get a
-warning with a sample and the likely cause (:func:`duplicates_warning`).
+Exact duplicate events (:func:`exact_duplicates`) and events later than the run's
+"now" are counted here (:func:`input_report`), and the caller decides what to do with
+them (:func:`clean_events`). Many duplicates (over :data:`DUPLICATE_WARNING_SHARE`) get
+a warning with a sample and the likely cause (:func:`duplicates_warning`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.backend import EVENT_COLUMNS
@@ -20,6 +21,8 @@ from features.timeutil import as_utc
 DUPLICATE_WARNING_SHARE = 0.01
 #: Duplicate rows shown in the warning.
 DUPLICATE_SAMPLE_ROWS = 3
+#: Odd 64-bit multiplier folding the column hashes of a row into one.
+_ROW_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass
@@ -90,7 +93,7 @@ def input_report(
         unknown = int((~events["entity_id"].isin(entities["entity_id"])).sum())
         if "consent" in entities.columns:
             without_consent = int((~entities["consent"].astype(bool)).sum())
-    duplicated = events.duplicated()
+    duplicated = exact_duplicates(events)
     contract = [c for c in EVENT_COLUMNS if c in events.columns]
     sample = events.loc[duplicated, contract].head(DUPLICATE_SAMPLE_ROWS).astype("str")
     return InputReport(
@@ -105,6 +108,36 @@ def input_report(
         entities_without_consent=without_consent,
         as_of=as_utc(as_of),
     )
+
+
+def exact_duplicates(events: pd.DataFrame) -> pd.Series:
+    """Rows equal in every column to an earlier row: ``events.duplicated()``, faster.
+
+    Every row is hashed once (pandas' hashes: missing values alike, ``0.0`` and
+    ``-0.0`` alike) and the hashes are sorted; only rows whose hash repeats are
+    compared exactly with ``DataFrame.duplicated``, so a feed without duplicates is
+    never put through a hash table of whole rows (6-9 s at 10M events).
+
+    Args:
+        events: Any frame.
+
+    Returns:
+        A bool Series on ``events``' index, true for each repeat of an earlier row.
+    """
+    if events.empty:
+        return events.duplicated()
+    key = np.zeros(len(events), dtype=np.uint64)
+    for _, column in events.items():
+        hashed = pd.util.hash_pandas_object(column, index=False).to_numpy(dtype=np.uint64)
+        key = key * _ROW_HASH_MULTIPLIER + hashed
+    ordered = np.sort(key)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    duplicated = np.zeros(len(events), dtype=bool)
+    if repeated.size:
+        # pandas' hash-table isin: numpy's sorts all rows again (16 s at 10M rows).
+        candidates = np.flatnonzero(pd.Index(key).isin(repeated))
+        duplicated[candidates] = events.iloc[candidates].duplicated().to_numpy(dtype=bool)
+    return pd.Series(duplicated, index=events.index)
 
 
 def duplicates_warning(report: InputReport) -> str:
@@ -168,7 +201,7 @@ def clean_events(
     rejected: dict[str, int] = {}
     keep = pd.Series(True, index=events.index)
     if drop_duplicates:
-        duplicated = events.duplicated()
+        duplicated = exact_duplicates(events)
         rejected["duplicate_events"] = int(duplicated.sum())
         keep &= ~duplicated
     if drop_future:

@@ -135,7 +135,8 @@ def apply_column_map(
     fed = set(feeds.values())
     kept = {name: df[name] for name in df.columns if name not in fed}
     renamed = {contract: df[user] for contract, user in feeds.items()}
-    return pd.DataFrame({**kept, **renamed}, index=df.index)
+    # No copy of the columns: copy-on-write keeps ``df`` as it is.
+    return pd.DataFrame({**kept, **renamed}, index=df.index, copy=False)
 
 
 def add_constants(
@@ -197,7 +198,7 @@ def apply_value_map(
             f"value_map names column '{column}', which the input does not have after "
             f"column_map; the columns present are {present}" for column in missing
         ])  # fmt: skip
-    out = df.copy()
+    out = df.copy(deep=False)  # mapped columns are replaced whole
     keep = pd.Series(True, index=df.index)
     for column, renames in value_map.items():
         text = out[column].astype("string").str.strip()

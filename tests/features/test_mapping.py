@@ -107,6 +107,16 @@ def test_a_value_mapped_to_null_drops_its_rows():
     assert kept.to_dict("list") == {"entity_id": ["1", "3"], "outcome": ["converted"] * 2}
 
 
+def test_mapping_leaves_the_export_as_it_was():
+    raw = raw_events()
+    before = raw.copy()
+
+    mapped = apply_mapping(raw, EVENTS, "events", "a.csv")
+    mapped.loc[0, "entity_id"] = "changed"
+
+    pd.testing.assert_frame_equal(raw, before)
+
+
 def test_a_value_map_on_a_missing_column_is_named():
     with pytest.raises(ContractError, match="value_map names column 'stage'"):
         apply_value_map(raw_events(), {"stage": {"a": "b"}}, "events", "a.csv")

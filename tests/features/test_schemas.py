@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.column_checks import MAX_SAMPLE_ROWS, ContractError
-from features.input_report import InputReport, clean_events, input_report
+from features.input_report import InputReport, clean_events, exact_duplicates, input_report
 from features.schemas import validate_entities, validate_events, validate_outcomes
 from features.timeutil import UTC_TIMESTAMP
 
@@ -199,6 +199,25 @@ def test_all_problems_are_reported_at_once():
     ]
 
 
+def test_blank_text_values_are_missing_and_only_other_text_is_reported():
+    raw = make_events(n=7).assign(value=[" ", "", None, "nan", "3.5", "x", " 2 "])
+    with pytest.raises(ContractError) as excinfo:
+        validate_events(raw, SOURCE)
+    assert excinfo.value.problems == [
+        "column 'value' has 2 values that are not numbers, e.g. rows 4, 6: 'nan', 'x'"
+    ]
+    numbers = validate_events(raw.assign(value=[" ", "", None, "1", "3.5", "4", " 2 "]), SOURCE)
+    assert numbers["value"].tolist()[3:] == [1.0, 3.5, 4.0, 2.0]
+    assert numbers["value"].iloc[:3].isna().all()
+
+
+def test_validation_leaves_its_input_as_it_was():
+    raw = make_events()
+    before = raw.copy()
+    validate_events(raw, SOURCE)
+    pd.testing.assert_frame_equal(raw, before)
+
+
 def test_null_and_duplicate_entity_ids_are_reported():
     raw = make_entities().assign(entity_id=["e1", None, "e1"])
     with pytest.raises(ContractError) as excinfo:
@@ -288,3 +307,21 @@ def test_report_to_dict_is_json_ready():
     assert data["rejected"] == {"duplicate_events": 2}
     assert set(data) >= {"events", "entities", "outcomes", "duplicate_events", "future_events"}
     assert isinstance(report, InputReport)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 40), st.integers(0, 2**32 - 1))
+def test_exact_duplicates_are_what_pandas_calls_duplicated(rows, seed):
+    rng = np.random.default_rng(seed)
+    times = pd.to_datetime(rng.choice([0, 10**15], rows)).tz_localize("UTC")
+    frame = pd.DataFrame(
+        {
+            "value": rng.choice([0.0, -0.0, np.nan, 1.5, np.inf], rows),
+            "entity_id": pd.Series(rng.choice(["e1", "e2", None], rows), dtype="str"),
+            "extra": pd.Series(list(rng.choice([1, "1", None, np.nan, "z"], rows)), dtype=object),
+            "event_time": times.where(rng.random(rows) > 0.3),
+            "kind": pd.Categorical(rng.choice(["lead", "customer"], rows)),
+        },
+        index=rng.permutation(rows) + 100,
+    )
+    pd.testing.assert_series_equal(exact_duplicates(frame), frame.duplicated())
