@@ -17,7 +17,7 @@ import logging
 import pickle
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 # models.tracking switches MLflow's usage telemetry off: it must be imported before mlflow.
@@ -26,7 +26,6 @@ from features.targets import TARGET_NAMES
 from models.tracking import MODEL_ARTIFACT, registered_name  # isort: skip
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -34,6 +33,7 @@ from mlflow.exceptions import MlflowException
 
 from models.model import TrainedModel
 from models.promotion import PromotionDecision, decide_promotion
+from models.tracking_index import RegisteredVersion, version_row
 from models.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ CHALLENGER = "challenger"
 ORPHAN_TAG = "leadscore.orphan"
 #: Tag :func:`register_and_promote` sets on every version it decides on.
 DECISION_TAG = "decision"
-#: Metrics shown by ``leadscore models`` and compared for promotion.
-KEY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
 
 
 def _champion_version(client: MlflowClient, name: str) -> str | None:
@@ -174,43 +172,24 @@ def mark_orphans(targets: tuple[str, ...] = TARGET_NAMES) -> list[str]:
 def list_models(targets: tuple[str, ...] = TARGET_NAMES) -> pd.DataFrame:
     """Registered versions with their aliases and key validation metrics, newest first.
 
+    :func:`models.tracking_index.list_versions` reads the same rows without mlflow.
+
     Returns:
-        Columns ``model``, ``version``, ``aliases``, ``created``, ``run_id``,
-        ``feature_set_version``, ``out_of_time``, the :data:`KEY_METRICS` and
-        ``rule_roc_auc``.
+        One column per :class:`~models.tracking_index.RegisteredVersion` field:
+        ``model``, ``version``, ``aliases``, ``created``, ``run_id``,
+        ``feature_set_version``, ``out_of_time``, the key metrics and ``rule_roc_auc``.
     """
     client = MlflowClient()
     rows = []
     for name, versions, aliases in _registered(client, targets):
         for mv in versions:
             run = client.get_run(mv.run_id) if mv.run_id else None
+            created = pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC")
             metrics = run.data.metrics if run else {}
             tags = run.data.tags if run else {}
-            row = {
-                "model": name,
-                "version": int(mv.version),
-                "aliases": ", ".join(
-                    sorted(a for a, v in aliases.items() if str(v) == str(mv.version))
-                ),
-                "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
-                "run_id": mv.run_id,
-                "feature_set_version": tags.get("feature_set_version", ""),
-                "out_of_time": tags.get("out_of_time", ""),
-            }
-            row.update({k: metrics.get(k, np.nan) for k in KEY_METRICS})
-            row["rule_roc_auc"] = metrics.get("rule_roc_auc", np.nan)
-            rows.append(row)
-    columns = [
-        "model",
-        "version",
-        "aliases",
-        "created",
-        "run_id",
-        "feature_set_version",
-        "out_of_time",
-        *KEY_METRICS,
-        "rule_roc_auc",
-    ]
+            row = version_row(name, mv.version, aliases, created, mv.run_id, metrics, tags)
+            rows.append(asdict(row))
+    columns = [field.name for field in fields(RegisteredVersion)]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["model", "version"], ascending=[True, False], ignore_index=True)
 

@@ -13,13 +13,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from pipelines.context import RunContext, build_context
-
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.console import Console
 
+    from pipelines.context import RunContext
     from pipelines.summary import RunSummary
 
 
@@ -59,6 +57,7 @@ def features(
 ) -> None:
     """Build and save the feature table; print a short description of it."""
     from pipelines import steps
+    from pipelines.context import build_context
 
     ctx = build_context(config, as_of, allow_future=allow_future)
     began = time.perf_counter()
@@ -93,6 +92,7 @@ def nightly(
     config: Path | None, as_of: str | None, console: Console, allow_future: bool = False
 ) -> RunSummary:
     """Run the nightly flow once and print its summary."""
+    from pipelines.context import build_context
     from pipelines.flows import nightly as flow
 
     ctx = build_context(config, as_of)
@@ -105,6 +105,7 @@ def nightly(
 
 def score(config: Path | None, as_of: str | None, allow_future: bool, console: Console) -> None:
     """Score with the champions, no retraining."""
+    from pipelines.context import build_context
     from pipelines.flows import score_flow
 
     ctx = build_context(config, as_of)
@@ -126,7 +127,9 @@ def backfill(config: Path | None, start: str, end: str, every: int, console: Con
             ``every`` < 1.
         RuntimeError: If a date's run fails; the message names the date and the step.
     """
-    from pipelines.context import parse_as_of
+    import pandas as pd
+
+    from pipelines.context import build_context, parse_as_of
 
     first, last = parse_as_of(start), parse_as_of(end)
     if first > last:
@@ -156,6 +159,7 @@ def train(
     """Train one target through the train flow."""
     from features.targets import target as target_named
     from models.evaluate import describe_auc
+    from pipelines.context import build_context
     from pipelines.flows import train_flow
 
     ctx = build_context(config, as_of)
@@ -176,21 +180,24 @@ def train(
 
 
 def list_models(config: Path | None, console: Console) -> None:
-    """Print registered versions, aliases and key metrics as a table."""
+    """Print registered versions, aliases and key metrics as a table (mlflow only if need be)."""
     from rich.table import Table
 
+    from models import tracking_index
     from pipelines.settings import load_settings
 
     uri = load_settings(config).tracking_uri
-    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    store = tracking_index.sqlite_path(uri)
     if store is not None and not store.exists():
         console.print(f"No model is registered yet (no MLflow store at {store}).")
         return
-    from models import tracking, tracking_registry
+    versions = tracking_index.list_versions(uri)
+    if versions is None:  # a store only mlflow reads (another database, certificates...)
+        from models import tracking, tracking_registry
 
-    tracking.configure(uri)
-    versions = tracking_registry.list_models()
-    if versions.empty:
+        tracking.configure(uri)
+        versions = list(tracking_registry.list_models().itertuples(index=False))
+    if not versions:
         console.print(
             "No model is registered yet: `leadscore nightly` or `leadscore train` makes one."
         )
@@ -198,7 +205,7 @@ def list_models(config: Path | None, console: Console) -> None:
     table = Table(title="Registered models (newest first)")
     for column in ("model", "version", "aliases", "created", "AUC", "rule AUC", "ECE", "split"):
         table.add_column(column)
-    for row in versions.itertuples(index=False):
+    for row in versions:
         table.add_row(
             row.model,
             str(row.version),
@@ -218,6 +225,7 @@ def recalibrate(
     """Recalibrate a rule file from outcomes, write the report and log it to MLflow."""
     from features.targets import target as target_named
     from pipelines import steps, training
+    from pipelines.context import build_context
 
     ctx = build_context(config, as_of)
     with console.status("Building labelled snapshots and recalibrating"):
@@ -275,6 +283,7 @@ def demo(out: Path, as_of: str, console: Console) -> None:
 
     from features.synthetic import source_paths
     from pipelines import steps
+    from pipelines.context import build_context
 
     data = out / "data"
     sources = source_paths(data)
