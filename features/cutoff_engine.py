@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from features.engine import (
+    DAY_US,
     FEATURE_USE,
+    KEY_FEATURES_WINDOW,
     NPS_ANSWER,
     aggregate_per_type,
     coded_events,
@@ -38,6 +40,8 @@ from features.spec import FeatureSpec
 
 #: The columns naming an entity at a cutoff in the one-pass query.
 KEYS = ["cutoff", "entity"]
+#: A horizon beyond every cutoff (microseconds; far from overflowing with any event time).
+ALL_TIME_US = 1 << 60
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,16 @@ def timed_events(events: ir.Table, stacked: StackedRows, backend: str) -> ir.Tab
     return timed.join(ibis.memtable(stacked.entity_index), "entity_id").drop("entity_id")
 
 
-def paired_with_cutoffs(timed: ir.Table, stacked: StackedRows) -> ir.Table:
+def paired_with_cutoffs(
+    timed: ir.Table, stacked: StackedRows, horizon_us: ir.IntegerValue | None = None
+) -> ir.Table:
     """Each event once per cutoff it precedes, its time replaced by its age then.
 
     Args:
         timed: Events with ``time_us`` (see :func:`timed_events`).
         stacked: The cutoffs.
+        horizon_us: Per event, pair it only with cutoffs at most this many
+            microseconds after it (its age is never above it); default: every cutoff.
 
     Returns:
         ``cutoff``, ``cutoff_us`` and ``age_us`` (microseconds from the event to
@@ -118,12 +126,20 @@ def paired_with_cutoffs(timed: ir.Table, stacked: StackedRows) -> ir.Table:
     before = timed.filter(timed.time_us < times[-1])
     # The first cutoff after the event, then every later one: an unnested range is
     # cheaper than an inequality join, which engines run as a sort-merge join.
-    first = ibis.cases(*((before.time_us < us, number) for number, us in enumerate(times)))
-    spread = before.mutate(cutoff=ibis.range(first, len(times)).unnest())
+    first = _cutoffs_before(before.time_us, times)
+    end = len(times) if horizon_us is None else _cutoffs_before(before.time_us + horizon_us, times)
+    spread = before.mutate(cutoff=ibis.range(first, end).unnest())
     cutoffs = ibis.memtable(stacked.cutoffs)
     paired = spread.join(cutoffs, "cutoff")
     others = [column for column in timed.columns if column != "time_us"]
     return paired.select("cutoff", "cutoff_us", *others, age_us=paired.cutoff_us - paired.time_us)
+
+
+def _cutoffs_before(time_us: ir.IntegerValue, times: list[int]) -> ir.IntegerValue:
+    """How many of the sorted cutoffs ``times`` are at or before ``time_us``."""
+    return ibis.cases(
+        *((time_us < us, number) for number, us in enumerate(times)), else_=len(times)
+    )
 
 
 def per_cutoff_entity_and_type(
@@ -155,8 +171,14 @@ def per_cutoff_nps_and_key_features(
     Returns:
         ``row, nps_latest, key_features_used`` of the rows with NPS answers or feature use.
     """
-    relevant = events.filter(events.event_type.isin([NPS_ANSWER, FEATURE_USE]))
-    before = paired_with_cutoffs(timed_events(relevant, stacked, backend), stacked)
+    relevant = timed_events(
+        events.filter(events.event_type.isin([NPS_ANSWER, FEATURE_USE])), stacked, backend
+    )
+    # Feature use counts for 30 days, NPS answers for ever.
+    horizon = ibis.ifelse(
+        relevant.event_type == FEATURE_USE, KEY_FEATURES_WINDOW * DAY_US, ALL_TIME_US
+    )
+    before = paired_with_cutoffs(relevant, stacked, horizon)
     both = latest_nps_and_key_features(before, KEYS, spec)
     return _with_rows(both, stacked).select("row", "nps_latest", "key_features_used")
 
