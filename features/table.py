@@ -9,6 +9,7 @@ puts computed values in the form of the contract in ``docs/ARCHITECTURE.md``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -80,8 +81,17 @@ IDENTIFIER_DISTINCT_SHARE = 0.5
 IDENTIFIER_MIN_DISTINCT = 20
 
 
+#: Words naming a record number (``Lead Number``, ``customer_no``, ``AccountID``).
+_ID_NAME = re.compile(r"(?i:(^|[^a-z])(id|number|no|nr|num|key)($|[^a-z]))|[a-z](Id|ID|Number|No)$")
+
+
 def _is_running_number(values: pd.Series) -> bool:
-    """Whole numbers, every one different (a record number): an id, not a measure."""
+    """Named like an id, whole numbers, every one different: a record number, not a measure.
+
+    The name matters: a measure can be all different by chance (employees of 50 firms).
+    """
+    if not _ID_NAME.search(str(values.name)):
+        return False
     present = values.dropna()
     if pd.api.types.is_bool_dtype(present.dtype) or len(present) <= IDENTIFIER_MIN_DISTINCT:
         return False

@@ -465,3 +465,17 @@ def test_the_output_block_is_zeroed_writable_and_private_to_its_process():
     assert (block == 0).all()
     block[1, 2] = 5
     assert block.sum() == 5
+
+
+def test_record_numbers_are_ids_but_measures_that_happen_to_differ_are_attributes():
+    n = 40
+    entities = pd.DataFrame(
+        {
+            "entity_id": [f"e{i}" for i in range(n)],
+            "Lead Number": np.arange(660_000, 660_000 - 3 * n, -3),  # X Education's kind
+            "AccountID": np.arange(n) * 7.0,
+            "employees": np.arange(1, n + 1) * 13,  # all different, but a measure
+            "Page Views": np.arange(n) % 5,
+        }
+    )
+    assert fit_columns(entities) == {"employees": "float64", "Page Views": "float64"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+import features.input_report as input_report_module
 from pipelines.settings import Settings
 from pipelines.settings_sections import SourceSettings
 from pipelines.sources import load_inputs
@@ -20,13 +21,13 @@ def test_duplicates_are_searched_once_and_reported_as_before(tmp_path, monkeypat
         frame.to_parquet(path)
     settings = Settings(sources=SourceSettings(**{k: str(v) for k, v in paths.items()}))
     searched = []
-    original = pd.DataFrame.duplicated
+    original = input_report_module.exact_duplicates
 
-    def counting(frame, *args, **kwargs):
+    def counting(frame):
         searched.append(len(frame))
-        return original(frame, *args, **kwargs)
+        return original(frame)
 
-    monkeypatch.setattr(pd.DataFrame, "duplicated", counting)
+    monkeypatch.setattr(input_report_module, "exact_duplicates", counting)
     inputs = load_inputs(settings, pd.Timestamp("2025-03-30"))
 
     assert inputs.report.duplicate_events == resent
