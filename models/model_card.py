@@ -65,6 +65,13 @@ def model_card_markdown(result: TrainResult, version_id: str | None = None) -> s
             ". **Not out-of-time**: the metrics say how the model ranks similar entities, "
             "not how it holds up on a later period"
         )
+    sample = meta.get("training_sample") or {}
+    weighting = "no class reweighting"
+    if sample.get("sampled"):
+        weighting += (
+            f"; {sample['description']} (sampled rows weighted by the inverse of their "
+            "sampling rate, so the scores keep the full population's scale)"
+        )
     lines = [
         title,
         "",
@@ -86,7 +93,7 @@ def model_card_markdown(result: TrainResult, version_id: str | None = None) -> s
         "## Model",
         "",
         f"LightGBM, {meta.get('best_iteration')} trees (early stopping on the calibration "
-        f"fold), no class reweighting; {meta.get('calibration_method')} calibration fitted "
+        f"fold), {weighting}; {meta.get('calibration_method')} calibration fitted "
         "on the calibration fold, which the trees did not train on.",
         "",
         "## Validation metrics",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -40,6 +40,7 @@ from models.baselines import RuleModel, rule_baselines
 from models.calibration import fit_calibrator
 from models.fold_metrics import pooled_metrics, rank_metrics
 from models.model import Calibrator, TrainedModel, feature_frame, feature_profile, prepare_features
+from models.sampling import TrainingSample, bound_training_rows
 from models.splits import Split, choose_split
 from models.train_guards import check_leakage, check_positive_labels, resolve_params
 
@@ -96,11 +97,17 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def _fit_booster(x_train, y_train, x_calib, y_calib, params: dict[str, Any]) -> lgb.Booster:  # noqa: ANN001
+def _fit_booster(
+    x_train, y_train, x_calib, y_calib,  # noqa: ANN001
+    params: dict[str, Any],
+    weight: np.ndarray | None = None,
+) -> lgb.Booster:  # fmt: skip
     booster_params = {
         k: v for k, v in params.items() if k not in ("num_boost_round", "early_stopping_rounds")
     }
-    train_set = lgb.Dataset(x_train, y_train, categorical_feature="auto", free_raw_data=True)
+    train_set = lgb.Dataset(
+        x_train, y_train, weight=weight, categorical_feature="auto", free_raw_data=True
+    )
     calib_set = lgb.Dataset(x_calib, y_calib, reference=train_set)
     booster = lgb.train(
         booster_params,
@@ -117,17 +124,28 @@ def _fit_booster(x_train, y_train, x_calib, y_calib, params: dict[str, Any]) -> 
 
 
 def _fit_calibrated(
-    x: pd.DataFrame, y: np.ndarray, fold: Split, params: dict[str, Any], method: str
-) -> tuple[lgb.Booster, Calibrator]:
+    x: pd.DataFrame,
+    y: np.ndarray,
+    fold: Split,
+    params: dict[str, Any],
+    method: str,
+    max_rows: int | None,
+    seed: int,
+) -> tuple[lgb.Booster, Calibrator, TrainingSample]:
     """A booster fitted on the fold's training rows, early-stopped and calibrated on the rest.
 
-    The calibration rows are the fold's own: the booster never trained on them.
+    The training rows are bounded by ``max_rows`` (:func:`models.sampling.bound_training_rows`,
+    weighted); the calibration rows are the fold's own, unsampled: the booster never
+    trained on them.
     """
+    sample = bound_training_rows(fold.train, y, max_rows, seed)
     booster = _fit_booster(
-        x.iloc[fold.train], y[fold.train], x.iloc[fold.calibration], y[fold.calibration], params
-    )
+        x.iloc[sample.rows], y[sample.rows], x.iloc[fold.calibration], y[fold.calibration],
+        params, sample.weights,
+    )  # fmt: skip
     margin = booster.predict(x.iloc[fold.calibration], raw_score=True)
-    return booster, fit_calibrator(margin, y[fold.calibration], method)  # type: ignore[arg-type]
+    calibrator = fit_calibrator(margin, y[fold.calibration], method)  # type: ignore[arg-type]
+    return booster, calibrator, sample
 
 
 def _trained_at(given: object | None, cutoffs: pd.Series | None, horizon_days: int) -> str:
@@ -161,6 +179,7 @@ def train_model(
     trained_at: object | None = None,
     band_share: float = 0.10,
     row_order: np.ndarray | None = None,
+    max_training_rows: int | None = None,
 ) -> TrainResult:
     """Train, calibrate and evaluate one target on a stacked (entity, cutoff) frame.
 
@@ -192,6 +211,10 @@ def train_model(
             ``models.bands.BAND_METADATA_KEY`` with its validation precision and lift.
         row_order: Each row's position in a snapshot file declared in time order:
             validated on later rows (:func:`models.splits.row_order_split`).
+        max_training_rows: Bound on each fold's booster-training rows: beyond it, every
+            positive and a seeded sample of the negatives weighted by the inverse
+            sampling rate (:func:`models.sampling.bound_training_rows`); early stopping,
+            calibration and validation rows are never sampled. ``None``: no bound.
 
     Returns:
         The :class:`TrainResult`.
@@ -235,16 +258,23 @@ def train_model(
     }
     names = list(kinds)
     x_prepared = prepare_features(x_all, names, levels)
-    booster, calibrator = _fit_calibrated(x_prepared, y, split, run_params, calibration)
+    booster, calibrator, sample = _fit_calibrated(
+        x_prepared, y, split, run_params, calibration, max_training_rows, seed
+    )
+    if sample.sampled:
+        split = replace(split, reason=f"{split.reason}; {sample.description}")
+        log.info("%s: %s", target, sample.description)
     # Validation predictions of each fold (the scoring model's own when there is one
     # fold), pooled in fold order: split.validation is their concatenation.
     p_parts: list[np.ndarray] = []
     baseline_parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for fold in split.fold_splits():
-        fold_booster, fold_calibrator = (
-            (booster, calibrator)
-            if fold is split
-            else _fit_calibrated(x_prepared, y, fold, run_params, calibration)
+        fold_booster, fold_calibrator, _ = (
+            (booster, calibrator, sample)
+            if not split.folds
+            else _fit_calibrated(
+                x_prepared, y, fold, run_params, calibration, max_training_rows, seed
+            )
         )
         margin = fold_booster.predict(x_prepared.iloc[fold.validation], raw_score=True)
         p_parts.append(np.clip(fold_calibrator.predict(margin), 0.0, 1.0))
@@ -303,6 +333,7 @@ def train_model(
             "calibration_method": calibrator.method,
             "best_iteration": booster.current_iteration(),
             "split": split.describe(),
+            "training_sample": sample.to_dict(),
             "train_window": window(split.train),
             "validation_window": window(split.validation),
             "feature_profile": feature_profile(x_train_raw, kinds),

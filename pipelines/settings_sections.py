@@ -184,6 +184,10 @@ class ModelSettings(_Section):
     #: LightGBM parameters over the defaults (``is_unbalance`` and ``scale_pos_weight`` are
     #: refused).
     lightgbm_params: dict[str, Any] = Field(default_factory=dict)
+    #: Most rows a booster trains on per fold (null: no bound). Beyond it, every positive
+    #: and a seeded random sample of the negatives, weighted by the inverse sampling rate;
+    #: early stopping, calibration and validation rows are never sampled.
+    max_training_rows: int | None = Field(500_000, ge=2)
     #: A challenger must not lose more AUC than this against the champion.
     champion_max_auc_drop: float = 0.0
     #: ... nor have an expected calibration error worse by more than this.

@@ -138,6 +138,7 @@ def train(ctx: RunContext, inputs: Inputs, target: Target, reason: str = "") -> 
         target.name,
         horizon_days=horizon,
         row_order=order,
+        max_training_rows=m.max_training_rows,
         params=m.lightgbm_params,
         feature_set_version=settings.feature_spec().version,
         min_positive_labels=m.min_positive_labels,
