@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,13 +22,35 @@ import pytest
 from features.spec import DEFAULT_EVENT_TYPES
 from pipelines.runtime import set_quiet_and_patient_defaults
 
-# Before any test module imports mlflow or prefect: no telemetry, a patient Prefect.
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _prefect_home() -> Path:
+    """A fresh, empty Prefect home for this process (Prefect does not create a missing
+    one: its temporary server then never starts); the homes of test processes that are
+    gone without cleaning up (a killed run) are removed."""
+    for stale in Path(tempfile.gettempdir()).glob("leadscore-tests-prefect-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
+    home = Path(tempfile.gettempdir()) / f"leadscore-tests-prefect-{os.getpid()}"
+    home.mkdir()
+    return home
+
+
+# Before any test module imports mlflow or prefect: no telemetry, a patient Prefect,
+# and one Prefect home per test process (xdist worker), removed when the process ends.
 set_quiet_and_patient_defaults()
-# One Prefect home per test process (xdist worker); removed when the process ends.
-PREFECT_HOME = tempfile.mkdtemp(
-    prefix=f"leadscore-tests-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
-)
-os.environ["PREFECT_HOME"] = PREFECT_HOME
+PREFECT_HOME = _prefect_home()
+os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
 
 AS_OF = pd.Timestamp("2025-03-15 09:30:00", tz="UTC")
 EventHistory = tuple[pd.DataFrame, pd.DataFrame]
