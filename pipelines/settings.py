@@ -69,6 +69,7 @@ TRACKED_SETTINGS: tuple[str, ...] = (
     "model.retrain_max_age_days",
     "model.min_validation_positives",
     "model.promotion_confidence",
+    "model.max_training_rows",
     "bands.high_conversion_threshold",
     "bands.at_risk_churn_threshold",
     "bands.high_share",
