@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -164,6 +165,8 @@ def main() -> None:
     ]
     runs = []
     if not options.next_day_only:
+        # A first night starts from nothing: no models, scores or store of an earlier run.
+        shutil.rmtree(out, ignore_errors=True)
         runs.append(("First night (trains both models)", run_nightly(
             config, first, out, work / f"nightly-{first}.log")))  # fmt: skip
     runs.append(("Next day (no training)", run_nightly(
