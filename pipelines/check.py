@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from features.labels import make_labels, rolling_cutoffs
+from features.labels import make_labels
 from features.targets import TARGETS, Target
 from pipelines.context import parse_as_of
 from pipelines.settings import Settings
 from pipelines.sources import Inputs, load_inputs
+from pipelines.training import training_cutoffs
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -179,12 +180,10 @@ def label_count(
     outcomes = inputs.outcomes
     happened = (outcomes["outcome"] == target.outcome) & (outcomes["occurred_at"] <= as_of)
     events = inputs.events
-    cutoffs = pd.DatetimeIndex([], tz="UTC")
-    if inputs.snapshot_cutoff is not None:
-        cutoffs = pd.DatetimeIndex([inputs.snapshot_cutoff])
-    elif len(events):
-        first = events["event_time"].min() + pd.Timedelta(days=max(settings.features.windows_days))
-        cutoffs = rolling_cutoffs(first, as_of, labels_settings.cutoff_step_days, horizon)
+    cutoffs = training_cutoffs(
+        inputs, as_of, horizon, labels_settings.cutoff_step_days,
+        max(settings.features.windows_days),
+    )  # fmt: skip
     rows = positives = 0
     if len(cutoffs):
         labels = make_labels(

@@ -72,22 +72,38 @@ class RecalibrationOutcome:
     run_id: str
 
 
+def training_cutoffs(
+    inputs: Inputs, as_of: pd.Timestamp, horizon_days: int, step_days: int, longest_window: int
+) -> pd.DatetimeIndex:
+    """The training cutoffs of a run: a snapshot's one, else the rolling cutoffs.
+
+    Rolling cutoffs run from the first event plus the longest feature window to the run
+    date minus the horizon (:func:`features.labels.rolling_cutoffs`); empty without events.
+    """
+    from features.labels import rolling_cutoffs
+
+    if inputs.snapshot_cutoff is not None:
+        # A snapshot: its attributes as of the day before it, its known outcomes after.
+        return pd.DatetimeIndex([inputs.snapshot_cutoff])
+    if inputs.events.empty:
+        return pd.DatetimeIndex([], tz="UTC")
+    first = inputs.events["event_time"].min() + pd.Timedelta(days=longest_window)
+    return rolling_cutoffs(first, as_of, step_days, horizon_days)
+
+
 def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFrame:
     """Point-in-time snapshots with labels, one row per (entity, cutoff)."""
     from features.build import build_snapshots
-    from features.labels import make_labels, no_cutoff_message, rolling_cutoffs
+    from features.labels import make_labels, no_cutoff_message
     from models.train_guards import NotEnoughHistoryError
 
     labels_settings = ctx.settings.labels
     horizon = labels_settings.horizon_days(target.name)
     spec = ctx.settings.feature_spec()
     first_event = inputs.events["event_time"].min()
-    first = first_event + pd.Timedelta(days=max(spec.windows_days))
-    if inputs.snapshot_cutoff is not None:
-        # A snapshot: its attributes as of the day before it, its known outcomes after.
-        cutoffs = pd.DatetimeIndex([inputs.snapshot_cutoff])
-    else:
-        cutoffs = rolling_cutoffs(first, ctx.as_of, labels_settings.cutoff_step_days, horizon)
+    cutoffs = training_cutoffs(
+        inputs, ctx.as_of, horizon, labels_settings.cutoff_step_days, max(spec.windows_days)
+    )
     if cutoffs.empty:
         raise NotEnoughHistoryError(
             no_cutoff_message(
