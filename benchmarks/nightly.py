@@ -1,18 +1,33 @@
 """Benchmark the nightly run through the CLI, as a user runs it, against a scan floor.
 
-Generates a history with ``leadscore generate`` (cached by size), writes a config
-file, then runs ``leadscore nightly --config`` as a child process twice: a first
-night (no champion yet: both models train) and the next day (champions fresh: no
-training). For each run it prints the total wall time, the child's peak resident
-memory (``os.wait4``) and each step's wall time and peak memory from the run's
-``OUTPUT/timings/DATE.json`` (:mod:`pipelines.step_timing`). The floor is a plain
-DuckDB ``SELECT entity_id, count(*) ... GROUP BY entity_id`` over the same event
-Parquet (fastest of three), and each run is given as a ratio to it.
+Generates a history into ``--data-dir`` (:func:`features.synthetic.generate` in a
+child process, timed, with its peak memory), writes a config file beside it (in
+``DATA-DIR-run/``), then runs ``leadscore nightly --config`` as a child process
+twice: a first night (no champion yet: both models train) and the next day
+(champions fresh: no training); ``--first-night-only`` and ``--next-day-only`` run
+one of them, ``--no-nightly`` only the generation and the floor. For each run it
+prints the total wall time, the child's peak resident memory (``os.wait4``) and
+each step's wall time and peak memory from the run's ``OUTPUT/timings/DATE.json``
+(:mod:`pipelines.step_timing`). The floor is a plain DuckDB
+``SELECT entity_id, count(*) ... GROUP BY entity_id`` over the same event Parquet
+(fastest of three), and each run is given as a ratio to it.
 
     .venv/bin/python benchmarks/nightly.py --leads 18000 --customers 12000 --months 12
 
-The generator makes about 330 events per entity over 12 months (27 a month);
-``--months`` sets the density (2 months: about 55 events per entity). Drift
+The generation's parameters, time and peak memory are kept in
+``DATA-DIR/bench-data.json``; with ``--reuse-data`` a data folder generated with the
+same parameters is used as it is (a folder with other parameters is refused, an
+empty one is generated). 1M entities with about 53M events, reused after the first
+time (generation: 66 s, 0.36 GB):
+
+    .venv/bin/python benchmarks/nightly.py --leads 600000 --customers 400000 \\
+        --months 6 --engagement-shift -1.5 --data-dir /work/bench/1m --reuse-data
+
+The generator makes about 330 events per entity over 12 months (27 a month), and
+about 170 over 6 months for 60% leads; 6 months is the shortest history on which
+both models train with the default feature windows (90 days) and horizons (churn:
+60 days) at the default first night, a month before the end. ``--engagement-shift``
+lowers the density (-1.5: about 53 events per entity over 6 months). Drift
 thresholds are set high so that the next day does not retrain on drift; Prefect
 runs as the environment says (a temporary server per command without
 ``PREFECT_API_URL``). The machine's load average is printed beside each run.
@@ -28,6 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -45,17 +61,78 @@ def load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-def generated(data_dir: Path, leads: int, customers: int, months: int, seed: int) -> Path:
-    """The generated history for these sizes, made once and cached."""
-    folder = data_dir / f"leads{leads}-customers{customers}-months{months}-seed{seed}"
-    if not (folder / "DONE").exists():
-        began = time.perf_counter()
-        command = [str(BIN / "leadscore"), "generate", "--out", str(folder), "--leads",
-                   str(leads), "--customers", str(customers), "--months", str(months),
-                   "--seed", str(seed)]  # fmt: skip
-        subprocess.run(command, check=True)
-        (folder / "DONE").write_text(f"{time.perf_counter() - began:.1f} s\n")
-    return folder
+#: Beside the generated inputs: the parameters they were generated with, and the cost.
+RECORD = "bench-data.json"
+START = "2025-01-01"
+#: The generator, in a child process so that its peak memory is its own.
+GENERATE = """
+import json, sys
+from features.synthetic import generate
+p = json.loads(sys.argv[1])
+data = generate(sys.argv[2], n_leads=p["leads"], n_customers=p["customers"],
+                months=p["months"], start=p["start"], seed=p["seed"],
+                engagement_shift=p["engagement_shift"])
+print(json.dumps({"events": data.n_events, "conversions": data.n_conversions,
+                  "churns": data.n_churns}))
+"""
+
+
+def existing_parameters(folder: Path) -> dict[str, Any] | None:
+    """The parameters a complete generated folder was made with (None: none there)."""
+    record, description = folder / RECORD, folder / "generator.json"
+    if not (record.is_file() and description.is_file()):
+        return None
+    parameters = json.loads(record.read_text())["parameters"]
+    written = json.loads(description.read_text())
+    sizes = {"leads": written["n_leads"], "customers": written["n_customers"],
+             "months": written["months"], "seed": written["seed"],
+             "engagement_shift": written.get("engagement_shift", 0.0)}  # fmt: skip
+    if any(parameters[name] != value for name, value in sizes.items()):
+        raise SystemExit(
+            f"{folder}: {RECORD} says {parameters} but generator.json says {sizes}: "
+            "the folder was regenerated by hand; generate it again without --reuse-data."
+        )
+    return parameters
+
+
+def generated(folder: Path, parameters: dict[str, Any], reuse: bool) -> dict[str, Any]:
+    """Generate the history into ``folder`` (or reuse it); return its record.
+
+    Args:
+        folder: Where the generated inputs are (events/, entities.parquet, ...).
+        parameters: leads, customers, months, start, seed and engagement_shift.
+        reuse: Keep a folder already generated with the same parameters.
+
+    Returns:
+        The contents of ``folder/bench-data.json``: parameters, counts, generation
+        seconds and peak RSS.
+    """
+    if reuse and (found := existing_parameters(folder)) is not None:
+        if found != parameters:
+            differ = {k: (found.get(k), v) for k, v in parameters.items() if found.get(k) != v}
+            raise SystemExit(
+                f"--reuse-data: {folder} holds data generated with other parameters "
+                f"(name: (there, asked)): {differ}. Use another --data-dir, or run "
+                "without --reuse-data to generate it again."
+            )
+        print(f"Reusing the data in {folder} ({RECORD}).", flush=True)
+        return json.loads((folder / RECORD).read_text())
+    (folder / RECORD).unlink(missing_ok=True)
+    command = [sys.executable, "-c", GENERATE, json.dumps(parameters), str(folder)]
+    began = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
+    output = child.stdout.read() if child.stdout else b""
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"Generating {parameters} into {folder} failed.")
+    record = {
+        "parameters": parameters,
+        **json.loads(output),
+        "generation_seconds": round(time.perf_counter() - began, 1),
+        "generation_peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 2),
+    }
+    (folder / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def write_config(folder: Path, data: Path, out: Path) -> Path:
@@ -133,19 +210,40 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=60_000)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--as-of", help="first night (default: a month before the end)")
     parser.add_argument(
+        "--engagement-shift", type=float, default=0.0, help="lower: fewer events per entity"
+    )
+    parser.add_argument("--as-of", help="first night (default: a month before the end)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--next-day-only", action="store_true", help="skip the first night (it must have run)"
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/leadscore-nightly-bench"))
+    which.add_argument("--first-night-only", action="store_true", help="skip the next day")
+    which.add_argument(
+        "--no-nightly", action="store_true", help="only generate (or reuse) and time the floor"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("/tmp/leadscore-nightly-bench/data"),
+        help="the generated inputs (runs go to DATA-DIR-run beside it)",
+    )
+    parser.add_argument(
+        "--reuse-data",
+        action="store_true",
+        help=f"keep DATA-DIR when its {RECORD} has the same parameters",
+    )
     parser.add_argument("--label", default="", help="what this measurement is (e.g. 'before')")
     parser.add_argument("--results", type=Path, help="append the Markdown to this file")
     options = parser.parse_args()
 
-    data = generated(options.data_dir, options.leads, options.customers, options.months,
-                     options.seed)  # fmt: skip
+    parameters = {"leads": options.leads, "customers": options.customers,
+                  "months": options.months, "start": START, "seed": options.seed,
+                  "engagement_shift": options.engagement_shift}  # fmt: skip
+    data = options.data_dir.resolve()
+    generation = generated(data, parameters, options.reuse_data)
     first = options.as_of or str(
-        (pd.Timestamp("2025-01-01") + pd.DateOffset(months=options.months - 1)).date()
+        (pd.Timestamp(START) + pd.DateOffset(months=options.months - 1)).date()
     )
     next_day = str((pd.Timestamp(first) + pd.Timedelta(days=1)).date())
     work = data.parent / f"{data.name}-run"
@@ -153,24 +251,27 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     config = write_config(work, data, out)
     floor, n_events, n_entities = scan_floor(source_paths(data)["events"])
+    shift = options.engagement_shift
     lines = [
         f"## {options.label or 'nightly'}: {n_entities:,} entities with events, "
         f"{n_events:,} events ({options.leads:,} leads, {options.customers:,} customers, "
-        f"{options.months} months)",
+        f"{options.months} months{f', engagement shift {shift:g}' if shift else ''})",
         "",
         f"Scan floor (DuckDB count(*) GROUP BY entity_id, fastest of 3): {floor:.2f} s. "
         f"Machine: {os.cpu_count()} cores; generation took "
-        f"{(data / 'DONE').read_text().strip()}.",
+        f"{generation['generation_seconds']:.1f} s "
+        f"(peak RSS {generation['generation_peak_rss_gb']:.2f} GB).",
         "",
     ]
     runs = []
-    if not options.next_day_only:
+    if not (options.next_day_only or options.no_nightly):
         # A first night starts from nothing: no models, scores or store of an earlier run.
         shutil.rmtree(out, ignore_errors=True)
         runs.append(("First night (trains both models)", run_nightly(
             config, first, out, work / f"nightly-{first}.log")))  # fmt: skip
-    runs.append(("Next day (no training)", run_nightly(
-        config, next_day, out, work / f"nightly-{next_day}.log")))  # fmt: skip
+    if not (options.first_night_only or options.no_nightly):
+        runs.append(("Next day (no training)", run_nightly(
+            config, next_day, out, work / f"nightly-{next_day}.log")))  # fmt: skip
     for name, run in runs:
         lines += report(name, run, floor)
     text = "\n".join(lines)
