@@ -9,13 +9,16 @@ event types present before a cutoff.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import pandas as pd
 
 from features.timeutil import UTC_TIMESTAMP, engine_timestamp, utc_microseconds
 
-EventsInput = pd.DataFrame | str | Path
+if TYPE_CHECKING:
+    from features.event_table import EventTable
+
+EventsInput = Union[pd.DataFrame, str, Path, "EventTable"]
 EVENT_COLUMNS: tuple[str, ...] = ("entity_id", "event_time", "event_type", "value", "item")
 REQUIRED_EVENT_COLUMNS: tuple[str, ...] = ("entity_id", "event_time", "event_type")
 BACKENDS: tuple[str, ...] = ("duckdb", "pyspark")
@@ -165,6 +168,10 @@ def event_types_seen(
     Returns:
         The event types, sorted.
     """
-    connection = connect(backend, con)
+    from features.event_table import EventTable
+
     cutoff = None if before is None else engine_timestamp(before)
+    if isinstance(events, EventTable):
+        return events.types_seen(cutoff)
+    connection = connect(backend, con)
     return types_seen(connection, events_table(connection, events), cutoff)

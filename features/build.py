@@ -21,6 +21,7 @@ import pandas as pd
 
 from features import cutoff_engine, engine, pivot
 from features.backend import EventsInput, connect, events_table, types_seen
+from features.event_table import EventTable
 from features.spec import FeatureSpec
 from features.table import columns_for, existing_entities, finish_table, fit_columns
 from features.timeutil import engine_timestamp
@@ -37,8 +38,18 @@ def _prepare(
     event_types: Sequence[str] | None,
 ) -> tuple[Any, Any, list[str], pd.DataFrame]:
     """The connection, the events table, the types to featurise and the first cutoff's rows."""
-    connection = connect(backend, con)
-    table = events_table(connection, events)
+    if isinstance(events, EventTable):
+        # The events' own engine runs the query; another engine gets their rows.
+        if con is None and backend == events.con.name:
+            con = events.con
+        if con is not None and getattr(con, "name", None) == events.con.name == "duckdb":
+            connection, table = con, events.table.select(*events.contract_columns)
+        else:
+            connection = connect(backend, con)
+            table = events_table(connection, events.to_pandas(events.contract_columns))
+    else:
+        connection = connect(backend, con)
+        table = events_table(connection, events)
     with ThreadPoolExecutor(max_workers=1) as background:
         # The engine lists the event types while pandas selects the first cutoff's entities.
         listing = (

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from features.event_table import EventTable
 from features.population import end_times, first_purchases
 from features.targets import CHURN, CONVERSION, TargetName
 from features.targets import target as target_named
@@ -196,6 +197,18 @@ def _base_population(
 def _map_first(grid: pd.DataFrame, first: pd.Series) -> pd.Series:
     values = first.reindex(pd.Index(grid["entity_id"])).to_numpy()
     return pd.Series(_utc(values), index=grid.index)
+
+
+def label_events(events: EventTable, target: str, churn_from_inactivity: bool) -> pd.DataFrame:
+    """The event rows :func:`make_labels` reads, fetched from the engine.
+
+    Inactivity churn reads every event's entity and time; otherwise only purchases
+    are read (they make customers of entities without a ``kind``).
+    """
+    columns = ["entity_id", "event_time", "event_type"]
+    if churn_from_inactivity and target == CHURN.name:
+        return events.to_pandas(columns)
+    return events.of_types(["purchase"]).to_pandas(columns)
 
 
 def make_labels(

@@ -95,6 +95,39 @@ def apply_mapping(
     return df
 
 
+def column_feeds(
+    columns: Sequence[str], column_map: ColumnMap | None, table: str, source: str
+) -> dict[str, str]:
+    """Which user column feeds each renamed contract column, checked against ``columns``.
+
+    Returns:
+        Contract column -> user column, for the map's columns present in ``columns``.
+
+    Raises:
+        ContractError: A mapped column is missing (and the contract name is absent
+            too), or a rename would duplicate a column.
+    """
+    problems = []
+    feeds: dict[str, str] = {}
+    for user_name, contract_name in column_pairs(column_map):
+        if user_name in columns:
+            if contract_name in columns and contract_name != user_name:
+                problems.append(
+                    f"column_map renames '{user_name}' to '{contract_name}', but a column "
+                    f"'{contract_name}' already exists; drop one of them or fix the map"
+                )
+            feeds[contract_name] = user_name
+        elif contract_name not in columns:
+            existing = ", ".join(repr(str(c)) for c in columns)
+            problems.append(
+                f"column_map names column '{user_name}' (for '{contract_name}'), "
+                f"which does not exist; the columns present are {existing}"
+            )
+    if problems:
+        raise ContractError(table, source, problems)
+    return feeds
+
+
 def apply_column_map(
     df: pd.DataFrame, column_map: ColumnMap | None, table: str, source: str
 ) -> pd.DataFrame:
@@ -109,27 +142,7 @@ def apply_column_map(
         ContractError: A mapped column is missing, or a rename would duplicate a
             column; ``table`` and ``source`` are named.
     """
-    pairs = column_pairs(column_map)
-    if not pairs:
-        return df
-    problems = []
-    feeds: dict[str, str] = {}  # contract column -> user column
-    for user_name, contract_name in pairs:
-        if user_name in df.columns:
-            if contract_name in df.columns and contract_name != user_name:
-                problems.append(
-                    f"column_map renames '{user_name}' to '{contract_name}', but a column "
-                    f"'{contract_name}' already exists; drop one of them or fix the map"
-                )
-            feeds[contract_name] = user_name
-        elif contract_name not in df.columns:
-            existing = ", ".join(repr(str(c)) for c in df.columns)
-            problems.append(
-                f"column_map names column '{user_name}' (for '{contract_name}'), "
-                f"which does not exist; the columns present are {existing}"
-            )
-    if problems:
-        raise ContractError(table, source, problems)
+    feeds = column_feeds(list(df.columns), column_map, table, source)
     if not feeds:
         return df
     fed = set(feeds.values())

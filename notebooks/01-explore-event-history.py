@@ -77,10 +77,12 @@ spec = settings.feature_spec()
 # `load_inputs` maps column names, validates types (naive times are UTC, ids never
 # null, entity ids unique) and reports what it read and what it set aside. A broken
 # input stops here with a sentence naming the file, the column and sample rows.
+# The run keeps the events in the engine (DuckDB) and only asks it for counts; a
+# notebook on a sample this size can fetch them as a pandas frame to explore.
 
 # %%
 inputs = steps.load_inputs(ctx)
-events, entities, outcomes = inputs.events, inputs.entities, inputs.outcomes
+events, entities, outcomes = inputs.events.to_pandas(), inputs.entities, inputs.outcomes
 pd.Series(inputs.report.to_dict(), name="input report").to_frame()
 
 # %%

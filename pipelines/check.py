@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from features.labels import make_labels
+from features.labels import label_events, make_labels
 from features.targets import TARGETS, Target
 from pipelines.context import parse_as_of
 from pipelines.settings import Settings
@@ -108,17 +108,17 @@ def run_check(settings: Settings, as_of: pd.Timestamp | None = None) -> CheckRep
     if as_of is None and inputs.snapshot_cutoff is not None:
         as_of = inputs.snapshot_cutoff + pd.Timedelta(days=1)
     elif as_of is None:
-        last = events["event_time"].max()
-        as_of = today if pd.isna(last) else min(today, last.normalize() + pd.Timedelta(days=1))
+        last = events.time_range[1]
+        as_of = today if last is None else min(today, last.normalize() + pd.Timedelta(days=1))
     builtin = tuple(e.name for e in settings.feature_spec().event_types)
     value_map = settings.sources.value_map.get("events", {}).get("event_type", {})
-    without_events = ~inputs.entities["entity_id"].isin(events["entity_id"])
+    without_events = ~inputs.entities["entity_id"].isin(events.entity_ids())
     return CheckReport(
         as_of=as_of,
         as_of_given=given,
         sources=_source_names(settings),
         inputs=inputs,
-        event_types=event_type_table(events["event_type"], builtin, value_map),
+        event_types=event_type_table(events.type_counts(), builtin, value_map),
         entities_without_events=int(without_events.sum()),
         labels=tuple(label_count(settings, inputs, as_of, t) for t in TARGETS),
         builtin_types=builtin,
@@ -142,12 +142,12 @@ def _source_names(settings: Settings) -> dict[str, str]:
 
 
 def event_type_table(
-    types: pd.Series, builtin: tuple[str, ...], value_map: dict[str, str | None]
+    counts: pd.Series, builtin: tuple[str, ...], value_map: dict[str, str | None]
 ) -> pd.DataFrame:
     """Rows per event type and where it comes from, most frequent first.
 
     Args:
-        types: The ``event_type`` column after the value map.
+        counts: Rows per event type after the value map, indexed by type.
         builtin: Event types with built-in features.
         value_map: ``sources.value_map.events.event_type`` (user value -> type).
 
@@ -155,7 +155,8 @@ def event_type_table(
         ``event_type``, ``status`` (``built in``, ``mapped`` or ``generic``),
         ``from_values`` (user values mapped to it, comma-separated) and ``rows``.
     """
-    counts = types.astype("string").value_counts().rename_axis("event_type")
+    counts = counts.groupby(counts.index.astype("string")).sum()
+    counts = counts.sort_values(ascending=False, kind="stable").rename_axis("event_type")
     table = counts.rename("rows").reset_index()
     sources = pd.Series(list(value_map), index=list(value_map.values()), dtype="string")
     from_values = sources.groupby(level=0).agg(", ".join) if len(sources) else pd.Series()
@@ -179,7 +180,6 @@ def label_count(
     horizon = labels_settings.horizon_days(target.name)
     outcomes = inputs.outcomes
     happened = (outcomes["outcome"] == target.outcome) & (outcomes["occurred_at"] <= as_of)
-    events = inputs.events
     cutoffs = training_cutoffs(
         inputs, as_of, horizon, labels_settings.cutoff_step_days,
         max(settings.features.windows_days),
@@ -187,7 +187,8 @@ def label_count(
     rows = positives = 0
     if len(cutoffs):
         labels = make_labels(
-            outcomes, inputs.entities, cutoffs, target.name, horizon, events=events,
+            outcomes, inputs.entities, cutoffs, target.name, horizon,
+            events=label_events(inputs.events, target.name, labels_settings.churn_from_inactivity),
             churn_from_inactivity=labels_settings.churn_from_inactivity,
         )  # fmt: skip
         rows, positives = len(labels), int(labels["label"].sum())
@@ -217,8 +218,8 @@ def print_check(report: CheckReport, console: Console) -> None:
                        ("outcomes", counts.outcomes)):  # fmt: skip
         inputs.add_row(name, f"{rows:,}", report.sources[name])
     console.print(inputs)
-    if len(events):
-        first, last = events["event_time"].min(), events["event_time"].max()
+    first, last = events.time_range
+    if first is not None:
         console.print(f"Events from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC.")
     for count, what in (
         (counts.duplicate_events, "exact duplicate events (dropped)"),

@@ -21,14 +21,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from features.column_checks import ContractError
-from features.feed_checks import (
-    FeedError,
-    FeedReport,
-    events_before,
-    feed_size_problem,
-    quarantine_events,
-    unknown_event_types,
-)
+from features.event_report import quarantine_table, undeclared_types
+from features.event_table import EventTable
+from features.feed_checks import FeedError, FeedReport, feed_size_problem
 from features.timeutil import as_utc
 from pipelines.settings import Settings
 
@@ -88,8 +83,11 @@ def check_csv_rows(file: Path, table: str = "input") -> None:
 
 
 def check_feeds(
-    settings: Settings, events: pd.DataFrame, events_read: int, as_of: pd.Timestamp
-) -> tuple[pd.DataFrame, FeedReport]:
+    settings: Settings,
+    events: EventTable | pd.DataFrame,
+    events_read: int,
+    as_of: pd.Timestamp,
+) -> tuple[EventTable, FeedReport]:
     """Stop on an empty or shrunken event feed; quarantine out-of-range values.
 
     Runs after the inputs are read, before anything is written. The previous run's
@@ -101,7 +99,7 @@ def check_feeds(
     Args:
         settings: Run settings (``sources.max_feed_shrink``, ``sources.force_feed``,
             the declared event types, ``output.dir``).
-        events: The validated events of the run.
+        events: The validated events of the run (a frame is handed to the engine).
         events_read: Event rows read (the input report's ``events``).
         as_of: The run date.
 
@@ -111,6 +109,8 @@ def check_feeds(
     Raises:
         FeedError: The feed is empty or shrank too much, and ``force_feed`` is off.
     """
+    if isinstance(events, pd.DataFrame):
+        events = EventTable.from_frame(events)
     sources = settings.sources
     previous = _previous_feed(Path(settings.output.dir) / "summary.json")
     count, current, window = None, len(events), "at all"
@@ -119,7 +119,7 @@ def check_feeds(
         if day is None:
             current, window = events_read, "in all"
         else:
-            current, window = events_before(events, day), f"before {day.date()}"
+            current, window = events.before(day), f"before {day.date()}"
     problem = feed_size_problem(
         sources.events, current, count, sources.max_feed_shrink, window=window
     )
@@ -132,12 +132,12 @@ def check_feeds(
     if problem:
         log.warning("%s Going on: sources.force_feed is true.", problem)
         forced.append(f"{problem} The run went on because sources.force_feed is true.")
-    kept, quarantine = quarantine_events(events)
+    kept, quarantine = quarantine_table(events)
     if quarantine.rows:
         log.warning("Quarantined %d event rows: %s", quarantine.rows, quarantine.counts)
     declared = [e.name for e in settings.feature_spec().event_types]
     report = FeedReport(
-        events_before(events, as_of), quarantine, unknown_event_types(events, declared), forced
+        events.before(as_of), quarantine, undeclared_types(events, declared), forced
     )
     return kept, report
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.event_table import EventTable
 from models.privacy import (
     PSEUDONYM_KEY_ENV,
     PseudonymKeyError,
@@ -94,8 +95,8 @@ def check_forgotten_key(listing: ForgottenList, key: bytes | None) -> None:
 
 
 def drop_forgotten(
-    events: pd.DataFrame, entities: pd.DataFrame, outcomes: pd.DataFrame, settings: Settings
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    events: EventTable, entities: pd.DataFrame, outcomes: pd.DataFrame, settings: Settings
+) -> tuple[EventTable, pd.DataFrame, pd.DataFrame, int]:
     """The inputs without entities erased earlier and read again from a source.
 
     They are dropped, events and outcomes included, rather than set to no consent: a
@@ -119,9 +120,9 @@ def drop_forgotten(
     check_forgotten_key(listing, key)
     assert key is not None
     forgotten = listing.pseudonyms
-    tables = (events, entities, outcomes)
-    id_columns = [t["entity_id"].astype("string") for t in tables]
-    ids = pd.Series(pd.unique(pd.concat(id_columns).dropna()))
+    frames = (entities, outcomes)
+    id_columns = [t["entity_id"].astype("string") for t in frames]
+    ids = pd.Series(pd.unique(pd.concat([*id_columns, events.entity_ids()]).dropna()))
     erased = set(ids[pseudonymise(ids, key).isin(forgotten).to_numpy(bool)])
     if not erased:
         return events, entities, outcomes, 0
@@ -130,8 +131,8 @@ def drop_forgotten(
         "rows are dropped. Erase them in the source systems too.",
         len(erased),
     )
-    kept = [t[~c.isin(erased).to_numpy(bool)] for t, c in zip(tables, id_columns, strict=True)]
-    return kept[0], kept[1], kept[2], len(erased)
+    kept = [t[~c.isin(erased).to_numpy(bool)] for t, c in zip(frames, id_columns, strict=True)]
+    return events.without_entities(sorted(erased)), kept[0], kept[1], len(erased)
 
 
 def record_forgotten(output_dir: str | os.PathLike[str], pseudonyms: list[str], key: bytes) -> None:

@@ -13,21 +13,17 @@ import glob
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
 
 from features.column_checks import ContractError
+from features.event_report import events_input_report, without_duplicates
+from features.event_table import EventTable
 from features.feed_checks import FeedReport
-from features.input_report import InputReport, clean_events, input_report
-from features.mapping import (
-    InputMapping,
-    apply_column_map,
-    apply_mapping,
-    column_pairs,
-    entities_from_events,
-)
+from features.input_report import InputReport
+from features.mapping import InputMapping, apply_column_map, apply_mapping, column_pairs
 from features.schemas import VALIDATORS
 from features.snapshot import SnapshotInputs
 from features.timeutil import as_utc
@@ -183,8 +179,9 @@ class Inputs:
     """The validated inputs of a run.
 
     Attributes:
-        events: Events, exact duplicates dropped (future events kept: the
-            point-in-time rule keeps them out of features).
+        events: Events, held by the engine (:class:`~features.event_table.EventTable`),
+            exact duplicates dropped (future events kept: the point-in-time rule
+            keeps them out of features).
         entities: Entities.
         outcomes: Outcomes (empty when not required and absent).
         report: Counts of what was read and set aside.
@@ -194,7 +191,7 @@ class Inputs:
         row_order: Each entity's row in a snapshot declared in time order.
     """
 
-    events: pd.DataFrame
+    events: EventTable
     entities: pd.DataFrame
     outcomes: pd.DataFrame
     report: InputReport
@@ -221,14 +218,18 @@ def load_inputs(
     Returns:
         The inputs and their :class:`~features.input_report.InputReport`.
     """
+    from pipelines.engine_events import engine_connection
+
     sources = settings.sources
     now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
+    con = engine_connection()
     snapshot = None
     if sources.snapshot is not None:
         snapshot = read_snapshot(sources.snapshot)
-        events, entities, outcomes = snapshot.events, snapshot.entities, snapshot.outcomes
+        events = EventTable.from_frame(snapshot.events, con)
+        entities, outcomes = snapshot.entities, snapshot.outcomes
     else:
-        events, entities, outcomes = _read_three(settings, outcomes_required)
+        events, entities, outcomes = _read_three(settings, con, outcomes_required)
     inputs = _finish(settings, now, events, entities, outcomes)
     if snapshot is not None:
         inputs.snapshot_cutoff, inputs.row_order = snapshot.cutoff, snapshot.row_order
@@ -251,11 +252,13 @@ def read_snapshot(snapshot: SnapshotSettings) -> SnapshotInputs:
 
 
 def _read_three(
-    settings: Settings, outcomes_required: bool
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Events, entities and outcomes from their own sources."""
+    settings: Settings, con: Any, outcomes_required: bool
+) -> tuple[EventTable, pd.DataFrame, pd.DataFrame]:
+    """Events (held by the engine ``con``), entities and outcomes from their own sources."""
+    from pipelines.engine_events import read_events
+
     sources = settings.sources
-    events = read_source(sources.events, "events", sources.mapping("events"))
+    events = read_events(sources.events, sources.mapping("events"), con)
     entities = read_entities(settings, events)
     if sources.outcomes is None:
         outcomes = no_outcomes("sources.outcomes (null)")
@@ -273,7 +276,7 @@ def _read_three(
 def _finish(
     settings: Settings,
     now: pd.Timestamp,
-    events: pd.DataFrame,
+    events: EventTable,
     entities: pd.DataFrame,
     outcomes: pd.DataFrame,
 ) -> Inputs:
@@ -284,15 +287,15 @@ def _finish(
         listed = read_suppression_list(sources.suppression_list, maps.get("suppression_list"))
         entities, suppressed = apply_suppression(entities, listed)
     events, entities, outcomes, forgotten = drop_forgotten(events, entities, outcomes, settings)
-    report = input_report(events, now, entities, outcomes)
-    # input_report counted the exact duplicates; finding them again (DataFrame.duplicated
-    # over every row: 9 s at 10M events) is needed only when there are some to drop.
+    report = events_input_report(events, now, entities, outcomes)
     dropping = not sources.keep_duplicates
-    events, report.rejected = clean_events(
-        events, now, drop_duplicates=dropping and report.duplicate_events > 0
-    )
     if dropping:
-        report.rejected.setdefault("duplicate_events", 0)
+        report.rejected["duplicate_events"] = report.duplicate_events
+    if dropping and report.duplicate_events:
+        # Computed once into an engine table: every later query reads the kept rows.
+        from pipelines.engine_events import materialise
+
+        events = materialise(without_duplicates(events), "events_without_duplicates")
     report.duplicates_kept = sources.keep_duplicates
     report.entities_on_suppression_list = suppressed
     report.entities_forgotten_earlier = forgotten
@@ -304,7 +307,7 @@ def _finish(
     return Inputs(events=events, entities=entities, outcomes=outcomes, report=report)
 
 
-def read_entities(settings: Settings, events: pd.DataFrame | None = None) -> pd.DataFrame:
+def read_entities(settings: Settings, events: EventTable | None = None) -> pd.DataFrame:
     """The validated entities: ``sources.entities``, or derived from the events when null.
 
     Args:
@@ -313,14 +316,16 @@ def read_entities(settings: Settings, events: pd.DataFrame | None = None) -> pd.
 
     Returns:
         The entities; with ``sources.entities`` null, one per entity id of the events,
-        created at its first event (:func:`features.mapping.entities_from_events`).
+        created at its first event (its first ``crm_id`` too, when the events carry one).
     """
     sources = settings.sources
     if sources.entities is not None:
         return read_source(sources.entities, "entities", sources.mapping("entities"))
     if events is None:
-        events = read_source(sources.events, "events", sources.mapping("events"))
-    entities = VALIDATORS["entities"](entities_from_events(events), sources.events)
+        from pipelines.engine_events import engine_connection, read_events
+
+        events = read_events(sources.events, sources.mapping("events"), engine_connection())
+    entities = VALIDATORS["entities"](events.first_event_times(), sources.events)
     log.info("sources.entities is null: %d entities from the events.", len(entities))
     return entities
 

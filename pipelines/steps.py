@@ -66,8 +66,9 @@ def load_inputs(ctx: RunContext) -> Inputs:
         return inputs
     events, feed = check_feeds(ctx.settings, inputs.events, inputs.report.events, ctx.as_of)
     inputs = replace(inputs, events=events, feed=feed)
-    if not ctx.allow_future and len(inputs.events):
-        check_not_future(ctx.as_of, inputs.events["event_time"].max())
+    last = inputs.events.time_range[1]
+    if not ctx.allow_future and last is not None:
+        check_not_future(ctx.as_of, last)
     return inputs
 
 
@@ -87,9 +88,12 @@ def apply_retention(
     """
     if max_event_age_days is None:
         return inputs, {}
-    keep = inputs.events["event_time"] >= as_of - pd.Timedelta(days=max_event_age_days)
-    purged = int((~keep).sum())
-    return replace(inputs, events=inputs.events[keep]), {"events_older_than_retention": purged}
+    oldest = as_of - pd.Timedelta(days=max_event_age_days)
+    purged = inputs.events.before(oldest)
+    if not purged:
+        return inputs, {"events_older_than_retention": 0}
+    kept = inputs.events.since(oldest)
+    return replace(inputs, events=kept), {"events_older_than_retention": purged}
 
 
 def build_features(spec: FeatureSpec, inputs: Inputs, as_of: pd.Timestamp) -> FeatureTable:
@@ -99,11 +103,10 @@ def build_features(spec: FeatureSpec, inputs: Inputs, as_of: pd.Timestamp) -> Fe
     columns and the catalog follow them, so every column keeps its description
     whatever the windows are.
     """
-    from features.backend import event_types_seen
     from features.build import build_features as build
     from features.table import columns_for, fit_columns
 
-    types = event_types_seen(inputs.events, before=as_of)
+    types = inputs.events.types_seen(before=as_of)
     frame = build(inputs.events, inputs.entities, as_of, spec, event_types=types)
     catalog = columns_for(spec, types, fit_columns(inputs.entities))
     return FeatureTable(frame, tuple(catalog))

@@ -85,22 +85,23 @@ def training_cutoffs(
     if inputs.snapshot_cutoff is not None:
         # A snapshot: its attributes as of the day before it, its known outcomes after.
         return pd.DatetimeIndex([inputs.snapshot_cutoff])
-    if inputs.events.empty:
+    first_event = inputs.events.time_range[0]
+    if first_event is None:
         return pd.DatetimeIndex([], tz="UTC")
-    first = inputs.events["event_time"].min() + pd.Timedelta(days=longest_window)
+    first = first_event + pd.Timedelta(days=longest_window)
     return rolling_cutoffs(first, as_of, step_days, horizon_days)
 
 
 def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFrame:
     """Point-in-time snapshots with labels, one row per (entity, cutoff)."""
     from features.build import build_snapshots
-    from features.labels import make_labels, no_cutoff_message
+    from features.labels import label_events, make_labels, no_cutoff_message
     from models.train_guards import NotEnoughHistoryError
 
     labels_settings = ctx.settings.labels
     horizon = labels_settings.horizon_days(target.name)
     spec = ctx.settings.feature_spec()
-    first_event = inputs.events["event_time"].min()
+    first_event = inputs.events.time_range[0]
     cutoffs = training_cutoffs(
         inputs, ctx.as_of, horizon, labels_settings.cutoff_step_days, max(spec.windows_days)
     )
@@ -118,7 +119,7 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
         cutoffs,
         target.name,
         horizon,
-        events=inputs.events,
+        events=label_events(inputs.events, target.name, labels_settings.churn_from_inactivity),
         churn_from_inactivity=labels_settings.churn_from_inactivity,
     )
     return snapshots.merge(labels, on=["entity_id", "as_of"], how="inner")

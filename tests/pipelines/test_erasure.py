@@ -313,7 +313,7 @@ def _inputs_with_forgotten(tmp_path, event_history, key: str | None):
 def test_entities_erased_earlier_are_dropped_from_every_input(tmp_path, event_history):
     settings, events = _inputs_with_forgotten(tmp_path, event_history, KEY)
     inputs = load_inputs(settings, "2025-03-15")
-    for table in (inputs.events, inputs.entities, inputs.outcomes):
+    for table in (inputs.events.to_pandas(), inputs.entities, inputs.outcomes):
         assert not table["entity_id"].isin(["e003", "e007"]).any()
     assert inputs.report.entities_forgotten_earlier == 2
     assert inputs.report.entities == 28

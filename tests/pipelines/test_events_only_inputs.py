@@ -61,7 +61,7 @@ def test_entities_come_from_the_events_and_outcomes_are_empty(tmp_path):
     assert inputs.entities["created_at"].dt.strftime("%Y-%m-%d").tolist() == [
         "1997-01-01", "1997-01-03", "1997-03-01",
     ]  # fmt: skip
-    assert set(inputs.events["event_type"]) == {"purchase"}
+    assert set(inputs.events.to_pandas()["event_type"]) == {"purchase"}
     assert inputs.outcomes.empty and inputs.report.entities == 3
     # forget reads the same entities (for their crm_id) without an entities file.
     assert read_entities(settings)["entity_id"].tolist() == ["00001", "00002", "00003"]

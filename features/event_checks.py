@@ -1,0 +1,272 @@
+"""The events' data contract as engine queries: counts and five sample rows, never a frame.
+
+:func:`normalise_events` is the engine twin of :func:`features.schemas.validate_events`:
+one aggregate query over the raw (mapped) events counts, per contract column, the
+values that break the contract and the values that need normalising (untrimmed text,
+whole-number floats used as ids); only columns that need it are rewritten, so a clean
+Parquet feed is read as it is. Every problem is the same sentence as the pandas
+checks give (:class:`~features.column_checks.ColumnChecker`), with up to five
+offending rows counted from 1 across the source's files in order.
+
+:func:`duplicate_count` counts exact duplicates (rows equal in every column, as
+``DataFrame.duplicated``) with one grouping query; :func:`duplicate_sample` shows a few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
+import pandas as pd
+
+from features.column_checks import MAX_SAMPLE_ROWS, ContractError
+from features.event_table import EVENT_COLUMNS, UTC_TYPE
+from features.schemas import REQUIRED_COLUMNS
+
+#: Virtual columns of the engine's file reader: which file, and which row of it.
+FILE_COLUMN, FILE_ROW_COLUMN = "_leadscore_file", "file_row_number"
+SOURCE_COLUMNS = (FILE_COLUMN, FILE_ROW_COLUMN)
+
+#: (singular, plural) of each problem, as the pandas checks word them.
+EMPTY = ("is empty", "are empty")
+NOT_TIMESTAMP = ("is not a timestamp", "are not timestamps")
+NOT_NUMBER = ("is not a number", "are not numbers")
+
+
+@dataclass
+class _Column:
+    """One contract column's plan: its normalised expression and its problem predicate."""
+
+    name: str
+    value: ir.Value
+    bad: ir.BooleanValue | None
+    what: tuple[str, str] = EMPTY
+    #: Rows that need normalising, or whether all do (known from the column's type).
+    rewrite: ir.BooleanValue | bool = False
+
+
+@dataclass(frozen=True)
+class RowLocator:
+    """Turns (file, row in file) into the row number a person sees: 1-based, files in order.
+
+    Attributes:
+        offsets: Rows in the files before each file, by file name.
+    """
+
+    offsets: Mapping[str, int] = field(default_factory=dict)
+
+    def row(self, file: str, row_in_file: int) -> int:
+        """The 1-based row of the source."""
+        return self.offsets.get(file, 0) + int(row_in_file) + 1
+
+
+def check_required(columns: list[str], source: str) -> None:
+    """Raise the contract's sentence when required event columns are missing.
+
+    Raises:
+        ContractError: The missing columns and the columns present are named.
+    """
+    missing = [c for c in REQUIRED_COLUMNS["events"] if c not in columns]
+    if missing:
+        present = ", ".join(repr(str(c)) for c in columns if c not in SOURCE_COLUMNS) or "none"
+        raise ContractError("events", source, [
+            f"missing required column(s) {', '.join(repr(c) for c in missing)}; the columns "
+            f"present are {present}. Rename them in the source or map them with "
+            "sources.column_map."
+        ])  # fmt: skip
+
+
+def _text(column: ir.Value) -> ir.StringValue:
+    """A column as stripped text; blank is null."""
+    dtype = column.type()
+    if dtype.is_floating():
+        column = column.cast("float64")
+    text = column.cast("string").strip()
+    return text.nullif("")
+
+
+def _id_plan(table: ir.Table, name: str, nullable: bool) -> _Column:
+    column = table[name]
+    dtype = column.type()
+    if dtype.is_string():
+        text = column.strip()
+        value = text.nullif("")
+        rewrite = column.isnull() | (text != column) | (text == "")
+        bad = None if nullable else value.isnull()
+        return _Column(name, value, bad, EMPTY, rewrite)
+    if dtype.is_integer():
+        value = column.cast("string")
+    elif dtype.is_floating():
+        # Whole numbers (an integer id read with a gap) are "123", not "123.0".
+        whole = (column.floor() == column) & column.notnull()
+        value = ibis.cases((whole, column.cast("int64").cast("string")), else_=_text(column))
+    else:
+        value = _text(column)
+    return _Column(name, value, None if nullable else value.isnull(), EMPTY, True)
+
+
+def _time_plan(table: ir.Table, name: str, timestamp_format: str | None) -> _Column:
+    column = table[name]
+    dtype = column.type()
+    if dtype.is_timestamp():
+        value = column.cast(UTC_TYPE)  # naive is UTC: the session's time zone is UTC
+        needs = not (dtype.timezone == "UTC" and dtype.scale in (None, 6))
+    elif dtype.is_date():
+        value, needs = column.cast(UTC_TYPE), True
+    elif dtype.is_string():
+        text = column.strip().nullif("")
+        if timestamp_format:
+            value = _try_strptime(text, timestamp_format).cast(UTC_TYPE)
+            fmt = f"sources.timestamp_format {timestamp_format!r}"
+            what = (f"does not match {fmt}", f"do not match {fmt}")
+            return _Column(name, value, value.isnull(), what, True)
+        value = text.try_cast(UTC_TYPE)
+        needs = True
+    else:
+        # Epoch numbers are ambiguous (seconds? milliseconds?): refuse them.
+        value, needs = ibis.null(UTC_TYPE), True
+    return _Column(name, value, value.isnull(), NOT_TIMESTAMP, needs)
+
+
+@ibis.udf.scalar.builtin(
+    name="try_strptime", signature=((dt.string, dt.string), dt.Timestamp(timezone="UTC"))
+)
+def _try_strptime_udf(text, fmt):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+    """DuckDB's ``try_strptime``: null where the text does not match the format."""
+
+
+def _try_strptime(text: ir.StringValue, timestamp_format: str) -> ir.TimestampValue:
+    return _try_strptime_udf(text, timestamp_format)
+
+
+def _float_plan(table: ir.Table, name: str) -> _Column:
+    column = table[name]
+    dtype = column.type()
+    if dtype.is_numeric():
+        value = column.cast("float64")
+        return _Column(name, value, None, NOT_NUMBER, not dtype.is_float64())
+    text = _text(column)
+    value = text.try_cast("float64")
+    return _Column(name, value, text.notnull() & value.isnull(), NOT_NUMBER, True)
+
+
+def _plans(table: ir.Table, timestamp_format: str | None) -> list[_Column]:
+    plans = [
+        _id_plan(table, "entity_id", nullable=False),
+        _time_plan(table, "event_time", timestamp_format),
+        _id_plan(table, "event_type", nullable=False),
+    ]
+    if "value" in table.columns:
+        plans.append(_float_plan(table, "value"))
+    if "item" in table.columns:
+        plans.append(_id_plan(table, "item", nullable=True))
+    return plans
+
+
+def normalise_events(
+    raw: ir.Table,
+    con: Any,
+    source: str,
+    locate: Callable[[], RowLocator],
+    timestamp_format: str | None = None,
+) -> ir.Table:
+    """The contract's checks on raw (mapped) events, and the events normalised.
+
+    Args:
+        raw: The events with contract column names (after ``column_map``, constants
+            and ``value_map``) and the reader's :data:`SOURCE_COLUMNS`.
+        con: The Ibis connection running the queries.
+        source: Where the events came from, named in error messages.
+        locate: Gives the row numbering of the source (asked only on problems).
+        timestamp_format: ``strptime`` format of text timestamps; ``None``: ISO 8601.
+
+    Returns:
+        The events: contract columns normalised (text ids stripped, ``event_time``
+        UTC, ``value`` float64), the source's other columns as they are, without the
+        reader's columns.
+
+    Raises:
+        ContractError: Missing columns, empty ids or types, bad timestamps or values:
+            one sentence per problem with up to five rows.
+    """
+    check_required(list(raw.columns), source)
+    plans = _plans(raw, timestamp_format)
+    metrics: dict[str, ir.Scalar] = {}
+    for plan in plans:
+        if plan.bad is not None:
+            metrics[f"bad_{plan.name}"] = plan.bad.sum()
+        if not isinstance(plan.rewrite, bool):
+            metrics[f"rewrite_{plan.name}"] = plan.rewrite.any()
+    counts = con.execute(raw.aggregate(**metrics)).iloc[0] if metrics else pd.Series()
+    problems = []
+    for plan in plans:
+        bad = int(counts.get(f"bad_{plan.name}", 0) or 0)
+        if plan.bad is not None and bad:
+            problems.append(_sentence(raw, con, plan, bad, locate))
+    if problems:
+        raise ContractError("events", source, problems)
+    rewritten = {
+        plan.name: plan.value
+        for plan in plans
+        if (
+            plan.rewrite if isinstance(plan.rewrite, bool) else bool(counts[f"rewrite_{plan.name}"])
+        )
+    }
+    table = raw.mutate(**rewritten) if rewritten else raw
+    others = [c for c in raw.columns if c not in EVENT_COLUMNS and c not in SOURCE_COLUMNS]
+    contract = [c for c in EVENT_COLUMNS if c in raw.columns]
+    return table.select(*contract, *others)
+
+
+def _sentence(
+    raw: ir.Table, con: Any, plan: _Column, count: int, locate: Callable[[], RowLocator]
+) -> str:
+    """``column 'x' has N values that are empty, e.g. rows 1, 5: null, ''`` (pandas' wording)."""
+    assert plan.bad is not None
+    shown = con.execute(
+        raw.filter(plan.bad)
+        .select(FILE_COLUMN, FILE_ROW_COLUMN, original=raw[plan.name])
+        .order_by([FILE_COLUMN, FILE_ROW_COLUMN])
+        .limit(MAX_SAMPLE_ROWS)
+    )
+    locator = locate()
+    rows = ", ".join(
+        str(locator.row(f, r))
+        for f, r in zip(shown[FILE_COLUMN], shown[FILE_ROW_COLUMN], strict=True)
+    )
+    values = ", ".join(_show(v) for v in shown["original"])
+    singular, plural = plan.what
+    noun = "row" if len(shown) == 1 else "rows"
+    return (
+        f"column '{plan.name}' has {count} "
+        f"{'value that ' + singular if count == 1 else 'values that ' + plural}, "
+        f"e.g. {noun} {rows}: {values}"
+    )
+
+
+def _show(value: object) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "null"
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def duplicate_count(table: ir.Table, con: Any) -> int:
+    """Rows equal in every column to another row, beyond the first of each (``duplicated``)."""
+    groups = table.group_by(list(table.columns)).aggregate(copies=table.count())
+    repeated = groups.filter(groups.copies > 1)
+    total = con.execute(repeated.aggregate(extra=(repeated.copies - 1).sum()))["extra"].iloc[0]
+    return 0 if total is None or pd.isna(total) else int(total)
+
+
+def duplicate_sample(table: ir.Table, con: Any, rows: int) -> list[dict[str, str]]:
+    """A few repeated events (their contract columns, as text), for the warning."""
+    groups = table.group_by(list(table.columns)).aggregate(copies=table.count())
+    contract = [c for c in EVENT_COLUMNS if c in table.columns]
+    repeated = groups.filter(groups.copies > 1).select(*contract)
+    frame = con.execute(repeated.order_by(contract[:3]).limit(rows))
+    return frame.astype("str").to_dict("records")

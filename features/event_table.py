@@ -1,0 +1,187 @@
+"""The events of a run as an engine table: counts and slices without a pandas frame.
+
+A run's events can be tens of millions of rows. :class:`EventTable` keeps them as an
+Ibis table of the run's engine connection (DuckDB over the source's Parquet files, or
+a pandas frame registered with the engine) and answers the questions the pipeline asks
+of them with queries that return a few numbers or rows: how many, how many before a
+date, the time range, the rows per type, the distinct entities. Only the steps that
+need rows (the labels of a training run) fetch them, and only the columns they need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from features.timeutil import UTC_TIMESTAMP, as_utc
+
+EVENT_COLUMNS: tuple[str, ...] = ("entity_id", "event_time", "event_type", "value", "item")
+#: The Ibis type of ``event_time`` on every engine: UTC, microseconds.
+UTC_TYPE = "timestamp('UTC')"
+
+
+def utc_literal(moment: pd.Timestamp | str) -> ir.Scalar:
+    """An engine literal of a moment (naive means UTC), typed as ``event_time`` is."""
+    return ibis.literal(as_utc(moment).to_pydatetime(), type=UTC_TYPE)
+
+
+def empty_events() -> pd.DataFrame:
+    """An empty events frame with the contract's columns and types."""
+    return pd.DataFrame(
+        {
+            "entity_id": pd.Series([], dtype="str"),
+            "event_time": pd.Series([], dtype=UTC_TIMESTAMP),
+            "event_type": pd.Series([], dtype="str"),
+        }
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class EventTable:
+    """Validated events held by an engine.
+
+    Attributes:
+        table: The events: the contract's columns (``entity_id``, ``event_time`` in
+            UTC, ``event_type``, optional ``value`` and ``item``) and any other
+            columns of the source.
+        con: The Ibis connection that runs the queries (DuckDB or Spark).
+    """
+
+    table: ir.Table
+    con: Any = field(repr=False)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, con: Any = None) -> EventTable:
+        """The events of a pandas frame (validated contract columns), registered with ``con``.
+
+        Args:
+            frame: Events; an empty frame may lack the optional columns.
+            con: An Ibis connection; default: a new in-memory DuckDB.
+        """
+        connection = ibis.duckdb.connect() if con is None else con
+        if frame.empty and "event_time" not in frame.columns:
+            frame = empty_events()
+        if frame["event_time"].dtype != UTC_TIMESTAMP:
+            frame = frame.assign(event_time=pd.to_datetime(frame["event_time"], utc=True)
+                                 .astype(UTC_TIMESTAMP))  # fmt: skip
+        return cls(ibis.memtable(frame.reset_index(drop=True)), connection)
+
+    @property
+    def columns(self) -> list[str]:
+        """The table's column names."""
+        return list(self.table.columns)
+
+    @property
+    def contract_columns(self) -> list[str]:
+        """The contract's event columns the table has, in contract order."""
+        return [c for c in EVENT_COLUMNS if c in self.table.columns]
+
+    @cached_property
+    def rows(self) -> int:
+        """How many events (one count query, remembered)."""
+        return int(self.con.execute(self.table.count()))
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def empty(self) -> bool:
+        """No events at all."""
+        return self.rows == 0
+
+    def _scalar(self, expr: ir.Scalar) -> Any:
+        value = self.con.execute(expr)
+        return None if value is None or pd.isna(value) else value
+
+    def before(self, moment: pd.Timestamp | str) -> int:
+        """Events strictly before ``moment`` (naive means UTC)."""
+        table = self.table
+        return int(self.con.execute(table.filter(table.event_time < utc_literal(moment)).count()))
+
+    def after(self, moment: pd.Timestamp | str) -> int:
+        """Events strictly after ``moment`` (naive means UTC)."""
+        table = self.table
+        return int(self.con.execute(table.filter(table.event_time > utc_literal(moment)).count()))
+
+    @cached_property
+    def time_range(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        """The first and last event time (UTC), ``(None, None)`` without events."""
+        table = self.table
+        frame = self.con.execute(
+            table.aggregate(first=table.event_time.min(), last=table.event_time.max())
+        )
+        first, last = frame["first"].iloc[0], frame["last"].iloc[0]
+        if pd.isna(first):
+            return None, None
+        return as_utc(pd.Timestamp(first)), as_utc(pd.Timestamp(last))
+
+    def type_counts(self, before: pd.Timestamp | None = None) -> pd.Series:
+        """Rows per event type (before ``before`` if given), most frequent first."""
+        table = self.table
+        if before is not None:
+            table = table.filter(table.event_time < utc_literal(before))
+        counts = self.con.execute(table.group_by("event_type").aggregate(rows=table.count()))
+        series = counts.set_index("event_type")["rows"].astype("int64")
+        return series.sort_values(ascending=False, kind="stable")
+
+    def types_seen(self, before: pd.Timestamp | None = None) -> list[str]:
+        """The distinct event types (those before ``before`` if given), sorted."""
+        return sorted(str(t) for t in self.type_counts(before).index if not pd.isna(t))
+
+    def entity_ids(self) -> pd.Series:
+        """The distinct entity ids of the events, as text."""
+        ids = self.con.execute(self.table.select("entity_id").distinct())["entity_id"]
+        return ids.astype("str").reset_index(drop=True)
+
+    def first_event_times(self) -> pd.DataFrame:
+        """``entity_id``, ``created_at`` (first event) and the earliest ``crm_id`` if any, by id."""
+        table = self.table
+        metrics: dict[str, Any] = {"created_at": table.event_time.min()}
+        if "crm_id" in table.columns:
+            metrics["crm_id"] = table.crm_id.first(order_by=[table.event_time, table.crm_id])
+        frame = self.con.execute(table.group_by("entity_id").aggregate(**metrics))
+        return frame.sort_values("entity_id", kind="stable").reset_index(drop=True)
+
+    def where(self, predicate: ir.BooleanValue) -> EventTable:
+        """The events for which ``predicate`` (an expression over :attr:`table`) holds."""
+        return EventTable(self.table.filter(predicate), self.con)
+
+    def since(self, moment: pd.Timestamp) -> EventTable:
+        """The events at or after ``moment``."""
+        return self.where(self.table.event_time >= utc_literal(moment))
+
+    def of_types(self, types: Iterable[str]) -> EventTable:
+        """The events of the given types."""
+        return self.where(self.table.event_type.isin(list(types)))
+
+    def without_entities(self, ids: Iterable[str]) -> EventTable:
+        """The events of every entity but ``ids``."""
+        listed = list(ids)
+        if not listed:
+            return self
+        dropped = ibis.memtable(pd.DataFrame({"entity_id": pd.Series(listed, dtype="str")}))
+        return EventTable(self.table.anti_join(dropped, "entity_id"), self.con)
+
+    def unknown_entities(self, known: pd.Series) -> int:
+        """Events whose ``entity_id`` is not among ``known``."""
+        ids = ibis.memtable(pd.DataFrame({"entity_id": known.astype("str").to_numpy()}))
+        return int(self.con.execute(self.table.anti_join(ids, "entity_id").count()))
+
+    def to_pandas(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The events (or only ``columns``) as a pandas frame: for small tables and tests.
+
+        ``event_time`` comes back as ``datetime64[us, UTC]``.
+        """
+        table = self.table if columns is None else self.table.select(*columns)
+        frame = self.con.execute(table)
+        if "event_time" in frame.columns and frame["event_time"].dtype != UTC_TIMESTAMP:
+            frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True).astype(
+                UTC_TIMESTAMP
+            )
+        return frame

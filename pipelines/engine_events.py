@@ -1,0 +1,117 @@
+"""Reading the events into the engine: Parquet files as a DuckDB relation, never a frame.
+
+:func:`read_events` opens an events source for the run's engine connection. Parquet
+files, folders and globs are read by DuckDB where they lie (columns united by name,
+``key=value`` folders as text columns, each row's file and position kept for error
+messages); the column map and the contract's checks run as engine queries
+(:mod:`features.engine_mapping`, :mod:`features.event_checks`). CSV files and SQL
+tables are read with pandas (:func:`pipelines.sources.read_source`, which also words
+the errors of files the engine cannot read) and handed to the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import ibis
+import pyarrow.parquet as pq
+
+from features.engine_mapping import map_table
+from features.event_checks import (
+    FILE_COLUMN,
+    RowLocator,
+    normalise_events,
+)
+from features.event_table import EventTable
+from features.mapping import InputMapping
+from pipelines.databases import is_sql_url
+
+log = logging.getLogger(__name__)
+
+
+def engine_connection() -> Any:
+    """The run's engine connection: an in-memory DuckDB that may spill to a temp folder."""
+    return ibis.duckdb.connect()
+
+
+def parquet_files(source: str) -> list[Path] | None:
+    """The Parquet files of a file/folder/glob source, or ``None`` for CSV or SQL sources."""
+    from pipelines.sources import list_source_files
+
+    if is_sql_url(source):
+        return None
+    files = list_source_files(source, "events")
+    return files if files[0].name.lower().endswith((".parquet", ".pq")) else None
+
+
+def read_events(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
+    """The validated events of a source, held by the engine.
+
+    Args:
+        source: A Parquet/CSV file, folder or glob, or a SQL URL with ``?table=``.
+        mapping: The user's column names, values and timestamp format.
+        con: The run's Ibis connection (:func:`engine_connection`).
+
+    Raises:
+        SourceNotFoundError: The source does not exist.
+        features.column_checks.ContractError: The events break the contract.
+        ValueError: A file cannot be read; the message names it.
+    """
+    files = parquet_files(source)
+    if files is None:
+        return _through_pandas(source, mapping, con)
+    import duckdb
+
+    try:
+        return _from_parquet(source, files, mapping, con)
+    except (duckdb.Error, ibis.common.exceptions.IbisError) as exc:
+        # The engine could not read a file: the pandas reader names the file and why.
+        log.info("The engine could not read %s (%s); reading it with pandas.", source, exc)
+        return _through_pandas(source, mapping, con)
+
+
+def _through_pandas(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
+    from pipelines.sources import read_source
+
+    return EventTable.from_frame(read_source(source, "events", mapping), con)
+
+
+def _from_parquet(
+    source: str, files: list[Path], mapping: InputMapping | None, con: Any
+) -> EventTable:
+    root = Path(source).expanduser()
+    raw = con.read_parquet(
+        [str(f) for f in files],
+        union_by_name=True,
+        filename=FILE_COLUMN,
+        file_row_number=True,
+        hive_partitioning=root.is_dir(),
+        hive_types_autocast=False,
+    )
+    mapped = map_table(raw, mapping, "events", source)
+
+    def locate() -> RowLocator:
+        offsets, total = {}, 0
+        for file in files:
+            offsets[str(file)] = total
+            total += pq.ParquetFile(file).metadata.num_rows
+        return RowLocator(offsets)
+
+    timestamp_format = mapping.timestamp_format if mapping else None
+    table = normalise_events(mapped, con, source, locate, timestamp_format)
+    events = EventTable(table, con)
+    log.info("Events from %d Parquet file(s) at %s: %d rows, read by the engine.",
+             len(files), source, events.rows)  # fmt: skip
+    return events
+
+
+def materialise(events: EventTable, name: str) -> EventTable:
+    """The events computed once into a temporary engine table (DuckDB), for reuse by every query."""
+    con = events.con
+    if con.name != "duckdb":
+        return events
+    sql = ibis.to_sql(events.table, dialect="duckdb")
+    con.raw_sql(f'CREATE OR REPLACE TEMP TABLE "{name}" AS {sql}')
+    return EventTable(con.table(name), con)
