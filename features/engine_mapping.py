@@ -9,6 +9,8 @@ timestamps are parsed by the contract checks (:mod:`features.event_checks`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import ibis
 import ibis.expr.types as ir
 
@@ -17,7 +19,11 @@ from features.mapping import InputMapping, column_feeds
 
 
 def map_table(
-    table: ir.Table, mapping: InputMapping | None, name: str, source: str
+    table: ir.Table,
+    mapping: InputMapping | None,
+    name: str,
+    source: str,
+    hidden: Sequence[str] = (),
 ) -> ir.Table:
     """Columns renamed, constants added and values mapped (:func:`features.mapping.apply_mapping`).
 
@@ -26,13 +32,14 @@ def map_table(
         mapping: The user's column names, constants and values.
         name: Which input (``events``).
         source: Where it came from, named in error messages.
+        hidden: The reader's own columns (file, row): never named as columns present.
 
     Raises:
         ContractError: A mapped column is missing or collides, a constant names a
             column the input has, or the value map names a column it lacks.
     """
     mapping = mapping or InputMapping()
-    columns = list(table.columns)
+    columns = [c for c in table.columns if c not in hidden]
     feeds = column_feeds(columns, mapping.columns, name, source)
     if feeds:
         fed = set(feeds.values())
@@ -48,13 +55,15 @@ def map_table(
         table = table.mutate(
             **{column: ibis.literal(str(value)) for column, value in mapping.constants.items()}
         )
-    return _map_values(table, mapping, name, source)
+    return _map_values(table, mapping, name, source, hidden)
 
 
-def _map_values(table: ir.Table, mapping: InputMapping, name: str, source: str) -> ir.Table:
+def _map_values(
+    table: ir.Table, mapping: InputMapping, name: str, source: str, hidden: Sequence[str]
+) -> ir.Table:
     missing = [column for column in mapping.values if column not in table.columns]
     if missing:
-        present = ", ".join(repr(str(c)) for c in table.columns)
+        present = ", ".join(repr(str(c)) for c in table.columns if c not in hidden)
         raise ContractError(name, source, [
             f"value_map names column '{column}', which the input does not have after "
             f"column_map; the columns present are {present}" for column in missing

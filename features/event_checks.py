@@ -31,6 +31,8 @@ from features.schemas import REQUIRED_COLUMNS
 FILE_COLUMN, FILE_ROW_COLUMN = "_leadscore_file", "file_row_number"
 SOURCE_COLUMNS = (FILE_COLUMN, FILE_ROW_COLUMN)
 
+#: Whitespace that ``strip`` removes from the edges of ids.
+WHITESPACE = (" ", "\t", "\n", "\r")
 #: (singular, plural) of each problem, as the pandas checks word them.
 EMPTY = ("is empty", "are empty")
 NOT_TIMESTAMP = ("is not a timestamp", "are not timestamps")
@@ -47,6 +49,9 @@ class _Column:
     what: tuple[str, str] = EMPTY
     #: Rows that need normalising, or whether all do (known from the column's type).
     rewrite: ir.BooleanValue | bool = False
+    #: What to do, said after the sample (``fix the format ...``); then the count
+    #: reads "value(s) that ..." as the mapping's sentences do.
+    advice: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,11 +98,13 @@ def _id_plan(table: ir.Table, name: str, nullable: bool) -> _Column:
     column = table[name]
     dtype = column.type()
     if dtype.is_string():
-        text = column.strip()
-        value = text.nullif("")
-        rewrite = column.isnull() | (text != column) | (text == "")
-        bad = None if nullable else value.isnull()
-        return _Column(name, value, bad, EMPTY, rewrite)
+        # A test of the edges is cheaper than stripping every value: strip only there.
+        edge = ibis.or_(*(column.startswith(c) | column.endswith(c) for c in WHITESPACE))
+        rewrite = edge | (column == "")
+        value = column.strip().nullif("")
+        only_spaces = ibis.cases((edge, column.strip() == ""), else_=False)
+        blank = column.isnull() | (column == "") | only_spaces
+        return _Column(name, value, None if nullable else blank, EMPTY, rewrite)
     if dtype.is_integer():
         value = column.cast("string")
     elif dtype.is_floating():
@@ -122,13 +129,15 @@ def _time_plan(table: ir.Table, name: str, timestamp_format: str | None) -> _Col
         if timestamp_format:
             value = _try_strptime(text, timestamp_format).cast(UTC_TYPE)
             fmt = f"sources.timestamp_format {timestamp_format!r}"
-            what = (f"does not match {fmt}", f"do not match {fmt}")
-            return _Column(name, value, value.isnull(), what, True)
+            advice = "fix the format (Python strftime codes) or the rows"
+            what = (f"do not match {fmt}", f"do not match {fmt}")
+            return _Column(name, value, value.isnull(), what, True, advice)
         value = text.try_cast(UTC_TYPE)
         needs = True
     else:
         # Epoch numbers are ambiguous (seconds? milliseconds?): refuse them.
-        value, needs = ibis.null(UTC_TYPE), True
+        every_row = column.isnull() | column.notnull()
+        return _Column(name, ibis.null(UTC_TYPE), every_row, NOT_TIMESTAMP, True)
     return _Column(name, value, value.isnull(), NOT_TIMESTAMP, needs)
 
 
@@ -241,6 +250,11 @@ def _sentence(
     values = ", ".join(_show(v) for v in shown["original"])
     singular, plural = plan.what
     noun = "row" if len(shown) == 1 else "rows"
+    if plan.advice:
+        return (
+            f"column '{plan.name}' has {count} value(s) that {plural}, e.g. {noun} {rows}: "
+            f"{values}; {plan.advice}"
+        )
     return (
         f"column '{plan.name}' has {count} "
         f"{'value that ' + singular if count == 1 else 'values that ' + plural}, "
@@ -255,18 +269,36 @@ def _show(value: object) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+def _row_hashes(table: ir.Table) -> ir.Table:
+    """The table with ``_row_hash``: one hash of the whole row."""
+    row = ibis.struct({name: table[name] for name in table.columns})
+    return table.mutate(_row_hash=row.hash())
+
+
+def _repeated(table: ir.Table) -> ir.Table:
+    """Groups of rows equal in every column that occur more than once, with ``copies``.
+
+    Rows are first grouped by a hash of the whole row (one integer, cheap to group);
+    only rows whose hash repeats are compared column by column.
+    """
+    hashed = _row_hashes(table)
+    per_hash = hashed.group_by("_row_hash").aggregate(copies=hashed.count())
+    candidates = per_hash.filter(per_hash.copies > 1).select("_row_hash")
+    rows = hashed.semi_join(candidates, "_row_hash").drop("_row_hash")
+    groups = rows.group_by(list(table.columns)).aggregate(copies=rows.count())
+    return groups.filter(groups.copies > 1)
+
+
 def duplicate_count(table: ir.Table, con: Any) -> int:
     """Rows equal in every column to another row, beyond the first of each (``duplicated``)."""
-    groups = table.group_by(list(table.columns)).aggregate(copies=table.count())
-    repeated = groups.filter(groups.copies > 1)
+    repeated = _repeated(table)
     total = con.execute(repeated.aggregate(extra=(repeated.copies - 1).sum()))["extra"].iloc[0]
     return 0 if total is None or pd.isna(total) else int(total)
 
 
 def duplicate_sample(table: ir.Table, con: Any, rows: int) -> list[dict[str, str]]:
     """A few repeated events (their contract columns, as text), for the warning."""
-    groups = table.group_by(list(table.columns)).aggregate(copies=table.count())
     contract = [c for c in EVENT_COLUMNS if c in table.columns]
-    repeated = groups.filter(groups.copies > 1).select(*contract)
+    repeated = _repeated(table).select(*contract)
     frame = con.execute(repeated.order_by(contract[:3]).limit(rows))
     return frame.astype("str").to_dict("records")

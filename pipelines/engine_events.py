@@ -19,11 +19,7 @@ import ibis
 import pyarrow.parquet as pq
 
 from features.engine_mapping import map_table
-from features.event_checks import (
-    FILE_COLUMN,
-    RowLocator,
-    normalise_events,
-)
+from features.event_checks import FILE_COLUMN, SOURCE_COLUMNS, RowLocator, normalise_events
 from features.event_table import EventTable
 from features.mapping import InputMapping
 from pipelines.databases import is_sql_url
@@ -90,7 +86,7 @@ def _from_parquet(
         hive_partitioning=root.is_dir(),
         hive_types_autocast=False,
     )
-    mapped = map_table(raw, mapping, "events", source)
+    mapped = map_table(raw, mapping, "events", source, hidden=SOURCE_COLUMNS)
 
     def locate() -> RowLocator:
         offsets, total = {}, 0

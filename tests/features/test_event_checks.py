@@ -120,25 +120,6 @@ def renamed_export() -> list[pd.DataFrame]:
     return [events().rename(columns={"entity_id": "contact"})]
 
 
-#: Real differences between the two paths, reported to the lead (issue 17).
-EPOCH_CRASH = pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="features.event_checks._time_plan: a numeric event_time gives the scalar "
-    "ibis.null(...).isnull(), and normalise_events calls .sum() on it: "
-    "AttributeError 'BooleanScalar' object has no attribute 'sum'",
-)
-LEAKED_COLUMNS = pytest.mark.xfail(
-    strict=True,
-    reason="the engine lists its reader's columns 'file_row_number' and '_leadscore_file' "
-    "among the columns present (features.engine_mapping.map_table is given the raw table)",
-)
-FORMAT_SENTENCE = pytest.mark.xfail(
-    strict=True,
-    reason="the engine says '2 values that do not match ..., e.g. rows 2, 4: ...'; pandas "
-    "(features.mapping.parse_timestamps) says '2 value(s) that do not match ..., e.g. rows "
-    "2, 4: ...; fix the format (Python strftime codes) or the rows'",
-)
 COLUMN_MAP = InputMapping(columns={"contact_id": "entity_id"})
 VALUE_MAP = InputMapping(values={"kind": {"a": "lead"}})
 
@@ -148,16 +129,15 @@ BAD_INPUTS = [
     pytest.param(many_empty_ids, None, id="more-than-five-empty-ids"),
     pytest.param(blank_types, None, id="blank-event-type"),
     pytest.param(unparseable_times, None, id="unparseable-event-time"),
-    pytest.param(epoch_times, None, id="epoch-number-event-time", marks=EPOCH_CRASH),
+    pytest.param(epoch_times, None, id="epoch-number-event-time"),
     pytest.param(text_values, None, id="non-numeric-value-text"),
     pytest.param(types_differ_between_files, None, id="types-differ-between-files"),
-    pytest.param(renamed_export, COLUMN_MAP, id="column-map-missing", marks=LEAKED_COLUMNS),
-    pytest.param(lambda: [events()], VALUE_MAP, id="value-map-missing", marks=LEAKED_COLUMNS),
+    pytest.param(renamed_export, COLUMN_MAP, id="column-map-missing"),
+    pytest.param(lambda: [events()], VALUE_MAP, id="value-map-missing"),
     pytest.param(
         us_dates_with_strays,
         InputMapping(timestamp_format=US_FORMAT),
         id="timestamp-format-does-not-match",
-        marks=FORMAT_SENTENCE,
     ),
 ]
 
