@@ -103,7 +103,7 @@ def quarantine_table(
     }
     ordered = dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0])))
     shown = events.con.execute(
-        outside.select("event_type", "event_time", "value", "_code")
+        outside.select("event_type", "event_time", "value", reason_code=outside._code)
         .order_by(["event_time", "event_type"])
         .limit(SAMPLE_ROWS)
     )
@@ -112,7 +112,7 @@ def quarantine_table(
             "event_type": str(row.event_type),
             "event_time": as_utc(pd.Timestamp(row.event_time)).isoformat(),
             "value": float(row.value) if np.isfinite(row.value) else str(row.value),
-            "reason": labels[int(row._code)],
+            "reason": labels[int(row.reason_code)],
         }
         for row in shown.itertuples(index=False)
     ]
