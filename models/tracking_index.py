@@ -233,3 +233,41 @@ def list_versions(
     else:
         return None
     return sorted(rows, key=lambda row: (row.model, -row.version))
+
+
+def undecided_versions(tracking_uri: str, names: tuple[str, ...] = TARGET_NAMES) -> int | None:
+    """Versions without a promotion decision, orphan tag or alias, read without mlflow.
+
+    The run's start looks for versions a dead training run left behind
+    (:func:`models.tracking_registry.mark_orphans`); importing mlflow to find none costs
+    seconds, so an embedded SQLite store is asked first.
+
+    Returns:
+        How many there are (0: nothing to mark), or ``None`` when the store is not an
+        embedded SQLite file (ask mlflow).
+    """
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        return None
+    if not path.exists():
+        return 0
+    decided = ("decision", "leadscore.orphan")  # tracking_registry.DECISION_TAG, ORPHAN_TAG
+    query = (
+        "SELECT count(*) FROM model_versions v WHERE v.name = ? AND v.workspace = ?"
+        " AND v.current_stage != ?"
+        " AND NOT EXISTS (SELECT 1 FROM model_version_tags t WHERE t.name = v.name"
+        "   AND t.workspace = v.workspace AND t.version = v.version AND t.key IN (?, ?))"
+        " AND NOT EXISTS (SELECT 1 FROM registered_model_aliases a WHERE a.name = v.name"
+        "   AND a.workspace = v.workspace AND a.version = v.version)"
+    )
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        with sqlite3.connect(uri, uri=True, timeout=30) as db:
+            return sum(
+                db.execute(query, (name, _DEFAULT_WORKSPACE, _DELETED_STAGE, *decided)).fetchone()[
+                    0
+                ]
+                for name in names
+            )
+    except sqlite3.Error:
+        return None  # an older or newer schema: mlflow knows

@@ -213,6 +213,10 @@ def _mark_orphans(tracking_uri: str, report: Recovery) -> None:
         and not Path(tracking_uri.removeprefix("sqlite:///")).exists()
     ):
         return
+    from models.tracking_index import undecided_versions
+
+    if undecided_versions(tracking_uri) == 0:
+        return  # nothing to mark: no need to import mlflow
     from models import tracking, tracking_registry
 
     tracking.configure(tracking_uri)
