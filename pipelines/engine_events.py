@@ -27,9 +27,23 @@ from pipelines.databases import is_sql_url
 log = logging.getLogger(__name__)
 
 
-def engine_connection() -> Any:
-    """The run's engine connection: an in-memory DuckDB that may spill to a temp folder."""
-    return ibis.duckdb.connect()
+def engine_connection(memory_gb: float | None = None, spill_dir: Path | None = None) -> Any:
+    """The run's engine connection: an in-memory DuckDB.
+
+    Args:
+        memory_gb: The most memory DuckDB may hold (``features.engine_memory_gb``);
+            ``None``: DuckDB's default (80% of the machine).
+        spill_dir: Where big groupings spill beyond that; DuckDB makes it when it
+            needs it and removes its files.
+    """
+    con = ibis.duckdb.connect()
+    if memory_gb is not None:
+        con.raw_sql(f"SET memory_limit = '{float(memory_gb):g}GB'")
+        # Row order of a scan is not needed anywhere: let DuckDB stream with less memory.
+        con.raw_sql("SET preserve_insertion_order = false")
+    if spill_dir is not None:
+        con.raw_sql(f"SET temp_directory = '{str(spill_dir).replace(chr(39), chr(39) * 2)}'")
+    return con
 
 
 def parquet_files(source: str) -> list[Path] | None:

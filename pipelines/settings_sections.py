@@ -145,6 +145,9 @@ class FeatureSettings(_Section):
     key_features: tuple[str, ...] | None = None
     #: Feature engine: ``duckdb`` or ``pyspark`` (local mode), same results.
     engine: str = "duckdb"
+    #: Memory (GB) DuckDB may hold while it reads and checks the events; beyond it,
+    #: big groupings spill to a temporary folder beside the outputs.
+    engine_memory_gb: float = Field(default=3.0, gt=0)
 
 
 class LabelSettings(_Section):

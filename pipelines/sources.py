@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -222,7 +224,8 @@ def load_inputs(
 
     sources = settings.sources
     now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
-    con = engine_connection()
+    spill = Path(tempfile.gettempdir()) / f"leadscore-spill-{os.getpid()}"
+    con = engine_connection(settings.features.engine_memory_gb, spill)
     snapshot = None
     if sources.snapshot is not None:
         snapshot = read_snapshot(sources.snapshot)
