@@ -183,6 +183,7 @@ def normalise_events(
     source: str,
     locate: Callable[[], RowLocator],
     timestamp_format: str | None = None,
+    rewrites: Mapping[str, bool] | None = None,
 ) -> ir.Table:
     """The contract's checks on raw (mapped) events, and the events normalised.
 
@@ -193,6 +194,8 @@ def normalise_events(
         source: Where the events came from, named in error messages.
         locate: Gives the row numbering of the source (asked only on problems).
         timestamp_format: ``strptime`` format of text timestamps; ``None``: ISO 8601.
+        rewrites: The result of :func:`check_events` for these very rows, when known
+            (the same files, unchanged since): the check is not run again.
 
     Returns:
         The events: contract columns normalised (text ids stripped, ``event_time``
@@ -202,6 +205,33 @@ def normalise_events(
     Raises:
         ContractError: Missing columns, empty ids or types, bad timestamps or values:
             one sentence per problem with up to five rows.
+    """
+    if rewrites is None:
+        rewrites = check_events(raw, con, source, locate, timestamp_format)
+    plans = _plans(raw, timestamp_format)
+    rewritten = {plan.name: plan.value for plan in plans if rewrites.get(plan.name, True)}
+    table = raw.mutate(**rewritten) if rewritten else raw
+    others = [c for c in raw.columns if c not in EVENT_COLUMNS and c not in SOURCE_COLUMNS]
+    contract = [c for c in EVENT_COLUMNS if c in raw.columns]
+    return table.select(*contract, *others)
+
+
+def check_events(
+    raw: ir.Table,
+    con: Any,
+    source: str,
+    locate: Callable[[], RowLocator],
+    timestamp_format: str | None = None,
+) -> dict[str, bool]:
+    """Run the contract's checks (one aggregate query) and say which columns need normalising.
+
+    Returns:
+        Contract column -> whether it must be rewritten (untrimmed or blank text,
+        numbers as ids, timestamps to UTC); a column that is already in contract form
+        is read as it is.
+
+    Raises:
+        ContractError: As :func:`normalise_events`.
     """
     check_required(list(raw.columns), source)
     plans = _plans(raw, timestamp_format)
@@ -219,17 +249,12 @@ def normalise_events(
             problems.append(_sentence(raw, con, plan, bad, locate))
     if problems:
         raise ContractError("events", source, problems)
-    rewritten = {
-        plan.name: plan.value
-        for plan in plans
-        if (
+    return {
+        plan.name: (
             plan.rewrite if isinstance(plan.rewrite, bool) else bool(counts[f"rewrite_{plan.name}"])
         )
+        for plan in plans
     }
-    table = raw.mutate(**rewritten) if rewritten else raw
-    others = [c for c in raw.columns if c not in EVENT_COLUMNS and c not in SOURCE_COLUMNS]
-    contract = [c for c in EVENT_COLUMNS if c in raw.columns]
-    return table.select(*contract, *others)
 
 
 def _sentence(

@@ -50,8 +50,13 @@ def events_input_report(
         unknown = events.unknown_entities(entities["entity_id"])
         if "consent" in entities.columns:
             without_consent = int((~entities["consent"].astype(bool)).sum())
-    duplicates = duplicate_count(events.table, events.con)
-    sample = duplicate_sample(events.table, events.con, DUPLICATE_SAMPLE_ROWS) if duplicates else []
+    if events.duplicates is not None:
+        duplicates, sample = events.duplicates.count, events.duplicates.sample
+    else:
+        duplicates = duplicate_count(events.table, events.con)
+        sample = (
+            duplicate_sample(events.table, events.con, DUPLICATE_SAMPLE_ROWS) if duplicates else []
+        )
     contract = events.contract_columns
     return InputReport(
         events=events.rows,

@@ -42,6 +42,19 @@ def empty_events() -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class KnownDuplicates:
+    """Exact duplicates already counted for these very rows (the source unchanged since).
+
+    Attributes:
+        count: Rows equal in every column to another row, beyond the first of each.
+        sample: A few of them (contract columns, as text).
+    """
+
+    count: int
+    sample: list[dict[str, str]] = field(default_factory=list)
+
+
 @dataclass(frozen=True, eq=False)
 class EventTable:
     """Validated events held by an engine.
@@ -51,10 +64,13 @@ class EventTable:
             UTC, ``event_type``, optional ``value`` and ``item``) and any other
             columns of the source.
         con: The Ibis connection that runs the queries (DuckDB or Spark).
+        duplicates: The exact duplicates of exactly these rows, when the reader knows
+            them; every slice of the table forgets them.
     """
 
     table: ir.Table
     con: Any = field(repr=False)
+    duplicates: KnownDuplicates | None = None
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, con: Any = None) -> EventTable:

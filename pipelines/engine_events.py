@@ -11,6 +11,8 @@ the errors of files the engine cannot read) and handed to the engine.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,17 @@ import ibis
 import pyarrow.parquet as pq
 
 from features.engine_mapping import map_table
-from features.event_checks import FILE_COLUMN, SOURCE_COLUMNS, RowLocator, normalise_events
-from features.event_table import EventTable
+from features.event_checks import (
+    FILE_COLUMN,
+    SOURCE_COLUMNS,
+    RowLocator,
+    check_events,
+    duplicate_count,
+    duplicate_sample,
+    normalise_events,
+)
+from features.event_table import EventTable, KnownDuplicates
+from features.input_report import DUPLICATE_SAMPLE_ROWS
 from features.mapping import InputMapping
 from pipelines.databases import is_sql_url
 
@@ -56,13 +67,18 @@ def parquet_files(source: str) -> list[Path] | None:
     return files if files[0].name.lower().endswith((".parquet", ".pq")) else None
 
 
-def read_events(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
+def read_events(
+    source: str, mapping: InputMapping | None, con: Any, checks_file: Path | None = None
+) -> EventTable:
     """The validated events of a source, held by the engine.
 
     Args:
         source: A Parquet/CSV file, folder or glob, or a SQL URL with ``?table=``.
         mapping: The user's column names, values and timestamp format.
         con: The run's Ibis connection (:func:`engine_connection`).
+        checks_file: Where the checks of Parquet files are remembered: when the same
+            files (paths, sizes, modification times) are read with the same mapping
+            again, their contract checks and duplicate count are not run again.
 
     Raises:
         SourceNotFoundError: The source does not exist.
@@ -75,7 +91,7 @@ def read_events(source: str, mapping: InputMapping | None, con: Any) -> EventTab
     import duckdb
 
     try:
-        return _from_parquet(source, files, mapping, con)
+        return _from_parquet(source, files, mapping, con, checks_file)
     except (duckdb.Error, ibis.common.exceptions.IbisError) as exc:
         # The engine could not read a file: the pandas reader names the file and why.
         log.info("The engine could not read %s (%s); reading it with pandas.", source, exc)
@@ -89,7 +105,11 @@ def _through_pandas(source: str, mapping: InputMapping | None, con: Any) -> Even
 
 
 def _from_parquet(
-    source: str, files: list[Path], mapping: InputMapping | None, con: Any
+    source: str,
+    files: list[Path],
+    mapping: InputMapping | None,
+    con: Any,
+    checks_file: Path | None,
 ) -> EventTable:
     root = Path(source).expanduser()
     raw = con.read_parquet(
@@ -110,11 +130,71 @@ def _from_parquet(
         return RowLocator(offsets)
 
     timestamp_format = mapping.timestamp_format if mapping else None
-    table = normalise_events(mapped, con, source, locate, timestamp_format)
-    events = EventTable(table, con)
+    fingerprint = _fingerprint(files, mapping)
+    known = _remembered(checks_file, fingerprint)
+    if known is None:
+        rewrites = check_events(mapped, con, source, locate, timestamp_format)
+        table = normalise_events(mapped, con, source, locate, timestamp_format, rewrites)
+        count = duplicate_count(table, con)
+        sample = duplicate_sample(table, con, DUPLICATE_SAMPLE_ROWS) if count else []
+        duplicates = KnownDuplicates(count, sample)
+        _remember(checks_file, fingerprint, rewrites, duplicates)
+    else:
+        rewrites, duplicates = known
+        log.info("The events' %d files are unchanged since their last check: not checked again.",
+                 len(files))  # fmt: skip
+        table = normalise_events(mapped, con, source, locate, timestamp_format, rewrites)
+    events = EventTable(table, con, duplicates)
     log.info("Events from %d Parquet file(s) at %s: %d rows, read by the engine.",
              len(files), source, events.rows)  # fmt: skip
     return events
+
+
+#: Bump when the checks or the normalisation change: remembered checks then expire.
+CHECKS_VERSION = 1
+
+
+def _fingerprint(files: list[Path], mapping: InputMapping | None) -> str:
+    """A digest of the files (path, size, modification time) and of the mapping."""
+    parts: list[Any] = [CHECKS_VERSION, repr(mapping)]
+    for file in files:
+        stat = file.stat()
+        parts.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _remembered(
+    checks_file: Path | None, fingerprint: str
+) -> tuple[dict[str, bool], KnownDuplicates] | None:
+    if checks_file is None:
+        return None
+    try:
+        data = json.loads(checks_file.read_text(encoding="utf-8"))
+        if data.get("fingerprint") != fingerprint:
+            return None
+        rewrites = {str(k): bool(v) for k, v in data["rewrites"].items()}
+        return rewrites, KnownDuplicates(int(data["duplicates"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or unreadable: check again
+
+
+def _remember(
+    checks_file: Path | None,
+    fingerprint: str,
+    rewrites: dict[str, bool],
+    duplicates: KnownDuplicates,
+) -> None:
+    if checks_file is None or duplicates.count:
+        # Only a feed without duplicates is remembered: the file holds no entity id.
+        return
+    from pipelines.atomic_files import write_text_atomic
+
+    data = {"fingerprint": fingerprint, "rewrites": rewrites, "duplicates": 0}
+    try:
+        checks_file.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(json.dumps(data, indent=1), checks_file)
+    except OSError as exc:
+        log.warning("Could not remember the events' checks in %s (%s).", checks_file, exc)
 
 
 def materialise(events: EventTable, name: str) -> EventTable:

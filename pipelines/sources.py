@@ -42,6 +42,8 @@ TableName = Literal["events", "entities", "outcomes"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
+#: Where the events' checks are remembered (:func:`pipelines.engine_events.read_events`).
+CHECKS_FILE = "checks/events.json"
 #: Contract columns read from CSV as text, so ids like ``00123`` keep their zeros.
 ID_COLUMNS = ("entity_id", "crm_id")
 
@@ -261,7 +263,8 @@ def _read_three(
     from pipelines.engine_events import read_events
 
     sources = settings.sources
-    events = read_events(sources.events, sources.mapping("events"), con)
+    checks = Path(settings.output.dir) / CHECKS_FILE
+    events = read_events(sources.events, sources.mapping("events"), con, checks)
     entities = read_entities(settings, events)
     if sources.outcomes is None:
         outcomes = no_outcomes("sources.outcomes (null)")
