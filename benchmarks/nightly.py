@@ -39,9 +39,14 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +168,55 @@ def scan_floor(events: str) -> tuple[float, int, int]:
     return best, sum(n for _, n in rows), len(rows)
 
 
-def run_nightly(config: Path, as_of: str, out: Path, log: Path) -> dict:
+@contextmanager
+def prefect_server(work: Path) -> Iterator[dict[str, str]]:
+    """A ``prefect server`` on 127.0.0.1 for the runs (as a scheduled deployment has one).
+
+    Yields the environment pointing at it; the server is stopped with its process group.
+    """
+    home = work / "prefect-home"
+    home.mkdir(exist_ok=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
+    command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with (work / "prefect-server.log").open("w") as sink:
+        server = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and server.poll() is None:
+            with suppress(OSError), urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"prefect server did not start; see {work / 'prefect-server.log'}")
+        yield {**env, "PREFECT_API_URL": api_url}
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def run_nightly(
+    config: Path, as_of: str, out: Path, log: Path, env: dict[str, str] | None = None
+) -> dict:
     """``leadscore nightly --as-of DAY --config FILE``: wall, peak RSS and step timings."""
     command = [str(BIN / "leadscore"), "nightly", "--as-of", as_of, "--config", str(config)]
     load = load_average()
     began = time.perf_counter()
     with log.open("w") as sink:
-        child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - began
     code = os.waitstatus_to_exitcode(status)
@@ -233,6 +280,12 @@ def main() -> None:
         action="store_true",
         help=f"keep DATA-DIR when its {RECORD} has the same parameters",
     )
+    parser.add_argument(
+        "--prefect-server",
+        action="store_true",
+        help="run against a prefect server started once on 127.0.0.1 (as a deployment does) "
+        "instead of a temporary one per command",
+    )
     parser.add_argument("--label", default="", help="what this measurement is (e.g. 'before')")
     parser.add_argument("--results", type=Path, help="append the Markdown to this file")
     options = parser.parse_args()
@@ -264,14 +317,18 @@ def main() -> None:
         "",
     ]
     runs = []
-    if not (options.next_day_only or options.no_nightly):
-        # A first night starts from nothing: no models, scores or store of an earlier run.
-        shutil.rmtree(out, ignore_errors=True)
-        runs.append(("First night (trains both models)", run_nightly(
-            config, first, out, work / f"nightly-{first}.log")))  # fmt: skip
-    if not (options.first_night_only or options.no_nightly):
-        runs.append(("Next day (no training)", run_nightly(
-            config, next_day, out, work / f"nightly-{next_day}.log")))  # fmt: skip
+    with ExitStack() as stack:
+        env = stack.enter_context(prefect_server(work)) if options.prefect_server else None
+        if env is not None:
+            lines += ["Prefect: a `prefect server` on 127.0.0.1, started before the runs.", ""]
+        if not (options.next_day_only or options.no_nightly):
+            # A first night starts from nothing: no models, scores or store of an earlier run.
+            shutil.rmtree(out, ignore_errors=True)
+            runs.append(("First night (trains both models)", run_nightly(
+                config, first, out, work / f"nightly-{first}.log", env)))  # fmt: skip
+        if not (options.first_night_only or options.no_nightly):
+            runs.append(("Next day (no training)", run_nightly(
+                config, next_day, out, work / f"nightly-{next_day}.log", env)))  # fmt: skip
     for name, run in runs:
         lines += report(name, run, floor)
     text = "\n".join(lines)
