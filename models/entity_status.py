@@ -123,7 +123,9 @@ def _purchased(entities: pd.DataFrame, features: pd.DataFrame | None) -> np.ndar
     if features is None or PURCHASES_FEATURE not in features:
         return None
     bought = features.loc[features[PURCHASES_FEATURE].to_numpy() > 0, "entity_id"]
-    return entities["entity_id"].astype("str").isin(set(bought.astype("str"))).to_numpy(bool)
+    # As object arrays: ``isin`` on the ``str`` dtype is several times slower.
+    ids = entities["entity_id"].astype("str").astype(object)
+    return ids.isin(bought.astype("str").to_numpy(dtype=object)).to_numpy(bool)
 
 
 def _outcome_by(

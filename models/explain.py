@@ -42,7 +42,7 @@ import pandas as pd
 
 from models.bands import ScoreKind, score_from_probability
 from models.concepts import ConceptMap
-from models.model import TrainedModel
+from models.model import ModelInput, TrainedModel
 from models.reason_text import entity_values, reason_lists, reasons_text, sentences
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,13 @@ def score_from_margin(model: TrainedModel, margin: np.ndarray, kind: ScoreKind) 
 
 
 def tree_contributions(
-    model: TrainedModel, prepared: pd.DataFrame, num_threads: int | None = None
+    model: TrainedModel, prepared: pd.DataFrame | np.ndarray, num_threads: int | None = None
 ) -> np.ndarray:
     """Exact TreeSHAP log-odds contributions from LightGBM (``pred_contrib``).
 
     Args:
         model: The trained model.
-        prepared: ``model.prepare(features)`` rows.
+        prepared: ``model.prepare(features)`` rows, or their ``ModelInput.rows`` matrix.
         num_threads: LightGBM threads (default: LightGBM's own choice).
 
     Returns:
@@ -316,8 +316,12 @@ def explain(
     chunk_rows: int = 50_000,
     num_threads: int | None = None,
     shared_share: float = SHARED_SHARE,
+    *,
+    rows: np.ndarray | None = None,
+    score: np.ndarray | None = None,
+    inputs: ModelInput | None = None,
 ) -> pd.DataFrame:
-    """Reason codes for every row of ``features``.
+    """Reason codes for every row of ``features`` (or for its ``rows``).
 
     Args:
         model: The champion model of the rows' target.
@@ -329,10 +333,15 @@ def explain(
         num_threads: LightGBM threads.
         shared_share: A reason shown for at least this share of the rows is part of
             each row's base score instead (see :func:`shared_reasons`).
+        rows: Positions of the rows of ``features`` to explain (default: all), so a
+            caller need not copy them out of a large table first.
+        score: The explained rows' exact scores, when the caller has them already
+            (scoring does): the score of the booster's margin, as computed here.
+        inputs: ``model.inputs(features)``, when the caller has built it already.
 
     Returns:
-        Frame on ``features.index`` with :data:`REASON_COLUMNS` plus ``score_exact``
-        (the unrounded score the impacts add up to).
+        Frame on the explained rows' index with :data:`REASON_COLUMNS` plus
+        ``score_exact`` (the unrounded score the impacts add up to).
     """
     if list(concepts.feature_names) != list(model.feature_names):
         raise ValueError(
@@ -343,36 +352,48 @@ def explain(
     out: dict[str, list[np.ndarray]] = {name: [] for name in (*REASON_COLUMNS, "score_exact")}
     base_score: float | None = None
     blocks: list[Candidates] = []
-    for start in range(0, len(features), chunk_rows):
-        block = features.iloc[start : start + chunk_rows]
-        prepared = model.prepare(block)
+    positions = np.arange(len(features)) if rows is None else np.asarray(rows, dtype=np.intp)
+    inputs = model.inputs(features) if inputs is None else inputs
+    buffer = None
+    for start in range(0, len(positions), chunk_rows):
+        chunk = positions[start : start + chunk_rows]
+        block = features.iloc[chunk]
+        # The booster's input matrix: the same numbers LightGBM makes of model.prepare().
+        if inputs.exact:
+            prepared = buffer = inputs.rows(chunk, out=buffer)
+        else:
+            prepared = model.prepare(block)
         contrib = tree_contributions(model, prepared, num_threads)
         if base_score is None:
             base_score = float(score_from_margin(model, contrib[:1, -1], kind)[0])
-        # The score from the booster's own margin, as scoring computes it: summing the
-        # contributions differs in the last bits, which can flip a score sitting on .5.
-        margin = model.booster.predict(prepared, raw_score=True, **_threads(num_threads))
-        score = score_from_margin(model, margin, kind)
+        if score is None:
+            # The score from the booster's own margin, as scoring computes it: summing the
+            # contributions differs in the last bits, which can flip a score on .5.
+            margin = model.booster.predict(prepared, raw_score=True, **_threads(num_threads))
+            exact = score_from_margin(model, margin, kind)
+        else:
+            exact = np.asarray(score[start : start + chunk_rows], dtype="float64")
         values = entity_values(block, concepts)
-        blocks.append(candidates(contrib, score, base_score, values, concepts, top_k + _SPARE))
-        out["score_exact"].append(score)
+        blocks.append(candidates(contrib, exact, base_score, values, concepts, top_k + _SPARE))
+        out["score_exact"].append(exact)
     shared = shared_reasons(blocks, top_k, shared_share)
     if shared:
         log.info(
             "Part of the base score, not a reason: %s (at least %.0f%% of the %d entities "
             "share each).", "; ".join(sorted(text for _, text in shared)), 100 * shared_share,
-            len(features),
+            len(positions),
         )  # fmt: skip
     while blocks:
         chunk = finish(blocks.pop(0), shared, round(base_score or 0.0), concepts, top_k)
         for name in REASON_COLUMNS:
             out[name].append(chunk[name])
+    index = features.index[positions]
     if not out["score_exact"]:
-        return pd.DataFrame(columns=[*REASON_COLUMNS, "score_exact"], index=features.index)
+        return pd.DataFrame(columns=[*REASON_COLUMNS, "score_exact"], index=index)
     # Object dtype on purpose: inferring Arrow strings for millions of rows costs seconds.
     return pd.DataFrame(
         {
-            name: pd.Series(np.concatenate(parts), index=features.index, dtype=_DTYPES.get(name))
+            name: pd.Series(np.concatenate(parts), index=index, dtype=_DTYPES.get(name))
             for name, parts in out.items()
         }
     )

@@ -27,9 +27,13 @@ REASON_DTYPES = {
 }
 
 
-def positions(ids: np.ndarray, other_ids: np.ndarray) -> np.ndarray:
-    """Row of each id in ``other_ids`` (-1 when absent); hashes Python strings, fast."""
-    return pd.Index(other_ids).get_indexer(ids)
+def positions(ids: np.ndarray | pd.Index, other_ids: np.ndarray | pd.Index) -> np.ndarray:
+    """Row of each id in ``other_ids`` (-1 when absent); hashes Python strings, fast.
+
+    An index passed as ``other_ids`` is used as it is, with its hash table if built.
+    """
+    index = other_ids if isinstance(other_ids, pd.Index) else pd.Index(other_ids)
+    return index.get_indexer(ids)
 
 
 class PreviousRun:
@@ -39,13 +43,13 @@ class PreviousRun:
     million kept reason texts over costs a C-level take, not a million Python strings.
     """
 
-    def __init__(self, previous: pd.DataFrame | None, ids: np.ndarray) -> None:
+    def __init__(self, previous: pd.DataFrame | None, ids: np.ndarray | pd.Index) -> None:
         self.size = len(ids)
         self.last: pd.DataFrame | None = None
         self.rows = np.full(self.size, -1)
         if previous is not None and len(previous) and "entity_id" in previous:
             self.last = previous.drop_duplicates("entity_id", keep="last").reset_index(drop=True)
-            self.rows = positions(ids, self.last["entity_id"].to_numpy(dtype=object))
+            self.rows = positions(ids, pd.Index(self.last["entity_id"]))
 
     def index(self, where: np.ndarray | None = None) -> np.ndarray:
         """Row of each entity in the previous run, -1 when absent or outside ``where``."""

@@ -31,7 +31,7 @@ from models.bands import BandRule, score_from_probability
 from models.concepts import concept_map
 from models.entity_status import SCORED, TARGET_OF_KIND, entity_status
 from models.explain import REASON_COLUMNS, SHARED_SHARE, explain
-from models.model import TrainedModel
+from models.model import ModelInput, TrainedModel
 from models.previous_run import PreviousRun, positions
 from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
 from models.rulefile import RuleSet, load_rules
@@ -39,6 +39,9 @@ from models.rulefile import RuleSet, load_rules
 log = logging.getLogger(__name__)
 
 MODEL_SOURCE = "model"
+#: Rows per booster call when predicting: one 30 MB input matrix, reused (touching
+#: fresh memory costs more than the calls).
+PREDICT_BATCH = 25_000
 RULE_SOURCE = "rules (no champion model)"
 
 
@@ -46,19 +49,22 @@ def _sample(values: object, n: int = 5) -> str:
     return ", ".join(map(repr, pd.Series(values).head(n).tolist()))
 
 
-def _ids(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """The frame's ``entity_id`` as an object array, checked present and unique."""
+def _ids(frame: pd.DataFrame, name: str) -> pd.Index:
+    """The frame's ``entity_id`` as an index (its own dtype), checked present and unique.
+
+    The index keeps the hash table the uniqueness check built, so looking other ids
+    up in it (:func:`models.previous_run.positions`) does not hash them again.
+    """
     if "entity_id" not in frame.columns:
         raise ValueError(f"The {name} frame has no entity_id column (columns: {list(frame)[:10]}).")
-    ids = frame["entity_id"].to_numpy(dtype=object)
-    index = pd.Index(ids)
+    index = pd.Index(frame["entity_id"])
     if not index.is_unique:
         duplicated = index[index.duplicated()]
         raise ValueError(
             f"The {name} frame holds {len(duplicated)} duplicate entity_id values, e.g. "
             f"{_sample(duplicated)}; scoring needs one row per entity."
         )
-    return ids
+    return index
 
 
 def model_versions(models: Mapping[str, TrainedModel | None]) -> str:
@@ -184,6 +190,7 @@ def score_entities(
     col = _rule_columns(ids, scored, rules_scores)
     fallbacks: list[tuple[RuleSet, np.ndarray]] = []
     fallback_sentences: list[str] = []
+    inputs: dict[str, ModelInput] = {}
     for entity_kind, (target, score_kind) in TARGET_OF_KIND.items():
         rows = scored & (kind == entity_kind)
         model = models.get(target)
@@ -206,7 +213,8 @@ def score_entities(
         absent = absent_columns_warning(target, model, features.columns)
         if absent:
             log.warning(absent)
-        probability = model.predict_proba(features.iloc[feature_row[rows]])
+        inputs[target] = model.inputs(features)
+        probability = _probability(model, inputs[target], features, feature_row[rows])
         col[f"{target}_probability"][rows] = probability
         col["score_exact"][rows] = score_from_probability(
             probability, model.reference_scores, score_kind
@@ -216,7 +224,8 @@ def score_entities(
     from_model = col["score_source"] == MODEL_SOURCE
     bands = band_rule.assign(col["conversion_probability"], col["churn_probability"])
     col["band"][from_model] = bands[from_model]
-    score = np.round(col.pop("score_exact"))
+    score_exact = col.pop("score_exact")
+    score = np.round(score_exact)
     versions = np.where(scored, model_versions(models), None).astype(object)
 
     prior = PreviousRun(previous, ids)
@@ -225,7 +234,8 @@ def score_entities(
     keep = prior.reasons_to_keep(with_reasons & from_model, scored, current, delta, tolerance)
     refresh = from_model & ~keep & with_reasons
     fresh = _explain_rows(features, feature_row, kind, models, catalog, refresh, top_k,
-                          num_threads, value_labels, shared_share)  # fmt: skip
+                          num_threads, value_labels, shared_share, score_exact,
+                          inputs)  # fmt: skip
     for rule_set, rows in fallbacks if with_reasons else []:
         block = features.iloc[feature_row[rows]]
         reasons = rule_reasons(rule_set, block, score[rows], rule_points_max, top_k)
@@ -275,6 +285,25 @@ def score_entities(
     return ScoreResult(frame=out, band_rule=band_rule)
 
 
+def _probability(
+    model: TrainedModel, inputs: ModelInput, features: pd.DataFrame, rows: np.ndarray
+) -> np.ndarray:
+    """Calibrated probabilities of ``features``' rows at positions ``rows``.
+
+    The booster predicts from :class:`~models.model.ModelInput` matrices of
+    :data:`PREDICT_BATCH` rows (the same margins as from the prepared frame), and the
+    calibrator maps all margins at once, as :meth:`TrainedModel.predict_proba` does.
+    """
+    if not inputs.exact:
+        return model.predict_proba(features.iloc[rows])
+    margin = np.empty(len(rows), dtype="float64")
+    buffer = None
+    for start in range(0, len(rows), PREDICT_BATCH):
+        block = buffer = inputs.rows(rows[start : start + PREDICT_BATCH], out=buffer)
+        margin[start : start + len(block)] = model.booster.predict(block, raw_score=True)
+    return np.clip(model.calibrator.predict(margin), 0.0, 1.0)
+
+
 def _check_cutoff(features: pd.DataFrame, cutoff: pd.Timestamp) -> None:
     """Refuse feature rows computed for another cutoff than the run's."""
     if "as_of" not in features or not len(features):
@@ -289,7 +318,7 @@ def _check_cutoff(features: pd.DataFrame, cutoff: pd.Timestamp) -> None:
 
 
 def _rule_columns(
-    ids: np.ndarray, scored: np.ndarray, rules_scores: pd.DataFrame | None
+    ids: pd.Index, scored: np.ndarray, rules_scores: pd.DataFrame | None
 ) -> dict[str, np.ndarray]:
     """Empty score columns, with the rule score and rule band of the scored entities."""
     n = len(ids)
@@ -322,8 +351,15 @@ def _explain_rows(
     num_threads: int | None,
     value_labels: Mapping[str, Mapping[str, str]] | None = None,
     shared_share: float = SHARED_SHARE,
+    score_exact: np.ndarray | None = None,
+    inputs: Mapping[str, ModelInput] | None = None,
 ) -> dict[str, list[tuple[np.ndarray, pd.Series]]]:
-    """Fresh reason codes for the ``refresh`` rows: ``(positions, values)`` per column."""
+    """Fresh reason codes for the ``refresh`` rows: ``(positions, values)`` per column.
+
+    ``score_exact`` (per entity, the unrounded score) and ``inputs`` (per target, its
+    model's :class:`~models.model.ModelInput` of ``features``) spare predicting and
+    converting the explained rows a second time.
+    """
     fresh: dict[str, list[tuple[np.ndarray, pd.Series]]] = {c: [] for c in REASON_COLUMNS}
     for entity_kind, (target, score_kind) in TARGET_OF_KIND.items():
         model = models.get(target)
@@ -333,12 +369,15 @@ def _explain_rows(
         concepts = concept_map(model.feature_names, catalog, model.categorical_levels, value_labels)
         reasons = explain(
             model,
-            features.iloc[feature_row[rows]],
+            features,
             score_kind,
             concepts,
             top_k,
             num_threads=num_threads,
             shared_share=shared_share,
+            rows=feature_row[rows],
+            score=None if score_exact is None else score_exact[rows],
+            inputs=None if inputs is None else inputs.get(target),
         )
         for column in REASON_COLUMNS:
             fresh[column].append((np.flatnonzero(rows), reasons[column]))

@@ -1,0 +1,67 @@
+"""The booster's input matrix (``ModelInput``) predicts and explains exactly as the frame does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.spec import FeatureSpec, feature_catalog
+from models.concepts import concept_map
+from models.explain import explain, score_from_margin, tree_contributions
+from tests.models.test_explain import make_features, make_model
+
+
+def _awkward(n: int, seed: int) -> pd.DataFrame:
+    """Rows with an unseen category, a missing one, a category as text and an int column."""
+    frame = make_features(n, seed)
+    industry = frame["industry"].astype(object)
+    industry.iloc[::7] = "mining"  # never seen in training
+    industry.iloc[3::11] = None
+    frame["industry"] = industry
+    frame["login_count_30d"] = frame["login_count_30d"].astype("int64")
+    return frame.drop(columns=["tenure_days"])  # a model column the table lacks
+
+
+def test_matrix_predictions_equal_the_prepared_frame_bit_for_bit():
+    for target, seed in (("conversion", 1), ("churn", 2)):
+        model = make_model(target, seed=seed)
+        for frame in (make_features(500, seed=9), _awkward(500, seed=10)):
+            inputs = model.inputs(frame)
+            assert inputs.exact
+            expected = model.booster.predict(model.prepare(frame), raw_score=True)
+            rows = np.arange(len(frame))
+            assert np.array_equal(
+                model.booster.predict(inputs.rows(rows), raw_score=True), expected
+            )
+            assert np.array_equal(model.predict_margin(frame), expected)
+            picked = np.array([5, 0, 499, 17, 17])
+            contrib = tree_contributions(model, inputs.rows(picked))
+            assert np.array_equal(
+                contrib, tree_contributions(model, model.prepare(frame.iloc[picked]))
+            )
+
+
+def test_rows_reuse_a_buffer_of_enough_rows():
+    model = make_model("conversion", seed=1)
+    frame = make_features(100, seed=3)
+    inputs = model.inputs(frame)
+    buffer = inputs.rows(np.arange(60))
+    again = inputs.rows(np.arange(40, 80), out=buffer)
+    assert np.shares_memory(again, buffer)
+    fresh = model.inputs(frame.iloc[40:80]).rows(np.arange(40))
+    assert np.array_equal(again, fresh, equal_nan=True)
+    assert not np.shares_memory(inputs.rows(np.arange(100), out=buffer), buffer)
+
+
+def test_explain_of_chosen_rows_with_given_scores_equals_explaining_their_copy():
+    model = make_model("conversion", seed=1)
+    frame = _awkward(400, seed=4)
+    catalog = feature_catalog(FeatureSpec(), fit_columns={"industry": "category"})
+    concepts = concept_map(model.feature_names, catalog, model.categorical_levels)
+    rows = np.array([399, 3, 10, 11, 250, 7, 0])
+    copied = explain(model, frame.iloc[rows], "lead", concepts, chunk_rows=3)
+    score = score_from_margin(model, model.predict_margin(frame), "lead")[rows]
+    inputs = model.inputs(frame)
+    chosen = explain(model, frame, "lead", concepts, chunk_rows=3, rows=rows, score=score,
+                     inputs=inputs)  # fmt: skip
+    pd.testing.assert_frame_equal(chosen, copied)
