@@ -343,24 +343,46 @@ def parse_reasons(raw: object) -> list[Reason]:
     return reasons
 
 
-def crm_reason_text(reasons_up: object, reasons_down: object, limit: int = CRM_TEXT_LIMIT) -> str:
-    """Short plain text for the CRM, e.g. ``Up: demo requests +12, webinars +5. Down: ...``.
+#: A JSON string's body as ``json.loads`` accepts it (no raw control characters).
+_JSON_TEXT = r'(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*'
+#: One reason object exactly as :func:`reason_lists` writes it: concept and impact kept.
+_REASON_ITEM = re.compile(
+    f'\\{{"concept": "({_JSON_TEXT})", "group": "{_JSON_TEXT}", "text": "{_JSON_TEXT}", '
+    '"impact": (-?(?:0|[1-9][0-9]*))\\}'
+)
 
-    Concepts rather than full sentences keep it under the CRM's text limit; the
-    strongest reasons come first and the text is cut at a comma, never mid-word.
+
+def _written_reasons(raw: str) -> list[tuple[str, float]] | None:
+    """``(concept, impact)`` of a list exactly as :func:`reason_lists` writes it, else None.
+
+    The same values :func:`parse_reasons` reads from such text, without a JSON parse.
     """
-    parts = []
-    for label, raw in (("Up", reasons_up), ("Down", reasons_down)):
-        reasons = sorted(parse_reasons(raw), key=lambda r: -abs(r["impact"] or 0.0))
-        items = [
-            r["concept"] + (f" {r['impact']:+.0f}" if r["impact"] is not None else "")
-            for r in reasons
-            if r["concept"]
-        ]
-        if items:
-            parts.append((label, items))
+    found = list(_REASON_ITEM.finditer(raw))
+    if "[" + ", ".join(m.group(0) for m in found) + "]" != raw:
+        return None
+    return [
+        (json.loads(f'"{concept}"') if "\\" in concept else concept, round(float(int(i)), 1))
+        for concept, i in (m.groups() for m in found)
+    ]
+
+
+def crm_items(raw: object) -> tuple[str, ...]:
+    """One direction's CRM items, strongest first: ``("demo requests +12", ...)``.
+
+    Args:
+        raw: A ``reasons_up`` or ``reasons_down`` value (read as :func:`parse_reasons`).
+    """
+    reasons = _written_reasons(raw) if isinstance(raw, str) else None
+    if reasons is None:
+        reasons = [(r["concept"], r["impact"]) for r in parse_reasons(raw)]
+    reasons.sort(key=lambda r: -abs(r[1] or 0.0))
+    return tuple(c + (f" {i:+.0f}" if i is not None else "") for c, i in reasons if c)
+
+
+def crm_line(up: tuple[str, ...], down: tuple[str, ...], limit: int = CRM_TEXT_LIMIT) -> str:
+    """The CRM text of both directions' items (:func:`crm_items`), cut at a comma to fit."""
     text = ""
-    for label, items in parts:
+    for label, items in (("Up", up), ("Down", down)):
         kept: list[str] = []
         for item in items:
             candidate = text + ("" if not text else " ") + f"{label}: " + ", ".join([*kept, item])
@@ -372,3 +394,12 @@ def crm_reason_text(reasons_up: object, reasons_down: object, limit: int = CRM_T
     if text.startswith(_FORMULA_PREFIXES):
         text = "'" + text
     return text[:limit]
+
+
+def crm_reason_text(reasons_up: object, reasons_down: object, limit: int = CRM_TEXT_LIMIT) -> str:
+    """Short plain text for the CRM, e.g. ``Up: demo requests +12, webinars +5. Down: ...``.
+
+    Concepts rather than full sentences keep it under the CRM's text limit; the
+    strongest reasons come first and the text is cut at a comma, never mid-word.
+    """
+    return crm_line(crm_items(reasons_up), crm_items(reasons_down), limit)

@@ -15,11 +15,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from models.reason_text import crm_reason_text
+from models.reason_text import CRM_TEXT_LIMIT, crm_items, crm_line
 from pipelines.crm_profiles import CRM_FIELDS, PROFILES, CrmProfile
 
 log = logging.getLogger(__name__)
@@ -57,7 +61,9 @@ def crm_changes(
     if "crm_id" not in scored.columns:
         return pd.DataFrame(columns=list(fields.values()))
     has_crm_id = scored["crm_id"].astype("string").str.strip().fillna("").ne("")
-    current = scored[has_crm_id].copy()
+    used = ("entity_id", "crm_id", "score", "band", "reasons_up", "reasons_down", "as_of",
+            "scored_at", "status", "conversion_probability", "churn_probability")  # fmt: skip
+    current = scored.loc[has_crm_id.to_numpy(bool), [c for c in used if c in scored.columns]]
     score = pd.to_numeric(current["score"], errors="coerce").round().astype("Int64")
     band = current["band"].astype("string")
     comparable = previous is not None and {"entity_id", "score", "band"} <= set(previous.columns)
@@ -85,14 +91,10 @@ def crm_changes(
             "crm_id": current["crm_id"].astype("string").str.strip(),
             "score": score,
             "band": band,
-            "reasons": [
-                crm_reason_text(up, down)
-                for up, down in zip(
-                    current.get("reasons_up", pd.Series(None, index=current.index)),
-                    current.get("reasons_down", pd.Series(None, index=current.index)),
-                    strict=True,
-                )
-            ],
+            "reasons": crm_reason_texts(
+                current.get("reasons_up", pd.Series(None, index=current.index)),
+                current.get("reasons_down", pd.Series(None, index=current.index)),
+            ),
             "conversion_percent": _percent(current, "conversion_probability"),
             "churn_percent": _percent(current, "churn_probability"),
             "as_of": pd.to_datetime(current["as_of"], utc=True).dt.strftime("%Y-%m-%d"),
@@ -103,6 +105,118 @@ def crm_changes(
         }
     ).sort_values("crm_id", kind="stable")
     return records[list(fields)].rename(columns=dict(fields)).reset_index(drop=True)
+
+
+#: A JSON string's body as ``json.loads`` accepts it (RE2 syntax).
+_TEXT = r'(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*'
+#: One reason object between its braces, exactly as ``models.reason_text.reason_lists``
+#: writes it; impacts of up to 15 digits are exact as floats.
+_ITEM = (
+    f'^"concept": "(?P<concept>{_TEXT})", "group": "{_TEXT}", "text": "{_TEXT}", '
+    '"impact": (?P<impact>0|-?[1-9][0-9]{0,14})$'
+)
+
+
+@dataclass
+class _Items:
+    """One direction's reasons read in bulk: rows read, and their items strongest first."""
+
+    ok: np.ndarray  # per row: read here (else it goes through crm_items one by one)
+    row: np.ndarray  # per item, sorted by row then strength (stable)
+    text: pa.Array  # per item, "concept +12"
+    length: np.ndarray  # per item, characters of text
+
+
+def _choice(pick: np.ndarray, texts: list[str]) -> pa.Array:
+    """``texts[pick[i]]`` per row as an Arrow string array."""
+    return pa.DictionaryArray.from_arrays(pa.array(pick.astype(np.int8)), texts).cast(pa.string())
+
+
+def _bools(array: pa.Array) -> np.ndarray:
+    return array.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _written_items(values: pa.Array) -> _Items:
+    """The CRM items of lists written by ``reason_lists``; other rows are marked not ok.
+
+    Such a list is ``[{...}, {...}]`` with every object matching :data:`_ITEM`, so
+    splitting at ``}, {`` and matching each piece reads what ``json.loads`` reads.
+    """
+    framed = _bools(pc.and_(pc.starts_with(values, "[{"), pc.ends_with(values, "}]")))
+    pieces = pc.split_pattern(pc.utf8_slice_codeunits(values, 2, -2), "}, {")
+    parents = pc.list_parent_indices(pieces).to_numpy()
+    parts = pc.extract_regex(pc.list_flatten(pieces), _ITEM)
+    concept = parts.field("concept")
+    good = _bools(parts.is_valid()) & ~_bools(pc.match_substring(concept, "\\"))
+    bad_rows = np.bincount(parents[~good], minlength=len(values)) > 0
+    ok = _bools(values.is_null()) | _bools(pc.equal(values, "[]")) | (framed & ~bad_rows)
+    keep = good & ok[parents]
+    keep[keep] = pc.utf8_length(concept.filter(pa.array(keep))).to_numpy() > 0
+    impact = parts.field("impact").filter(pa.array(keep))
+    points = pc.cast(impact, pa.int64()).to_numpy()
+    text = pc.binary_join_element_wise(
+        concept.filter(pa.array(keep)), _choice(points >= 0, [" ", " +"]), impact, ""
+    )
+    row = parents[keep]
+    order = np.lexsort((-np.abs(points), row))  # stable: equal strength keeps list order
+    text = text.take(pa.array(order))
+    return _Items(ok, row[order], text, pc.utf8_length(text).to_numpy())
+
+
+def _kept(items: _Items, n: int, used: np.ndarray, label: str, limit: int) -> pa.Array:
+    """`` label: a, b.`` per row (null if none) with the items that fit after ``used``."""
+    start = np.searchsorted(items.row, np.arange(n))
+    rank = np.arange(len(items.row)) - start[items.row]
+    total = np.cumsum(items.length)
+    before = np.concatenate([[0], total])[start][items.row]
+    prefix = used[items.row] + (used[items.row] > 0)  # the text so far and a space
+    # The candidate "label: " + kept items must leave room for the closing ".".
+    fits = prefix + len(label) + 2 + (total - before) + 2 * rank + 1 <= limit
+    counts = np.bincount(items.row[fits], minlength=n)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    kept = items.text.filter(pa.array(fits))  # each row's fitting items are a prefix
+    lists = pa.ListArray.from_arrays(offsets, kept, mask=pa.array(counts == 0))
+    heads = _choice(used > 0, [f"{label}: ", f" {label}: "])
+    return pc.binary_join_element_wise(heads, pc.binary_join(lists, ", "), ".", "")
+
+
+def crm_reason_texts(
+    reasons_up: object, reasons_down: object, limit: int = CRM_TEXT_LIMIT
+) -> np.ndarray:
+    """:func:`models.reason_text.crm_reason_text` of every row, without a loop over rows.
+
+    Lists as the scorer writes them are read with Arrow string kernels; any other
+    value (hand-edited JSON, parsed lists) goes through ``crm_reason_text``'s own
+    reader, row by row.
+
+    Args:
+        reasons_up: The rows' ``reasons_up`` values (array-like).
+        reasons_down: Their ``reasons_down`` values, as many.
+        limit: Most characters of a text.
+
+    Returns:
+        An object array of the texts, one per row.
+    """
+    up = np.asarray(reasons_up, dtype=object)
+    down = np.asarray(reasons_down, dtype=object)
+    out = np.empty(len(up), dtype=object)
+    try:
+        arrays = [pa.array(values, pa.string(), from_pandas=True) for values in (up, down)]
+    except (pa.ArrowException, TypeError, UnicodeError):  # not all text, lone surrogates
+        up_items = down_items = _Items(np.zeros(len(up), bool), *[np.array([], np.int64)] * 3)
+    else:
+        up_items, down_items = (_written_items(values) for values in arrays)
+        # Texts start "Up" or "Down" and end within the limit: no formula prefix, no cut.
+        n = len(up)
+        up_text = _kept(up_items, n, np.zeros(n, np.int64), "Up", limit)
+        used = pc.utf8_length(up_text).fill_null(0).to_numpy()
+        down_text = _kept(down_items, n, used, "Down", limit)
+        out[:] = pc.binary_join_element_wise(
+            up_text, down_text, "", null_handling="replace", null_replacement=""
+        ).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(~(up_items.ok & down_items.ok)):
+        out[i] = crm_line(crm_items(up[i]), crm_items(down[i]), limit)
+    return out
 
 
 def _percent(frame: pd.DataFrame, column: str) -> pd.Series:
