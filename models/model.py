@@ -106,7 +106,8 @@ class ModelInput:
 
     The values LightGBM itself derives from :func:`prepare_features`' frame (numbers as
     float64, a category as its code in the booster's ``pandas_categorical``, missing as
-    NaN), built once per column; :meth:`rows` gathers any rows into the C-ordered
+    NaN), per column: plain numeric columns are the table's own arrays (no copy),
+    others are converted once; :meth:`rows` gathers any rows into the C-ordered
     matrix the booster predicts from without copying. Predictions are the same, bit for
     bit, as from the prepared frame, without a frame per batch nor LightGBM's
     per-call pandas conversion. A category value is converted once per distinct value.
@@ -135,6 +136,10 @@ class ModelInput:
                 self.columns.append(
                     _category_codes(features[name], levels[name], booster_levels[name])
                 )
+            elif features[name].dtype.kind in "fiub" and isinstance(features[name].dtype, np.dtype):
+                # The table's own array, no copy: writing it into the float64 matrix is
+                # the same cast as astype("float64").
+                self.columns.append(features[name].to_numpy())
             else:
                 column = pd.to_numeric(features[name], errors="coerce").astype("float64")
                 self.columns.append(column.to_numpy())
