@@ -83,11 +83,12 @@ def blank_without_consent(scored: pd.DataFrame) -> pd.DataFrame:
     The scorer should already have done this; doing it again here means no output
     can leak an earlier score of someone who withdrew consent.
     """
-    out = scored.copy()
+    out = scored.copy(deep=False)  # copy-on-write: replaced columns never reach ``scored``
     mask = is_no_consent(out["status"])
     if mask.any():
         for column in PROFILING_COLUMNS:
-            if column in out.columns:
+            # Only a column holding a value on such a row is rewritten (copied whole).
+            if column in out.columns and out.loc[mask, column].notna().any():
                 out[column] = out[column].mask(mask)
     return out
 

@@ -316,3 +316,24 @@ def test_postgres_score_store(tmp_path, postgres_url):
     assert len(history) == 2 * len(day1) - 1
     assert not history.duplicated(["entity_id", "as_of"]).any()
     assert set(history["as_of"]) == {pd.Timestamp(DAY1, tz="UTC"), pd.Timestamp(DAY2, tz="UTC")}
+
+
+def test_a_no_consent_row_is_blanked_in_every_output_column_and_the_input_kept():
+    from pipelines.board import NO_CONSENT_STATUS
+    from pipelines.outputs import blank_without_consent
+
+    scored = pd.DataFrame(
+        {
+            "entity_id": ["a", "b"],
+            "status": ["scored", NO_CONSENT_STATUS],
+            "score": [80.0, 55.0],  # left behind for "b": must not reach an output
+            "band": ["high", None],
+            "reasons_text": ["Up: demos +12.", None],
+        }
+    )
+
+    out = blank_without_consent(scored)
+
+    assert out["score"].isna().tolist() == [False, True]
+    assert out["band"].tolist()[0] == "high" and out["reasons_text"].tolist()[0] == "Up: demos +12."
+    assert scored.loc[1, "score"] == 55.0  # the caller's frame is untouched
