@@ -27,6 +27,6 @@ def test_duplicates_are_counted_and_dropped_as_pandas_would(tmp_path, resent):
     kept = inputs.events.to_pandas().sort_values(["entity_id", "event_time"], ignore_index=True)
     expected = events.drop_duplicates().sort_values(["entity_id", "event_time"], ignore_index=True)
     assert kept["entity_id"].tolist() == expected["entity_id"].tolist()
-    assert (kept["event_time"].to_numpy() == expected["event_time"].dt.tz_localize("UTC").to_numpy()).all()
-    assert inputs.report.duplicate_sample == ([] if not resent else inputs.report.duplicate_sample)
+    times = expected["event_time"].dt.tz_localize("UTC").to_numpy()
+    assert (kept["event_time"].to_numpy() == times).all()
     assert len(inputs.report.duplicate_sample) == min(resent, 3)
