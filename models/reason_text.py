@@ -367,11 +367,7 @@ def _written_reasons(raw: str) -> list[tuple[str, float]] | None:
 
 
 def crm_items(raw: object) -> tuple[str, ...]:
-    """One direction's CRM items, strongest first: ``("demo requests +12", ...)``.
-
-    Args:
-        raw: A ``reasons_up`` or ``reasons_down`` value (read as :func:`parse_reasons`).
-    """
+    """One direction's CRM items (``reasons_up``/``down``), strongest first: ``("demos +12",)``."""
     reasons = _written_reasons(raw) if isinstance(raw, str) else None
     if reasons is None:
         reasons = [(r["concept"], r["impact"]) for r in parse_reasons(raw)]
@@ -399,7 +395,6 @@ def crm_line(up: tuple[str, ...], down: tuple[str, ...], limit: int = CRM_TEXT_L
 def crm_reason_text(reasons_up: object, reasons_down: object, limit: int = CRM_TEXT_LIMIT) -> str:
     """Short plain text for the CRM, e.g. ``Up: demo requests +12, webinars +5. Down: ...``.
 
-    Concepts rather than full sentences keep it under the CRM's text limit; the
-    strongest reasons come first and the text is cut at a comma, never mid-word.
+    Concepts keep it under the CRM's text limit; strongest first, cut at a comma.
     """
     return crm_line(crm_items(reasons_up), crm_items(reasons_down), limit)

@@ -5,7 +5,7 @@ files, folders and globs are read by DuckDB where they lie (columns united by na
 ``key=value`` folders as text columns, each row's file and position kept for error
 messages); the column map and the contract's checks run as engine queries
 (:mod:`features.engine_mapping`, :mod:`features.event_checks`). CSV files and SQL
-tables are read with pandas (:func:`pipelines.sources.read_source`, which also words
+tables are read with pandas (:func:`pipelines.source_files.read_source`, which also words
 the errors of files the engine cannot read) and handed to the engine.
 """
 
@@ -59,7 +59,7 @@ def engine_connection(memory_gb: float | None = None, spill_dir: Path | None = N
 
 def parquet_files(source: str) -> list[Path] | None:
     """The Parquet files of a file/folder/glob source, or ``None`` for CSV or SQL sources."""
-    from pipelines.sources import list_source_files
+    from pipelines.source_files import list_source_files
 
     if is_sql_url(source):
         return None
@@ -99,7 +99,7 @@ def read_events(
 
 
 def _through_pandas(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
-    from pipelines.sources import read_source
+    from pipelines.source_files import read_source
 
     return EventTable.from_frame(read_source(source, "events", mapping), con)
 
