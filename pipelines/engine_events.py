@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,35 @@ def parquet_files(source: str) -> list[Path] | None:
     return files if files[0].name.lower().endswith((".parquet", ".pq")) else None
 
 
+@dataclass(frozen=True)
+class ChecksMemo:
+    """Checks that passed, to remember once the run has written its outputs.
+
+    Attributes:
+        checks_file: Where (``OUTPUT/checks/events.json``).
+        fingerprint: The digest of the files and mapping checked.
+        rewrites: Which contract columns needed normalising.
+        duplicates: The exact duplicates found (only a feed without any is remembered).
+    """
+
+    checks_file: Path
+    fingerprint: str
+    rewrites: dict[str, bool]
+    duplicates: KnownDuplicates
+
+
 def read_events(
     source: str, mapping: InputMapping | None, con: Any, checks_file: Path | None = None
 ) -> EventTable:
+    """:func:`read_checked_events`, remembering the checks at once (for one-off reads)."""
+    events, memo = read_checked_events(source, mapping, con, checks_file)
+    remember_checks(memo)
+    return events
+
+
+def read_checked_events(
+    source: str, mapping: InputMapping | None, con: Any, checks_file: Path | None = None
+) -> tuple[EventTable, ChecksMemo | None]:
     """The validated events of a source, held by the engine.
 
     Args:
@@ -80,6 +107,11 @@ def read_events(
             files (paths, sizes, modification times) are read with the same mapping
             again, their contract checks and duplicate count are not run again.
 
+    Returns:
+        The events, and the checks to remember (:func:`remember_checks`) once the run
+        has written its outputs (``None``: nothing new to remember). A run that fails
+        later writes nothing, this file included.
+
     Raises:
         SourceNotFoundError: The source does not exist.
         features.column_checks.ContractError: The events break the contract.
@@ -87,7 +119,7 @@ def read_events(
     """
     files = parquet_files(source)
     if files is None:
-        return _through_pandas(source, mapping, con)
+        return _through_pandas(source, mapping, con), None
     import duckdb
 
     try:
@@ -95,7 +127,7 @@ def read_events(
     except (duckdb.Error, ibis.common.exceptions.IbisError) as exc:
         # The engine could not read a file: the pandas reader names the file and why.
         log.info("The engine could not read %s (%s); reading it with pandas.", source, exc)
-        return _through_pandas(source, mapping, con)
+        return _through_pandas(source, mapping, con), None
 
 
 def _through_pandas(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
@@ -110,7 +142,7 @@ def _from_parquet(
     mapping: InputMapping | None,
     con: Any,
     checks_file: Path | None,
-) -> EventTable:
+) -> tuple[EventTable, ChecksMemo | None]:
     root = Path(source).expanduser()
     raw = con.read_parquet(
         [str(f) for f in files],
@@ -132,13 +164,15 @@ def _from_parquet(
     timestamp_format = mapping.timestamp_format if mapping else None
     fingerprint = _fingerprint(files, mapping)
     known = _remembered(checks_file, fingerprint)
+    memo = None
     if known is None:
         rewrites = check_events(mapped, con, source, locate, timestamp_format)
         table = normalise_events(mapped, con, source, locate, timestamp_format, rewrites)
         count = duplicate_count(table, con)
         sample = duplicate_sample(table, con, DUPLICATE_SAMPLE_ROWS) if count else []
         duplicates = KnownDuplicates(count, sample)
-        _remember(checks_file, fingerprint, rewrites, duplicates)
+        if checks_file is not None:
+            memo = ChecksMemo(checks_file, fingerprint, rewrites, duplicates)
     else:
         rewrites, duplicates = known
         log.info("The events' %d files are unchanged since their last check: not checked again.",
@@ -147,7 +181,7 @@ def _from_parquet(
     events = EventTable(table, con, duplicates)
     log.info("Events from %d Parquet file(s) at %s: %d rows, read by the engine.",
              len(files), source, events.rows)  # fmt: skip
-    return events
+    return events, memo
 
 
 #: Bump when the checks or the normalisation change: remembered checks then expire.
@@ -178,23 +212,18 @@ def _remembered(
         return None  # none yet, or unreadable: check again
 
 
-def _remember(
-    checks_file: Path | None,
-    fingerprint: str,
-    rewrites: dict[str, bool],
-    duplicates: KnownDuplicates,
-) -> None:
-    if checks_file is None or duplicates.count:
-        # Only a feed without duplicates is remembered: the file holds no entity id.
+def remember_checks(memo: ChecksMemo | None) -> None:
+    """Write checks that passed (a feed without duplicates: no entity id is kept)."""
+    if memo is None or memo.duplicates.count:
         return
     from pipelines.atomic_files import write_text_atomic
 
-    data = {"fingerprint": fingerprint, "rewrites": rewrites, "duplicates": 0}
+    data = {"fingerprint": memo.fingerprint, "rewrites": memo.rewrites, "duplicates": 0}
     try:
-        checks_file.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json.dumps(data, indent=1), checks_file)
+        memo.checks_file.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(json.dumps(data, indent=1), memo.checks_file)
     except OSError as exc:
-        log.warning("Could not remember the events' checks in %s (%s).", checks_file, exc)
+        log.warning("Could not remember the events' checks in %s (%s).", memo.checks_file, exc)
 
 
 def materialise(events: EventTable, name: str) -> EventTable:

@@ -31,6 +31,7 @@ from pipelines import steps, training
 from pipelines.atomic_files import kill_point
 from pipelines.context import RunContext, build_context
 from pipelines.crm_export import missing_crm_id_warnings
+from pipelines.engine_events import remember_checks
 from pipelines.recovery import Recovery, recover
 from pipelines.retry_policy import retry_condition
 from pipelines.run_lock import run_lock
@@ -281,6 +282,7 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
     )  # fmt: skip
     summary.warnings[:0], summary.recovered = recovered.warnings, recovered.counts()
     paths = _step("write outputs", write_outputs_task, ctx, result, previous, inputs.entities)
+    remember_checks(inputs.checks_memo)  # only a run that wrote its outputs
     summary.outputs = {k: str(v) for k, v in paths.items()}
     summary.warnings += missing_crm_id_warnings(scored)
     summary.retention |= _step("retention", purge_task, ctx, scored)

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -40,6 +40,9 @@ from pipelines.source_files import (  # noqa: F401 - the reading edge's names, u
     read_source,
 )
 
+if TYPE_CHECKING:
+    from pipelines.engine_events import ChecksMemo
+
 log = logging.getLogger(__name__)
 
 #: Where the events' checks are remembered (:func:`pipelines.engine_events.read_events`).
@@ -61,6 +64,8 @@ class Inputs:
         snapshot_cutoff: The one training cutoff of a snapshot export
             (``sources.snapshot``), else ``None``: rolling cutoffs over the events.
         row_order: Each entity's row in a snapshot declared in time order.
+        checks_memo: The events' checks to remember once the run has written its
+            outputs (:func:`pipelines.engine_events.remember_checks`).
     """
 
     events: EventTable
@@ -70,6 +75,7 @@ class Inputs:
     feed: FeedReport | None = None
     snapshot_cutoff: pd.Timestamp | None = None
     row_order: pd.Series | None = None
+    checks_memo: ChecksMemo | None = None
 
 
 def load_inputs(
@@ -96,14 +102,15 @@ def load_inputs(
     now = as_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
     spill = Path(tempfile.gettempdir()) / f"leadscore-spill-{os.getpid()}"
     con = engine_connection(settings.features.engine_memory_gb, spill)
-    snapshot = None
+    snapshot, memo = None, None
     if sources.snapshot is not None:
         snapshot = read_snapshot(sources.snapshot)
         events = EventTable.from_frame(snapshot.events, con)
         entities, outcomes = snapshot.entities, snapshot.outcomes
     else:
-        events, entities, outcomes = _read_three(settings, con, outcomes_required)
+        events, entities, outcomes, memo = _read_three(settings, con, outcomes_required)
     inputs = _finish(settings, now, events, entities, outcomes)
+    inputs.checks_memo = memo
     if snapshot is not None:
         inputs.snapshot_cutoff, inputs.row_order = snapshot.cutoff, snapshot.row_order
     return inputs
@@ -126,13 +133,13 @@ def read_snapshot(snapshot: SnapshotSettings) -> SnapshotInputs:
 
 def _read_three(
     settings: Settings, con: Any, outcomes_required: bool
-) -> tuple[EventTable, pd.DataFrame, pd.DataFrame]:
+) -> tuple[EventTable, pd.DataFrame, pd.DataFrame, ChecksMemo | None]:
     """Events (held by the engine ``con``), entities and outcomes from their own sources."""
-    from pipelines.engine_events import read_events
+    from pipelines.engine_events import read_checked_events
 
     sources = settings.sources
     checks = Path(settings.output.dir) / CHECKS_FILE
-    events = read_events(sources.events, sources.mapping("events"), con, checks)
+    events, memo = read_checked_events(sources.events, sources.mapping("events"), con, checks)
     entities = read_entities(settings, events)
     if sources.outcomes is None:
         outcomes = no_outcomes("sources.outcomes (null)")
@@ -144,7 +151,7 @@ def _read_three(
                 raise
             log.info("No outcomes at %s; continuing without them.", sources.outcomes)
             outcomes = no_outcomes(sources.outcomes)
-    return events, entities, outcomes
+    return events, entities, outcomes, memo
 
 
 def _finish(
