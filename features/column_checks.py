@@ -98,7 +98,7 @@ class ColumnChecker:
         original = self.out[column]
         positions = np.flatnonzero(bad.to_numpy())[:MAX_SAMPLE_ROWS]
         rows = ", ".join(str(p + 1) for p in positions)
-        values = ", ".join(_show(original.iloc[p]) for p in positions)
+        values = ", ".join(show_value(original.iloc[p]) for p in positions)
         noun = "row" if len(positions) == 1 else "rows"
         self.problems.append(
             f"column '{column}' has {count} "
@@ -183,13 +183,15 @@ class ColumnChecker:
         except SchemaErrors as exc:  # a safety net: the checks above should catch all
             cases = exc.failure_cases.head(MAX_SAMPLE_ROWS)
             problems = [
-                f"column '{row.column}' fails check {row.check}, e.g. {_show(row.failure_case)}"
+                f"column '{row.column}' fails check {row.check}, "
+                f"e.g. {show_value(row.failure_case)}"
                 for row in cases.itertuples()
             ]
             raise ContractError(self.table, self.source, problems) from exc
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
+    """A sample value as an error sentence shows it: quoted, cut at 40 characters, ``null``."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return "null"
     text = str(value)

@@ -24,7 +24,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from features.column_checks import MAX_SAMPLE_ROWS, ContractError
+from features.column_checks import MAX_SAMPLE_ROWS, ContractError, show_value
 from features.event_table import EVENT_COLUMNS, UTC_TYPE
 from features.schemas import REQUIRED_COLUMNS
 
@@ -273,7 +273,7 @@ def _sentence(
         str(locator.row(f, r))
         for f, r in zip(shown[FILE_COLUMN], shown[FILE_ROW_COLUMN], strict=True)
     )
-    values = ", ".join(_show(v) for v in shown["original"])
+    values = ", ".join(show_value(v) for v in shown["original"])
     singular, plural = plan.what
     noun = "row" if len(shown) == 1 else "rows"
     if plan.advice:
@@ -286,13 +286,6 @@ def _sentence(
         f"{'value that ' + singular if count == 1 else 'values that ' + plural}, "
         f"e.g. {noun} {rows}: {values}"
     )
-
-
-def _show(value: object) -> str:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return "null"
-    text = str(value)
-    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _row_hashes(table: ir.Table) -> ir.Table:
