@@ -48,8 +48,14 @@ class PreviousRun:
         self.last: pd.DataFrame | None = None
         self.rows = np.full(self.size, -1)
         if previous is not None and len(previous) and "entity_id" in previous:
-            self.last = previous.drop_duplicates("entity_id", keep="last").reset_index(drop=True)
-            self.rows = positions(ids, pd.Index(self.last["entity_id"]))
+            index = pd.Index(previous["entity_id"])
+            if index.is_unique:  # as written: no copy of every reason text
+                self.last = previous.reset_index(drop=True)
+            else:
+                self.last = previous.drop_duplicates("entity_id", keep="last")
+                self.last = self.last.reset_index(drop=True)
+                index = pd.Index(self.last["entity_id"])
+            self.rows = positions(ids, index)
 
     def index(self, where: np.ndarray | None = None) -> np.ndarray:
         """Row of each entity in the previous run, -1 when absent or outside ``where``."""

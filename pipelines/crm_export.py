@@ -76,13 +76,14 @@ def crm_changes(
         prev_score = pd.Series(pd.NA, index=current.index, dtype="Int64")
         prev_band = pd.Series(pd.NA, index=current.index, dtype="string")
     else:
-        last = previous.drop_duplicates("entity_id", keep="last").set_index("entity_id")
-        ids = current["entity_id"]
-        prev_score = pd.Series(
-            pd.to_numeric(ids.map(last["score"]), errors="coerce").round().astype("Int64").array,
-            index=current.index,
-        )
-        prev_band = pd.Series(ids.map(last["band"]).astype("string").array, index=current.index)
+        # The three columns only: the previous frame carries every reason text too.
+        last = previous[["entity_id", "score", "band"]].drop_duplicates("entity_id", keep="last")
+        rows = pd.Index(last["entity_id"]).get_indexer(current["entity_id"])  # -1: new
+        before = pd.Series(last["score"].array.take(rows, allow_fill=True), index=current.index)
+        prev_score = pd.to_numeric(before, errors="coerce").round().astype("Int64")
+        prev_band = pd.Series(
+            last["band"].array.take(rows, allow_fill=True), index=current.index
+        ).astype("string")
     changed = ~(_same(score, prev_score) & _same(band, prev_band))
     current = current[changed]
     score, band = score[changed], band[changed]
@@ -197,26 +198,38 @@ def crm_reason_texts(
     Returns:
         An object array of the texts, one per row.
     """
-    up = np.asarray(reasons_up, dtype=object)
-    down = np.asarray(reasons_down, dtype=object)
-    out = np.empty(len(up), dtype=object)
+    n = len(reasons_up)
+    out = np.empty(n, dtype=object)
     try:
-        arrays = [pa.array(values, pa.string(), from_pandas=True) for values in (up, down)]
+        arrays = [_arrow_text(values) for values in (reasons_up, reasons_down)]
     except (pa.ArrowException, TypeError, UnicodeError):  # not all text, lone surrogates
-        up_items = down_items = _Items(np.zeros(len(up), bool), *[np.array([], np.int64)] * 3)
+        up_items = down_items = _Items(np.zeros(n, bool), *[np.array([], np.int64)] * 3)
     else:
         up_items, down_items = (_written_items(values) for values in arrays)
         # Texts start "Up" or "Down" and end within the limit: no formula prefix, no cut.
-        n = len(up)
         up_text = _kept(up_items, n, np.zeros(n, np.int64), "Up", limit)
         used = pc.utf8_length(up_text).fill_null(0).to_numpy()
         down_text = _kept(down_items, n, used, "Down", limit)
         out[:] = pc.binary_join_element_wise(
             up_text, down_text, "", null_handling="replace", null_replacement=""
         ).to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(~(up_items.ok & down_items.ok)):
-        out[i] = crm_line(crm_items(up[i]), crm_items(down[i]), limit)
+    rest = np.flatnonzero(~(up_items.ok & down_items.ok))
+    if len(rest):
+        up, down = (np.asarray(values, dtype=object) for values in (reasons_up, reasons_down))
+        for i in rest:
+            out[i] = crm_line(crm_items(up[i]), crm_items(down[i]), limit)
     return out
+
+
+def _arrow_text(values: object) -> pa.Array:
+    """``values`` as an Arrow string array; Arrow-backed text is taken as it is."""
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":  # no str per row
+        array = pa.array(values.array)  # type: ignore[attr-defined]
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        return array.cast(pa.string())
+    return pa.array(np.asarray(values, dtype=object), pa.string(), from_pandas=True)
 
 
 def _percent(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from features.timeutil import as_utc
@@ -89,10 +90,16 @@ def sql_upsert_tables(
             repeated; or an existing table lacks some of its columns.
     """
     prepared = []
+    ready: dict[int, pd.DataFrame] = {}  # one frame written to two tables is prepared once
+    unique: dict[tuple[int, str], bool] = {}
     for df, table, key in writes:
         keys = [key] if isinstance(key, str) else list(key)
         target = parse_sql_url(url, table, override=True)
-        prepared.append((_sql_ready(df, keys, table), target, keys))
+        if id(df) not in ready:
+            ready[id(df)] = _sql_frame(df)
+        frame = ready[id(df)]
+        _check_keys(frame, keys, table, unique)
+        prepared.append((frame, target, keys))
     if not prepared:
         return []
     _write(url, deletes, prepared)
@@ -124,12 +131,15 @@ def _write(
     if first.duckdb_path is not None:
         if not upserts and not first.duckdb_path.exists():
             return [0] * len(deletes)
+        sources: dict[int, Any] = {}  # one frame written to two tables is converted once
+        for frame, _, _ in upserts:
+            sources.setdefault(id(frame), _duckdb_source(frame))
         with duckdb_connection(first.duckdb_path, read_only=False) as connection:
             connection.begin()
             try:
                 deleted = [_duckdb_delete(connection, url, delete) for delete in deletes]
                 for frame, target, keys in upserts:
-                    _duckdb_upsert(connection, frame, target, keys)
+                    _duckdb_upsert(connection, frame, sources[id(frame)], target, keys)
                 connection.commit()
             except BaseException:
                 _rollback_quietly(connection)
@@ -158,16 +168,41 @@ def _rollback_quietly(connection: duckdb.DuckDBPyConnection) -> None:
         log.debug("Nothing to roll back after the failed write (%s).", exc)
 
 
-def _sql_ready(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
-    missing = [k for k in keys if k not in df.columns]
-    if missing:
-        raise ValueError(f"Cannot upsert into {table}: the rows have no key column(s) {missing}.")
+def _sql_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows as written: a fresh index, categorical columns as their categories' type."""
     frame = df.reset_index(drop=True)
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].astype(frame[column].cat.categories.dtype)
+    return frame
+
+
+def _check_keys(
+    frame: pd.DataFrame, keys: list[str], table: str, unique: dict[tuple[int, str], bool]
+) -> None:
+    """Raise unless every row has its key and no key repeats.
+
+    Args:
+        frame: The rows (:func:`_sql_frame`).
+        keys: The key columns.
+        table: The table, for the message.
+        unique: Whether a column of a frame holds no repeated value, filled as found:
+            one unique key column makes the whole key unique, so a frame written to
+            two tables is checked once.
+    """
+    missing = [k for k in keys if k not in frame.columns]
+    if missing:
+        raise ValueError(f"Cannot upsert into {table}: the rows have no key column(s) {missing}.")
     null_keys = frame[keys].isna().any(axis=1)
-    repeated = frame.duplicated(subset=keys, keep=False)
+    if null_keys.any():
+        repeated = pd.Series(False, index=frame.index)  # reported after the empty keys
+    else:
+        for key in keys:
+            if (id(frame), key) not in unique:
+                unique[(id(frame), key)] = bool(frame[key].is_unique)
+        if any(unique[(id(frame), key)] for key in keys):
+            return
+        repeated = frame.duplicated(subset=keys, keep=False)
     for bad, what in ((null_keys, "an empty key"), (repeated, "a repeated key")):
         if bad.any():
             sample = frame.loc[bad, keys].head(5).to_dict("records")
@@ -175,7 +210,6 @@ def _sql_ready(df: pd.DataFrame, keys: list[str], table: str) -> pd.DataFrame:
                 f"Cannot upsert into {table}: {int(bad.sum())} rows have {what} "
                 f"({', '.join(keys)}), e.g. {sample}."
             )
-    return frame
 
 
 def _check_columns(existing: Sequence[str], frame: pd.DataFrame, target: SqlTarget) -> None:
@@ -187,13 +221,29 @@ def _check_columns(existing: Sequence[str], frame: pd.DataFrame, target: SqlTarg
         )
 
 
+def _duckdb_source(frame: pd.DataFrame) -> pd.DataFrame | pa.Table:
+    """What DuckDB reads the rows from: an Arrow table when the columns are typed.
+
+    DuckDB scans an Arrow table without converting the pandas columns again at every
+    statement (the delete and the insert of each table), and gives its columns the
+    same SQL types. A frame with an ``object`` column is read as it is, so DuckDB
+    infers that column's type as it always has.
+    """
+    if any(pd.api.types.is_object_dtype(dtype) for dtype in frame.dtypes):
+        return frame
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        return frame
+
+
 def _duckdb_upsert(
-    connection: Any, frame: pd.DataFrame, target: SqlTarget, keys: list[str]
+    connection: Any, frame: pd.DataFrame, source: Any, target: SqlTarget, keys: list[str]
 ) -> None:
-    """Delete the matching rows and insert ``frame``, in the caller's transaction."""
+    """Delete the matching rows and insert ``frame`` (read from ``source``), in one transaction."""
     view = f"leadscore_incoming_{uuid.uuid4().hex}"
     match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
-    connection.register(view, frame)
+    connection.register(view, source)
     incoming = quote(view)
     if not duckdb_table_exists(connection, target):
         connection.execute(f"CREATE TABLE {target.qualified} AS FROM {incoming} LIMIT 0")

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from features.timeutil import as_utc
+from models.entity_status import NO_CONSENT
 from pipelines.database_writes import rows_before, sql_delete_rows
 from pipelines.outputs import HISTORY_TABLE, SCORES_TABLE, list_partitions
 from pipelines.scrubbing import (
@@ -29,6 +35,37 @@ from pipelines.scrubbing import (
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def withdrawn_consent(out_dir: Path, refused: Iterable[str], before: date) -> list[str]:
+    """The ``refused`` entities that an earlier score partition holds with consent.
+
+    Every partition before ``before`` counts, not only the last: a purge that failed
+    once is caught up at the next run. A row whose status is not "no consent" (an
+    empty one included) was profiled. Arrow kernels, not a Python set of every id.
+
+    Args:
+        out_dir: The output folder.
+        refused: Ids of the entities without consent in this run.
+        before: The run date; its own partition and later ones are not read.
+
+    Returns:
+        Those entity ids, sorted.
+    """
+    wanted = pa.array(sorted({str(i) for i in refused}), pa.string())
+    found: set[str] = set()
+    if not len(wanted):
+        return []
+    for day, path in sorted(list_partitions(out_dir).items()):
+        if day >= before:
+            continue
+        rows = pq.read_table(path, columns=["entity_id", "status"])
+        ids = pc.cast(rows["entity_id"], pa.string())
+        status = pc.cast(rows["status"], pa.string())
+        profiled = pc.fill_null(pc.not_equal(status, NO_CONSENT), True)
+        hit = pc.and_(profiled, pc.fill_null(pc.is_in(ids, value_set=wanted), False))
+        found.update(ids.filter(hit).to_pylist())
+    return sorted(found)
 
 
 def purge_withdrawn_consent(

@@ -142,7 +142,9 @@ def band_moves(scored: pd.DataFrame) -> dict[str, int]:
     """
     if scored.empty or "previous_band" not in scored:
         return {}
-    have_band = scored[scored["band"].notna()]
+    # The two columns only: filtering the whole scored frame copies every reason text.
+    bands = scored[["band", "previous_band"]]
+    have_band = bands[bands["band"].notna().to_numpy(bool)]
     previous = (
         have_band["previous_band"].astype("object").where(have_band["previous_band"].notna(), "new")
     )

@@ -98,3 +98,27 @@ def test_without_kind_inferred_customers_get_the_churn_probability(models):
     churn = scored.loc[customers & (scored["status"] == SCORED), "churn_probability"]
     assert len(churn) > 20 and churn.notna().all()
     assert scored.loc[~customers, "churn_probability"].isna().all()
+
+
+def test_repeated_ids_and_unknown_ids_give_the_same_answers_as_unique_ones():
+    """Unique ids are looked up once per call; repeated ids go the ``reindex`` way."""
+    ids = ["a", "b", "c", "d"]
+    done = outcomes(
+        [("a", "converted", AS_OF - DAY), ("b", "ended", AS_OF - DAY), ("x", "churned", AS_OF)]
+    )
+    features = pd.DataFrame(
+        {
+            "entity_id": ["d", "c", "a", "y"],
+            "purchases_total": [1, 0, 0, 5],
+            "days_since_last_event": [3.0, 200.0, 1.0, 1.0],
+        }  # fmt: skip
+    )
+    unique = entity_status(people(ids), np.ones(4, bool), AS_OF, done, features, 90)
+    repeated = entity_status(people(ids + ["a"]), np.ones(5, bool), AS_OF, done, features, 90)
+    assert unique[0].tolist() == ["customer", "lead", "lead", "customer"]
+    assert unique[1].tolist() == [SCORED, ENDED, SCORED, SCORED]
+    assert repeated[0].tolist() == [*unique[0], "customer"]
+    assert repeated[1].tolist() == [*unique[1], SCORED]
+    customers = people(ids, kind="customer")
+    silent = entity_status(customers, np.ones(4, bool), AS_OF, None, features, 90)
+    assert silent[1].tolist() == [SCORED, INACTIVE, INACTIVE, SCORED]
