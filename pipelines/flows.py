@@ -34,6 +34,7 @@ from pipelines.crm_export import missing_crm_id_warnings
 from pipelines.engine_events import remember_checks
 from pipelines.recovery import Recovery, recover
 from pipelines.retry_policy import retry_condition
+from pipelines.rollups import commit as commit_rollups
 from pipelines.run_lock import run_lock
 from pipelines.sources import Inputs
 from pipelines.step_timing import collected_so_far, collecting, timed, write_timings
@@ -80,7 +81,9 @@ def load_inputs_task(ctx: RunContext) -> Inputs:
 
 @task(name="build features", **PLAIN)
 def build_features_task(ctx: RunContext, inputs: Inputs) -> steps.FeatureTable:
-    """Point-in-time features as of the run date."""
+    """Point-in-time features as of the run date (from the roll-ups when switched on)."""
+    if ctx.settings.features.incremental_rollups:
+        return steps.build_features_incremental(ctx, inputs)
     return steps.build_features(ctx.settings.feature_spec(), inputs, ctx.as_of)
 
 
@@ -281,8 +284,11 @@ def _nightly_steps(ctx: RunContext, *, allow_retrain: bool, recovered: Recovery)
         ctx.as_of, settings.schedule, needed, first_scored=first,
     )  # fmt: skip
     summary.warnings[:0], summary.recovered = recovered.warnings, recovered.counts()
+    if features.rollups is not None:
+        summary.inputs |= features.rollups.summary_counts()
     paths = _step("write outputs", write_outputs_task, ctx, result, previous, inputs.entities)
     remember_checks(inputs.checks_memo)  # only a run that wrote its outputs
+    commit_rollups(features.rollups)  # likewise: a failed run keeps the last good roll-ups
     summary.outputs = {k: str(v) for k, v in paths.items()}
     summary.warnings += missing_crm_id_warnings(scored)
     summary.retention |= _step("retention", purge_task, ctx, scored)

@@ -148,6 +148,10 @@ class FeatureSettings(_Section):
     #: Memory (GB) DuckDB may hold while it reads and checks the events; beyond it,
     #: big groupings spill to a temporary folder beside the outputs.
     engine_memory_gb: float = Field(default=3.0, gt=0)
+    #: Keep daily per-(entity, event type) roll-ups in ``OUTPUT/rollups/`` between runs, so
+    #: a nightly aggregates only the events since the last run (same features; a changed
+    #: setting, mapping or past event file rebuilds them). See ``docs/ARCHITECTURE.md``.
+    incremental_rollups: bool = False
 
 
 class LabelSettings(_Section):

@@ -23,6 +23,7 @@ from pipelines.sources import Inputs
 if TYPE_CHECKING:
     from models.model import TrainedModel
     from models.scoring import ScoreResult
+    from pipelines.rollups import RollupReport
     from pipelines.settings_sections import BandSettings, ReasonSettings
     from pipelines.summary import RunSummary
 
@@ -40,10 +41,12 @@ class FeatureTable:
         frame: One row per existing entity: ``entity_id``, ``as_of``, the features.
         catalog: One definition (name, one-line description) per feature column, as
             built: the reasons read their descriptions from here.
+        rollups: What the incremental roll-ups did (``None``: not switched on).
     """
 
     frame: pd.DataFrame
     catalog: tuple[FeatureDef, ...]
+    rollups: RollupReport | None = None
 
 
 def load_inputs(ctx: RunContext) -> Inputs:
@@ -110,6 +113,37 @@ def build_features(spec: FeatureSpec, inputs: Inputs, as_of: pd.Timestamp) -> Fe
     frame = build(inputs.events, inputs.entities, as_of, spec, event_types=types)
     catalog = columns_for(spec, types, fit_columns(inputs.entities))
     return FeatureTable(frame, tuple(catalog))
+
+
+def build_features_incremental(ctx: RunContext, inputs: Inputs) -> FeatureTable:
+    """:func:`build_features` from the roll-ups of :mod:`pipelines.rollups`.
+
+    Only the events since the stored roll-ups' end are aggregated (all of them on the
+    first run or after a change); the roll-ups to keep are staged, and committed by
+    :func:`pipelines.rollups.commit` once the run has written its outputs.
+    """
+    from features.rollup import build_features as from_rollups
+    from features.table import columns_for, fit_columns
+    from pipelines import rollups
+    from pipelines.engine_events import parquet_files
+
+    settings, as_of = ctx.settings, ctx.as_of
+    spec = settings.feature_spec()
+    if inputs.snapshot_cutoff is not None:  # a snapshot has no event history to roll up
+        return build_features(spec, inputs, as_of)
+    source = settings.sources.events
+    key = rollups.fingerprint(spec, source, settings.sources.mapping("events"))
+    stats = rollups.file_stats(parquet_files(source))
+    age = settings.retention.max_event_age_days
+    oldest = None if age is None else as_of - pd.Timedelta(days=age)
+    tables, report = rollups.prepare(ctx.output_dir, inputs.events, as_of, spec, key, stats, oldest)
+    if tables is None:
+        return replace(build_features(spec, inputs, as_of), rollups=report)
+    con = inputs.events.con
+    types = rollups.types_seen(con, tables[0])
+    frame = from_rollups(con, tables, inputs.entities, as_of, spec, types)
+    catalog = columns_for(spec, types, fit_columns(inputs.entities))
+    return FeatureTable(frame, tuple(catalog), report)
 
 
 def save_features(output_dir: Path, frame: pd.DataFrame, as_of: pd.Timestamp) -> Path:

@@ -112,3 +112,102 @@ def test_a_cutoff_off_midnight_is_refused():
         rollup.build_features(
             con, tables, entities, FIRST + pd.Timedelta(hours=9), FeatureSpec(), ["login"]
         )
+
+
+# --- the store of pipelines/rollups.py: plan, stage, commit ---------------------------------
+
+
+def store_run(out, events, as_of, spec=FeatureSpec(), key="k", oldest=None):  # noqa: B008
+    """One run's roll-ups (without committing them) and the features from them."""
+    from pipelines import rollups
+
+    con = events.con
+    kept = events if oldest is None else events.since(oldest)
+    tables, report = rollups.prepare(out, kept, as_of, spec, key, {}, oldest)
+    if tables is None:
+        return None, report
+    types = rollups.types_seen(con, tables[0])
+    return rollup.build_features(con, tables, ENTITIES, as_of, spec, types), report
+
+
+EVENTS, ENTITIES = history(5)
+TYPES = sorted(set(EVENTS["event_type"]))
+
+
+def full_read(as_of, events=EVENTS, spec=FeatureSpec()):  # noqa: B008
+    return build_features(events, ENTITIES, as_of, spec, event_types=TYPES)
+
+
+def count(start, end):
+    times = EVENTS["event_time"]
+    return int(((times < end) & ((times >= start) if start is not None else True)).sum())
+
+
+def test_the_store_adds_one_day_and_a_failed_run_keeps_the_last_good_rollups(tmp_path):
+    from features.event_table import EventTable
+    from pipelines import rollups
+
+    events = EventTable.from_frame(EVENTS, ibis.duckdb.connect())
+    got, report = store_run(tmp_path, events, FIRST)
+    assert (report.mode, report.events_read) == ("rebuilt", count(None, FIRST))
+    assert report.reason == "no roll-ups yet"
+    pd.testing.assert_frame_equal(got, full_read(FIRST), check_exact=False, rtol=1e-9)
+    assert rollups.current(tmp_path / "rollups") is None  # nothing in force before commit
+    rollups.commit(report)
+    first = (tmp_path / "rollups" / "CURRENT").read_text()
+
+    # The next day reads one day; a run that fails before its commit changes nothing ...
+    nxt = FIRST + DAY
+    got, report = store_run(tmp_path, events, nxt)
+    assert (report.mode, report.events_read) == ("incremental", count(FIRST, nxt))
+    pd.testing.assert_frame_equal(got, full_read(nxt), check_exact=False, rtol=1e-9)
+    assert (tmp_path / "rollups" / "CURRENT").read_text() == first
+    # ... so the run after it reads the same day again, and commits.
+    got, report = store_run(tmp_path, events, nxt)
+    assert (report.mode, report.events_read) == ("incremental", count(FIRST, nxt))
+    rollups.commit(report)
+    assert (tmp_path / "rollups" / "CURRENT").read_text() != first
+    assert [p.name for p in (tmp_path / "rollups").iterdir() if p.name.startswith("gen-")] == [
+        (tmp_path / "rollups" / "CURRENT").read_text()
+    ]
+
+    # Two days later: both days, one query.
+    later = nxt + 2 * DAY
+    got, report = store_run(tmp_path, events, later)
+    assert (report.mode, report.events_read) == ("incremental", count(nxt, later))
+    pd.testing.assert_frame_equal(got, full_read(later), check_exact=False, rtol=1e-9)
+
+    # A date before the roll-ups' end reads the events in full and leaves them alone.
+    got, report = store_run(tmp_path, events, FIRST)
+    assert got is None and report.mode == "full read"
+
+
+def test_changed_past_events_or_settings_rebuild_the_rollups(tmp_path):
+    from features.event_table import EventTable
+    from pipelines import rollups
+
+    con = ibis.duckdb.connect()
+    _, report = store_run(tmp_path, EventTable.from_frame(EVENTS, con), FIRST)
+    rollups.commit(report)
+    fewer = EventTable.from_frame(EVENTS.drop(index=EVENTS["event_time"].idxmin()), con)
+    _, report = store_run(tmp_path, fewer, FIRST + DAY)
+    assert report.mode == "rebuilt" and "counted" in report.reason
+    _, report = store_run(tmp_path, EventTable.from_frame(EVENTS, con), FIRST + DAY, key="other")
+    assert report.mode == "rebuilt" and "changed" in report.reason
+
+
+def test_retention_leaves_out_the_days_it_purges(tmp_path):
+    from features.event_table import EventTable
+    from pipelines import rollups
+
+    events = EventTable.from_frame(EVENTS, ibis.duckdb.connect())
+    for night in range(3):
+        as_of = FIRST + night * DAY
+        oldest = as_of - 40 * DAY
+        got, report = store_run(tmp_path, events, as_of, oldest=oldest)
+        kept = EVENTS[EVENTS["event_time"] >= oldest]
+        pd.testing.assert_frame_equal(got, full_read(as_of, kept), check_exact=False, rtol=1e-9)
+        rollups.commit(report)
+    daily = pd.read_parquet(tmp_path / "rollups" / (tmp_path / "rollups" / "CURRENT").read_text()
+                            / "daily")  # fmt: skip
+    assert daily["day"].min() >= rollup.day_of(FIRST + 2 * DAY - 40 * DAY)
