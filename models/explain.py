@@ -2,9 +2,9 @@
 
 How a reason is made, per entity:
 
-1. Exact TreeSHAP contributions in log-odds come from LightGBM itself
-   (``Booster.predict(pred_contrib=True)``; last column = base value), computed in
-   chunks so memory stays flat. The ``shap`` library is for plots and notebooks only.
+1. Exact TreeSHAP contributions in log-odds: LightGBM's ``pred_contrib`` values, bit
+   for bit, from :mod:`models.treeshap` (last column = base value), in chunks so memory
+   stays flat. The ``shap`` library is for plots and notebooks only.
 2. Contributions of the features sharing one human concept (``FeatureDef.concept``:
    the windows, recency, decay and trend of one event type; a category column is
    already one feature with LightGBM native categoricals) are summed.
@@ -44,6 +44,7 @@ from models.bands import ScoreKind, score_from_probability
 from models.concepts import ConceptMap
 from models.model import ModelInput, TrainedModel
 from models.reason_text import entity_values, reason_lists, reasons_text, sentences
+from models.treeshap import contributions
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,23 @@ def score_from_margin(model: TrainedModel, margin: np.ndarray, kind: ScoreKind) 
 def tree_contributions(
     model: TrainedModel, prepared: pd.DataFrame | np.ndarray, num_threads: int | None = None
 ) -> np.ndarray:
-    """Exact TreeSHAP log-odds contributions from LightGBM (``pred_contrib``).
+    """Exact TreeSHAP log-odds contributions: LightGBM's ``pred_contrib``, bit for bit.
+
+    A matrix goes through :mod:`models.treeshap` (several times faster); a frame, or a
+    booster it does not cover, through LightGBM.
 
     Args:
         model: The trained model.
         prepared: ``model.prepare(features)`` rows, or their ``ModelInput.rows`` matrix.
-        num_threads: LightGBM threads (default: LightGBM's own choice).
+        num_threads: Threads (default: LightGBM's own choice, all cores for a matrix).
 
     Returns:
         ``(rows, features + 1)`` array; the last column is the base value.
     """
+    if isinstance(prepared, np.ndarray):
+        contrib = contributions(model.booster, prepared, num_threads)
+        if contrib is not None:
+            return contrib
     return np.asarray(model.booster.predict(prepared, pred_contrib=True, **_threads(num_threads)))
 
 
