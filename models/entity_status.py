@@ -172,8 +172,11 @@ def kinds_as_of(
 def _purchased(
     entities: pd.DataFrame, features: pd.DataFrame | None, lookup: _Lookup | None = None
 ) -> np.ndarray | None:
-    """Per entity, a purchase before the cutoff, from the feature table (``None``: unknown)."""
-    if features is None or PURCHASES_FEATURE not in features:
+    """Per entity, a purchase before the cutoff, from the feature table (``None``: unknown).
+
+    Only kinds inferred without a ``kind`` column use it: with one, it is ``None``.
+    """
+    if features is None or PURCHASES_FEATURE not in features or "kind" in entities:
         return None
     bought_rows = features[PURCHASES_FEATURE].to_numpy() > 0
     if lookup is not None and lookup.ids is not None:
