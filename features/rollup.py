@@ -21,7 +21,9 @@ in ``((d - 1) days, d days]`` at the cutoff ``d`` days after ``D``'s start, so
 roll-ups are therefore the features of :func:`features.engine.per_entity_and_type`
 and :func:`features.engine.nps_and_key_features` (tested to 1e-9 in
 ``tests/features/test_rollup.py``). Merging is a union for ``daily`` (days never
-overlap) and a latest-wins grouping for ``items`` and ``nps``.
+overlap) and a latest-wins grouping for ``items`` and ``nps``; days older than the
+longest window are merged into one row per (entity, type) (:func:`compacted`), so the
+roll-ups grow with the entities and the window, not with the history.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from features.table import columns_for, existing_entities, finish_table, fit_col
 log = logging.getLogger(__name__)
 
 #: Bump when the roll-up tables change: stored roll-ups are then rebuilt.
-ROLLUP_VERSION = 1
+ROLLUP_VERSION = 2
 
 
 def is_midnight(moment: pd.Timestamp) -> bool:
@@ -160,6 +162,48 @@ def merged(
         merge_items(old[1].union(new[1].select(*old[1].columns))),
         merge_nps(old[2].union(new[2].select(*old[2].columns))),
     )
+
+
+def longest_window(spec: FeatureSpec) -> int:
+    """The longest window (days) any feature reads day by day; older days count only in total."""
+    windows = [*engine.count_windows(spec), *spec.windows_days, spec.kpi_window_days]
+    return max(*windows, ACTIVE_DAYS_WINDOW, LOGIN_DAYS_WINDOW)
+
+
+def compaction_day(as_of: pd.Timestamp, spec: FeatureSpec) -> int:
+    """The first day :func:`compacted` keeps as it is at ``as_of`` and every later cutoff."""
+    return day_of(as_of) - longest_window(spec)
+
+
+def compacted(daily: ir.Table, before_day: int, spec: FeatureSpec) -> ir.Table:
+    """``daily`` with the days before ``before_day`` merged into one row per (entity, type).
+
+    The merged row is dated ``before_day - 1``: at a cutoff on or after the one of
+    :func:`compaction_day` it is older than every window, where only the totals, the
+    first and last times and the recency weights count, and those merge exactly (the
+    weights rescaled to the new row's day end). So the roll-ups hold the days of the
+    longest window plus one row per (entity, type) for all the history before it.
+    """
+    old = daily.filter(daily.day < before_day)
+    rate_per_day = ibis.literal(engine.decay_rate_per_us(spec) * DAY_US, "float64")
+    rescale = ((before_day - 1 - old.day).cast("float64") * rate_per_day).exp()
+    merged = old.group_by(["entity_id", "event_type"]).aggregate(
+        day=ibis.literal(before_day - 1, "int64"),
+        n=old.n.sum(),
+        first_us=old.first_us.min(),
+        last_us=old.last_us.max(),
+        decay_sum=(old.decay_sum * rescale).sum(),
+        value_sum=old.value_sum.sum(),
+        value_n=old.value_n.sum(),
+    )
+    # DuckDB sums 64-bit integers to 128 bits, and Ibis drops a cast to the type it
+    # already assumes: through float64 (exact below 2**53) they stay 64-bit in Parquet.
+    whole = {"n", "value_n"}
+    typed = merged.select(
+        *[merged[c].cast("float64").cast("int64").name(c) if c in whole else merged[c]
+          for c in daily.columns]
+    )  # fmt: skip
+    return typed.union(daily.filter(daily.day >= before_day))
 
 
 def _sum(values: ir.NumericValue, where: ir.BooleanValue | None, dtype: str) -> ir.Scalar:

@@ -1,9 +1,10 @@
 """Incremental roll-ups kept between runs in ``OUTPUT/rollups/`` (``features.incremental_rollups``).
 
 The tables are those of :mod:`features.rollup`: ``daily`` (one Parquet part per run
-that added days), ``items.parquet`` and ``nps.parquet``, with ``state.json``, in one
-generation folder; ``OUTPUT/rollups/CURRENT`` names the generation in force. A run
-with roll-ups on:
+that added days; a rebuild, and every run whose parts outnumber the longest window's
+days, merges the days older than every window into one row per (entity, type)),
+``items.parquet`` and ``nps.parquet``, with ``state.json``, in one generation folder;
+``OUTPUT/rollups/CURRENT`` names the generation in force. A run with roll-ups on:
 
 1. decides (:func:`plan`): **incremental** when the stored roll-ups were made with the
    same feature settings and mapping, end before the run date, the event files they
@@ -166,6 +167,7 @@ def prepare(
     key: str,
     stats: dict[str, list[int]],
     oldest: pd.Timestamp | None = None,
+    max_parts: int | None = None,
 ) -> tuple[tuple[Any, Any, Any] | None, RollupReport]:
     """Bring the roll-ups up to ``as_of`` in a staging folder; return them and the report.
 
@@ -177,6 +179,8 @@ def prepare(
         key: :func:`fingerprint` of the settings.
         stats: :func:`file_stats` of the event files.
         oldest: The oldest event retention keeps, or ``None``.
+        max_parts: Nightly parts kept before they are merged again (default: the days
+            of the longest window), so the rows read stay bounded by the window.
 
     Returns:
         The ``daily``, ``items`` and ``nps`` tables as of ``as_of`` (``None`` for a full
@@ -197,7 +201,12 @@ def prepare(
     rows = rollup.events_between(events.table, start, as_of, con.name)
     new_daily, new_items, new_nps = rollup.rollups_of(rows, spec)
     part = f"through={as_of.date()}.parquet"
+    if folder is None and oldest is None:
+        # A rebuild merges the days older than every window into one row per (entity,
+        # type): dated before the window, that row stays exact at every later cutoff.
+        new_daily = rollup.compacted(new_daily, rollup.compaction_day(as_of, spec), spec)
     con.to_parquet(new_daily, staged / DAILY / part)
+    read = int(con.execute(con.read_parquet(staged / DAILY / part).n.sum().fill_null(0)))
     parts = [part]
     if folder is not None:
         for old in state["parts"]:
@@ -206,6 +215,8 @@ def prepare(
         old_items, old_nps = con.read_parquet(folder / ITEMS), con.read_parquet(folder / NPS)
         new_items = rollup.merge_items(old_items.union(new_items.select(*old_items.columns)))
         new_nps = rollup.merge_nps(old_nps.union(new_nps.select(*old_nps.columns)))
+    if oldest is None and len(parts) > (max_parts or rollup.longest_window(spec)):
+        parts = _merge_parts(con, staged / DAILY, parts, as_of, spec)
     if oldest is not None:
         parts = _purge_days(con, staged / DAILY, parts, rollup.day_of(oldest))
         since = engine.microseconds(oldest)
@@ -216,7 +227,6 @@ def prepare(
     new_state = {"fingerprint": key, "through": str(as_of.date()), "files": stats, "parts": parts}
     (staged / STATE).write_text(json.dumps(new_state, indent=1), encoding="utf-8")
     daily = _daily(con, staged, new_state)
-    read = int(con.execute(con.read_parquet(staged / DAILY / part).n.sum().fill_null(0)))
     tables = (daily, con.read_parquet(staged / ITEMS), con.read_parquet(staged / NPS))
     report = RollupReport(mode, reason, read, start, staged, root)
     log.info("Roll-ups %s: %d events read for the features.", mode, read)
@@ -228,6 +238,18 @@ def _link(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def _merge_parts(con: Any, folder: Path, parts: list[str], as_of: pd.Timestamp,
+                 spec: FeatureSpec) -> list[str]:  # fmt: skip
+    """All parts as one, the days older than every window merged (see :func:`prepare`)."""
+    merged = f"merged-{as_of.date()}.parquet"
+    table = con.read_parquet([str(folder / part) for part in parts])
+    compact = rollup.compacted(table, rollup.compaction_day(as_of, spec), spec)
+    con.to_parquet(compact, folder / merged)
+    for part in parts:
+        (folder / part).unlink()
+    return [merged]
 
 
 def _purge_days(con: Any, folder: Path, parts: list[str], first_day: int) -> list[str]:

@@ -70,13 +70,15 @@ def test_features_from_rollups_equal_the_full_read_day_after_day(seed, spec):
     table = events_table(con, events)
     # The first night rolls up everything before its cutoff, each later night one day.
     tables = rolled(con, table, None, FIRST, spec)
+    full_daily = tables[0].to_pyarrow()
     types = sorted(set(events["event_type"]))
     for night in range(5):
         as_of = FIRST + night * DAY
         if night:
-            tables = fetched(
-                con, rollup.merged(tables, rolled(con, table, as_of - DAY, as_of, spec))
-            )
+            tables = rollup.merged(tables, rolled(con, table, as_of - DAY, as_of, spec))
+            daily = rollup.compacted(tables[0], rollup.compaction_day(as_of, spec), spec)
+            tables = fetched(con, (daily, *tables[1:]))
+            assert len(tables[0].to_pyarrow()) < len(full_daily)  # old days were merged
         expected = build_features(events, entities, as_of, spec, con=con, event_types=types)
         got = rollup.build_features(con, tables, entities, as_of, spec, types)
         pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=1e-12)
@@ -117,13 +119,13 @@ def test_a_cutoff_off_midnight_is_refused():
 # --- the store of pipelines/rollups.py: plan, stage, commit ---------------------------------
 
 
-def store_run(out, events, as_of, spec=FeatureSpec(), key="k", oldest=None):  # noqa: B008
+def store_run(out, events, as_of, spec=FeatureSpec(), key="k", oldest=None, max_parts=None):  # noqa: B008
     """One run's roll-ups (without committing them) and the features from them."""
     from pipelines import rollups
 
     con = events.con
     kept = events if oldest is None else events.since(oldest)
-    tables, report = rollups.prepare(out, kept, as_of, spec, key, {}, oldest)
+    tables, report = rollups.prepare(out, kept, as_of, spec, key, {}, oldest, max_parts)
     if tables is None:
         return None, report
     types = rollups.types_seen(con, tables[0])
@@ -177,6 +179,15 @@ def test_the_store_adds_one_day_and_a_failed_run_keeps_the_last_good_rollups(tmp
     assert (report.mode, report.events_read) == ("incremental", count(nxt, later))
     pd.testing.assert_frame_equal(got, full_read(later), check_exact=False, rtol=1e-9)
 
+    rollups.commit(report)
+    folder = tmp_path / "rollups" / (tmp_path / "rollups" / "CURRENT").read_text()
+    days = pd.read_parquet(folder / "daily")["day"]
+    # The rebuild merged the days older than every window: one row per (entity, type),
+    # dated the day before the window; later runs added their days.
+    assert days.min() == rollup.compaction_day(FIRST, FeatureSpec()) - 1
+    assert (days == days.min()).sum() < (EVENTS["event_time"] < FIRST - 90 * DAY).sum()
+    assert days.max() == rollup.day_of(later) - 1
+
     # A date before the roll-ups' end reads the events in full and leaves them alone.
     got, report = store_run(tmp_path, events, FIRST)
     assert got is None and report.mode == "full read"
@@ -211,3 +222,24 @@ def test_retention_leaves_out_the_days_it_purges(tmp_path):
     daily = pd.read_parquet(tmp_path / "rollups" / (tmp_path / "rollups" / "CURRENT").read_text()
                             / "daily")  # fmt: skip
     assert daily["day"].min() >= rollup.day_of(FIRST + 2 * DAY - 40 * DAY)
+
+
+def test_parts_beyond_the_window_are_merged_again(tmp_path):
+    from features.event_table import EventTable
+    from pipelines import rollups
+
+    events = EventTable.from_frame(EVENTS, ibis.duckdb.connect())
+    for night in range(4):
+        as_of = FIRST + night * DAY
+        got, report = store_run(tmp_path, events, as_of, max_parts=2)
+        pd.testing.assert_frame_equal(got, full_read(as_of), check_exact=False, rtol=1e-9)
+        assert report.events_read == count(None if night == 0 else as_of - DAY, as_of)
+        rollups.commit(report)
+    folder = tmp_path / "rollups" / (tmp_path / "rollups" / "CURRENT").read_text()
+    parts = sorted(p.name for p in (folder / "daily").iterdir())
+    assert parts == [
+        f"merged-{(FIRST + 2 * DAY).date()}.parquet",
+        f"through={as_of.date()}.parquet",
+    ]
+    days = pd.read_parquet(folder / "daily")["day"]
+    assert days.min() == rollup.compaction_day(FIRST + 2 * DAY, FeatureSpec()) - 1
