@@ -195,7 +195,8 @@ def _base_population(
 
 
 def _map_first(grid: pd.DataFrame, first: pd.Series) -> pd.Series:
-    values = first.reindex(pd.Index(grid["entity_id"])).to_numpy()
+    # ``.array``, not ``to_numpy()``: a zoned column's numpy form is a Timestamp per row.
+    values = first.reindex(pd.Index(grid["entity_id"])).array
     return pd.Series(_utc(values), index=grid.index)
 
 
@@ -262,7 +263,7 @@ def make_labels(
     first_conversion = _map_first(grid, _first_outcome(outcomes, CONVERSION.outcome))
     converted_by_cutoff = (first_conversion <= grid["as_of"]).fillna(False).astype(bool)
     first_churn = _map_first(grid, _first_outcome(outcomes, CHURN.outcome))
-    ended = pd.Series(_utc(grid["ended_at"].to_numpy()), index=grid.index)
+    ended = pd.Series(_utc(grid["ended_at"].array), index=grid.index)
     # Ended or churned entities are in no population (features.population).
     in_population = ~((first_churn <= grid["as_of"]) | (ended <= grid["as_of"])).fillna(False)
     if "kind" in grid:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from models.evaluate import calibration_curve_figure, lift_chart_figure
-from models.train import TrainResult
+from models.train import RULE_FIT_ROWS, TrainResult
 
 
 def _metric_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
@@ -99,7 +99,8 @@ def model_card_markdown(result: TrainResult, version_id: str | None = None) -> s
         "## Validation metrics",
         "",
         "Rule baselines are mapped to probabilities by a sigmoid fitted on the calibration "
-        "fold; `rule_recalibrated` has its points refitted on the training fold. ECE uses "
+        "fold; `rule_recalibrated` has its points refitted on the training fold (a seeded "
+        f"uniform sample of {RULE_FIT_ROWS:,} of its rows when it has more). ECE uses "
         "10 equal-frequency bins. AUC intervals are percentile bootstraps (500 resamples) "
         "of the validation rows; few positives make them wide.",
         "",

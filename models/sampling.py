@@ -119,3 +119,24 @@ def bound_training_rows(
         kept_neg,
         _describe(n_pos, n_neg, kept_pos, kept_neg),
     )
+
+
+def uniform_rows(rows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """At most ``max_rows`` of ``rows``: a seeded uniform sample (sorted), else all of them.
+
+    Unlike :func:`bound_training_rows` every row has the same chance, so the outcome
+    rate stays the fold's and no weights are needed (the rule baseline's refit).
+
+    Args:
+        rows: Row positions.
+        max_rows: The bound; ``None`` keeps every row.
+        seed: Seed of the sample.
+
+    Returns:
+        The kept positions, in their order in ``rows``.
+    """
+    rows = np.asarray(rows)
+    if max_rows is None or rows.size <= max_rows:
+        return rows
+    kept = np.random.default_rng(seed).choice(rows.size, size=max_rows, replace=False)
+    return rows[np.sort(kept)]

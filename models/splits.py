@@ -100,7 +100,9 @@ class Split:
 
 
 def _stamps(as_of: pd.Series | Sequence[object]) -> pd.Series:
-    return pd.Series(pd.to_datetime(pd.Series(as_of), utc=True).to_numpy())
+    # The datetime array itself: ``to_numpy()`` of a zoned column is one Python
+    # Timestamp per row (seconds per million rows).
+    return pd.Series(pd.to_datetime(pd.Series(as_of), utc=True).array)
 
 
 def _day(value: object) -> str:
@@ -175,7 +177,8 @@ def _holdout(
     An entity (group) is never on both sides; a group is positive when any of its rows is.
     """
     keys = positions if groups is None else groups[positions]
-    unique, inverse = np.unique(keys, return_inverse=True)
+    # Sorted codes, as np.unique gives, from a hash table rather than a sort of strings.
+    inverse, unique = pd.factorize(keys, sort=True)
     group_label = np.zeros(unique.size, dtype="int64")
     np.maximum.at(group_label, inverse, y[positions].astype("int64"))
     counts = np.bincount(group_label, minlength=2)

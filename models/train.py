@@ -16,7 +16,8 @@ The flow of :func:`train_model`:
    calibration fold's margins;
 5. evaluate on the validation fold(s), side by side with the rule score and the
    rule score recalibrated on the training fold (:func:`models.recalibrate.fit_rules`
-   for a :class:`~models.rules.RuleScore`), both mapped to probabilities by a sigmoid
+   for a :class:`~models.rules.RuleScore`, on at most :data:`RULE_FIT_ROWS` of its
+   rows), both mapped to probabilities by a sigmoid
    fitted on the calibration fold (:func:`models.baselines.rule_baselines`; for churn
    the rule points are negated first, see :func:`models.baselines.rule_direction`);
    every AUC carries its bootstrap 95% interval (:func:`models.fold_metrics.pooled_metrics`).
@@ -40,11 +41,16 @@ from models.baselines import RuleModel, rule_baselines
 from models.calibration import fit_calibrator
 from models.fold_metrics import pooled_metrics, rank_metrics
 from models.model import Calibrator, TrainedModel, feature_frame, feature_profile, prepare_features
-from models.sampling import TrainingSample, bound_training_rows
+from models.sampling import TrainingSample, bound_training_rows, uniform_rows
 from models.splits import Split, choose_split
 from models.train_guards import check_leakage, check_positive_labels, resolve_params
 
 log = logging.getLogger(__name__)
+
+#: Most training-fold rows the rule score is refitted on for its baseline: beyond it a
+#: seeded uniform sample (its sign test and intervals refit it 100 times, so its cost
+#: grows with the rows; the points of a few signals need far fewer).
+RULE_FIT_ROWS = 100_000
 
 
 @dataclass
@@ -278,9 +284,10 @@ def train_model(
         )
         margin = fold_booster.predict(x_prepared.iloc[fold.validation], raw_score=True)
         p_parts.append(np.clip(fold_calibrator.predict(margin), 0.0, 1.0))
+        rule_fold = replace(fold, train=uniform_rows(fold.train, RULE_FIT_ROWS, seed))
         for name, (calib_points, valid_points) in rule_baselines(
-            rule_model, features.reset_index(drop=True), y, fold, target, cutoffs, horizon_days,
-            seed,
+            rule_model, features.reset_index(drop=True), y, rule_fold, target, cutoffs,
+            horizon_days, seed,
         ).items():  # fmt: skip
             to_probability = fit_calibrator(calib_points, y[fold.calibration], "sigmoid")
             baseline_parts.setdefault(name, []).append(
@@ -293,7 +300,7 @@ def train_model(
     validation = pd.DataFrame({"label": y_valid.astype("int64"), "p_model": p_valid})
     validation["fold"] = np.repeat(np.arange(len(p_parts)), [len(p) for p in p_parts])
     if cutoffs is not None:
-        validation.insert(0, "as_of", cutoffs.iloc[split.validation].to_numpy())
+        validation.insert(0, "as_of", cutoffs.iloc[split.validation].array)
     for name, parts in baseline_parts.items():
         p_rule = np.concatenate([p for p, _ in parts])
         metrics[name] = pooled_metrics(y_valid, [p for p, _ in parts])
@@ -303,7 +310,8 @@ def train_model(
 
     fingerprint_frame = x_all.assign(__label=y)
     if cutoffs is not None:
-        fingerprint_frame["__as_of"] = cutoffs.to_numpy()
+        # The datetime array, not to_numpy(): that is one Python Timestamp per row.
+        fingerprint_frame["__as_of"] = cutoffs.array
     importance = pd.DataFrame(
         {
             "feature": names,

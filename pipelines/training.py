@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.targets import Target
+from features.targets import CHURN, Target
 from pipelines.context import RunContext
 from pipelines.sources import Inputs
 
@@ -113,14 +113,22 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
             )
         )  # fmt: skip
     snapshots = build_snapshots(inputs.events, inputs.entities, cutoffs, spec)
+    inactivity = labels_settings.churn_from_inactivity
+    # Events only where the labels read them: inactivity churn, or purchases making
+    # customers when the entities have no kind column.
+    events = (
+        label_events(inputs.events, target.name, inactivity)
+        if "kind" not in inputs.entities or (inactivity and target.name == CHURN.name)
+        else None
+    )
     labels = make_labels(
         inputs.outcomes,
         inputs.entities,
         cutoffs,
         target.name,
         horizon,
-        events=label_events(inputs.events, target.name, labels_settings.churn_from_inactivity),
-        churn_from_inactivity=labels_settings.churn_from_inactivity,
+        events=events,
+        churn_from_inactivity=inactivity,
     )
     return snapshots.merge(labels, on=["entity_id", "as_of"], how="inner")
 

@@ -11,11 +11,11 @@ from models.evaluate import (
     calibration_curve_figure,
     evaluate,
     expected_calibration_error,
-    feature_auc,
     flat_metrics,
     lift_chart_figure,
     lift_table,
 )
+from models.train_guards import feature_auc
 
 
 def calibrated_sample(seed: int, n: int = 50_000):
@@ -119,6 +119,33 @@ def test_feature_auc_flags_separating_features_in_either_direction():
     assert feature_auc(pd.Series(rng.normal(size=4000)), y) < 0.56
     leaky_when_missing = pd.Series(np.where(y == 1, np.nan, rng.normal(size=4000)))
     assert feature_auc(leaky_when_missing, y) > 0.99
+
+
+def _two_sided_reference(values: pd.Series, y: np.ndarray) -> float:
+    """The former definition: roc_auc_score with missing values filled below, then above."""
+    numbers = values.to_numpy(dtype="float64")
+    present = ~np.isnan(numbers)
+    low, high = np.nanmin(numbers) - 1.0, np.nanmax(numbers) + 1.0
+    aucs = [roc_auc_score(y, np.where(present, numbers, fill)) for fill in (low, high)]
+    return max(max(a, 1.0 - a) for a in aucs)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_feature_auc_equals_roc_auc_score_with_ties_and_missing_values(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 3000))
+    y = (rng.random(n) < rng.uniform(0.02, 0.5)).astype(int)
+    y[:2] = [0, 1]
+    values = pd.Series(rng.integers(0, 6, n).astype("float64") + y * rng.integers(0, 2, n))
+    values[rng.random(n) < rng.uniform(0.0, 0.6)] = np.nan  # missing, more among some
+    values[(y == 1) & (rng.random(n) < 0.3)] = np.nan
+    assert feature_auc(values, y) == pytest.approx(_two_sided_reference(values, y), abs=1e-12)
+    levels = pd.Series(rng.choice(list("abcde"), n))
+    rates = pd.Series(y).groupby(levels.to_numpy()).mean()
+    expected = roc_auc_score(y, levels.map(rates).to_numpy())
+    assert feature_auc(levels, y, min_level_rows=1) == pytest.approx(
+        max(expected, 1 - expected), abs=1e-12
+    )
 
 
 def test_feature_auc_of_categories_pools_rare_levels():

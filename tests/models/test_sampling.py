@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.model_card import model_card_markdown
-from models.sampling import bound_training_rows
+from models.sampling import bound_training_rows, uniform_rows
 from models.train import train_model
 from tests.models.conftest import PointsRule
 
@@ -90,3 +90,14 @@ def test_a_third_of_the_training_rows_ranks_and_calibrates_as_well(trained, trai
     assert f"{sample['kept_negatives']:,} of {sample['negatives']:,} negatives" in card
     assert trained.model.metadata["training_sample"]["sampled"] is False
     assert "negatives (weight" not in model_card_markdown(trained)
+
+
+def test_uniform_rows_keep_the_outcome_rate_and_are_seeded():
+    y = _labels(500, 49_500)
+    rows = np.arange(10_000, 50_000)
+    kept = uniform_rows(rows, 10_000, seed=3)
+    assert kept.size == 10_000 and np.isin(kept, rows).all() and np.all(np.diff(kept) > 0)
+    assert abs(y[kept].mean() - y[rows].mean()) < 0.004
+    assert np.array_equal(kept, uniform_rows(rows, 10_000, seed=3))
+    assert np.array_equal(uniform_rows(rows, None, seed=3), rows)
+    assert np.array_equal(uniform_rows(rows, 40_000, seed=3), rows)
