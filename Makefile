@@ -25,11 +25,13 @@ demo: setup
 ## test: install system test dependencies if missing, then run the whole suite on
 ## $(TEST_WORKERS) pytest-xdist workers; whole modules go to one worker (--dist loadfile),
 ## so module fixtures are built once; each worker has its own session fixtures and servers.
+## Modules go out in the order tests/conftest.py sets (heavy ones first), not xdist's
+## most-tests-first (--no-loadscope-reorder); the log ends with the 25 slowest tests.
 TEST_WORKERS ?= 2
 test: setup
 	bash scripts/system-deps.sh
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

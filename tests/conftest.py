@@ -5,6 +5,11 @@ Makefile): each worker is a process with its own session fixtures, its own
 ``tmp_path_factory`` folder and, set here, its own ``PREFECT_HOME``, so no two
 workers share a Prefect database, profile or result store (nor the user's
 ``~/.prefect``). Servers started by fixtures pick free ports.
+
+Modules are handed to the workers heaviest first (see
+:func:`pytest_collection_modifyitems`; the Makefile passes ``--no-loadscope-reorder``,
+without which xdist hands out modules with the most tests first, which puts the
+one-test modules that run ``leadscore nightly`` last, one worker busy alone at the end).
 """
 
 from __future__ import annotations
@@ -122,6 +127,21 @@ def make_event_history(
         }
     )
     return events, entities
+
+
+#: Marks of modules that start servers, run the CLI, Spark or Chromium: tens of seconds
+#: to minutes each, against well under a second for most other modules.
+HEAVY_MARKS = frozenset({"service", "slow", "spark", "browser", "realdata"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put every module holding a heavy test before the other modules, in collection order
+    otherwise, so that two workers finish together: the many light modules fill the gaps
+    at the end instead of one long module running alone (longest processing time first).
+    The order of the tests inside a module is kept."""
+    heavy = {item.nodeid.split("::")[0] for item in items
+             if HEAVY_MARKS & {mark.name for mark in item.iter_markers()}}  # fmt: skip
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in heavy)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
