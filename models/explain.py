@@ -74,10 +74,7 @@ def score_from_margin(model: TrainedModel, margin: np.ndarray, kind: ScoreKind) 
 def tree_contributions(
     model: TrainedModel, prepared: pd.DataFrame | np.ndarray, num_threads: int | None = None
 ) -> np.ndarray:
-    """Exact TreeSHAP log-odds contributions: LightGBM's ``pred_contrib``, bit for bit.
-
-    A matrix goes through :mod:`models.treeshap` (several times faster); a frame, or a
-    booster it does not cover, through LightGBM.
+    """LightGBM's ``pred_contrib``, bit for bit: :mod:`models.treeshap` for a matrix.
 
     Args:
         model: The trained model.
@@ -386,11 +383,8 @@ def explain(
         out["score_exact"].append(exact)
     shared = shared_reasons(blocks, top_k, shared_share)
     if shared:
-        log.info(
-            "Part of the base score, not a reason: %s (at least %.0f%% of the %d entities "
-            "share each).", "; ".join(sorted(text for _, text in shared)), 100 * shared_share,
-            len(positions),
-        )  # fmt: skip
+        texts, n = "; ".join(sorted(text for _, text in shared)), len(positions)
+        log.info("In the base score, not a reason: %s (of %d entities).", texts, n)
     while blocks:
         chunk = finish(blocks.pop(0), shared, round(base_score or 0.0), concepts, top_k)
         for name in REASON_COLUMNS:
@@ -399,9 +393,5 @@ def explain(
     if not out["score_exact"]:
         return pd.DataFrame(columns=[*REASON_COLUMNS, "score_exact"], index=index)
     # Object dtype on purpose: inferring Arrow strings for millions of rows costs seconds.
-    return pd.DataFrame(
-        {
-            name: pd.Series(np.concatenate(parts), index=index, dtype=_DTYPES.get(name))
-            for name, parts in out.items()
-        }
-    )
+    cat, dtype = np.concatenate, _DTYPES.get
+    return pd.DataFrame({n: pd.Series(cat(p), index=index, dtype=dtype(n)) for n, p in out.items()})

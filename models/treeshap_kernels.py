@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numba
 import numpy as np
-
-if TYPE_CHECKING:
-    from models.treeshap import Forest
 
 #: LightGBM's kZeroThreshold (a float).
 _ZERO = float(np.float32(1e-35))
@@ -266,8 +263,11 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
 
 
-def contributions(trees: Forest, x: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
+def contributions(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
     """Fill ``out`` (``rows x features + 1``) with the contributions of ``x``'s rows.
+
+    ``trees`` is a :class:`models.treeshap.Forest` (not imported: that module imports
+    this one).
 
     The kernels release the GIL; ``threads`` Python threads share rows (patterns,
     replay) or trees (pattern numbers, additions).

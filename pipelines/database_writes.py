@@ -156,12 +156,7 @@ def _write(
 
 
 def _rollback_quietly(connection: duckdb.DuckDBPyConnection) -> None:
-    """Roll back after a failure without hiding it.
-
-    A failed COMMIT (``Could not write file ...: No space left on device``) has
-    already ended the transaction, and ``rollback()`` would then raise "cannot
-    rollback - no transaction is active" in place of the real cause.
-    """
+    """Roll back after a failure without hiding it (a failed COMMIT ended the transaction)."""
     try:
         connection.rollback()
     except duckdb.Error as exc:
@@ -355,11 +350,7 @@ def rows_before(table: str, time_column: str, before: pd.Timestamp) -> RowDelete
 
 
 def sql_delete(url: str, table: str, where_column: str, values: Sequence[object]) -> int:
-    """Delete the rows whose ``where_column`` is one of ``values``, in one transaction.
-
-    Returns:
-        The number of rows deleted (0 when the database or table does not exist).
-    """
+    """Delete the rows whose ``where_column`` is in ``values``; rows deleted (0: no table)."""
     return sql_delete_rows(url, [rows_matching(table, where_column, values)])[0]
 
 

@@ -275,21 +275,12 @@ def purge(ctx: RunContext, scored: pd.DataFrame) -> dict[str, int]:
         date finds nothing left to remove).
     """
     from models.entity_status import NO_CONSENT
-    from pipelines.outputs import list_partitions
-    from pipelines.retention import purge_score_history, purge_withdrawn_consent
+    from pipelines.retention import purge_score_history, purge_withdrawn_consent, withdrawn_consent
 
     counts = purge_score_history(ctx.settings, ctx.as_of)
-    refused = set(scored.loc[scored["status"] == NO_CONSENT, "entity_id"].astype("str"))
-    withdrawn: set[str] = set()
-    if refused:
-        # Every earlier partition, not only the last: a purge that failed once is
-        # caught up at the next run.
-        for day, path in list_partitions(ctx.output_dir).items():
-            if day >= ctx.as_of.date():
-                continue
-            rows = pd.read_parquet(path, columns=["entity_id", "status"])
-            ids = rows["entity_id"].astype("str")
-            withdrawn |= refused & set(ids[(rows["status"] != NO_CONSENT).to_numpy()])
-    removed = purge_withdrawn_consent(ctx.settings, sorted(withdrawn), ctx.as_of)
+    # Every earlier partition, not only the last: a purge that failed once is caught up.
+    refused = scored.loc[scored["status"] == NO_CONSENT, "entity_id"].astype("str")
+    withdrawn = withdrawn_consent(ctx.output_dir, refused, ctx.as_of.date())
+    removed = purge_withdrawn_consent(ctx.settings, withdrawn, ctx.as_of)
     counts |= {f"no_consent_{name}": n for name, n in removed.items()}
     return counts
