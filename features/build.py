@@ -23,7 +23,13 @@ from features import cutoff_engine, engine, pivot
 from features.backend import EventsInput, connect, events_table, types_seen
 from features.event_table import EventTable
 from features.spec import FeatureSpec
-from features.table import columns_for, existing_entities, finish_table, fit_columns
+from features.table import (
+    columns_for,
+    existing_entities,
+    featurised_types,
+    finish_table,
+    fit_columns,
+)
 from features.timeutil import engine_timestamp
 
 log = logging.getLogger(__name__)
@@ -75,8 +81,7 @@ def _build_one(
 
     fits = fit_columns(entities)
     catalog = columns_for(spec, event_types, fits)
-    declared = [e.name for e in spec.event_types]
-    featurised = declared + sorted(set(event_types) - set(declared))
+    featurised = featurised_types(spec, event_types)
     if existing is None:
         existing = existing_entities(entities, as_of)
     n_rows = len(existing)
@@ -189,8 +194,7 @@ def _build_all(
     """
     fits = fit_columns(entities)
     catalog = columns_for(spec, event_types, fits)
-    declared = [e.name for e in spec.event_types]
-    featurised = declared + sorted(set(event_types) - set(declared))
+    featurised = featurised_types(spec, event_types)
     stacked = cutoff_engine.stacked_rows(existing, cutoffs)
     n_rows = len(stacked.rows)
     codes = engine.type_codes(featurised)

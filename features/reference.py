@@ -38,7 +38,13 @@ from features.engine import (
 )
 from features.pivot import nps_classes
 from features.spec import FeatureSpec, safe_name
-from features.table import columns_for, existing_entities, finish_table, fit_columns
+from features.table import (
+    columns_for,
+    existing_entities,
+    featurised_types,
+    finish_table,
+    fit_columns,
+)
 from features.timeutil import engine_timestamp
 
 ONE_DAY = pd.Timedelta(days=1)
@@ -71,13 +77,12 @@ def build_features_pandas(
         event_types = sorted(before["event_type"].dropna().astype("str").unique())
     fits = fit_columns(entities)
     catalog = columns_for(spec, event_types, fits)
-    declared = [e.name for e in spec.event_types]
-    featurised = declared + sorted(set(event_types) - set(declared))
+    featurised = featurised_types(spec, event_types)
     existing = existing_entities(entities, cutoff)
     n_rows = len(existing)
     recent = _with_entity_rows(before, existing["entity_id"])
     features = _per_type_features(recent, cutoff, spec, featurised, n_rows)
-    features |= _payload_features(recent, cutoff, spec, featurised[len(declared) :], n_rows)
+    features |= _payload_features(recent, cutoff, spec, featurised[len(spec.event_types) :], n_rows)
     features |= _activity_features(recent, cutoff, n_rows)
     features |= _typed_features(recent, cutoff, spec, n_rows)
     features["tenure_days"] = ((cutoff - existing["created_at"]) / ONE_DAY).to_numpy()

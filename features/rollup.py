@@ -57,7 +57,13 @@ from features.engine import (
     TICKET_RESOLVED,
 )
 from features.spec import FeatureSpec
-from features.table import columns_for, existing_entities, finish_table, fit_columns
+from features.table import (
+    columns_for,
+    existing_entities,
+    featurised_types,
+    finish_table,
+    fit_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +360,7 @@ def build_features(
     daily, items, nps = rollups
     fits = fit_columns(entities)
     catalog = columns_for(spec, event_types, fits)
-    declared = [e.name for e in spec.event_types]
-    featurised = declared + sorted(set(event_types) - set(declared))
+    featurised = featurised_types(spec, event_types)
     existing = existing_entities(entities, as_of)
     n_rows = len(existing)
     entity_rows = ibis.memtable(

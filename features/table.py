@@ -148,6 +148,12 @@ def existing_entities(entities: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFra
     return kept
 
 
+def featurised_types(spec: FeatureSpec, event_types: Iterable[str]) -> list[str]:
+    """The declared event types in their order, then the other ``event_types`` sorted."""
+    declared = [e.name for e in spec.event_types]
+    return declared + sorted(set(event_types) - set(declared))
+
+
 def columns_for(
     spec: FeatureSpec, event_types: Iterable[str], fits: dict[str, Literal["float64", "category"]]
 ) -> list[FeatureDef]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,9 +16,14 @@ from tests.conftest import AS_OF, make_event_history
 DAY = pd.Timedelta(days=1)
 
 
-def with_payload(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A random history whose undeclared ``chat message`` events carry values and items."""
-    events, entities = make_event_history(seed, n_entities=30, n_events=2000, history_days=100)
+def with_payload(seed: int = 3, **history: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A random history whose undeclared ``chat message`` events carry values and items.
+
+    ``history`` overrides :func:`make_event_history`'s arguments (30 entities, 2,000
+    events over 100 days here).
+    """
+    size = {"n_entities": 30, "n_events": 2000, "history_days": 100} | history
+    events, entities = make_event_history(seed, **size)
     rng = np.random.default_rng(seed)
     chat = (events["event_type"] == "chat message").to_numpy()
     n = int(chat.sum())

@@ -11,7 +11,7 @@ from features import rollup
 from features.backend import events_table
 from features.build import build_features
 from features.spec import FeatureSpec
-from tests.conftest import make_event_history
+from tests.features.test_payload_features import with_payload
 
 DAY = pd.Timedelta(days=1)
 #: Midnight cutoffs: roll-ups are exact there.
@@ -28,17 +28,9 @@ CUSTOM = FeatureSpec(
 def history(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Events up to a week after :data:`FIRST`, with values and items on an undeclared
     type, events on day boundaries and logins exactly 28 days before a cutoff."""
-    events, entities = make_event_history(
+    events, entities = with_payload(
         seed, n_entities=40, n_events=4000, as_of=FIRST + 7 * DAY, history_days=120
     )
-    rng = np.random.default_rng(seed)
-    chat = (events["event_type"] == "chat message").to_numpy()
-    n = int(chat.sum())
-    value = events["value"].to_numpy(copy=True)
-    value[chat] = np.where(rng.random(n) < 0.3, np.nan, rng.uniform(0, 10, n))
-    item = events["item"].astype(object).to_numpy(copy=True)
-    item[chat] = np.where(rng.random(n) < 0.2, None, rng.choice(["x", "y", "z", "w"], n))
-    events = events.assign(value=value, item=pd.array(item, dtype="str"))
     ids = entities["entity_id"].iloc[:5].tolist()
     edges = pd.DataFrame(
         {
