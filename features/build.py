@@ -151,6 +151,7 @@ def build_snapshots(
     backend: str = "duckdb",
     con: Any = None,
     event_types: Sequence[str] | None = None,
+    population: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Feature tables of several cutoffs stacked (one row per entity and cutoff).
 
@@ -167,6 +168,9 @@ def build_snapshots(
         backend: ``duckdb`` (default) or ``pyspark``.
         con: Connection to reuse; one connection serves every cutoff.
         event_types: As in :func:`build_features`.
+        population: ``entity_id, as_of``: only these (entity, cutoff) rows are built
+            (a target's labelled rows); fit attributes and their levels still come
+            from every entity, so each row equals its row of the full table.
 
     Returns:
         The tables in cutoff order, with a fresh index.
@@ -176,6 +180,15 @@ def build_snapshots(
         raise ValueError("build_snapshots needs at least one cutoff.")
     connection, table, types, first = _prepare(events, entities, ordered, backend, con, event_types)
     existing = [first] + [existing_entities(entities, cutoff) for cutoff in ordered[1:]]
+    if population is not None:
+        wanted = pd.to_datetime(population["as_of"], utc=True)
+        ids = population["entity_id"].astype("str")
+        existing = [
+            frame[frame["entity_id"].isin(ids[(wanted == cutoff).to_numpy()])].reset_index(
+                drop=True
+            )
+            for cutoff, frame in zip(ordered, existing, strict=True)
+        ]
     return _build_all(connection, table, entities, ordered, spec, types, existing)
 
 

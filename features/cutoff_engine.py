@@ -72,6 +72,10 @@ def stacked_rows(existing: Sequence[pd.DataFrame], cutoffs: Sequence[pd.Timestam
         The tables of :class:`StackedRows`.
     """
     ids = pd.Index(existing[-1]["entity_id"])
+    # A population (labelled rows) need not keep an entity to the last cutoff.
+    for frame in existing[:-1]:
+        earlier = pd.Index(frame["entity_id"])
+        ids = ids.append(earlier[ids.get_indexer(earlier) == -1])
     index = pd.DataFrame({"entity_id": ids.to_numpy(), "entity": np.arange(len(ids))})
     sizes = [len(frame) for frame in existing]
     rows = pd.DataFrame(

@@ -112,7 +112,6 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
                 labels_settings.cutoff_step_days, f"labels.{target.name}_horizon_days",
             )
         )  # fmt: skip
-    snapshots = build_snapshots(inputs.events, inputs.entities, cutoffs, spec)
     inactivity = labels_settings.churn_from_inactivity
     # Events only where the labels read them: inactivity churn, or purchases making
     # customers when the entities have no kind column.
@@ -129,6 +128,11 @@ def training_frame(ctx: RunContext, inputs: Inputs, target: Target) -> pd.DataFr
         horizon,
         events=events,
         churn_from_inactivity=inactivity,
+    )
+    # Only the labelled (entity, cutoff) rows are built: leads for conversion, customers
+    # for churn (about half the rows of every entity at every cutoff).
+    snapshots = build_snapshots(
+        inputs.events, inputs.entities, cutoffs, spec, population=labels[["entity_id", "as_of"]]
     )
     return snapshots.merge(labels, on=["entity_id", "as_of"], how="inner")
 
