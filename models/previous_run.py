@@ -9,6 +9,8 @@ keep their previous reasons together with the date those were computed
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -25,6 +27,10 @@ REASON_DTYPES = {
     "other_factors_points": "Int64",
     "reasons_computed_at": STAMP_DTYPE,
 }
+#: The reason texts: most of a score partition (about 0.75 GB of a million rows).
+TEXT_COLUMNS = ("reasons_up", "reasons_down", "reasons_text")
+#: Reads one column of the previous run's rows, all of them in order (``None``: absent).
+ColumnReader = Callable[[str], "pd.Series | None"]
 
 
 def positions(ids: np.ndarray | pd.Index, other_ids: np.ndarray | pd.Index) -> np.ndarray:
@@ -41,19 +47,33 @@ class PreviousRun:
 
     Columns are taken with their own dtype (Arrow strings stay Arrow), so carrying a
     million kept reason texts over costs a C-level take, not a million Python strings.
+
+    A reason column ``previous`` lacks is asked of ``read`` (when given) as it is
+    assembled, so the previous texts are in memory one column at a time, and only
+    while scoring (see :func:`pipelines.steps.read_previous`).
     """
 
-    def __init__(self, previous: pd.DataFrame | None, ids: np.ndarray | pd.Index) -> None:
+    def __init__(
+        self,
+        previous: pd.DataFrame | None,
+        ids: np.ndarray | pd.Index,
+        read: ColumnReader | None = None,
+    ) -> None:
         self.size = len(ids)
         self.last: pd.DataFrame | None = None
         self.rows = np.full(self.size, -1)
+        self.read = read
+        #: Row of ``previous`` of each row of :attr:`last` (``None``: the same rows).
+        self.source_rows: np.ndarray | None = None
+        self.source_size = 0 if previous is None else len(previous)
         if previous is not None and len(previous) and "entity_id" in previous:
             index = pd.Index(previous["entity_id"])
             if index.is_unique:  # as written: no copy of every reason text
                 self.last = previous.reset_index(drop=True)
             else:
-                self.last = previous.drop_duplicates("entity_id", keep="last")
-                self.last = self.last.reset_index(drop=True)
+                last = ~previous["entity_id"].duplicated(keep="last").to_numpy(bool)
+                self.source_rows = np.flatnonzero(last)
+                self.last = previous.iloc[self.source_rows].reset_index(drop=True)
                 index = pd.Index(self.last["entity_id"])
             self.rows = positions(ids, index)
 
@@ -112,10 +132,29 @@ class PreviousRun:
     ) -> dict[str, pd.Series]:
         """:data:`REASON_DTYPES` columns: kept previous values, replaced by fresh blocks."""
         carried = self.last if self.last is not None else pd.DataFrame()
-        return {
-            name: _assemble(carried.get(name), self.index(keep), fresh.get(name, []), dtype)
-            for name, dtype in REASON_DTYPES.items()
-        }
+        kept_index = self.index(keep)
+        columns: dict[str, pd.Series] = {}
+        for name, dtype in REASON_DTYPES.items():
+            kept = carried.get(name)
+            if kept is None and self.last is not None and self.read is not None:
+                kept = self._read(name)
+            columns[name] = _assemble(kept, kept_index, fresh.get(name, []), dtype)
+            del kept  # one previous column in memory at a time
+        return columns
+
+    def _read(self, name: str) -> pd.Series | None:
+        """A column read from the previous run's rows, aligned to :attr:`last`."""
+        column = self.read(name) if self.read is not None else None
+        if column is None:
+            return None
+        if len(column) != self.source_size:
+            raise ValueError(
+                f"The previous scores' {name} column has {len(column)} rows, not the "
+                f"{self.source_size} read before: the partition changed during the run."
+            )
+        if self.source_rows is not None:
+            column = column.iloc[self.source_rows]
+        return column.reset_index(drop=True)
 
 
 def _assemble(

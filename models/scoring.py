@@ -32,7 +32,7 @@ from models.concepts import concept_map
 from models.entity_status import SCORED, TARGET_OF_KIND, entity_status
 from models.explain import REASON_COLUMNS, SHARED_SHARE, explain
 from models.model import ModelInput, TrainedModel
-from models.previous_run import PreviousRun, positions
+from models.previous_run import ColumnReader, PreviousRun, positions
 from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
 from models.rulefile import RuleSet, load_rules
 
@@ -129,6 +129,7 @@ def score_entities(
     value_labels: Mapping[str, Mapping[str, str]] | None = None,
     shared_share: float = SHARED_SHARE,
     churn_inactivity_days: int | None = None,
+    read_previous: ColumnReader | None = None,
 ) -> ScoreResult:
     """Score every entity: probabilities, 0-100 score, band, rule score, change, reasons.
 
@@ -157,6 +158,8 @@ def score_entities(
             recomputed is part of their base score (:mod:`models.explain`).
         churn_inactivity_days: The churn horizon when churn is learnt from
             inactivity: customers silent for it have churned and are not scored.
+        read_previous: Reads a reason column ``previous`` lacks from the previous
+            run's rows (:class:`~models.previous_run.PreviousRun`).
 
     Returns:
         The :class:`ScoreResult`: its ``frame`` has one row per entity of ``entities``,
@@ -228,7 +231,7 @@ def score_entities(
     score = np.round(score_exact)
     versions = np.where(scored, model_versions(models), None).astype(object)
 
-    prior = PreviousRun(previous, ids)
+    prior = PreviousRun(previous, ids, read_previous)
     delta = prior.score_delta(score, scored)
     current = {"band": col["band"], "model_versions": versions, "score_source": col["score_source"]}
     keep = prior.reasons_to_keep(with_reasons & from_model, scored, current, delta, tolerance)

@@ -244,6 +244,28 @@ def test_second_run_keeps_reasons_of_entities_that_did_not_move(models) -> None:
     assert (ok["previous_band"] == before.loc[ok.index, "band"]).all()
 
 
+def test_previous_reason_texts_read_column_by_column_give_the_same_rows(models) -> None:
+    first = run(models)
+    # A previous run holding some entity twice (the last row counts), texts left on disk.
+    previous = pd.concat([first.iloc[:5].assign(reasons_up="stale"), first], ignore_index=True)
+    texts = ["reasons_up", "reasons_down", "reasons_text"]
+    asked: list[str] = []
+
+    def read(name: str) -> pd.Series | None:
+        asked.append(name)
+        return previous[name]
+
+    features, entities, rules = make_inputs()
+    features.loc[features.index[:30], "session_minutes_30d"] += 300  # some move
+    inputs = (features, entities, rules)
+    eager = run(models, previous, inputs=inputs)
+    lazy = run(models, previous.drop(columns=texts), inputs=inputs, read_previous=read)
+    assert asked == texts and (lazy["reasons_up"] != "stale").all()
+    pd.testing.assert_frame_equal(lazy, eager)
+    with pytest.raises(ValueError, match="partition changed"):
+        run(models, previous.drop(columns=texts), read_previous=lambda name: first[name])
+
+
 def test_input_errors_are_sentences(models) -> None:
     features, entities, rules = make_inputs()
     doubled = pd.concat([entities, entities.iloc[:2]], ignore_index=True)
