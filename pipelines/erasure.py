@@ -3,7 +3,8 @@
 :func:`forget` first adds the entities' keyed hashes to the list of erased entities
 (:mod:`pipelines.forgotten`, when a pseudonym key is configured), then deletes them
 from everything the pipeline writes under the output folder (:mod:`pipelines.scrubbing`)
-and in the score database (compacting a DuckDB file afterwards), replaces their unique
+and in the score database (compacting a DuckDB file afterwards), deletes the incremental
+roll-ups (the next run rebuilds them), replaces their unique
 attribute values inside stored models, deletes any MLflow run or model whose artifacts
 still hold their data, runs ``mlflow gc`` and writes a receipt
 (``output/erasure/receipt-*.json``) that holds counts, places and keyed-hash
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,6 +129,7 @@ def _forget(
         scrub_crm(out / "crm", identity.crm_ids),
         regenerate_boards(out, ids),
         _scrub_text(out, identity, key),
+        _drop_rollups(out),
     ]  # fmt: skip
     mlflow_part = _erase_mlflow(settings, identity, collect_garbage)
     receipt = {
@@ -202,6 +205,20 @@ def _scrub_database(database_url: str, ids: list[str]) -> list[StoreErasure]:
     if duckdb_path is not None and duckdb_path.exists():
         compact_duckdb(duckdb_path)
     return results
+
+
+def _drop_rollups(out: Path) -> StoreErasure:
+    """Delete the incremental roll-ups (``OUTPUT/rollups/``): the next run rebuilds them.
+
+    They hold per-entity daily aggregates, items and NPS answers; rebuilt from the events
+    a run reads (without the forgotten entities once their keyed hashes are listed).
+    """
+    root = out / "rollups"
+    result = StoreErasure("incremental roll-ups (rebuilt by the next run)", str(root))
+    if root.is_dir():
+        result.files_deleted = sum(1 for path in root.rglob("*") if path.is_file())
+        shutil.rmtree(root)
+    return result
 
 
 def _scrub_text(out: Path, identity: Identity, key: bytes) -> StoreErasure:
