@@ -60,10 +60,10 @@ def crm_changes(
     """
     if "crm_id" not in scored.columns:
         return pd.DataFrame(columns=list(fields.values()))
-    has_crm_id = scored["crm_id"].astype("string").str.strip().fillna("").ne("")
-    used = ("entity_id", "crm_id", "score", "band", "reasons_up", "reasons_down", "as_of",
-            "scored_at", "status", "conversion_probability", "churn_probability")  # fmt: skip
-    current = scored.loc[has_crm_id.to_numpy(bool), [c for c in used if c in scored.columns]]
+    has_crm_id = scored["crm_id"].astype("string").str.strip().fillna("").ne("").to_numpy(bool)
+    # What changed is found on three columns; the others are taken for those rows only.
+    current = scored[["entity_id", "score", "band"]]
+    current = current if has_crm_id.all() else current[has_crm_id]
     score = pd.to_numeric(current["score"], errors="coerce").round().astype("Int64")
     band = current["band"].astype("string")
     comparable = previous is not None and {"entity_id", "score", "band"} <= set(previous.columns)
@@ -77,15 +77,22 @@ def crm_changes(
         prev_band = pd.Series(pd.NA, index=current.index, dtype="string")
     else:
         # The three columns only: the previous frame carries every reason text too.
-        last = previous[["entity_id", "score", "band"]].drop_duplicates("entity_id", keep="last")
-        rows = pd.Index(last["entity_id"]).get_indexer(current["entity_id"])  # -1: new
+        last = previous[["entity_id", "score", "band"]]
+        ids = pd.Index(last["entity_id"])
+        if not ids.is_unique:  # a partition has one row per entity; anything else: the last
+            last = last.drop_duplicates("entity_id", keep="last")
+            ids = pd.Index(last["entity_id"])
+        rows = ids.get_indexer(current["entity_id"])  # -1: new
         before = pd.Series(last["score"].array.take(rows, allow_fill=True), index=current.index)
         prev_score = pd.to_numeric(before, errors="coerce").round().astype("Int64")
         prev_band = pd.Series(
             last["band"].array.take(rows, allow_fill=True), index=current.index
         ).astype("string")
-    changed = ~(_same(score, prev_score) & _same(band, prev_band))
-    current = current[changed]
+    changed = (~(_same(score, prev_score) & _same(band, prev_band))).to_numpy(bool)
+    used = ("crm_id", "reasons_up", "reasons_down", "as_of", "scored_at", "status",
+            "conversion_probability", "churn_probability")  # fmt: skip
+    taken = [scored.columns.get_loc(c) for c in used if c in scored.columns]
+    current = scored.iloc[np.flatnonzero(has_crm_id)[changed], taken]
     score, band = score[changed], band[changed]
     records = pd.DataFrame(
         {
@@ -98,10 +105,8 @@ def crm_changes(
             ),
             "conversion_percent": _percent(current, "conversion_probability"),
             "churn_percent": _percent(current, "churn_probability"),
-            "as_of": pd.to_datetime(current["as_of"], utc=True).dt.strftime("%Y-%m-%d"),
-            "scored_at": pd.to_datetime(current["scored_at"], utc=True).dt.strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
+            "as_of": _strftime(current["as_of"], "%Y-%m-%d"),
+            "scored_at": _strftime(current["scored_at"], "%Y-%m-%dT%H:%M:%SZ"),
             "status": current["status"].astype("string"),
         }
     ).sort_values("crm_id", kind="stable")
@@ -230,6 +235,14 @@ def _arrow_text(values: object) -> pa.Array:
             array = array.combine_chunks()
         return array.cast(pa.string())
     return pa.array(np.asarray(values, dtype=object), pa.string(), from_pandas=True)
+
+
+def _strftime(values: pd.Series, pattern: str) -> pd.Series:
+    """``to_datetime(values, utc=True).dt.strftime(pattern)``, formatting each value once."""
+    stamps = pd.to_datetime(values, utc=True)
+    codes, uniques = pd.factorize(stamps)  # a run has one as_of and few scored_at values
+    texts = pd.Series(uniques.strftime(pattern))
+    return pd.Series(texts.array.take(codes, allow_fill=True), index=values.index)
 
 
 def _percent(frame: pd.DataFrame, column: str) -> pd.Series:
