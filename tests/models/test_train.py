@@ -158,25 +158,40 @@ def test_bad_labels_are_explained(training_data):
 
 # --- Acceptance on the synthetic generator (issue 4, "must show") -----------------------
 # Needs features.synthetic, features.build and models.rules (other helpers' modules);
-# skipped until they exist. `_synthetic_frame` is the only place that knows their API.
+# skipped until they exist. `synthetic_history` and `_synthetic_frame` are the only places
+# that know their API.
 
 HORIZONS = {"conversion": 30, "churn": 60}
 
 
-def _synthetic_frame(folder, target):
+@pytest.fixture(scope="module")
+def synthetic_history(tmp_path_factory):
+    """The generator's history and its features at every cutoff of either target, built
+    once for both targets (the churn cutoffs are a subset of the conversion ones; the
+    features of a cutoff do not depend on the other cutoffs built with it)."""
     synthetic = pytest.importorskip("features.synthetic")
     build = pytest.importorskip("features.build")
-    from features.labels import make_labels
     from features.spec import FeatureSpec
 
+    folder = tmp_path_factory.mktemp("synthetic")
     synthetic.generate(folder, seed=0)
     events = pd.read_parquet(folder / "events")
     entities = pd.read_parquet(folder / "entities.parquet")
     outcomes = pd.read_parquet(folder / "outcomes.parquet")
     truth = pd.read_parquet(folder / "true_probabilities.parquet")
+    features = build.build_snapshots(
+        events, entities, sorted(truth["as_of"].unique()), FeatureSpec()
+    )
+    return features, entities, outcomes, truth
+
+
+def _synthetic_frame(history, target):
+    from features.labels import make_labels
+
+    features, entities, outcomes, truth = history
     truth = truth.loc[truth["target"] == target, ["entity_id", "as_of", "p_true"]]
     cutoffs = sorted(truth["as_of"].unique())
-    features = build.build_snapshots(events, entities, cutoffs, FeatureSpec())
+    features = features[features["as_of"].isin(cutoffs)].reset_index(drop=True)
     labels = make_labels(outcomes, entities, cutoffs, target, HORIZONS[target])
     keys = ["entity_id", "as_of"]
     return features.merge(labels, on=keys).merge(truth, on=keys)
@@ -184,9 +199,9 @@ def _synthetic_frame(folder, target):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["conversion", "churn"])
-def test_synthetic_generator_model_is_near_the_truth_and_beats_the_rules(target, tmp_path):
+def test_synthetic_generator_model_is_near_the_truth_and_beats_the_rules(target, synthetic_history):
     rules = pytest.importorskip("models.rules")
-    frame = _synthetic_frame(tmp_path, target)
+    frame = _synthetic_frame(synthetic_history, target)
     rule_file = "lead" if target == "conversion" else "engagement"
     result = train_model(
         frame.drop(columns=["label", "p_true"]), frame["label"], frame["as_of"], target,
