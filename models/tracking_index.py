@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import os
+import pickle
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -31,9 +33,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from features.targets import TARGET_NAMES
 from features.targets import target as target_named
+
+if TYPE_CHECKING:
+    from models.model import TrainedModel
+
+log = logging.getLogger(__name__)
 
 #: Metrics shown by ``leadscore models`` and compared for promotion.
 KEY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
@@ -271,3 +279,88 @@ def undecided_versions(tracking_uri: str, names: tuple[str, ...] = TARGET_NAMES)
             )
     except sqlite3.Error:
         return None  # an older or newer schema: mlflow knows
+
+
+@dataclass(frozen=True)
+class ChampionFile:
+    """Where a target's ``@champion`` is, as the embedded store says.
+
+    Attributes:
+        name: The registered model.
+        version: The version the alias points at, ``None`` without a champion.
+        model_file: Its pickled :class:`~models.model.TrainedModel` (``None`` without one).
+        orphan: The version is tagged ``leadscore.orphan`` (never loaded).
+    """
+
+    name: str
+    version: str | None
+    model_file: Path | None = None
+    orphan: bool = False
+
+    def load(self) -> TrainedModel | None:
+        """The champion as :func:`models.tracking_registry.load_champion` gives it, or ``None``."""
+        if self.orphan:
+            log.warning("%s v%s is an orphan version: not loaded as the champion", self.name,
+                        self.version)  # fmt: skip
+            return None
+        if self.model_file is None:
+            log.debug("no @champion for %s", self.name)
+            return None
+        with open(self.model_file, "rb") as handle:
+            model: TrainedModel = pickle.load(handle)  # noqa: S301 - our own registry
+        model.metadata = {**model.metadata, "registered_version": self.version, "alias": "champion"}
+        return model
+
+
+def champion_file(tracking_uri: str, name: str) -> ChampionFile | None:
+    """The ``@champion`` of a registered model in an embedded store, read without mlflow.
+
+    :func:`models.tracking_registry.load_champion` asks mlflow, whose import costs
+    seconds of every nightly; for a ``sqlite:///`` store whose artifacts are local
+    files this reads the alias, the orphan tag and the version's artifact folder from
+    the database (read-only) and names the pickle mlflow would download.
+
+    Args:
+        tracking_uri: ``Settings.tracking_uri``.
+        name: Registered model name (``conversion`` or ``churn``).
+
+    Returns:
+        The champion's version and file, or ``None`` when only mlflow can tell (another
+        store, a schema we do not know, artifacts that are not local files).
+    """
+    path = sqlite_path(tracking_uri)
+    if path is None or not path.exists():
+        return None
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    where = (name, _DEFAULT_WORKSPACE)
+    try:
+        with sqlite3.connect(uri, uri=True, timeout=30) as db:
+            alias = db.execute(
+                "SELECT version FROM registered_model_aliases"
+                " WHERE name = ? AND workspace = ? AND alias = 'champion'",
+                where,
+            ).fetchone()
+            if alias is None:
+                return ChampionFile(name, None)
+            version = str(alias[0])
+            orphan = db.execute(
+                "SELECT 1 FROM model_version_tags WHERE name = ? AND workspace = ?"
+                " AND version = ? AND key = 'leadscore.orphan'",  # tracking_registry.ORPHAN_TAG
+                (*where, version),
+            ).fetchone()
+            if orphan is not None:
+                return ChampionFile(name, version, orphan=True)
+            row = db.execute(
+                "SELECT storage_location FROM model_versions WHERE name = ? AND workspace = ?"
+                " AND version = ? AND current_stage != ?",
+                (*where, version, _DELETED_STAGE),
+            ).fetchone()
+    except sqlite3.Error:
+        return None  # an older or newer schema: mlflow knows
+    location = urllib.parse.urlsplit(row[0] or "") if row else None
+    if location is None or location.scheme != "file" or location.netloc:
+        return None
+    # mlflow downloads the version's folder; the pickle is in its artifacts/ (see
+    # models.tracking.MODEL_ARTIFACT and tracking_registry.load_version).
+    model_file = Path(urllib.parse.unquote(location.path)) / "artifacts" / "trained_model.pkl"
+    return ChampionFile(name, version, model_file) if model_file.is_file() else None

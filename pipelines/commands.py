@@ -92,10 +92,14 @@ def nightly(
     config: Path | None, as_of: str | None, console: Console, allow_future: bool = False
 ) -> RunSummary:
     """Run the nightly flow once and print its summary."""
+    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
+
+    start_prefect_server_early()  # comes up while the pipeline is imported
     from pipelines.context import build_context
     from pipelines.flows import nightly as flow
 
     ctx = build_context(config, as_of)
+    wait_for_prefect_server()
     summary = flow(
         as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
     )
@@ -105,10 +109,14 @@ def nightly(
 
 def score(config: Path | None, as_of: str | None, allow_future: bool, console: Console) -> None:
     """Score with the champions, no retraining."""
+    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
+
+    start_prefect_server_early()
     from pipelines.context import build_context
     from pipelines.flows import score_flow
 
     ctx = build_context(config, as_of)
+    wait_for_prefect_server()
     summary = score_flow(
         as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
     )
@@ -158,12 +166,16 @@ def train(
 ) -> None:
     """Train one target through the train flow."""
     from features.targets import target as target_named
+    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
+
+    target_named(target)  # an unknown target is a sentence before Prefect starts
+    start_prefect_server_early()
     from models.evaluate import describe_auc
     from pipelines.context import build_context
     from pipelines.flows import train_flow
 
     ctx = build_context(config, as_of)
-    target_named(target)  # an unknown target is a sentence before Prefect starts
+    wait_for_prefect_server()
     with console.status(f"Training the {target} model"):
         result = train_flow(
             target=target,

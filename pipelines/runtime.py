@@ -5,8 +5,12 @@ Only defaults: a variable the user has set is left as it is.
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import os
+import threading
 
+log = logging.getLogger(__name__)
 #: Seconds Prefect waits for its temporary local API server to start. Prefect's own
 #: default (20 s) is missed on a busy 2-core machine, and the run then fails with
 #: "Timed out while attempting to connect to ephemeral Prefect API server".
@@ -61,3 +65,65 @@ def configure_terminal_logging(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("pipelines.steps").setLevel(logging.INFO)
+
+
+#: The thread starting Prefect's temporary server ahead of a run (see
+#: :func:`start_prefect_server_early`), and what it raised, if anything.
+_early: dict[str, threading.Thread | BaseException | None] = {"thread": None, "error": None}
+
+
+def start_prefect_server_early() -> None:
+    """Start Prefect's temporary API server now, in the background, if a run will need it.
+
+    Without ``PREFECT_API_URL`` a flow's first call starts a temporary server (a
+    uvicorn subprocess) and waits for it to answer: several seconds of each run spent
+    waiting. Started here, as a command begins, the server comes up while the command
+    imports the pipeline and reads its config; :func:`wait_for_prefect_server` then
+    waits only for what is left. It is Prefect's own server object (one per process,
+    stopped at exit), so the flow finds it running and uses it as if it had started it.
+    With ``PREFECT_API_URL`` set (a real server) this does nothing. Call it after
+    :func:`set_quiet_and_patient_defaults`; calling it again does nothing.
+    """
+    if _early["thread"] is not None:
+        return
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return  # a real server: the flow talks to it
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    if server.running:
+        return
+    # Not a daemon: a command that fails before its flow waits for the start to finish,
+    # so the server is registered to be stopped at exit, never left running.
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(_start, server),
+        name="prefect-server-start",
+    )
+    _early["thread"] = thread
+    thread.start()
+
+
+def _start(server: object) -> None:
+    try:
+        server.start()  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - the flow's own start reports it
+        _early["error"] = exc
+
+
+def wait_for_prefect_server() -> None:
+    """Wait until the server :func:`start_prefect_server_early` started answers.
+
+    Call it before the first flow: a flow finding the server marked running while it
+    is still starting would call it too soon. If the early start failed, the flow's own
+    start tries again and reports the error as Prefect words it.
+    """
+    thread = _early["thread"]
+    if isinstance(thread, threading.Thread):
+        thread.join()
+    error = _early["error"]
+    if error is not None:
+        log.debug("early start of Prefect's temporary server failed: %s", error)
+        _early["error"] = None

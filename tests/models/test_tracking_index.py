@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import fields
@@ -15,7 +18,13 @@ import pytest
 from mlflow import MlflowClient
 
 from models import tracking, tracking_registry
-from models.tracking_index import KEY_METRICS, RegisteredVersion, list_versions
+from models.tracking_index import (
+    KEY_METRICS,
+    ChampionFile,
+    RegisteredVersion,
+    champion_file,
+    list_versions,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +131,38 @@ def test_leadscore_models_prints_the_table_without_importing_mlflow(local_store,
     heavy = {name for name in imported if name.split(".")[0] in HEAVY}
     assert not heavy, f"`leadscore models` imported {sorted(heavy)[:5]}"
     assert "models.tracking" not in imported and "models.tracking_index" in imported
+
+
+def test_champion_is_read_without_mlflow_as_mlflow_loads_it(local_store, tmp_path):
+    tracking.configure(local_store["uri"])
+    expected = tracking_registry.load_champion("conversion")
+    found = champion_file(local_store["uri"], "conversion")
+    assert found is not None and found.version == expected.metadata["registered_version"]
+    assert pickle.dumps(found.load()) == pickle.dumps(expected)  # metadata included
+    assert champion_file(local_store["uri"], "churn") == ChampionFile("churn", None)
+    assert champion_file("postgresql://user@db/mlflow", "conversion") is None
+    copy = tmp_path / "mlflow.db"
+    shutil.copy(local_store["output"] / "mlflow.db", copy)
+    with sqlite3.connect(copy) as db:  # a champion a dead run left: never loaded
+        db.execute(
+            "INSERT INTO model_version_tags (key, value, name, version, workspace)"
+            " VALUES (?, 'true', 'conversion', ?, 'default')",
+            (tracking_registry.ORPHAN_TAG, int(found.version)),
+        )
+    orphan = champion_file(f"sqlite:///{copy}", "conversion")
+    assert orphan is not None and orphan.orphan and orphan.load() is None
+
+
+def test_the_nightly_loads_champions_without_importing_mlflow(local_store):
+    code = (
+        "import pickle, sys; from pipelines import steps; "
+        f"found = steps.load_champions({local_store['uri']!r}); "
+        "assert 'mlflow' not in sys.modules; sys.stdout.buffer.write(pickle.dumps(found))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    tracking.configure(local_store["uri"])
+    expected = {"conversion": tracking_registry.load_champion("conversion"), "churn": None}
+    assert done.stdout == pickle.dumps(expected)
