@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.entity_status import SCORED
 
@@ -27,6 +29,9 @@ REASON_DTYPES = {
     "other_factors_points": "Int64",
     "reasons_computed_at": STAMP_DTYPE,
 }
+#: Rows per take when a text column is assembled (a multiple of the Parquet writer's
+#: 1024-row batches): the previous texts are gathered slice by slice, never copied whole.
+TEXT_SLICE = 131_072
 #: The reason texts: most of a score partition (about 0.75 GB of a million rows).
 TEXT_COLUMNS = ("reasons_up", "reasons_down", "reasons_text")
 #: Reads one column of the previous run's rows, all of them in order (``None``: absent).
@@ -171,6 +176,10 @@ def _assemble(
         fresh: ``(positions, values)`` blocks that replace entities' values.
         dtype: Dtype of the result.
     """
+    if dtype == "str" and kept is not None and kept.dtype == dtype:
+        values = pa.chunked_array(pa.array(kept.array))
+        if pa.types.is_large_string(values.type) or pa.types.is_string(values.type):
+            return _assemble_text(values, kept_index, fresh, kept.dtype)
     parts = [] if kept is None else [kept.astype(dtype)]
     index = kept_index.copy() if kept is not None else np.full(len(kept_index), -1)
     offset = sum(len(p) for p in parts)
@@ -182,3 +191,43 @@ def _assemble(
         parts = [pd.Series([None], dtype=object).astype(dtype)]
     combined = pd.concat(parts, ignore_index=True).array
     return pd.Series(combined.take(index, allow_fill=True))
+
+
+def _assemble_text(
+    kept: pa.ChunkedArray,
+    kept_index: np.ndarray,
+    fresh: list[tuple[np.ndarray, pd.Series]],
+    dtype: object,
+) -> pd.Series:
+    """:func:`_assemble` of an Arrow string column, with one copy of the texts.
+
+    The kept texts are taken :data:`TEXT_SLICE` rows at a time from the previous column
+    (one chunk: no concatenation) and the fresh texts put in their places, so memory
+    holds the previous column and the result, not also their concatenation. The same
+    values (and Parquet bytes) as the single take.
+    """
+    previous = kept.combine_chunks() if kept.num_chunks != 1 else kept.chunk(0)
+    if fresh:
+        at = np.concatenate([positions for positions, _ in fresh])
+        texts = pa.concat_arrays(
+            [pa.array(values.astype("str"), type=previous.type, from_pandas=True)
+             for _, values in fresh]
+        )  # fmt: skip
+        order = np.argsort(at, kind="stable")
+        at = at[order]
+        last = np.append(at[1:] != at[:-1], True)  # a later block wins, as in a take
+        at, texts = at[last], texts.take(pa.array(order[last]))
+    else:
+        at, texts = np.empty(0, dtype=np.int64), pa.array([], type=previous.type)
+    chunks = []
+    for lo in range(0, len(kept_index), TEXT_SLICE):
+        index = kept_index[lo : lo + TEXT_SLICE]
+        part = previous.take(pa.array(index, mask=index < 0))
+        a, b = np.searchsorted(at, [lo, lo + len(index)])
+        if b > a:
+            mask = np.zeros(len(index), dtype=bool)
+            mask[at[a:b] - lo] = True
+            part = pc.replace_with_mask(part, pa.array(mask), texts.slice(a, b - a))
+        chunks.append(part)
+    column = pa.chunked_array(chunks, type=previous.type)
+    return pd.Series(pd.array(column, dtype=dtype))
