@@ -213,8 +213,13 @@ def compacted(daily: ir.Table, before_day: int, spec: FeatureSpec) -> ir.Table:
 
 
 def _sum(values: ir.NumericValue, where: ir.BooleanValue | None, dtype: str) -> ir.Scalar:
-    """A sum that is 0 (not NULL) over no rows, with a fixed type on every engine."""
-    return values.sum(where=where).fill_null(0).cast(dtype)
+    """A sum that is 0 (not NULL) over no rows, with a fixed type on every engine.
+
+    Summed as float64 (exact for counts below 2**53): DuckDB sums 64-bit integers to
+    128 bits, Ibis drops the cast back to the type it already assumes, and converting
+    those columns after the query cost 0.5 s at 200k entities.
+    """
+    return values.cast("float64").sum(where=where).fill_null(0).cast(dtype)
 
 
 def per_entity_and_type(
