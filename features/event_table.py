@@ -101,6 +101,9 @@ class EventTable:
     @cached_property
     def rows(self) -> int:
         """How many events (one count query, remembered)."""
+        profile = self._any_profile()
+        if profile is not None:
+            return int(profile["rows"].sum())
         return int(self.con.execute(self.table.count()))
 
     def __len__(self) -> int:
@@ -115,34 +118,68 @@ class EventTable:
         value = self.con.execute(expr)
         return None if value is None or pd.isna(value) else value
 
+    @cached_property
+    def _profiles(self) -> dict[pd.Timestamp, pd.DataFrame]:
+        return {}
+
+    def profile(self, moment: pd.Timestamp | str) -> pd.DataFrame:
+        """Per event type: ``rows``, rows ``before`` and ``after`` a moment, ``first``, ``last``.
+
+        One grouped scan answers the questions a run asks of its events around its run
+        date (how many, how many before and after it, which types, first and last
+        time), each of which was a scan of its own; remembered per moment.
+        """
+        key = as_utc(moment)
+        if key not in self._profiles:
+            table, at = self.table, utc_literal(key)
+            time = table.event_time
+            self._profiles[key] = self.con.execute(
+                table.group_by("event_type").aggregate(
+                    rows=table.count(),
+                    before=table.count(where=time < at),
+                    after=table.count(where=time > at),
+                    first=time.min(),
+                    last=time.max(),
+                )
+            )
+        return self._profiles[key]
+
+    def _any_profile(self) -> pd.DataFrame | None:
+        return next(iter(self._profiles.values()), None)
+
     def before(self, moment: pd.Timestamp | str) -> int:
         """Events strictly before ``moment`` (naive means UTC)."""
-        table = self.table
-        return int(self.con.execute(table.filter(table.event_time < utc_literal(moment)).count()))
+        return int(self.profile(moment)["before"].sum())
 
     def after(self, moment: pd.Timestamp | str) -> int:
         """Events strictly after ``moment`` (naive means UTC)."""
-        table = self.table
-        return int(self.con.execute(table.filter(table.event_time > utc_literal(moment)).count()))
+        return int(self.profile(moment)["after"].sum())
 
     @cached_property
     def time_range(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         """The first and last event time (UTC), ``(None, None)`` without events."""
-        table = self.table
-        frame = self.con.execute(
-            table.aggregate(first=table.event_time.min(), last=table.event_time.max())
-        )
-        first, last = frame["first"].iloc[0], frame["last"].iloc[0]
+        frame = self._any_profile()
+        if frame is None:
+            table = self.table
+            frame = self.con.execute(
+                table.aggregate(first=table.event_time.min(), last=table.event_time.max())
+            )
+        first, last = frame["first"].min(), frame["last"].max()
         if pd.isna(first):
             return None, None
         return as_utc(pd.Timestamp(first)), as_utc(pd.Timestamp(last))
 
     def type_counts(self, before: pd.Timestamp | None = None) -> pd.Series:
         """Rows per event type (before ``before`` if given), most frequent first."""
-        table = self.table
         if before is not None:
-            table = table.filter(table.event_time < utc_literal(before))
-        counts = self.con.execute(table.group_by("event_type").aggregate(rows=table.count()))
+            frame = self.profile(before)
+            counts = frame.loc[frame["before"] > 0, ["event_type", "before"]]
+            counts = counts.rename(columns={"before": "rows"})
+        elif (frame := self._any_profile()) is not None:
+            counts = frame[["event_type", "rows"]]
+        else:
+            table = self.table
+            counts = self.con.execute(table.group_by("event_type").aggregate(rows=table.count()))
         series = counts.set_index("event_type")["rows"].astype("int64")
         return series.sort_values(ascending=False, kind="stable")
 
