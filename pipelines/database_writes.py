@@ -131,9 +131,8 @@ def _write(
     if first.duckdb_path is not None:
         if not upserts and not first.duckdb_path.exists():
             return [0] * len(deletes)
-        sources: dict[int, Any] = {}  # one frame written to two tables is converted once
-        for frame, _, _ in upserts:
-            sources.setdefault(id(frame), _duckdb_source(frame))
+        frames = {id(f): f for f, _, _ in upserts}  # one frame, two tables: converted once
+        sources = {key: _duckdb_source(frame) for key, frame in frames.items()}
         with duckdb_connection(first.duckdb_path, read_only=False) as connection:
             connection.begin()
             try:

@@ -337,3 +337,42 @@ def test_a_no_consent_row_is_blanked_in_every_output_column_and_the_input_kept()
     assert out["score"].isna().tolist() == [False, True]
     assert out["band"].tolist()[0] == "high" and out["reasons_text"].tolist()[0] == "Up: demos +12."
     assert scored.loc[1, "score"] == 55.0  # the caller's frame is untouched
+
+
+def test_a_staging_failure_leaves_the_score_tables_and_files_as_they_were(tmp_path, monkeypatch):
+    url = duckdb_url(tmp_path)
+    day1 = make_scored(20, seed=19)
+    write_outputs(day1, tmp_path, url, crm_batch_size=50, previous=None)
+    rerun = next_day(day1, changed=list(range(10)))
+
+    def crash(*args, **kwargs):
+        raise OSError("injected crash while staging")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", crash)
+    with pytest.raises(OSError, match="injected crash"):
+        write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)
+    monkeypatch.undo()
+
+    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
+    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY1}
+    assert list(list_partitions(tmp_path)) == [DAY1]
+    assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
+    write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)  # not left locked
+    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY2}
+
+
+def test_a_failed_score_table_write_stages_nothing_in(tmp_path):
+    import duckdb
+
+    url = duckdb_url(tmp_path)
+    day1 = make_scored(20, seed=20)
+    write_outputs(day1, tmp_path, url, crm_batch_size=50, previous=None)
+    with duckdb.connect(str(tmp_path / "scores.duckdb")) as connection:
+        connection.execute("ALTER TABLE lead_scores DROP COLUMN reasons_text")
+    with pytest.raises(ValueError, match="exists without column"):
+        write_outputs(next_day(day1, changed=[1]), tmp_path, url, crm_batch_size=50, previous=day1)
+
+    assert list(list_partitions(tmp_path)) == [DAY1]
+    assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == ["as_of=2025-06-01"]
+    assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
+    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
