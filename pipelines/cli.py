@@ -55,10 +55,15 @@ def main(
 ) -> None:
     """Predictive lead and customer scoring with reasons sales can read."""
     _state["debug"] = debug
-    from pipelines.runtime import configure_terminal_logging, set_quiet_and_patient_defaults
+    from pipelines.runtime import (
+        configure_terminal_logging,
+        freeze_objects_at_exit,
+        set_quiet_and_patient_defaults,
+    )
 
     set_quiet_and_patient_defaults()
     configure_terminal_logging(verbose)
+    freeze_objects_at_exit()
 
 
 def _run(func, *args, **kwargs):  # noqa: ANN001, ANN202

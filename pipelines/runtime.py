@@ -5,6 +5,7 @@ Only defaults: a variable the user has set is left as it is.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -42,6 +43,43 @@ def set_quiet_and_patient_defaults() -> dict[str, str]:
             os.environ[name] = value
             applied[name] = value
     return applied
+
+
+def freeze_objects_at_exit() -> None:
+    """Spare the process Python's last garbage collections when it exits.
+
+    At exit the interpreter collects garbage over every object still alive, most of
+    them made by importing pandas, Prefect, LightGBM and the rest: 3.7-4.6 s of each
+    command on a busy 2-core machine, after its work is done and its files are closed.
+    The last exit handler (the first registered) flushes the terminal and freezes
+    those objects (:func:`gc.freeze`) so no collection walks them (0.2-0.3 s). Every
+    other exit handler (Prefect stopping its temporary server, temporary folders)
+    still runs first. Objects never collected are then reported as leaks by
+    nanobind-based extensions (DuckDB) while the interpreter tears down: that noise,
+    all that could still be printed, goes to /dev/null. Calling this again does nothing.
+    """
+    import atexit
+
+    if not _exit_freeze["registered"]:
+        atexit.register(_freeze_and_quiet)
+        _exit_freeze["registered"] = True
+
+
+_exit_freeze = {"registered": False}
+
+
+def _freeze_and_quiet() -> None:
+    import gc
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+    gc.freeze()
+    with contextlib.suppress(OSError):
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
+        os.close(quiet)
 
 
 def configure_terminal_logging(verbose: bool) -> None:

@@ -1,0 +1,88 @@
+"""Process defaults of a command: the early Prefect server and the exit without collections.
+
+Each test runs a fresh interpreter: both change process-wide state (Prefect's server
+singleton, exit handlers).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter with the test environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_objects_are_frozen_by_the_last_exit_handler_once():
+    done = python("""
+        import atexit, gc, sys
+        from pipelines.runtime import freeze_objects_at_exit
+
+        # Exit handlers run last registered first: these two after the freeze.
+        atexit.register(lambda: print("frozen", gc.get_freeze_count() > 0, flush=True))
+        atexit.register(lambda: print("teardown noise", file=sys.stderr))
+        before = atexit._ncallbacks()
+        freeze_objects_at_exit()
+        freeze_objects_at_exit()
+        print("registered", atexit._ncallbacks() - before, gc.get_freeze_count())
+        print("still heard", file=sys.stderr)
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["registered", "1", "0", "frozen", "True"]
+    assert done.stderr.split() == ["still", "heard"]  # then stderr is /dev/null
+
+
+def test_a_configured_api_starts_no_temporary_server():
+    done = python(
+        """
+        import sys
+        from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
+
+        start_prefect_server_early()
+        wait_for_prefect_server()
+        print("server module", "prefect.server.api.server" in sys.modules)
+        """,
+        PREFECT_API_URL="http://127.0.0.1:9/api",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["server", "module", "False"]
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_the_flow_runs_on_the_server_started_early():
+    done = python("""
+        from prefect import flow
+        from prefect.server.api.server import SubprocessASGIServer
+
+        from pipelines.runtime import (
+            set_quiet_and_patient_defaults, start_prefect_server_early, wait_for_prefect_server,
+        )
+
+        set_quiet_and_patient_defaults()
+        start_prefect_server_early()
+        start_prefect_server_early()  # once per process
+        wait_for_prefect_server()
+        server = SubprocessASGIServer()
+        assert server.running and server.server_process.poll() is None
+        port = server.port
+
+        @flow
+        def answer() -> int:
+            return 42
+
+        assert answer() == 42
+        assert SubprocessASGIServer() is server and server.port == port  # no second server
+        print("ok", port)
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[0] == "ok"
