@@ -10,6 +10,11 @@ Modules are handed to the workers heaviest first (see
 :func:`pytest_collection_modifyitems`; the Makefile passes ``--no-loadscope-reorder``,
 without which xdist hands out modules with the most tests first, which puts the
 one-test modules that run ``leadscore nightly`` last, one worker busy alone at the end).
+
+Two session fixtures serve both the acceptance tests (``leadscore`` as a subprocess) and
+the in-process flows of tests/pipelines/test_flows.py on a worker: one real Prefect
+server (:func:`prefect_api`; a start-up costs 20-50 s on a busy machine) and one
+generated history (:func:`shared_dataset`, read only).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +183,33 @@ def spark_session():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real Prefect server for the whole session (one start-up, ~20-40 s, not one per
+    module); yields its API URL and an environment pointing at it (no ``PREFECT_*`` or
+    ``LEADSCORE_*`` variable of the test process)."""
+    from tests.pipelines.test_serve import running_prefect_server
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    with running_prefect_server(home, home / "prefect-server.log", timeout=120) as (url, env):
+        # Wide enough that Rich prints every path on one line.
+        yield url, {**env, "COLUMNS": "400"}
+
+
+@pytest.fixture(scope="session")
+def shared_dataset(tmp_path_factory):
+    """The smallest generated history on which both targets train and beat the rule
+    score, generated once per session (read only): tests/pipelines/test_flows.py's and
+    the acceptance tests'. Returns what :func:`features.synthetic.generate` returns."""
+    from features.synthetic import generate
+
+    root = tmp_path_factory.mktemp("shared-history")
+    return generate(root / "data", n_leads=1_500, n_customers=1_000, months=12, seed=3)
+
+
+@pytest.fixture(scope="session")
+def shared_history(shared_dataset) -> Path:
+    """The folder of :func:`shared_dataset` (read only)."""
+    return shared_dataset.out_dir

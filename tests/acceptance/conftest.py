@@ -7,7 +7,9 @@ test process: every setting comes from the config file. Flows report to one
 20 s or more to start on a busy machine). Under pytest-xdist each worker has its own
 session, so its own server (free port, home under its own ``tmp_path_factory``
 folder) and its own copy of the history; modules stay whole on one worker
-(``--dist loadfile``), so a module's ``workspace`` is never shared.
+(``--dist loadfile``), so a module's ``workspace`` is never shared. The server
+(``prefect_api``) and the history (``shared_history``) are session fixtures of
+tests/conftest.py, shared with tests/pipelines/test_flows.py.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from features.synthetic import generate, source_paths
-from tests.pipelines.test_serve import running_prefect_server
+from features.synthetic import source_paths
 
 BIN = Path(sys.executable).parent
 #: A cron unlike the default, so a command that reads the file shows it.
@@ -63,24 +63,6 @@ class Workspace:
             f"`{' '.join(command[1:])}` exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
         )
         return done
-
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real Prefect server for the whole session (one start-up, ~20-40 s, not one per
-    module); yields its API URL and an environment pointing at it."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    with running_prefect_server(home, home / "prefect-server.log", timeout=120) as (url, env):
-        # Wide enough that Rich prints every path on one line.
-        yield url, {**env, "COLUMNS": "400"}
-
-
-@pytest.fixture(scope="session")
-def shared_history(tmp_path_factory) -> Path:
-    """The history of tests/pipelines/test_flows.py, generated once per session (read only):
-    both targets train and win there."""
-    root = tmp_path_factory.mktemp("shared-history")
-    return generate(root / "data", n_leads=1_500, n_customers=1_000, months=12, seed=3).out_dir
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
-"""The Prefect flows under Prefect's test harness, on one small generated dataset.
+"""The Prefect flows against a real Prefect server, on one small generated dataset.
 
-One harness serves the session; one nightly run as of ``FIRST`` (which trains and
-promotes both champions) serves the module. Every other test works on a copy of that
-run's output folder (scores, SQL store, MLflow store), so it starts from "yesterday's
-outputs and a champion" without training again. Faults are injected with real bad
-input where that is natural and otherwise by making a step of ``pipelines.steps`` raise.
+The session's server and history (``prefect_api`` and ``shared_dataset`` of
+tests/conftest.py, which the acceptance tests on the same worker use too) serve the
+module, and so does one nightly run as of ``FIRST`` (which trains and promotes both
+champions). Every other test works on a copy of that run's output folder (scores, SQL
+store, MLflow store), so it starts from "yesterday's outputs and a champion" without
+training again. Faults are injected with real bad input where that is natural and
+otherwise by making a step of ``pipelines.steps`` raise.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ import duckdb
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 from rich.console import Console
 
-from features.synthetic import generate
 from models.tracking import registered_name
 from pipelines import flows, steps, training
 from tests.pipelines.test_board import visible_text
@@ -33,19 +33,29 @@ NEXT = "2025-12-08"
 TARGETS = ("conversion", "churn")
 
 
-@pytest.fixture(scope="session")
-def prefect_harness():
-    with prefect_test_harness(server_startup_timeout=120):
+@pytest.fixture(scope="module")
+def prefect_harness(prefect_api):
+    """The flows of this module report to the session's Prefect server (as under
+    ``prefect_test_harness``, whose own server would be a second start-up per worker)."""
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_api[0]}),
+        _temporary_global_settings_context(get_settings_context()),
+    ):
         yield
+        # Logs and events reach the server before the settings change back.
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    # The smallest history on which both targets train and beat the rule score.
-    return generate(
-        tmp_path_factory.mktemp("flows") / "data",
-        n_leads=1_500, n_customers=1_000, months=12, seed=3,
-    )  # fmt: skip
+def dataset(shared_dataset):
+    # The smallest history on which both targets train and beat the rule score (read only).
+    return shared_dataset
 
 
 def run_env(dataset, out: Path, **extra: str) -> dict[str, str]:
@@ -76,8 +86,9 @@ def first_run(prefect_harness, dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("first") / "output"
     with pytest.MonkeyPatch.context() as patch:
         use_env(patch, run_env(dataset, out))
-        result = flows.nightly(as_of=FIRST).to_dict()
-    return out, result
+        state = flows.nightly(as_of=FIRST, return_state=True)
+        result = state.result().to_dict()
+    return out, result, state.state_details.flow_run_id
 
 
 @pytest.fixture
@@ -157,7 +168,7 @@ def assert_same(before: dict, after: dict) -> None:
 
 @pytest.mark.slow
 def test_nightly_scores_everyone_writes_every_output_and_promotes_champions(first_run, dataset):
-    out, result = first_run
+    out, result, _ = first_run
     entities = pd.read_parquet(dataset.entities_path)
     assert result["entities_in"] == result["rows_out"] == len(entities)
     scores = pd.read_parquet(out / "scores" / f"as_of={FIRST}")
@@ -455,13 +466,20 @@ def test_recalibrate_flow_writes_the_report_and_logs_to_mlflow(after_first_run):
 @pytest.mark.slow
 def test_the_wall_clock_of_a_run_is_in_its_markdown_summary_only(first_run):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
-    out, _ = first_run
+    out, _, flow_run_id = first_run
+    # This module's first run only (the server also serves the acceptance tests' runs).
+    only_ours = ArtifactFilter(
+        key=ArtifactFilterKey(any_=["leadscore-run-summary"]),
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+    )
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leadscore-run-summary"]))
-        )
+        artifacts = client.read_artifacts(artifact_filter=only_ours)
     ran = [a.data for a in artifacts if f"nightly run, {FIRST}" in (a.data or "")]
     assert ran and re.search(r"- Ran: 20\d\d-\d\d-\d\dT[\d:]+\+00:00 to 20[^ ]+ \(UTC\)", ran[0])
     summary = (out / "summary.json").read_text()
