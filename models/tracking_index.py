@@ -331,6 +331,8 @@ def champion_file(tracking_uri: str, name: str) -> ChampionFile | None:
     path = sqlite_path(tracking_uri)
     if path is None or not path.exists():
         return None
+    if any(os.environ.get(setting) for setting in _MLFLOW_ONLY_SETTINGS):
+        return None  # a workspace, say: mlflow knows which rows are its
     uri = f"{path.resolve().as_uri()}?mode=ro"
     where = (name, _DEFAULT_WORKSPACE)
     try:

@@ -133,7 +133,7 @@ def test_leadscore_models_prints_the_table_without_importing_mlflow(local_store,
     assert "models.tracking" not in imported and "models.tracking_index" in imported
 
 
-def test_champion_is_read_without_mlflow_as_mlflow_loads_it(local_store, tmp_path):
+def test_champion_is_read_without_mlflow_as_mlflow_loads_it(local_store, tmp_path, monkeypatch):
     tracking.configure(local_store["uri"])
     expected = tracking_registry.load_champion("conversion")
     found = champion_file(local_store["uri"], "conversion")
@@ -151,6 +151,8 @@ def test_champion_is_read_without_mlflow_as_mlflow_loads_it(local_store, tmp_pat
         )
     orphan = champion_file(f"sqlite:///{copy}", "conversion")
     assert orphan is not None and orphan.orphan and orphan.load() is None
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "team")
+    assert champion_file(local_store["uri"], "conversion") is None  # mlflow's to read
 
 
 def test_the_nightly_loads_champions_without_importing_mlflow(local_store):
