@@ -129,7 +129,7 @@ def plan(
     if changed:
         return "rebuilt", f"{len(changed)} event file(s) changed since the roll-ups", None, None
     rolled = _rolled_count(events.con, folder, state, oldest)
-    counted = events.where(_window(events, oldest, through)).rows
+    counted = _events_in_window(events, oldest, through)
     if rolled != counted:
         return (
             "rebuilt",
@@ -138,6 +138,17 @@ def plan(
             None,
         )
     return "incremental", "", folder, state
+
+
+def _events_in_window(events: EventTable, oldest: pd.Timestamp | None, end: pd.Timestamp) -> int:
+    """Events in ``[oldest, end)`` (from the first event without retention).
+
+    Without retention this is :meth:`EventTable.before`, whose scan the feed checks have
+    usually made already: the previous run date is the roll-ups' end.
+    """
+    if oldest is None:
+        return events.before(end)
+    return events.where(_window(events, oldest, end)).rows
 
 
 def _window(events: EventTable, oldest: pd.Timestamp | None, end: pd.Timestamp) -> Any:
@@ -190,7 +201,7 @@ def prepare(
     mode, reason, folder, state = plan(root, events, as_of, key, stats, oldest)
     if mode == "full read":
         log.info("Roll-ups not used: %s; the features read every event.", reason)
-        return None, RollupReport(mode, reason, events.where(_window(events, oldest, as_of)).rows)
+        return None, RollupReport(mode, reason, _events_in_window(events, oldest, as_of))
     con = events.con
     start = None if folder is None else pd.Timestamp(state["through"], tz="UTC")
     why = f" ({reason})" if reason else ""
