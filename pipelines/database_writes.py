@@ -174,15 +174,10 @@ def _sql_frame(df: pd.DataFrame) -> pd.DataFrame:
 def _check_keys(
     frame: pd.DataFrame, keys: list[str], table: str, unique: dict[tuple[int, str], bool]
 ) -> None:
-    """Raise unless every row has its key and no key repeats.
+    """Raise unless every row of ``frame`` (:func:`_sql_frame`) has its key and none repeats.
 
-    Args:
-        frame: The rows (:func:`_sql_frame`).
-        keys: The key columns.
-        table: The table, for the message.
-        unique: Whether a column of a frame holds no repeated value, filled as found:
-            one unique key column makes the whole key unique, so a frame written to
-            two tables is checked once.
+    ``unique`` records, per frame and column, whether it holds no repeated value: one
+    unique key column makes the key unique, so a frame written twice is checked once.
     """
     missing = [k for k in keys if k not in frame.columns]
     if missing:
@@ -243,6 +238,12 @@ def _duckdb_upsert(
         connection.execute(f"CREATE TABLE {target.qualified} AS FROM {incoming} LIMIT 0")
     described = connection.execute(f"DESCRIBE {target.qualified}").fetchall()
     _check_columns([row[0] for row in described], frame, target)
+    # Key ranges let DuckDB skip row groups by min/max (a new date: all of the history).
+    match += "".join(
+        f" AND t.{quote(k)} BETWEEN (SELECT min({quote(k)}) FROM {incoming}) "
+        f"AND (SELECT max({quote(k)}) FROM {incoming})"
+        for k in keys
+    )
     connection.execute(f"DELETE FROM {target.qualified} t USING {incoming} s WHERE {match}")
     connection.execute(f"INSERT INTO {target.qualified} BY NAME FROM {incoming}")
     connection.unregister(view)
