@@ -60,18 +60,24 @@ class StackedRows:
     rows: pd.DataFrame
 
 
-def stacked_rows(existing: Sequence[pd.DataFrame], cutoffs: Sequence[pd.Timestamp]) -> StackedRows:
+def stacked_rows(
+    existing: Sequence[pd.DataFrame],
+    cutoffs: Sequence[pd.Timestamp],
+    numbered: pd.Series | None = None,
+) -> StackedRows:
     """Row numbers of the stacked table: the cutoffs in order, each its entities in order.
 
     Args:
         existing: Per cutoff, its entities (see :func:`features.table.existing_entities`);
             the last cutoff's hold every earlier one's (entities only ever appear).
         cutoffs: The cutoffs, in the order of ``existing`` (UTC).
+        numbered: Ids to number first, in their order (default: the last cutoff's);
+            ids of ``existing`` not among them are numbered after them.
 
     Returns:
         The tables of :class:`StackedRows`.
     """
-    ids = pd.Index(existing[-1]["entity_id"])
+    ids = pd.Index(existing[-1]["entity_id"] if numbered is None else numbered)
     # A population (labelled rows) need not keep an entity to the last cutoff.
     for frame in existing[:-1]:
         earlier = pd.Index(frame["entity_id"])
