@@ -121,6 +121,7 @@ def score_task(ctx, inputs, features, champions, previous):  # noqa: ANN001, ANN
         reason_refresh_tolerance=ctx.settings.output.reason_refresh_tolerance,
         reasons=ctx.settings.reasons,
         churn_inactivity_days=ctx.settings.labels.churn_inactivity_days(),
+        previous_partition=steps.previous_partition(ctx.output_dir, previous),
     )
 
 

@@ -21,6 +21,8 @@ from pipelines.context import RunContext
 from pipelines.sources import Inputs
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from models.model import TrainedModel
     from models.scoring import ScoreResult
     from pipelines.rollups import RollupReport
@@ -154,8 +156,21 @@ def save_features(output_dir: Path, frame: pd.DataFrame, as_of: pd.Timestamp) ->
 
 
 def load_champions(tracking_uri: str) -> Champions:
-    """The ``@champion`` of each target, or ``None`` (scoring then uses the rules)."""
+    """The ``@champion`` of each target, or ``None`` (scoring then uses the rules).
+
+    Until something has imported mlflow (a training run), an embedded store with local
+    artifacts is read without it (:func:`models.tracking_index.champion_file`: the
+    same pickles, seconds less per run); any other store through mlflow.
+    """
+    import sys
+
     from features.targets import TARGETS
+    from models import tracking_index
+
+    if "mlflow" not in sys.modules:
+        found = [tracking_index.champion_file(tracking_uri, target.name) for target in TARGETS]
+        if all(found):
+            return {champion.name: champion.load() for champion in found}  # type: ignore[union-attr]
     from models import tracking, tracking_registry
 
     tracking.configure(tracking_uri)
@@ -163,10 +178,42 @@ def load_champions(tracking_uri: str) -> Champions:
 
 
 def read_previous(output_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
-    """The last scores written before this date."""
-    from pipelines.outputs import read_previous_scores
+    """The last scores written before this date, without their reason texts.
 
-    return read_previous_scores(output_dir, as_of)
+    The reason texts are most of a partition (about 0.75 GB for a million entities):
+    :func:`score` reads them one column at a time from :func:`previous_partition`, so
+    they are never all in memory and are not held after scoring.
+    """
+    from models.previous_run import TEXT_COLUMNS
+    from pipelines.outputs import PREVIOUS_COLUMNS, read_previous_scores
+
+    columns = tuple(name for name in PREVIOUS_COLUMNS if name not in TEXT_COLUMNS)
+    return read_previous_scores(output_dir, as_of, columns)
+
+
+def previous_partition(output_dir: Path, previous: pd.DataFrame | None) -> Path | None:
+    """The score partition ``previous`` (from :func:`read_previous`) was read from."""
+    from pipelines.outputs import list_partitions
+
+    if previous is None or not len(previous):
+        return None
+    return Path(list_partitions(output_dir)[previous["as_of"].iloc[0].date()])
+
+
+def _column_reader(partition: Path | None) -> Callable[[str], pd.Series | None] | None:
+    """Reads one column of a score partition (``None`` for a column it lacks)."""
+    if partition is None:
+        return None
+
+    def read(name: str) -> pd.Series | None:
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(partition)
+        if name not in file.schema_arrow.names:
+            return None
+        return file.read(columns=[name]).to_pandas()[name]  # one chunk, as written
+
+    return read
 
 
 def rule_scores(inputs: Inputs, features: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:
@@ -193,11 +240,14 @@ def score(
     reason_refresh_tolerance: float,
     reasons: ReasonSettings | None = None,
     churn_inactivity_days: int | None = None,
+    previous_partition: Path | None = None,
 ) -> ScoreResult:
     """Score every entity with the champions (or the rules), with reasons.
 
-    ``churn_inactivity_days`` (``LabelSettings.churn_inactivity_days``): customers
-    silent that long have churned by inactivity and are not scored, as in training.
+    ``previous_partition`` (:func:`previous_partition`): where the kept reason texts of
+    ``previous`` are read from. ``churn_inactivity_days``
+    (``LabelSettings.churn_inactivity_days``): customers silent that long have churned by
+    inactivity and are not scored, as in training.
     """
     from models.bands import band_rule_for_models
     from models.explain import SHARED_SHARE
@@ -224,6 +274,7 @@ def score(
         value_labels=reasons.value_labels() if reasons else None,
         shared_share=reasons.shared_share if reasons else SHARED_SHARE,
         churn_inactivity_days=churn_inactivity_days,
+        read_previous=_column_reader(previous_partition),
     )
 
 
