@@ -252,3 +252,16 @@ def _fit_values(
         return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
     levels = pd.Series(all_entities[column]).dropna().astype("str").unique()
     return pd.Categorical(values.astype("str").where(values.notna()), categories=sorted(levels))
+
+
+def describe_table(table: pd.DataFrame, as_of: pd.Timestamp, seconds: float) -> str:
+    """A few lines describing a feature table."""
+    numeric = table.select_dtypes("number")
+    busiest = (numeric.filter(like="_count_30d") > 0).mean().sort_values(ascending=False).head(5)
+    lines = [
+        f"Feature table as of {as_of.date()}: {len(table):,} entities x "
+        f"{table.shape[1] - 2} features, built in {seconds:.1f} s",
+        "Most common activity in the last 30 days (share of entities): "
+        + ", ".join(f"{c.removesuffix('_count_30d')} {v:.0%}" for c, v in busiest.items()),
+    ]
+    return "\n".join(lines)

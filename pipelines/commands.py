@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import pandas as pd
     from rich.console import Console
 
     from pipelines.context import RunContext
@@ -70,36 +69,36 @@ def features(
             path = write_parquet_atomic(table.frame, out)
         else:
             path = steps.save_features(ctx.output_dir, table.frame, ctx.as_of)
-    console.print(feature_summary(table.frame, ctx.as_of, time.perf_counter() - began))
+    from features.table import describe_table
+
+    console.print(describe_table(table.frame, ctx.as_of, time.perf_counter() - began))
     console.print(f"Input report: {inputs.report}")
     console.print(f"Feature table written to {path}")
 
 
-def feature_summary(table: pd.DataFrame, as_of: pd.Timestamp, seconds: float) -> str:
-    """A few lines describing a feature table."""
-    numeric = table.select_dtypes("number")
-    busiest = (numeric.filter(like="_count_30d") > 0).mean().sort_values(ascending=False).head(5)
-    lines = [
-        f"Feature table as of {as_of.date()}: {len(table):,} entities x "
-        f"{table.shape[1] - 2} features, built in {seconds:.1f} s",
-        "Most common activity in the last 30 days (share of entities): "
-        + ", ".join(f"{c.removesuffix('_count_30d')} {v:.0%}" for c, v in busiest.items()),
-    ]
-    return "\n".join(lines)
+def _context_with_prefect(config: Path | None, as_of: str | None) -> RunContext:
+    """The run context, built while Prefect's temporary server starts in the background.
+
+    The flows are imported meanwhile too; returns once the server answers.
+    """
+    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
+
+    start_prefect_server_early()
+    from pipelines import flows  # noqa: F401 - imported while the server comes up
+    from pipelines.context import build_context
+
+    ctx = build_context(config, as_of)
+    wait_for_prefect_server()
+    return ctx
 
 
 def nightly(
     config: Path | None, as_of: str | None, console: Console, allow_future: bool = False
 ) -> RunSummary:
     """Run the nightly flow once and print its summary."""
-    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
-
-    start_prefect_server_early()  # comes up while the pipeline is imported
-    from pipelines.context import build_context
+    ctx = _context_with_prefect(config, as_of)
     from pipelines.flows import nightly as flow
 
-    ctx = build_context(config, as_of)
-    wait_for_prefect_server()
     summary = flow(
         as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
     )
@@ -109,14 +108,9 @@ def nightly(
 
 def score(config: Path | None, as_of: str | None, allow_future: bool, console: Console) -> None:
     """Score with the champions, no retraining."""
-    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
-
-    start_prefect_server_early()
-    from pipelines.context import build_context
+    ctx = _context_with_prefect(config, as_of)
     from pipelines.flows import score_flow
 
-    ctx = build_context(config, as_of)
-    wait_for_prefect_server()
     summary = score_flow(
         as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
     )
@@ -166,16 +160,12 @@ def train(
 ) -> None:
     """Train one target through the train flow."""
     from features.targets import target as target_named
-    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
 
     target_named(target)  # an unknown target is a sentence before Prefect starts
-    start_prefect_server_early()
+    ctx = _context_with_prefect(config, as_of)
     from models.evaluate import describe_auc
-    from pipelines.context import build_context
     from pipelines.flows import train_flow
 
-    ctx = build_context(config, as_of)
-    wait_for_prefect_server()
     with console.status(f"Training the {target} model"):
         result = train_flow(
             target=target,
@@ -309,7 +299,9 @@ def demo(out: Path, as_of: str, console: Console) -> None:
     with console.status("Reading inputs and building features"):
         inputs = steps.load_inputs(ctx)
         table = steps.build_features(ctx.settings.feature_spec(), inputs, ctx.as_of)
-    console.print(feature_summary(table.frame, ctx.as_of, time.perf_counter() - began))
+    from features.table import describe_table
+
+    console.print(describe_table(table.frame, ctx.as_of, time.perf_counter() - began))
     try:
         nightly(None, as_of, console)
     except RuntimeError as exc:
