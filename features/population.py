@@ -86,4 +86,3 @@ def kinds(
         return np.where((kind == CONVERSION.kind) & converted, CHURN.kind, kind).astype(object)
     customer = converted if purchased is None else converted | np.asarray(purchased, dtype=bool)
     return np.where(customer, CHURN.kind, CONVERSION.kind).astype(object)
-

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import ibis
 import numpy as np
 import pandas as pd
 import pytest
 
 from features.build import build_snapshots
 from features.spec import FeatureSpec
-from tests.features.test_build import CUSTOM_SPEC, CUTOFFS, duckdb_con, history_with_items  # noqa: F401
+from tests.features.test_build import CUSTOM_SPEC, CUTOFFS, history_with_items
+
+
+@pytest.fixture(scope="module")
+def duckdb_con():
+    return ibis.duckdb.connect()
 
 
 @pytest.mark.parametrize("spec", [FeatureSpec(), CUSTOM_SPEC], ids=["default", "custom"])

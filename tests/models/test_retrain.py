@@ -20,8 +20,12 @@ POLICY = RetrainPolicy(max_age_days=14, psi_warn=0.1)
         ("2025-12-01", {"drift_psi": 0.3}, True, "drift flagged: score PSI 0.300 above 0.1"),
         ("2025-12-08", {"drift_psi": 0.3}, False, "trained today"),
         ("2025-12-09", {}, False, "after this run date; kept"),
-        ("2025-11-01", {"trained_already": "no champion yet; churn v3 promoted"}, False,
-         "no champion yet; churn v3 promoted"),  # fmt: skip
+        (
+            "2025-11-01",
+            {"trained_already": "no champion yet; churn v3 promoted"},
+            False,
+            "no champion yet; churn v3 promoted",
+        ),  # fmt: skip
     ],
 )
 def test_retrain_due_on_age_drift_and_earlier_training(trained_at, kwargs, due, words):
