@@ -4,6 +4,9 @@ Consecutive nightly runs with the roll-ups on give the scores of the runs with t
 off (probabilities to 1e-9, bands and reasons exactly), and the run of the next day
 aggregates only the events of the day before it: the run summary says how many
 events its features read, and that is the count of that one day's events.
+``leadscore forget`` deletes the roll-ups (the receipt says so) and the next nightly
+rebuilds them from the events without the forgotten entities (their keyed hashes are
+listed: the conftest's config sets a pseudonym key).
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ def events_between(data: Path, start: str | None, end: str) -> int:
     return duckdb.sql(query).fetchall()[0][0]
 
 
-def test_nightly_runs_with_rollups_score_as_without_and_read_only_the_new_day(workspace, tmp_path):
+def rollup_ids(out: Path) -> set[str]:
+    """Every entity id in any roll-up Parquet file."""
+    ids: set[str] = set()
+    for path in (out / "rollups").rglob("*.parquet"):
+        ids |= set(pd.read_parquet(path, columns=["entity_id"])["entity_id"].astype(str))
+    return ids
+
+
+def test_rollups_score_as_without_read_only_the_new_day_and_are_forgotten(workspace, tmp_path):
     out = workspace.out
     for day in DAYS:  # the first run trains; the others only score
         workspace.run(tmp_path, "nightly", "--as-of", day)
@@ -72,6 +83,21 @@ def test_nightly_runs_with_rollups_score_as_without_and_read_only_the_new_day(wo
         pd.testing.assert_frame_equal(with_rollups, without[day], check_exact=False, rtol=1e-9)
     generations = [p.name for p in (out / "rollups").iterdir() if p.is_dir()]
     assert len(generations) == 1  # older generations are removed once a new one is in force
+
+    # Forgetting entities deletes the roll-ups; the next run rebuilds them without them.
+    ids = sorted(rollup_ids(out))[:2]
+    assert len(ids) == 2  # the roll-ups hold these entities
+    workspace.run(tmp_path, "forget", *ids, "--config", str(config), with_config=False)
+    assert not (out / "rollups").exists()
+    receipt = json.loads(next((out / "erasure").glob("receipt-*.json")).read_text())
+    store = next(s for s in receipt["stores"] if s["store"].startswith("incremental roll-ups"))
+    assert store["files_deleted"] > 0
+    workspace.run(tmp_path, "nightly", "--as-of", DAYS[-1], "--config", str(config),
+                  with_config=False)  # fmt: skip
+    assert summary_of(out, DAYS[-1])["inputs"]["rollups_used"] == 0  # rebuilt in full
+    assert (out / "rollups" / "CURRENT").exists()
+    assert rollup_ids(out)  # rebuilt ...
+    assert not set(ids) & rollup_ids(out)  # ... without the forgotten entities
 
 
 def test_a_changed_setting_rebuilds_the_rollups(workspace, tmp_path):
