@@ -50,7 +50,7 @@ def rollup_ids(out: Path) -> set[str]:
     return ids
 
 
-def test_rollups_score_as_without_read_only_the_new_day_and_are_forgotten(workspace, tmp_path):
+def test_nightly_runs_with_rollups_score_as_without_and_read_only_the_new_day(workspace, tmp_path):
     out = workspace.out
     for day in DAYS:  # the first run trains; the others only score
         workspace.run(tmp_path, "nightly", "--as-of", day)
@@ -84,7 +84,22 @@ def test_rollups_score_as_without_read_only_the_new_day_and_are_forgotten(worksp
     generations = [p.name for p in (out / "rollups").iterdir() if p.is_dir()]
     assert len(generations) == 1  # older generations are removed once a new one is in force
 
+
+def test_a_changed_setting_rebuilds_the_rollups_and_forget_deletes_them(workspace, tmp_path):
+    """A changed feature setting rebuilds the roll-ups in full; ``forget`` deletes them."""
+    settings = yaml.safe_load(workspace.config.read_text())
+    settings["features"] = {"incremental_rollups": True, "half_life_days": 7.0}
+    config = tmp_path / "changed.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    assert (workspace.out / "rollups" / "CURRENT").exists()  # left by the test above
+    workspace.run(tmp_path, "nightly", "--as-of", DAYS[2], "--config", str(config),
+                  with_config=False)  # fmt: skip
+    inputs = summary_of(workspace.out, DAYS[2])["inputs"]
+    assert inputs["rollups_used"] == 0
+    assert inputs["events_read_for_features"] == events_between(workspace.data, None, DAYS[2])
+
     # Forgetting entities deletes the roll-ups; the next run rebuilds them without them.
+    out = workspace.out
     ids = sorted(rollup_ids(out))[:2]
     assert len(ids) == 2  # the roll-ups hold these entities
     workspace.run(tmp_path, "forget", *ids, "--config", str(config), with_config=False)
@@ -98,17 +113,3 @@ def test_rollups_score_as_without_read_only_the_new_day_and_are_forgotten(worksp
     assert (out / "rollups" / "CURRENT").exists()
     assert rollup_ids(out)  # rebuilt ...
     assert not set(ids) & rollup_ids(out)  # ... without the forgotten entities
-
-
-def test_a_changed_setting_rebuilds_the_rollups(workspace, tmp_path):
-    """A run whose feature settings differ from the roll-ups' rebuilds them in full."""
-    settings = yaml.safe_load(workspace.config.read_text())
-    settings["features"] = {"incremental_rollups": True, "half_life_days": 7.0}
-    config = tmp_path / "changed.yaml"
-    config.write_text(yaml.safe_dump(settings))
-    assert (workspace.out / "rollups" / "CURRENT").exists()  # left by the test above
-    workspace.run(tmp_path, "nightly", "--as-of", DAYS[2], "--config", str(config),
-                  with_config=False)  # fmt: skip
-    inputs = summary_of(workspace.out, DAYS[2])["inputs"]
-    assert inputs["rollups_used"] == 0
-    assert inputs["events_read_for_features"] == events_between(workspace.data, None, DAYS[2])
