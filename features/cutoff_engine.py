@@ -71,17 +71,14 @@ def stacked_rows(
         existing: Per cutoff, its entities (see :func:`features.table.existing_entities`);
             the last cutoff's hold every earlier one's (entities only ever appear).
         cutoffs: The cutoffs, in the order of ``existing`` (UTC).
-        numbered: Ids to number first, in their order (default: the last cutoff's);
-            ids of ``existing`` not among them are numbered after them.
+        numbered: The ids to number, in their order (default: the last cutoff's); they
+            hold every id of ``existing`` (a population's rows are numbered among all
+            the entities of the last cutoff).
 
     Returns:
         The tables of :class:`StackedRows`.
     """
     ids = pd.Index(existing[-1]["entity_id"] if numbered is None else numbered)
-    # A population (labelled rows) need not keep an entity to the last cutoff.
-    for frame in existing[:-1]:
-        earlier = pd.Index(frame["entity_id"])
-        ids = ids.append(earlier[ids.get_indexer(earlier) == -1])
     index = pd.DataFrame({"entity_id": ids.to_numpy(), "entity": np.arange(len(ids))})
     sizes = [len(frame) for frame in existing]
     rows = pd.DataFrame(
