@@ -7,6 +7,7 @@ singleton, exit handlers).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -59,10 +60,10 @@ def test_a_configured_api_starts_no_temporary_server():
 
 @pytest.mark.slow
 @pytest.mark.service
-def test_the_flow_runs_on_the_server_started_early():
+def test_the_flow_runs_on_the_server_started_early_which_stops_at_exit():
     done = python("""
+        import os, sys
         from prefect import flow
-        from prefect.server.api.server import SubprocessASGIServer
 
         from pipelines.runtime import (
             set_quiet_and_patient_defaults, start_prefect_server_early, wait_for_prefect_server,
@@ -72,17 +73,21 @@ def test_the_flow_runs_on_the_server_started_early():
         start_prefect_server_early()
         start_prefect_server_early()  # once per process
         wait_for_prefect_server()
-        server = SubprocessASGIServer()
-        assert server.running and server.server_process.poll() is None
-        port = server.port
+        url = os.environ["PREFECT_API_URL"]
 
         @flow
         def answer() -> int:
             return 42
 
         assert answer() == 42
-        assert SubprocessASGIServer() is server and server.port == port  # no second server
-        print("ok", port)
+        assert answer() == 42
+        assert os.environ["PREFECT_API_URL"] == url  # one server for every flow
+        print("ok", url, "prefect.server.api.server" in sys.modules)
     """)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[0] == "ok"
+    word, url, server_module = done.stdout.split()[-3:]
+    assert word == "ok" and url.startswith("http://127.0.0.1:") and url.endswith("/api")
+    assert server_module == "False"  # the server application runs in its own process only
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with socket.socket() as sock:  # stopped when the command's process exited
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
