@@ -111,7 +111,7 @@ def configure_terminal_logging(verbose: bool) -> None:
 
 #: The temporary Prefect server this process started (see
 #: :func:`start_prefect_server_early`): its process and port.
-_early: dict[str, Any] = {"process": None, "port": None}
+_early: dict[str, Any] = {"process": None, "port": None, "started": False}
 #: The server's environment, as Prefect's own temporary server has it (no UI).
 SERVER_ENV = {
     "PREFECT_UI_ENABLED": "0",
@@ -133,38 +133,38 @@ def start_prefect_server_early() -> None:
     pipeline and reads its config; :func:`wait_for_prefect_server` waits only for what
     is left and points Prefect at it with ``PREFECT_API_URL``, so the flow uses it as
     it would a deployed server. It is stopped when the process exits. With
-    ``PREFECT_API_URL`` set (a real server), or with Prefect's temporary server turned
-    off, this does nothing. Call it after :func:`set_quiet_and_patient_defaults`;
-    calling it again does nothing.
+    ``PREFECT_API_URL`` set (a real server) this does nothing; when Prefect's profile
+    names a server, or turns the temporary one off, the server is stopped again. Call
+    it after :func:`set_quiet_and_patient_defaults`; calling it again does nothing.
     """
-    if _early["process"] is not None:
+    if _early["started"] or os.environ.get("PREFECT_API_URL"):
         return
+    _early["started"] = True
+    _launch(_free_port())  # before importing Prefect: the server starts a second sooner
+    atexit.register(_stop)
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
     if settings.api.url or not settings.server.ephemeral.enabled:
-        return  # a real server: the flow talks to it; none allowed: Prefect says so
-    _launch(_free_port())
-    atexit.register(_stop)
+        _stop()  # a profile's server: the flow talks to it; none allowed: Prefect says so
 
 
 def _launch(port: int) -> None:
-    import prefect
-    from prefect.settings import get_current_settings
+    """Start Prefect's server application under uvicorn, as Prefect's temporary server."""
+    import importlib.util
+    from pathlib import Path
 
-    environment = {
-        **os.environ,
-        **SERVER_ENV,
-        **get_current_settings().to_environment_variables(exclude_unset=True),
-    }
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("Prefect is not installed: run the README's set-up command.")
     _early["port"] = port
     _early["process"] = subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
         [
-            sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+            sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent),
             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "error", "--lifespan", "on",
         ],
-        env=environment,
+        env={**os.environ, **SERVER_ENV},
     )  # fmt: skip
 
 

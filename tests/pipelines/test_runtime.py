@@ -16,10 +16,15 @@ import pytest
 
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter with the test environment plus ``env``."""
+    """Run ``code`` in a fresh interpreter with the test environment plus ``env``.
+
+    A ``PREFECT_API_URL`` of this test process (set by an earlier command run in it)
+    is not passed on: each test says which server, if any, it wants.
+    """
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=False,
+        env={**base, **env}, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
 
@@ -56,6 +61,27 @@ def test_a_configured_api_starts_no_temporary_server():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["server", "module", "False"]
+
+
+def test_a_server_named_by_the_prefect_profile_is_used_instead(tmp_path):
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(
+        'active = "deployed"\n[profiles.deployed]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n'
+    )
+    done = python(
+        """
+        import sys
+        from pipelines import runtime
+
+        runtime.start_prefect_server_early()
+        runtime.wait_for_prefect_server()
+        print("stopped", runtime._early["process"] is None)
+        print("server module", "prefect.server.api.server" in sys.modules)
+        """,
+        PREFECT_PROFILES_PATH=str(profiles),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["stopped", "True", "server", "module", "False"]
 
 
 @pytest.mark.slow
