@@ -168,7 +168,9 @@ class RuleScore(BaseEstimator):
         return assign_bands(rule_set, self.predict(X))
 
 
-def rule_scores_by_kind(features: pd.DataFrame, kinds: pd.Series | None) -> pd.DataFrame | None:
+def rule_scores_by_kind(
+    features: pd.DataFrame, kinds: pd.Series | np.ndarray | None
+) -> pd.DataFrame | None:
     """Rule points and band per entity, each kind scored by its target's rule file.
 
     Leads get the conversion target's rules, customers the churn target's (see
@@ -176,7 +178,8 @@ def rule_scores_by_kind(features: pd.DataFrame, kinds: pd.Series | None) -> pd.D
 
     Args:
         features: Feature table with ``entity_id``.
-        kinds: ``kind`` per entity id (``lead`` / ``customer``), or ``None``.
+        kinds: ``kind`` per entity id (``lead`` / ``customer``), an array of the kind
+            of each row of ``features`` (``None`` where unknown), or ``None``.
 
     Returns:
         ``entity_id, rule_score, rule_band`` for the entities scored, or ``None`` when
@@ -185,7 +188,10 @@ def rule_scores_by_kind(features: pd.DataFrame, kinds: pd.Series | None) -> pd.D
     frames = []
     # One lookup of the kinds, and per target only the columns its rules read (a copy of
     # every feature column of each kind's rows cost seconds at 1M entities).
-    mapped = None if kinds is None else features["entity_id"].map(kinds)
+    if isinstance(kinds, np.ndarray):
+        mapped = pd.Series(kinds, dtype=object)
+    else:
+        mapped = None if kinds is None else features["entity_id"].map(kinds)
     ids = features["entity_id"].to_numpy()
     for target in TARGETS:
         if mapped is None:

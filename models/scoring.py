@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -115,7 +115,7 @@ def score_entities(
     features: pd.DataFrame,
     entities: pd.DataFrame,
     models: Mapping[str, TrainedModel | None],
-    rules_scores: pd.DataFrame | None,
+    rules_scores: pd.DataFrame | Callable[[np.ndarray], pd.DataFrame | None] | None,
     band_rule: BandRule,
     catalog: Sequence[FeatureDef],
     previous: pd.DataFrame | None,
@@ -138,7 +138,9 @@ def score_entities(
         entities: The entities table; every row gets exactly one output row.
         models: ``{"conversion": model or None, "churn": model or None}`` (champions).
         rules_scores: ``entity_id``, ``rule_score`` (0..``rule_points_max`` points),
-            ``rule_band``; ``None`` when no rule score is configured.
+            ``rule_band``; ``None`` when no rule score is configured. A callable gets
+            the kind of each feature row (``None`` for rows of no entity) and returns
+            them, so kinds are found once (:func:`models.rules.rule_scores_by_kind`).
         band_rule: The band rule in force (stored with the model versions).
         catalog: Feature catalog of the feature table (reason sentences, concepts).
         previous: The last run's scored frame, or ``None`` on a first run.
@@ -190,6 +192,11 @@ def score_entities(
         entities, feature_row >= 0, cutoff, outcomes, features, churn_inactivity_days
     )
     scored = status == SCORED
+    if callable(rules_scores):
+        feature_kind = np.full(len(features), None, dtype=object)
+        found = feature_row >= 0
+        feature_kind[feature_row[found]] = kind[found]
+        rules_scores = rules_scores(feature_kind)
     col = _rule_columns(ids, scored, rules_scores)
     fallbacks: list[tuple[RuleSet, np.ndarray]] = []
     fallback_sentences: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -200,20 +201,59 @@ def previous_partition(output_dir: Path, previous: pd.DataFrame | None) -> Path 
     return Path(list_partitions(output_dir)[previous["as_of"].iloc[0].date()])
 
 
-def _column_reader(partition: Path | None) -> Callable[[str], pd.Series | None] | None:
-    """Reads one column of a score partition (``None`` for a column it lacks)."""
-    if partition is None:
-        return None
+class _ColumnPrefetch:
+    """Reads a score partition's columns, each the next one ahead in a background thread.
 
-    def read(name: str) -> pd.Series | None:
+    Parquet decoding releases the GIL, so the first column is read while scoring runs
+    (rule scores, predictions, reason codes) and each next one while the previous one
+    is assembled: at most one column more in memory than reading on demand. A column
+    asked for out of turn, or missing from the partition (``None``), is read on demand.
+    """
+
+    def __init__(self, partition: Path, names: tuple[str, ...]) -> None:
         import pyarrow.parquet as pq
 
-        file = pq.ParquetFile(partition)
-        if name not in file.schema_arrow.names:
-            return None
-        return file.read(columns=[name]).to_pandas()[name]  # one chunk, as written
+        self.partition = partition
+        present = set(pq.ParquetFile(partition).schema_arrow.names)
+        self.ahead = [name for name in names if name in present]
+        self.pending: dict[str, Future[pd.Series | None]] = {}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="previous-texts")
+        self._next()
 
-    return read
+    def _next(self) -> None:
+        if self.ahead and not self.pending:
+            name = self.ahead.pop(0)
+            self.pending[name] = self.pool.submit(_read_column, self.partition, name)
+        if not self.ahead and not self.pending:
+            self.pool.shutdown(wait=False)
+
+    def __call__(self, name: str) -> pd.Series | None:
+        future = self.pending.pop(name, None)
+        if future is None:
+            if name in self.ahead:
+                self.ahead.remove(name)
+            column = _read_column(self.partition, name)
+        else:
+            column = future.result()
+        self._next()
+        return column
+
+
+def _read_column(partition: Path, name: str) -> pd.Series | None:
+    """One column of a score partition (``None`` for a column it lacks)."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(partition)
+    if name not in file.schema_arrow.names:
+        return None
+    return file.read(columns=[name]).to_pandas()[name]  # one chunk, as written
+
+
+def _column_reader(partition: Path | None) -> Callable[[str], pd.Series | None] | None:
+    """Reads one column of a score partition; the reason texts are read ahead."""
+    from models.previous_run import TEXT_COLUMNS
+
+    return None if partition is None else _ColumnPrefetch(partition, TEXT_COLUMNS)
 
 
 def rule_scores(inputs: Inputs, features: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:
@@ -249,8 +289,11 @@ def score(
     (``LabelSettings.churn_inactivity_days``): customers silent that long have churned by
     inactivity and are not scored, as in training.
     """
+    from functools import partial
+
     from models.bands import band_rule_for_models
     from models.explain import SHARED_SHARE
+    from models.rules import rule_scores_by_kind
     from models.scoring import score_entities
 
     band_rule = band_rule_for_models(
@@ -260,11 +303,13 @@ def score(
         bands.high_conversion_threshold,
         bands.at_risk_churn_threshold,
     )
+    read_previous = _column_reader(previous_partition)  # starts reading the texts
     return score_entities(
         features.frame,
         inputs.entities,
         champions,
-        rule_scores(inputs, features.frame, as_of),
+        # Scoring finds each entity's kind once, for the rules too (see rule_scores).
+        partial(rule_scores_by_kind, features.frame),
         band_rule,
         features.catalog,
         previous,
@@ -274,7 +319,7 @@ def score(
         value_labels=reasons.value_labels() if reasons else None,
         shared_share=reasons.shared_share if reasons else SHARED_SHARE,
         churn_inactivity_days=churn_inactivity_days,
-        read_previous=_column_reader(previous_partition),
+        read_previous=read_previous,
     )
 
 
