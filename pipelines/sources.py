@@ -9,6 +9,7 @@ entities erased earlier (:mod:`pipelines.forgotten`), and reports counts in an
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -168,6 +169,9 @@ def _finish(
         listed = read_suppression_list(sources.suppression_list, maps.get("suppression_list"))
         entities, suppressed = apply_suppression(entities, listed)
     events, entities, outcomes, forgotten = drop_forgotten(events, entities, outcomes, settings)
+    # The feed check (pipelines.feeds) counts events before the previous run's date:
+    # the scan that profiles the events around this run's date profiles it too.
+    events.profile_moments([now, *_previous_run_date(settings)])
     report = events_input_report(events, now, entities, outcomes)
     dropping = not sources.keep_duplicates
     if dropping:
@@ -186,6 +190,21 @@ def _finish(
         report.future_events, report.entities, report.outcomes,
     )  # fmt: skip
     return Inputs(events=events, entities=entities, outcomes=outcomes, report=report)
+
+
+def _previous_run_date(settings: Settings) -> list[pd.Timestamp]:
+    """The previous run's date as its summary gives it for the feed check, if any.
+
+    Only a hint for :meth:`EventTable.profile_moments`: any problem reading the summary
+    is for :func:`pipelines.feeds.check_feeds` to report.
+    """
+    try:
+        data = json.loads((Path(settings.output.dir) / "summary.json").read_text("utf-8"))
+        if (data.get("feeds") or {}).get("events_before_as_of") is not None and data["as_of"]:
+            return [as_utc(pd.Timestamp(data["as_of"]))]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return []
 
 
 def read_entities(settings: Settings, events: EventTable | None = None) -> pd.DataFrame:
