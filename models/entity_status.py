@@ -44,6 +44,7 @@ def entity_status(
     outcomes: pd.DataFrame | None = None,
     features: pd.DataFrame | None = None,
     churn_inactivity_days: int | None = None,
+    ids: pd.Index | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each entity's kind and whether (or why not) it is scored.
 
@@ -64,6 +65,8 @@ def entity_status(
             (``labels.churn_from_inactivity``), its horizon: as in training, only
             customers with an event in these days before ``as_of`` are scored for
             churn; the others have churned already (:data:`INACTIVE`).
+        ids: ``pd.Index(entities["entity_id"])`` when the caller has it (its hash
+            table is reused when the ids are strings already).
 
     Returns:
         ``(kind, status)`` object arrays in the order of ``entities``.
@@ -75,7 +78,7 @@ def entity_status(
         else np.ones(n, dtype=bool)
     )
     created = (pd.to_datetime(entities["created_at"], utc=True) >= as_of).to_numpy(bool)
-    lookup = _Lookup(entities)
+    lookup = _Lookup(entities, ids)
     converted, churned = _outcome_by(entities, outcomes, as_of, lookup)
     kind = kinds(entities, converted, _purchased(entities, features, lookup))
     ended = _ended(entities, outcomes, as_of, lookup)
@@ -109,8 +112,11 @@ class _Lookup:
     through ``reindex`` as before (:attr:`ids` is then ``None``).
     """
 
-    def __init__(self, entities: pd.DataFrame) -> None:
-        index = pd.Index(entities["entity_id"].astype("str").to_numpy(dtype=object))
+    def __init__(self, entities: pd.DataFrame, ids: pd.Index | None = None) -> None:
+        if ids is not None and ids.dtype == "str" and len(ids) == len(entities):
+            index = ids  # the same str values as converting the column below
+        else:
+            index = pd.Index(entities["entity_id"].astype("str").to_numpy(dtype=object))
         self.size = len(index)
         self.ids = index if index.is_unique else None
         self._feature_rows: tuple[pd.DataFrame, np.ndarray] | None = None

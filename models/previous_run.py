@@ -73,6 +73,10 @@ class PreviousRun:
         self.source_size = 0 if previous is None else len(previous)
         if previous is not None and len(previous) and "entity_id" in previous:
             index = pd.Index(previous["entity_id"])
+            if _same_unique(index, ids):  # the same entities in the same order
+                self.last = previous.reset_index(drop=True)
+                self.rows = np.arange(self.size)
+                return
             if index.is_unique:  # as written: no copy of every reason text
                 self.last = previous.reset_index(drop=True)
             else:
@@ -160,6 +164,17 @@ class PreviousRun:
         if self.source_rows is not None:
             column = column.iloc[self.source_rows]
         return column.reset_index(drop=True)
+
+
+def _same_unique(index: pd.Index, ids: np.ndarray | pd.Index) -> bool:
+    """Whether ``index`` holds ``ids`` (an index known unique) in order, without hashing."""
+    return (
+        isinstance(ids, pd.Index)
+        and len(index) == len(ids)
+        and index.dtype == ids.dtype
+        and index.equals(ids)
+        and ids.is_unique  # scoring has checked it already: cached
+    )
 
 
 def _assemble(

@@ -35,6 +35,7 @@ from models.model import ModelInput, TrainedModel
 from models.previous_run import ColumnReader, PreviousRun, positions
 from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
 from models.rulefile import RuleSet, load_rules
+from models.rules import rows_by_kind
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +190,17 @@ def score_entities(
 
     n = len(ids)
     kind, status = entity_status(
-        entities, feature_row >= 0, cutoff, outcomes, features, churn_inactivity_days
+        entities, feature_row >= 0, cutoff, outcomes, features, churn_inactivity_days, ids
     )
     scored = status == SCORED
+    rule_row = None
     if callable(rules_scores):
         feature_kind = np.full(len(features), None, dtype=object)
         found = feature_row >= 0
         feature_kind[feature_row[found]] = kind[found]
         rules_scores = rules_scores(feature_kind)
-    col = _rule_columns(ids, scored, rules_scores)
+        rule_row = rows_by_kind(features, feature_row, feature_kind, rules_scores)
+    col = _rule_columns(ids, scored, rules_scores, rule_row)
     fallbacks: list[tuple[RuleSet, np.ndarray]] = []
     fallback_sentences: list[str] = []
     inputs: dict[str, ModelInput] = {}
@@ -328,9 +331,15 @@ def _check_cutoff(features: pd.DataFrame, cutoff: pd.Timestamp) -> None:
 
 
 def _rule_columns(
-    ids: pd.Index, scored: np.ndarray, rules_scores: pd.DataFrame | None
+    ids: pd.Index,
+    scored: np.ndarray,
+    rules_scores: pd.DataFrame | None,
+    rule_row: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Empty score columns, with the rule score and rule band of the scored entities."""
+    """Empty score columns, with the rule score and rule band of the scored entities.
+
+    ``rule_row``: each entity's row of ``rules_scores`` (-1: none), when known.
+    """
     n = len(ids)
     col: dict[str, np.ndarray] = {
         "conversion_probability": np.full(n, np.nan),
@@ -342,7 +351,8 @@ def _rule_columns(
         "score_source": np.full(n, None, dtype=object),
     }
     if rules_scores is not None and len(rules_scores):
-        rule_row = positions(ids, _ids(rules_scores, "rule scores"))
+        if rule_row is None:
+            rule_row = positions(ids, _ids(rules_scores, "rule scores"))
         has_rule = scored & (rule_row >= 0)
         points = pd.to_numeric(rules_scores["rule_score"], errors="coerce").to_numpy("float64")
         col["rule_score"][has_rule] = points[rule_row[has_rule]]
