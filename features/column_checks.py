@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.config import ValidationDepth, config_context
+from pandera.engines.pandas_engine import Engine
 from pandera.errors import SchemaErrors
 
 from features.timeutil import UTC_TIMESTAMP
@@ -121,6 +122,8 @@ class ColumnChecker:
         if column not in self.out.columns:
             return
         ids = self.out[column]
+        if _all_different(ids):
+            return
         duplicated = ids.duplicated(keep=False) & ids.notna()
         self._report(column, duplicated, ("is a duplicate id", "are duplicate ids"))
 
@@ -187,6 +190,8 @@ class ColumnChecker:
         """
         if self.problems:
             raise ContractError(self.table, self.source, self.problems)
+        if self._columns_hold():
+            return self.out
         try:
             # Columns and dtypes only: the checks above already tested every value
             # (empty, repeated, not among the choices); testing them again took 0.3 s
@@ -202,6 +207,22 @@ class ColumnChecker:
             ]
             raise ContractError(self.table, self.source, problems) from exc
 
+    def _columns_hold(self) -> bool:
+        """Every required column of the schema is present, and every column has its dtype.
+
+        Read from the schema in microseconds; pandera's own validation, which words
+        the failures, then only runs when this fails. Its first run in a process
+        imports its backends (0.44 s with hypothesis installed).
+        """
+        for name, column in self.schema.columns.items():
+            if name not in self.out.columns:
+                if column.required:
+                    return False
+                continue
+            if not column.dtype.check(Engine.dtype(self.out[name].dtype)):
+                return False
+        return True
+
 
 def show_value(value: object) -> str:
     """A sample value as an error sentence shows it: quoted, cut at 40 characters, ``null``."""
@@ -209,6 +230,20 @@ def show_value(value: object) -> str:
         return "null"
     text = str(value)
     return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _all_different(ids: pd.Series) -> bool:
+    """No id present twice, told by Arrow's hash count (a third of pandas' ``duplicated``).
+
+    ``False`` also for other arrays: :meth:`ColumnChecker.unique` then looks for the rows.
+    """
+    array = ids.array
+    if not isinstance(array, pd.arrays.ArrowStringArray):
+        return False
+    import pyarrow.compute as pc
+
+    values = array._pa_array  # noqa: SLF001 - no public accessor
+    return pc.count_distinct(values, mode="only_valid").as_py() == len(values) - values.null_count
 
 
 def _as_strings(series: pd.Series) -> pd.Series:

@@ -239,7 +239,16 @@ class EventTable:
 
     def unknown_entities(self, known: pd.Series) -> int:
         """Events whose ``entity_id`` is not among ``known``."""
-        ids = ibis.memtable(pd.DataFrame({"entity_id": known.astype("str").to_numpy()}))
+        text = known.astype("str")
+        if isinstance(text.array, pd.arrays.ArrowStringArray):
+            # Arrow text goes to the engine as it is: through numpy it would become a
+            # million Python strings and back (0.16 s at 1M entities).
+            import pyarrow as pa
+
+            column = text.array._pa_array  # noqa: SLF001 - no public accessor
+            ids = ibis.memtable(pa.table({"entity_id": column}))
+        else:
+            ids = ibis.memtable(pd.DataFrame({"entity_id": text.to_numpy()}))
         return int(self.con.execute(self.table.anti_join(ids, "entity_id").count()))
 
     def to_pandas(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
