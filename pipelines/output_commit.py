@@ -10,7 +10,10 @@
 2. **Withdrawn consent**: the score history of entities whose consent is withdrawn
    is deleted, in the transaction of step 3 (what every run of the date does again).
 3. **Commit point**: ``lead_score_history`` and ``lead_scores`` are upserted, and
-   that one transaction commits.
+   that one transaction commits. Steps 2 and 3 run in a thread
+   (:class:`ScoreTablesWrite`) started before step 1: the rows are deleted and
+   inserted while the files are staged, and the transaction waits, uncommitted,
+   until they are; a failure on either side rolls it back.
 4. The staged partition is renamed in (one atomic rename).
 5. The staged CRM folder is swapped in for ``crm/as_of=DATE/`` (two renames; see
    recovery below).
@@ -45,7 +48,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,8 +96,13 @@ class OutputPaths:
             yield "lead_board", str(self.board)
 
 
-def write_score_tables(scored: pd.DataFrame, database_url: str) -> None:
-    """Steps 2 and 3: delete withdrawn history and upsert both score tables, one transaction."""
+def write_score_tables(
+    scored: pd.DataFrame, database_url: str, before_commit: Callable[[], None] | None = None
+) -> None:
+    """Steps 2 and 3: delete withdrawn history and upsert both score tables, one transaction.
+
+    ``before_commit`` is called just before the commit; what it raises rolls back.
+    """
     rows = score_table_rows(scored)
     withdrawn = rows.loc[is_no_consent(rows["status"]), "entity_id"].dropna().unique().tolist()
     # Consent withdrawn: earlier scores of these people go too, not only today's.
@@ -102,11 +111,61 @@ def write_score_tables(scored: pd.DataFrame, database_url: str) -> None:
         database_url,
         [(rows, HISTORY_TABLE, ["entity_id", "as_of"]), (rows, SCORES_TABLE, ["entity_id"])],
         deletes=deletes,
+        before_commit=before_commit,
     )
     log.info(
         "Upserted %d rows into %s and %s (%d without consent blanked).",
         len(rows), SCORES_TABLE, HISTORY_TABLE, len(withdrawn),
     )  # fmt: skip
+
+
+class _Abandoned(Exception):
+    """Raised at the commit point of a score-table write the run no longer wants."""
+
+
+class ScoreTablesWrite:
+    """Steps 2 and 3 in a thread while step 1 stages the files, committed on request.
+
+    The thread deletes and inserts the rows (DuckDB, Arrow and the database drivers
+    release the GIL while they work), then waits at the commit point: :meth:`commit`
+    lets it commit, :meth:`abandon` rolls it back. Nothing is committed before the
+    files are staged, so the order of the protocol is unchanged.
+    """
+
+    def __init__(self, scored: pd.DataFrame, database_url: str) -> None:
+        self._go = threading.Event()
+        self._wanted = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(scored, database_url), name="score-tables", daemon=True
+        )
+        self._thread.start()
+
+    def _gate(self) -> None:
+        self._go.wait()
+        if not self._wanted:
+            raise _Abandoned
+
+    def _run(self, scored: pd.DataFrame, database_url: str) -> None:
+        try:
+            write_score_tables(scored, database_url, before_commit=self._gate)
+        except BaseException as exc:  # handed to the caller by commit()
+            self._error = exc
+
+    def commit(self) -> None:
+        """Let the transaction commit and wait for it; raises what the write raised."""
+        self._wanted = True
+        self._go.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Roll back unless already committed, and wait for the thread to end."""
+        self._go.set()
+        self._thread.join()
+        if self._error is not None and not isinstance(self._error, _Abandoned):
+            log.debug("The score tables were not written: %r", self._error)
 
 
 def write_outputs(
@@ -143,20 +202,22 @@ def write_outputs(
     out_dir = Path(out_dir)
     as_of = run_date(scored)
     clean = blank_without_consent(scored)
-    changes = crm_files(clean, previous, crm_profile)
-    html = render_board(
-        clean, as_of, band_rule, entities=board_entities, embed_limit=board_embed_limit
-    )
+    tables = ScoreTablesWrite(clean, database_url)  # steps 2 and 3, up to their commit
     partition = partition_dir(out_dir, as_of) / PARTITION_FILE
     new_partition = not partition.parent.exists()
     crm_final = crm_dir(out_dir, as_of)
-    crm_staged = staging_dir(crm_final)
+    crm_staged = None
     try:
+        changes = crm_files(clean, previous, crm_profile)
+        html = render_board(
+            clean, as_of, band_rule, entities=board_entities, embed_limit=board_embed_limit
+        )
+        crm_staged = staging_dir(crm_final)
         with atomic_path(partition) as staged_partition:  # step 4 when the block ends
             clean.drop(columns=["as_of"]).to_parquet(staged_partition, index=False)
             staged = write_crm_batches(changes, crm_staged, crm_batch_size)
             kill_point("staged")
-            write_score_tables(clean, database_url)  # steps 2 and 3
+            tables.commit()  # the commit point
             kill_point("committed")
         kill_point("partition")
         replace_dir_atomic(crm_staged, crm_final)  # step 5
@@ -165,7 +226,9 @@ def write_outputs(
             partition.parent.rmdir()  # no half-made date folder for readers to trip on
         raise
     finally:
-        shutil.rmtree(crm_staged, ignore_errors=True)
+        tables.abandon()
+        if crm_staged is not None:
+            shutil.rmtree(crm_staged, ignore_errors=True)
     kill_point("crm")
     board = write_board(
         clean, out_dir / "board", as_of, band_rule, html=html, entities=board_entities

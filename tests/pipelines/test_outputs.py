@@ -376,3 +376,51 @@ def test_a_failed_score_table_write_stages_nothing_in(tmp_path):
     assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == ["as_of=2025-06-01"]
     assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
     assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
+
+
+def test_the_score_tables_commit_only_after_the_files_are_staged(tmp_path, monkeypatch):
+    import duckdb
+
+    import pipelines.output_commit as output_commit
+
+    url = duckdb_url(tmp_path)
+    day1 = make_scored(20, seed=21)
+    write_outputs(day1, tmp_path, url, crm_batch_size=50, previous=None)
+    real_write_crm_batches = output_commit.write_crm_batches
+    seen = []
+
+    def staging(*args, **kwargs):  # the table write runs meanwhile, in its thread
+        with duckdb.connect(str(tmp_path / "scores.duckdb")) as connection:  # committed rows
+            query = "SELECT DISTINCT as_of::DATE FROM lead_scores"
+            seen.append({row[0] for row in connection.execute(query).fetchall()})
+        return real_write_crm_batches(*args, **kwargs)
+
+    monkeypatch.setattr(output_commit, "write_crm_batches", staging)
+    write_outputs(next_day(day1, changed=[1]), tmp_path, url, crm_batch_size=50, previous=day1)
+
+    assert seen == [{DAY1}]
+    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY2}
+
+
+def test_a_failed_crm_export_rolls_the_score_tables_back(tmp_path, monkeypatch):
+    import pipelines.output_commit as output_commit
+
+    url = duckdb_url(tmp_path)
+    day1 = make_scored(20, seed=22)
+    write_outputs(day1, tmp_path, url, crm_batch_size=50, previous=None)
+
+    def crash(*args, **kwargs):
+        raise OSError("injected crash while picking the CRM changes")
+
+    monkeypatch.setattr(output_commit, "crm_files", crash)
+    rerun = next_day(day1, changed=[1, 2])
+    with pytest.raises(OSError, match="injected crash"):
+        write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)
+    monkeypatch.undo()
+
+    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
+    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY1}
+    assert list(list_partitions(tmp_path)) == [DAY1]
+    assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
+    write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)  # not left locked
+    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY2}
