@@ -151,14 +151,32 @@ class EventTable:
             at = utc_literal(key)
             counts[f"before_{number}"] = table.count(where=time < at)
             counts[f"after_{number}"] = table.count(where=time > at)
+        bounds = []
+        if "value" in table.columns:
+            # The feed check's quarantine needs no scan of its own when these are in range.
+            value = table.value
+            counts |= {"values": value.count(), "value_low": value.min(),
+                       "value_high": value.max()}  # fmt: skip
+            bounds = ["values", "value_low", "value_high"]
         frame = self.con.execute(
             table.group_by("event_type").aggregate(**counts, first=time.min(), last=time.max())
         )
         for number, key in enumerate(keys):
             renamed = {f"before_{number}": "before", f"after_{number}": "after"}
-            self._profiles[key] = frame[
-                ["event_type", "rows", f"before_{number}", f"after_{number}", "first", "last"]
-            ].rename(columns=renamed)
+            columns = ["event_type", "rows", f"before_{number}", f"after_{number}", "first", "last"]
+            self._profiles[key] = frame[columns + bounds].rename(columns=renamed)
+
+    def value_bounds(self) -> pd.DataFrame | None:
+        """Per event type, how many values are present, and the smallest and largest.
+
+        ``event_type, values, value_low, value_high`` from a profile already computed
+        (:meth:`profile`); ``None`` without one, or without a ``value`` column. The
+        engines order NaN above every number, so a NaN value makes ``value_high`` NaN.
+        """
+        frame = self._any_profile()
+        if frame is None or "value_low" not in frame.columns:
+            return None
+        return frame[["event_type", "values", "value_low", "value_high"]]
 
     def _any_profile(self) -> pd.DataFrame | None:
         return next(iter(self._profiles.values()), None)
