@@ -34,9 +34,7 @@ EXAMPLES = 5
 
 def _same(a: pd.Series, b: pd.Series) -> pd.Series:
     """Element-wise equality where two missing values count as equal."""
-    both_missing = a.isna() & b.isna()
-    equal = (a.astype("object") == b.astype("object")) & a.notna() & b.notna()
-    return (both_missing | equal).astype(bool)
+    return (a == b).fillna(False).astype(bool) | (a.isna() & b.isna())
 
 
 def crm_changes(
@@ -92,7 +90,8 @@ def crm_changes(
     used = ("crm_id", "reasons_up", "reasons_down", "as_of", "scored_at", "status",
             "conversion_probability", "churn_probability")  # fmt: skip
     taken = [scored.columns.get_loc(c) for c in used if c in scored.columns]
-    current = scored.iloc[np.flatnonzero(has_crm_id)[changed], taken]
+    # Columns first: taking rows of the whole frame would copy every reason column.
+    current = scored.iloc[:, taken].iloc[np.flatnonzero(has_crm_id)[changed]]
     score, band = score[changed], band[changed]
     records = pd.DataFrame(
         {
