@@ -225,6 +225,7 @@ def write_board(
     band_rule: str | None = None,
     html: str | None = None,
     entities: pd.DataFrame | None = None,
+    shown: pd.DataFrame | None = None,
 ) -> BoardPaths:
     """Write ``YYYY-MM-DD.html`` and, when this is the latest run, ``index.html``.
 
@@ -232,7 +233,8 @@ def write_board(
     pointing at the newest run. Both writes are atomic. ``html`` is the page when
     already rendered by :func:`render_board`. ``entities`` (the display columns of
     the scored leads) go to ``entities.parquet`` with ``index.html``, for
-    ``leadscore board``.
+    ``leadscore board``; ``shown`` is their rows when already picked by
+    :func:`shown_entities`.
     """
     from pipelines.atomic_files import write_parquet_atomic, write_text_atomic
 
@@ -246,7 +248,7 @@ def write_board(
     index = None
     if not newer:
         if entities is not None:
-            kept = shown_entities(scored, entities)
+            kept = shown_entities(scored, entities) if shown is None else shown
             write_parquet_atomic(kept.reset_index(drop=True), board_dir / ENTITIES_FILE)
         index = board_dir / "index.html"
         write_text_atomic(html, index)

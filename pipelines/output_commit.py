@@ -57,7 +57,13 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 
 from pipelines.atomic_files import atomic_path, kill_point, replace_dir_atomic, staging_dir
-from pipelines.board import EMBED_LIMIT, is_no_consent, render_board, write_board
+from pipelines.board import (
+    EMBED_LIMIT,
+    is_no_consent,
+    render_board,
+    shown_entities,
+    write_board,
+)
 from pipelines.crm_export import crm_files, write_crm_batches
 from pipelines.crm_profiles import PROFILES, CrmProfile
 from pipelines.database_writes import rows_matching, sql_upsert_tables
@@ -212,6 +218,8 @@ def write_outputs(
         html = render_board(
             clean, as_of, band_rule, entities=board_entities, embed_limit=board_embed_limit
         )
+        # Picked while the tables are written, for step 6 (which comes after the commit).
+        shown = None if board_entities is None else shown_entities(clean, board_entities)
         crm_staged = staging_dir(crm_final)
         with atomic_path(partition) as staged_partition:  # step 4 when the block ends
             clean.drop(columns=["as_of"]).to_parquet(staged_partition, index=False)
@@ -231,7 +239,7 @@ def write_outputs(
             shutil.rmtree(crm_staged, ignore_errors=True)
     kill_point("crm")
     board = write_board(
-        clean, out_dir / "board", as_of, band_rule, html=html, entities=board_entities
+        clean, out_dir / "board", as_of, band_rule, html=html, entities=board_entities, shown=shown
     )  # step 6
     paths = OutputPaths(
         partition=partition,
