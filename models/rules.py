@@ -6,6 +6,7 @@ The rule file format (signals, points, caps, bands) is described in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +254,28 @@ def rows_by_kind(
     at = np.full(len(features) + 1, -1)  # the extra -1 is the row of "no feature row"
     at[taken] = np.arange(len(taken))
     return at[feature_row]
+
+
+def scores_of_kinds(
+    score: Callable[[np.ndarray], pd.DataFrame | None],
+    features: pd.DataFrame,
+    feature_row: np.ndarray,
+    kind: np.ndarray,
+) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+    """Rule scores from the entities' kinds, and each entity's row of them.
+
+    Args:
+        score: :func:`rule_scores_by_kind` of ``features`` (or alike): gets the kind of
+            each feature row (``None`` for rows of no entity).
+        features: The feature table.
+        feature_row: Per entity, its row of ``features`` (-1: none).
+        kind: Per entity, its kind.
+
+    Returns:
+        What ``score`` returned, and :func:`rows_by_kind` of it.
+    """
+    feature_kind = np.full(len(features), None, dtype=object)
+    found = feature_row >= 0
+    feature_kind[feature_row[found]] = kind[found]
+    rules_scores = score(feature_kind)
+    return rules_scores, rows_by_kind(features, feature_row, feature_kind, rules_scores)

@@ -35,7 +35,7 @@ from models.model import ModelInput, TrainedModel
 from models.previous_run import ColumnReader, PreviousRun, positions
 from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
 from models.rulefile import RuleSet, load_rules
-from models.rules import rows_by_kind
+from models.rules import scores_of_kinds
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +195,7 @@ def score_entities(
     scored = status == SCORED
     rule_row = None
     if callable(rules_scores):
-        feature_kind = np.full(len(features), None, dtype=object)
-        found = feature_row >= 0
-        feature_kind[feature_row[found]] = kind[found]
-        rules_scores = rules_scores(feature_kind)
-        rule_row = rows_by_kind(features, feature_row, feature_kind, rules_scores)
+        rules_scores, rule_row = scores_of_kinds(rules_scores, features, feature_row, kind)
     col = _rule_columns(ids, scored, rules_scores, rule_row)
     fallbacks: list[tuple[RuleSet, np.ndarray]] = []
     fallback_sentences: list[str] = []
