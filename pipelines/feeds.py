@@ -112,7 +112,7 @@ def check_feeds(
     if isinstance(events, pd.DataFrame):
         events = EventTable.from_frame(events)
     sources = settings.sources
-    previous = _previous_feed(Path(settings.output.dir) / "summary.json")
+    previous = previous_feed(Path(settings.output.dir) / "summary.json")
     count, current, window = None, len(events), "at all"
     if previous is not None:
         day, count = previous
@@ -142,19 +142,20 @@ def check_feeds(
     return kept, report
 
 
-def _previous_feed(summary: Path) -> tuple[pd.Timestamp | None, int] | None:
+def previous_feed(summary: Path, *, warn: bool = True) -> tuple[pd.Timestamp | None, int] | None:
     """The previous run's ``(run date, events before it)`` from its summary.
 
     ``(None, events read)`` for a summary without that count; ``None`` without a
-    readable summary (a first run).
+    readable summary (a first run), with a warning unless ``warn`` is false.
     """
     try:
         data = json.loads(summary.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        log.warning("Could not read the previous run summary %s (%s); no feed comparison.",
-                    summary, exc)  # fmt: skip
+        if warn:
+            log.warning("Could not read the previous run summary %s (%s); no feed comparison.",
+                        summary, exc)  # fmt: skip
         return None
     windowed = (data.get("feeds") or {}).get("events_before_as_of")
     if windowed is not None and data.get("as_of"):

@@ -9,7 +9,6 @@ entities erased earlier (:mod:`pipelines.forgotten`), and reports counts in an
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -193,18 +192,15 @@ def _finish(
 
 
 def _previous_run_date(settings: Settings) -> list[pd.Timestamp]:
-    """The previous run's date as its summary gives it for the feed check, if any.
+    """The previous run's date as :func:`pipelines.feeds.check_feeds` will read it, if any.
 
-    Only a hint for :meth:`EventTable.profile_moments`: any problem reading the summary
-    is for :func:`pipelines.feeds.check_feeds` to report.
+    Only a hint for :meth:`EventTable.profile_moments`: a problem reading the summary
+    is for the feed check to report.
     """
-    try:
-        data = json.loads((Path(settings.output.dir) / "summary.json").read_text("utf-8"))
-        if (data.get("feeds") or {}).get("events_before_as_of") is not None and data["as_of"]:
-            return [as_utc(pd.Timestamp(data["as_of"]))]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        pass
-    return []
+    from pipelines.feeds import previous_feed
+
+    previous = previous_feed(Path(settings.output.dir) / "summary.json", warn=False)
+    return [] if previous is None or previous[0] is None else [previous[0]]
 
 
 def read_entities(settings: Settings, events: EventTable | None = None) -> pd.DataFrame:
