@@ -208,11 +208,11 @@ def write_outputs(
     out_dir = Path(out_dir)
     as_of = run_date(scored)
     clean = blank_without_consent(scored)
-    tables = ScoreTablesWrite(clean, database_url)  # steps 2 and 3, up to their commit
     partition = partition_dir(out_dir, as_of) / PARTITION_FILE
     new_partition = not partition.parent.exists()
     crm_final = crm_dir(out_dir, as_of)
     crm_staged = None
+    tables = ScoreTablesWrite(clean, database_url)  # steps 2 and 3, up to their commit
     try:
         changes = crm_files(clean, previous, crm_profile)
         html = render_board(
