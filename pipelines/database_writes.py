@@ -6,8 +6,7 @@ all of them change the store or none does. A failed DuckDB commit (a full disk)
 ends its transaction itself; the rollback that follows must not hide that cause.
 
 Identifiers are quoted (:func:`pipelines.databases.quote`) and values, file paths
-included, are bound as parameters: no SQL text is built from a path or a
-configured value.
+included, are bound as parameters: no SQL text is built from a path or a setting.
 """
 
 from __future__ import annotations
@@ -70,10 +69,9 @@ def sql_upsert_tables(
 ) -> list[int]:
     """Delete rows, then replace the rows whose key is in each frame, in one transaction.
 
-    Each table is created from its frame's dtypes when missing (with an index on
-    the key). Matching rows are deleted and the frame inserted, so rerunning a write
-    replaces instead of duplicating; either every delete and every table's rows
-    happen or nothing changes. DuckDB files, PostgreSQL and SQLite.
+    Each table is created from its frame's dtypes when missing (with an index on the
+    key). Matching rows are deleted and the frame inserted, so rerunning a write replaces
+    instead of duplicating; every delete and upsert happen or none. DuckDB, PostgreSQL, SQLite.
 
     Args:
         url: Database URL (a ``?table=`` in it is ignored).
@@ -212,10 +210,8 @@ def _check_columns(existing: Sequence[str], frame: pd.DataFrame, target: SqlTarg
 def _duckdb_source(frame: pd.DataFrame) -> pd.DataFrame | pa.Table:
     """What DuckDB reads the rows from: an Arrow table when the columns are typed.
 
-    DuckDB scans an Arrow table without converting the pandas columns again at every
-    statement (the delete and the insert of each table), and gives its columns the
-    same SQL types. A frame with an ``object`` column is read as it is, so DuckDB
-    infers that column's type as it always has.
+    Converted once for every statement (deletes, inserts), with the same SQL types;
+    a frame with an ``object`` column is read as it is (DuckDB infers that type).
     """
     if any(pd.api.types.is_object_dtype(dtype) for dtype in frame.dtypes):
         return frame
@@ -242,9 +238,7 @@ def _duckdb_upsert(
     ranges = ", ".join(f"min({quote(k)}), max({quote(k)})" for k in keys)
     bounds = list(connection.execute(f"SELECT {ranges} FROM {incoming}").fetchall()[0])
     found = " AND ".join(f"{quote(k)} BETWEEN ? AND ?" for k in keys)
-    if connection.execute(
-        f"SELECT EXISTS (FROM {target.qualified} WHERE {found})", bounds
-    ).fetchall()[0][0]:
+    if connection.execute(f"FROM {target.qualified} WHERE {found} LIMIT 1", bounds).fetchall():
         match += "".join(
             f" AND t.{quote(k)} BETWEEN (SELECT min({quote(k)}) FROM {incoming}) "
             f"AND (SELECT max({quote(k)}) FROM {incoming})"
