@@ -135,11 +135,17 @@ class ScoreTablesWrite:
     The thread deletes and inserts the rows (DuckDB, Arrow and the database drivers
     release the GIL while they work), then waits at the commit point: :meth:`commit`
     lets it commit, :meth:`abandon` rolls it back. Nothing is committed before the
-    files are staged, so the order of the protocol is unchanged.
+    files are staged, so the order of the protocol is unchanged. :meth:`commit` lets
+    the thread commit only once it waits at the commit point, so an interrupt (Ctrl-C)
+    while the rows are still being inserted rolls them back, as a failure does. Both
+    wait on events, not ``Thread.join`` (an interrupted ``join`` can report the thread
+    ended while it still runs).
     """
 
     def __init__(self, scored: pd.DataFrame, database_url: str) -> None:
-        self._go = threading.Event()
+        self._ready = threading.Event()  # the thread waits at the commit point
+        self._go = threading.Event()  # the decision is made
+        self._done = threading.Event()  # the thread has ended
         self._wanted = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -148,6 +154,7 @@ class ScoreTablesWrite:
         self._thread.start()
 
     def _gate(self) -> None:
+        self._ready.set()
         self._go.wait()
         if not self._wanted:
             raise _Abandoned
@@ -157,19 +164,23 @@ class ScoreTablesWrite:
             write_score_tables(scored, database_url, before_commit=self._gate)
         except BaseException as exc:  # handed to the caller by commit()
             self._error = exc
+        finally:
+            self._done.set()
 
     def commit(self) -> None:
         """Let the transaction commit and wait for it; raises what the write raised."""
-        self._wanted = True
+        while not (self._ready.wait(0.05) or self._done.is_set()):
+            pass  # the rows are still being written: an interrupt here rolls them back
+        self._wanted = self._ready.is_set()
         self._go.set()
-        self._thread.join()
+        self._done.wait()
         if self._error is not None:
             raise self._error
 
     def abandon(self) -> None:
         """Roll back unless already committed, and wait for the thread to end."""
         self._go.set()
-        self._thread.join()
+        self._done.wait()
         if self._error is not None and not isinstance(self._error, _Abandoned):
             log.debug("The score tables were not written: %r", self._error)
 

@@ -424,3 +424,38 @@ def test_a_failed_crm_export_rolls_the_score_tables_back(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
     write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)  # not left locked
     assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY2}
+
+
+def test_an_interrupt_while_the_rows_are_inserted_rolls_the_score_tables_back(
+    tmp_path, monkeypatch
+):
+    import _thread
+    import threading
+    import time
+
+    import pipelines.output_commit as output_commit
+
+    url = duckdb_url(tmp_path)
+    day1 = make_scored(20, seed=23)
+    write_outputs(day1, tmp_path, url, crm_batch_size=50, previous=None)
+    real_write = output_commit.write_score_tables
+
+    def slow_insert(scored, database_url, before_commit):  # still inserting at Ctrl-C
+        def late_gate():
+            time.sleep(1.0)
+            before_commit()
+
+        real_write(scored, database_url, before_commit=late_gate)
+
+    monkeypatch.setattr(output_commit, "write_score_tables", slow_insert)
+    rerun = next_day(day1, changed=[1, 2])
+    timer = threading.Timer(0.3, _thread.interrupt_main)  # Ctrl-C during the commit wait
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)
+    timer.cancel()
+    time.sleep(1.5)  # the thread reached its commit point, and was told to roll back
+
+    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY1}
+    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
+    assert list(list_partitions(tmp_path)) == [DAY1]
