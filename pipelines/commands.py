@@ -81,7 +81,7 @@ def _context_with_prefect(config: Path | None, as_of: str | None) -> RunContext:
 
     The flows are imported meanwhile too; returns once the server answers.
     """
-    from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
+    from pipelines.prefect_server import start_prefect_server_early, wait_for_prefect_server
 
     start_prefect_server_early()
     from pipelines import flows  # noqa: F401 - imported while the server comes up

@@ -1,18 +1,14 @@
-"""Process defaults of a command: the early Prefect server and the exit without collections.
+"""Process defaults of a command: the exit without collections.
 
-Each test runs a fresh interpreter: both change process-wide state (Prefect's server
-singleton, exit handlers).
+The test runs a fresh interpreter: exit handlers are process-wide state.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-
-import pytest
 
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -45,75 +41,3 @@ def test_objects_are_frozen_by_the_last_exit_handler_once():
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["registered", "1", "0", "frozen", "True"]
     assert done.stderr.split() == ["still", "heard"]  # then stderr is /dev/null
-
-
-def test_a_configured_api_starts_no_temporary_server():
-    done = python(
-        """
-        import sys
-        from pipelines.runtime import start_prefect_server_early, wait_for_prefect_server
-
-        start_prefect_server_early()
-        wait_for_prefect_server()
-        print("server module", "prefect.server.api.server" in sys.modules)
-        """,
-        PREFECT_API_URL="http://127.0.0.1:9/api",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["server", "module", "False"]
-
-
-def test_a_server_named_by_the_prefect_profile_is_used_instead(tmp_path):
-    profiles = tmp_path / "profiles.toml"
-    profiles.write_text(
-        'active = "deployed"\n[profiles.deployed]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n'
-    )
-    done = python(
-        """
-        import sys
-        from pipelines import runtime
-
-        runtime.start_prefect_server_early()
-        runtime.wait_for_prefect_server()
-        print("stopped", runtime._early["process"] is None)
-        print("server module", "prefect.server.api.server" in sys.modules)
-        """,
-        PREFECT_PROFILES_PATH=str(profiles),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["stopped", "True", "server", "module", "False"]
-
-
-@pytest.mark.slow
-@pytest.mark.service
-def test_the_flow_runs_on_the_server_started_early_which_stops_at_exit():
-    done = python("""
-        import os, sys
-        from prefect import flow
-
-        from pipelines.runtime import (
-            set_quiet_and_patient_defaults, start_prefect_server_early, wait_for_prefect_server,
-        )
-
-        set_quiet_and_patient_defaults()
-        start_prefect_server_early()
-        start_prefect_server_early()  # once per process
-        wait_for_prefect_server()
-        url = os.environ["PREFECT_API_URL"]
-
-        @flow
-        def answer() -> int:
-            return 42
-
-        assert answer() == 42
-        assert answer() == 42
-        assert os.environ["PREFECT_API_URL"] == url  # one server for every flow
-        print("ok", url, "prefect.server.api.server" in sys.modules)
-    """)
-    assert done.returncode == 0, done.stderr[-3000:]
-    word, url, server_module = done.stdout.split()[-3:]
-    assert word == "ok" and url.startswith("http://127.0.0.1:") and url.endswith("/api")
-    assert server_module == "False"  # the server application runs in its own process only
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    with socket.socket() as sock:  # stopped when the command's process exited
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
