@@ -294,8 +294,8 @@ def _arrow_categorical(values: pd.Series, every: pd.Series) -> pd.Categorical:
     levels = sorted(pc.unique(every.array._pa_array).drop_null().to_pylist())  # noqa: SLF001
     encoded = pc.dictionary_encode(values.array._pa_array).combine_chunks()  # noqa: SLF001
     position = {level: i for i, level in enumerate(levels)}
-    # A value missing from every entity's levels cannot occur (values are a subset).
-    to_level = np.array([position[v] for v in encoded.dictionary.to_pylist()] + [-1])
+    # Values are a subset of every entity's; one that were not would be missing (-1).
+    to_level = np.array([position.get(v, -1) for v in encoded.dictionary.to_pylist()] + [-1])
     indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
     codes = to_level[indices]
     return pd.Categorical.from_codes(codes, categories=levels)

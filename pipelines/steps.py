@@ -259,19 +259,6 @@ def _column_reader(partition: Path | None) -> Callable[[str], pd.Series | None] 
     return None if partition is None else _ColumnPrefetch(partition, TEXT_COLUMNS)
 
 
-def rule_scores(inputs: Inputs, features: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame | None:
-    """Rule points and band per entity, each kind by its target's rules.
-
-    Kinds as scoring sees them (:mod:`features.population`): leads converted by the run
-    date count as customers, and without a ``kind`` column a purchase makes one too.
-    """
-    from models.entity_status import kinds_as_of
-    from models.rules import rule_scores_by_kind
-
-    kinds = kinds_as_of(inputs.entities, inputs.outcomes, as_of, features)
-    return rule_scores_by_kind(features, kinds)
-
-
 def score(
     inputs: Inputs,
     features: FeatureTable,
@@ -311,7 +298,8 @@ def score(
         features.frame,
         inputs.entities,
         champions,
-        # Scoring finds each entity's kind once, for the rules too (see rule_scores).
+        # Scoring finds each entity's kind once (models.entity_status), for the rules too:
+        # leads converted by the run date count as customers.
         partial(rule_scores_by_kind, features.frame),
         band_rule,
         features.catalog,
