@@ -6,7 +6,6 @@ The rule file format (signals, points, caps, bands) is described in
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -257,25 +256,21 @@ def rows_by_kind(
 
 
 def scores_of_kinds(
-    score: Callable[[np.ndarray], pd.DataFrame | None],
-    features: pd.DataFrame,
-    feature_row: np.ndarray,
-    kind: np.ndarray,
+    features: pd.DataFrame, feature_row: np.ndarray, kind: np.ndarray
 ) -> tuple[pd.DataFrame | None, np.ndarray | None]:
-    """Rule scores from the entities' kinds, and each entity's row of them.
+    """:func:`rule_scores_by_kind` from the entities' kinds, and each entity's row of it.
 
     Args:
-        score: :func:`rule_scores_by_kind` of ``features`` (or alike): gets the kind of
-            each feature row (``None`` for rows of no entity).
         features: The feature table.
         feature_row: Per entity, its row of ``features`` (-1: none).
-        kind: Per entity, its kind.
+        kind: Per entity, its kind (as scoring finds it: leads converted by the run
+            date count as customers).
 
     Returns:
-        What ``score`` returned, and :func:`rows_by_kind` of it.
+        The rule scores, and :func:`rows_by_kind` of them.
     """
     feature_kind = np.full(len(features), None, dtype=object)
     found = feature_row >= 0
     feature_kind[feature_row[found]] = kind[found]
-    rules_scores = score(feature_kind)
+    rules_scores = rule_scores_by_kind(features, feature_kind)
     return rules_scores, rows_by_kind(features, feature_row, feature_kind, rules_scores)

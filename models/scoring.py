@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -116,7 +116,7 @@ def score_entities(
     features: pd.DataFrame,
     entities: pd.DataFrame,
     models: Mapping[str, TrainedModel | None],
-    rules_scores: pd.DataFrame | Callable[[np.ndarray], pd.DataFrame | None] | None,
+    rules_scores: pd.DataFrame | None,
     band_rule: BandRule,
     catalog: Sequence[FeatureDef],
     previous: pd.DataFrame | None,
@@ -131,6 +131,7 @@ def score_entities(
     shared_share: float = SHARED_SHARE,
     churn_inactivity_days: int | None = None,
     read_previous: ColumnReader | None = None,
+    rules_by_kind: bool = False,
 ) -> ScoreResult:
     """Score every entity: probabilities, 0-100 score, band, rule score, change, reasons.
 
@@ -139,9 +140,7 @@ def score_entities(
         entities: The entities table; every row gets exactly one output row.
         models: ``{"conversion": model or None, "churn": model or None}`` (champions).
         rules_scores: ``entity_id``, ``rule_score`` (0..``rule_points_max`` points),
-            ``rule_band``; ``None`` when no rule score is configured. A callable gets
-            the kind of each feature row (``None`` for rows of no entity) and returns
-            them, so kinds are found once (:func:`models.rules.rule_scores_by_kind`).
+            ``rule_band``; ``None`` when not configured or with ``rules_by_kind``.
         band_rule: The band rule in force (stored with the model versions).
         catalog: Feature catalog of the feature table (reason sentences, concepts).
         previous: The last run's scored frame, or ``None`` on a first run.
@@ -163,6 +162,7 @@ def score_entities(
             inactivity: customers silent for it have churned and are not scored.
         read_previous: Reads a reason column ``previous`` lacks from the previous
             run's rows (:class:`~models.previous_run.PreviousRun`).
+        rules_by_kind: Score each kind's rules here (:func:`~models.rules.scores_of_kinds`).
 
     Returns:
         The :class:`ScoreResult`: its ``frame`` has one row per entity of ``entities``,
@@ -194,8 +194,8 @@ def score_entities(
     )
     scored = status == SCORED
     rule_row = None
-    if callable(rules_scores):
-        rules_scores, rule_row = scores_of_kinds(rules_scores, features, feature_row, kind)
+    if rules_by_kind:
+        rules_scores, rule_row = scores_of_kinds(features, feature_row, kind)
     col = _rule_columns(ids, scored, rules_scores, rule_row)
     fallbacks: list[tuple[RuleSet, np.ndarray]] = []
     fallback_sentences: list[str] = []

@@ -279,11 +279,8 @@ def score(
     (``LabelSettings.churn_inactivity_days``): customers silent that long have churned by
     inactivity and are not scored, as in training.
     """
-    from functools import partial
-
     from models.bands import band_rule_for_models
     from models.explain import SHARED_SHARE
-    from models.rules import rule_scores_by_kind
     from models.scoring import score_entities
 
     band_rule = band_rule_for_models(
@@ -298,9 +295,7 @@ def score(
         features.frame,
         inputs.entities,
         champions,
-        # Scoring finds each entity's kind once (models.entity_status), for the rules too:
-        # leads converted by the run date count as customers.
-        partial(rule_scores_by_kind, features.frame),
+        None,  # rules_by_kind: scoring finds each entity's kind once, for the rules too
         band_rule,
         features.catalog,
         previous,
@@ -311,6 +306,7 @@ def score(
         shared_share=reasons.shared_share if reasons else SHARED_SHARE,
         churn_inactivity_days=churn_inactivity_days,
         read_previous=read_previous,
+        rules_by_kind=True,
     )
 
 
