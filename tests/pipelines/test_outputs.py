@@ -35,6 +35,14 @@ def read_table(url: str, table: str) -> pd.DataFrame:
     return sql_read(url, table)
 
 
+def assert_left_at_day1(out: Path, url: str) -> None:
+    """A failed or interrupted second run left every output as the first one wrote it."""
+    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
+    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY1}
+    assert list(list_partitions(out)) == [DAY1]
+    assert sorted(p.name for p in (out / "crm").iterdir()) == ["as_of=2025-06-01"]
+
+
 def crm_rows(paths) -> pd.DataFrame:
     frames = [pd.read_csv(p, dtype={ID: str}) for p in paths.crm_batches]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -353,10 +361,7 @@ def test_a_staging_failure_leaves_the_score_tables_and_files_as_they_were(tmp_pa
         write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)
     monkeypatch.undo()
 
-    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
-    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY1}
-    assert list(list_partitions(tmp_path)) == [DAY1]
-    assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
+    assert_left_at_day1(tmp_path, url)
     write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)  # not left locked
     assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY2}
 
@@ -372,10 +377,8 @@ def test_a_failed_score_table_write_stages_nothing_in(tmp_path):
     with pytest.raises(ValueError, match="exists without column"):
         write_outputs(next_day(day1, changed=[1]), tmp_path, url, crm_batch_size=50, previous=day1)
 
-    assert list(list_partitions(tmp_path)) == [DAY1]
     assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == ["as_of=2025-06-01"]
-    assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
-    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
+    assert_left_at_day1(tmp_path, url)
 
 
 def test_the_score_tables_commit_only_after_the_files_are_staged(tmp_path, monkeypatch):
@@ -418,10 +421,7 @@ def test_a_failed_crm_export_rolls_the_score_tables_back(tmp_path, monkeypatch):
         write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)
     monkeypatch.undo()
 
-    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
-    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY1}
-    assert list(list_partitions(tmp_path)) == [DAY1]
-    assert sorted(p.name for p in (tmp_path / "crm").iterdir()) == ["as_of=2025-06-01"]
+    assert_left_at_day1(tmp_path, url)
     write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)  # not left locked
     assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY2}
 
@@ -456,6 +456,4 @@ def test_an_interrupt_while_the_rows_are_inserted_rolls_the_score_tables_back(
     timer.cancel()
     time.sleep(1.5)  # the thread reached its commit point, and was told to roll back
 
-    assert set(read_table(url, "lead_scores")["as_of"].dt.date) == {DAY1}
-    assert set(read_table(url, "lead_score_history")["as_of"].dt.date) == {DAY1}
-    assert list(list_partitions(tmp_path)) == [DAY1]
+    assert_left_at_day1(tmp_path, url)
