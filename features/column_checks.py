@@ -18,6 +18,7 @@ from pandera.config import ValidationDepth, config_context
 from pandera.engines.pandas_engine import Engine
 from pandera.errors import SchemaErrors
 
+from features.arrow_text import arrow_strings
 from features.timeutil import UTC_TIMESTAMP
 
 log = logging.getLogger(__name__)
@@ -237,12 +238,11 @@ def _all_different(ids: pd.Series) -> bool:
 
     ``False`` also for other arrays: :meth:`ColumnChecker.unique` then looks for the rows.
     """
-    array = ids.array
-    if not isinstance(array, pd.arrays.ArrowStringArray):
+    values = arrow_strings(ids)
+    if values is None:
         return False
     import pyarrow.compute as pc
 
-    values = array._pa_array  # noqa: SLF001 - no public accessor
     return pc.count_distinct(values, mode="only_valid").as_py() == len(values) - values.null_count
 
 

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from features.arrow_text import arrow_strings
 from features.engine import NPS_CLASSES
 from features.spec import FeatureDef, FeatureSpec, feature_catalog, safe_name
 from features.timeutil import utc_microseconds
@@ -162,11 +164,11 @@ def _stable_order(ids: pd.Series) -> np.ndarray:
     Arrow sorts its strings by code point, as Python compares them, in a third of
     pandas' time; other arrays go through pandas.
     """
-    array = ids.array
-    if isinstance(array, pd.arrays.ArrowStringArray):
+    strings = arrow_strings(ids)
+    if strings is not None:
         import pyarrow.compute as pc
 
-        return pc.sort_indices(array._pa_array).to_numpy()  # noqa: SLF001 - no public accessor
+        return pc.sort_indices(strings).to_numpy()
     return ids.argsort(kind="stable").to_numpy()
 
 
@@ -273,17 +275,14 @@ def _fit_values(
     if fits[column] == "float64":
         return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
     every = pd.Series(all_entities[column])
-    if _arrow_text(values) and _arrow_text(every) and every.notna().any():
-        return _arrow_categorical(values, every)
+    strings, every_strings = arrow_strings(values), arrow_strings(every)
+    if strings is not None and every_strings is not None and every.notna().any():
+        return _arrow_categorical(strings, every_strings)
     levels = every.dropna().astype("str").unique()
     return pd.Categorical(values.astype("str").where(values.notna()), categories=sorted(levels))
 
 
-def _arrow_text(values: pd.Series) -> bool:
-    return isinstance(values.array, pd.arrays.ArrowStringArray)
-
-
-def _arrow_categorical(values: pd.Series, every: pd.Series) -> pd.Categorical:
+def _arrow_categorical(values: pa.ChunkedArray, every: pa.ChunkedArray) -> pd.Categorical:
     """The categorical of :func:`_fit_values` for Arrow text, from dictionary codes.
 
     The same categories (every entity's values, sorted) and codes, without hashing a
@@ -291,8 +290,8 @@ def _arrow_categorical(values: pd.Series, every: pd.Series) -> pd.Categorical:
     """
     import pyarrow.compute as pc
 
-    levels = sorted(pc.unique(every.array._pa_array).drop_null().to_pylist())  # noqa: SLF001
-    encoded = pc.dictionary_encode(values.array._pa_array).combine_chunks()  # noqa: SLF001
+    levels = sorted(pc.unique(every).drop_null().to_pylist())
+    encoded = pc.dictionary_encode(values).combine_chunks()
     position = {level: i for i, level in enumerate(levels)}
     # Values are a subset of every entity's; one that were not would be missing (-1).
     to_level = np.array([position.get(v, -1) for v in encoded.dictionary.to_pylist()] + [-1])
