@@ -10,10 +10,12 @@ VENV := .venv
 $(UV):
 	$(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)" || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 
-# Bytecode is compiled at install: without it (uv's default, and PYTHONDONTWRITEBYTECODE
-# is set on some machines) every command recompiles its imports, ~2 s per start here.
+# Bytecode is compiled at install, the project's own packages too: without it (uv's
+# default, and PYTHONDONTWRITEBYTECODE is set on some machines) every command recompiles
+# its imports, ~2 s per start here (~0.8 s of it the project's modules).
 $(VENV)/.installed: pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --frozen --all-extras --compile-bytecode
+	$(VENV)/bin/python -m compileall -q -j 0 features models pipelines
 	touch $@
 
 setup: $(VENV)/.installed

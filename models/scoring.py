@@ -36,6 +36,7 @@ from models.previous_run import ColumnReader, PreviousRun, positions
 from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
 from models.rulefile import RuleSet, load_rules
 from models.rules import scores_of_kinds
+from models.treeshap import margins
 
 log = logging.getLogger(__name__)
 
@@ -299,9 +300,8 @@ def _probability(
 ) -> np.ndarray:
     """Calibrated probabilities of ``features``' rows at positions ``rows``.
 
-    The booster predicts from :class:`~models.model.ModelInput` matrices of
-    :data:`PREDICT_BATCH` rows (the same margins as from the prepared frame), and the
-    calibrator maps all margins at once, as :meth:`TrainedModel.predict_proba` does.
+    Raw scores (:func:`models.treeshap.margins`) of :class:`~models.model.ModelInput`
+    blocks of :data:`PREDICT_BATCH` rows, calibrated at once as ``predict_proba`` does.
     """
     if not inputs.exact:
         return model.predict_proba(features.iloc[rows])
@@ -309,7 +309,7 @@ def _probability(
     buffer = None
     for start in range(0, len(rows), PREDICT_BATCH):
         block = buffer = inputs.rows(rows[start : start + PREDICT_BATCH], out=buffer)
-        margin[start : start + len(block)] = model.booster.predict(block, raw_score=True)
+        margin[start : start + len(block)] = margins(model.booster, block)
     return np.clip(model.calibrator.predict(margin), 0.0, 1.0)
 
 

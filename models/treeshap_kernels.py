@@ -258,6 +258,65 @@ def _replay(keys, splits, expected, terms, term_start, term_feature, term_value,
                     out_t[term_feature[j], r] += term_value[j]
 
 
+@numba.njit(cache=True, nogil=True)
+def _margins(
+    x,
+    splits,
+    node_start,
+    leaf_start,
+    feature,
+    threshold,
+    mode,
+    nan_left,
+    zero_left,
+    left,
+    right,
+    cat_start,
+    cat_words,
+    cat_bits,
+    leaf_value,
+    out,
+    lo,
+    hi,
+):  # noqa: ANN001, ANN202
+    """Each row's (of ``lo:hi``) raw score: its leaves' values summed tree by tree.
+
+    LightGBM's ``PredictRaw`` for one tree per iteration: from 0.0, in tree order, each
+    tree's ``Decision`` as in :func:`_patterns`, so each sum has LightGBM's bits. A row
+    walks every tree before the next row (its values stay in cache). The decision is
+    written out here again: called as an inlined helper it made this kernel 3x slower.
+    """
+    for r in range(lo, hi):
+        total = 0.0
+        for t in range(splits.shape[0]):
+            node = 0
+            if splits[t] > 0:
+                start = node_start[t]
+                while node >= 0:
+                    g = start + node
+                    value = x[r, feature[g]]
+                    kind = mode[g]
+                    if kind == 0:
+                        go = value <= threshold[g] or (nan_left[g] and value != value)
+                    elif kind == 2:
+                        go = False
+                        if -_INT_LIMIT - 1.0 < value < _INT_LIMIT:
+                            code = int(value)
+                            word = code // 32
+                            if code >= 0 and word < cat_words[g]:
+                                go = (cat_bits[cat_start[g] + word] >> (code % 32)) & 1 == 1
+                    elif value != value:
+                        go = nan_left[g]
+                    elif -_ZERO <= value <= _ZERO:
+                        go = zero_left[g]
+                    else:
+                        go = value <= threshold[g]
+                    node = left[g] if go else right[g]
+                node = ~node
+            total += leaf_value[leaf_start[t] + node]
+        out[r] = total
+
+
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
     bounds = np.linspace(0, n, parts + 1).astype(int)
     return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
@@ -305,3 +364,19 @@ def contributions(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) 
         each(lambda lo, hi: _replay(keys, trees.splits, trees.expected, trees.terms, term_start,
                                     term_feature, term_value, out_t, lo, hi), len(x))  # fmt: skip
     out[:] = out_t.T
+
+
+def margins(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
+    """Fill ``out`` (``rows``) with the raw scores of ``x``'s (C-ordered) rows.
+
+    ``threads`` Python threads share the rows (the kernel releases the GIL).
+    """
+    parts = _split(len(x), 4 * threads) if threads > 1 else [(0, len(x))]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        futures = [pool.submit(_margins, x, trees.splits, trees.node_start, trees.leaf_start,
+                               trees.feature, trees.threshold, trees.mode, trees.nan_left,
+                               trees.zero_left, trees.left, trees.right, trees.cat_start,
+                               trees.cat_words, trees.cat_bits, trees.leaf_value, out, lo, hi)
+                   for lo, hi in parts]  # fmt: skip
+        for future in futures:
+            future.result()

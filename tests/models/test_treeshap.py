@@ -163,3 +163,55 @@ def test_explain_gives_the_same_reasons_as_through_lightgbm(
     pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
     head, copies = ours.iloc[:50].reset_index(drop=True), ours.iloc[600:650]
     pd.testing.assert_frame_equal(head, copies.reset_index(drop=True), check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"use_missing": True, "zero_as_missing": True},
+        {"use_missing": False},
+        {"num_leaves": 17, "max_depth": -1, "min_data_in_leaf": 2},
+        {"max_cat_to_onehot": 16},
+        {"min_gain_to_split": 1e9},  # stumps: one leaf each
+    ],
+)
+def test_margins_are_lightgbm_raw_scores_bit_for_bit(params: dict) -> None:
+    booster = _booster(params, _data(3000, 1))
+    matrix = _matrix(booster, _data(4000, 2))
+    rows = np.vstack([matrix, _edges(matrix)])
+    expected = booster.predict(rows, raw_score=True)
+    assert _same_bits(treeshap.margins(booster, rows, num_threads=2), expected)
+    assert _same_bits(treeshap.margins(booster, rows, num_threads=1), expected)
+    booster.best_iteration = 12
+    assert _same_bits(treeshap.margins(booster, rows), booster.predict(rows, raw_score=True))
+
+
+def test_margins_of_what_is_not_covered_are_lightgbm_s() -> None:
+    frame = _data(3000, 9)
+    wide = _booster({"num_leaves": 40, "max_depth": -1, "min_data_in_leaf": 2}, frame)
+    matrix = _matrix(wide, frame)
+    assert treeshap.forest(wide) is None
+    assert _same_bits(treeshap.margins(wide, matrix), wide.predict(matrix, raw_score=True))
+
+
+def test_scoring_probabilities_are_the_same_as_through_lightgbm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """score_entities' probabilities are the bits of LightGBM's own raw scores, calibrated."""
+    from models import scoring
+    from tests.models.test_explain import make_features, make_model
+
+    model = make_model("conversion", seed=3, rounds=60)
+    frame = make_features(900, seed=12)
+    inputs = model.inputs(frame)
+    rows = np.arange(len(frame))[::-1].copy()
+    monkeypatch.setattr(scoring, "PREDICT_BATCH", 256)
+    ours = scoring._probability(model, inputs, frame, rows)
+    monkeypatch.setattr(
+        scoring, "margins", lambda booster, block: booster.predict(block, raw_score=True)
+    )
+    theirs = scoring._probability(model, inputs, frame, rows)
+    assert inputs.exact
+    assert _same_bits(ours, theirs)
+    assert _same_bits(ours, model.predict_proba(frame.iloc[rows]))
