@@ -12,11 +12,9 @@ included, are bound as parameters: no SQL text is built from a path or a setting
 from __future__ import annotations
 
 import logging
-import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -27,6 +25,7 @@ import sqlalchemy as sa
 from features.timeutil import as_utc
 from pipelines.databases import (
     SqlTarget,
+    create_duckdb_table,
     duckdb_connection,
     duckdb_table_exists,
     parse_sql_url,
@@ -66,6 +65,7 @@ def sql_upsert_tables(
     *,
     deletes: Sequence[RowDelete] = (),
     before_commit: Callable[[], None] | None = None,
+    zstd_columns: Collection[str] = (),
 ) -> list[int]:
     """Delete rows, then replace the rows whose key is in each frame, in one transaction.
 
@@ -80,6 +80,7 @@ def sql_upsert_tables(
             allowed), and the column or columns identifying a row.
         deletes: Rows to delete first, in the same transaction (none from a missing table).
         before_commit: Called just before the commit; what it raises rolls back.
+        zstd_columns: Text columns a new DuckDB table compresses with zstd (long texts).
 
     Returns:
         The number of rows written per table.
@@ -99,7 +100,7 @@ def sql_upsert_tables(
         prepared.append((frame, target, keys))
     if not prepared:
         return []
-    _write(url, deletes, prepared, before_commit)
+    _write(url, deletes, prepared, before_commit, zstd_columns)
     for frame, target, keys in prepared:
         log.info("Upserted %d rows into %s by %s.", len(frame), target.table, ", ".join(keys))
     return [len(frame) for frame, _, _ in prepared]
@@ -115,6 +116,7 @@ def _write(
     deletes: Sequence[RowDelete],
     upserts: Sequence[tuple[pd.DataFrame, SqlTarget, list[str]]],
     before_commit: Callable[[], None] | None = None,
+    zstd_columns: Collection[str] = (),
 ) -> list[int]:
     """Run ``deletes`` then ``upserts`` in one transaction; rows deleted per delete."""
     if not deletes and not upserts:
@@ -131,7 +133,8 @@ def _write(
             try:
                 deleted = [_duckdb_delete(connection, url, delete) for delete in deletes]
                 for frame, target, keys in upserts:
-                    _duckdb_upsert(connection, frame, sources[id(frame)], target, keys)
+                    source = sources[id(frame)]
+                    _duckdb_upsert(connection, frame, source, target, keys, zstd_columns)
                 if before_commit is not None:
                     before_commit()
                 connection.commit()
@@ -222,7 +225,12 @@ def _duckdb_source(frame: pd.DataFrame) -> pd.DataFrame | pa.Table:
 
 
 def _duckdb_upsert(
-    connection: Any, frame: pd.DataFrame, source: Any, target: SqlTarget, keys: list[str]
+    connection: Any,
+    frame: pd.DataFrame,
+    source: Any,
+    target: SqlTarget,
+    keys: list[str],
+    zstd_columns: Collection[str],
 ) -> None:
     """Delete the matching rows and insert ``frame`` (read from ``source``), in one transaction."""
     view = f"leadscore_incoming_{uuid.uuid4().hex}"
@@ -230,7 +238,7 @@ def _duckdb_upsert(
     connection.register(view, source)
     incoming = quote(view)
     if not duckdb_table_exists(connection, target):
-        connection.execute(f"CREATE TABLE {target.qualified} AS FROM {incoming} LIMIT 0")
+        create_duckdb_table(connection, target, incoming, zstd_columns)
     described = connection.execute(f"DESCRIBE {target.qualified}").fetchall()
     _check_columns([row[0] for row in described], frame, target)
     # Key ranges let DuckDB skip row groups by min/max; no row in them (a new date in
@@ -376,25 +384,3 @@ def _sqlalchemy_delete(connection: sa.Connection, dialect: str, url: str, delete
         connection.execute(table_obj.delete().where(condition)).rowcount
         for condition in delete.conditions(table_obj, dialect)
     )
-
-
-def compact_duckdb(path: Path) -> None:
-    """Rewrite a DuckDB file with only its live rows, then swap it in atomically.
-
-    A DELETE only marks rows; their bytes stay in the file's blocks until they happen
-    to be reused. Copying the database into a fresh file leaves nothing behind. Both
-    file paths are bound as parameters, never spliced into the SQL text.
-    """
-    fresh = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.compact")
-    try:
-        with duckdb.connect() as connection:
-            connection.execute("ATTACH ? AS old_db (READ_ONLY)", [str(path)])
-            connection.execute("ATTACH ? AS new_db", [str(fresh)])
-            connection.execute("COPY FROM DATABASE old_db TO new_db")
-            connection.execute("DETACH old_db")
-            connection.execute("DETACH new_db")
-        os.replace(fresh, path)
-    finally:
-        fresh.unlink(missing_ok=True)
-        fresh.with_name(fresh.name + ".wal").unlink(missing_ok=True)
-    log.info("Compacted %s so deleted rows leave no trace in the file.", path)

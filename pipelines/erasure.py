@@ -32,8 +32,8 @@ from sqlalchemy.engine import make_url
 
 from models.privacy import PSEUDONYM_KEY_ENV, pseudonymise_one, resolve_pseudonym_key
 from pipelines.atomic_files import write_text_atomic
-from pipelines.database_writes import compact_duckdb, sql_delete
-from pipelines.databases import SourceNotFoundError, parse_sql_url
+from pipelines.database_writes import sql_delete
+from pipelines.databases import SourceNotFoundError, compact_duckdb, parse_sql_url
 from pipelines.forgotten import FORGOTTEN_LIST, record_forgotten
 from pipelines.outputs import HISTORY_TABLE, SCORES_TABLE, list_partitions
 from pipelines.recovery import clear_leftovers

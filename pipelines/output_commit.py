@@ -56,6 +56,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.engine import make_url
 
+from models.previous_run import TEXT_COLUMNS
 from pipelines.atomic_files import atomic_path, kill_point, replace_dir_atomic, staging_dir
 from pipelines.board import (
     EMBED_LIMIT,
@@ -118,6 +119,7 @@ def write_score_tables(
         [(rows, HISTORY_TABLE, ["entity_id", "as_of"]), (rows, SCORES_TABLE, ["entity_id"])],
         deletes=deletes,
         before_commit=before_commit,
+        zstd_columns=TEXT_COLUMNS,  # most of the bytes: zstd writes them faster, smaller
     )
     log.info(
         "Upserted %d rows into %s and %s (%d without consent blanked).",

@@ -3,7 +3,8 @@
 Running a date again rewrites every output with the same bytes: the Parquet
 partition, the CRM export, the lead board pages, ``summary.json`` and the rows of
 both score tables (``scored_at`` is the run date, not the wall clock, which goes to
-the log and the Prefect Markdown artifact only). The one run that trains a model
+the log and the Prefect Markdown artifact only), whose reason texts DuckDB stores
+with zstd. The one run that trains a model
 for the date changes the registry, so only the runs after it share every byte; its
 scores, CRM files and board are already the same. An input that breaks the contract
 fails the run at the first attempt of ``load inputs``, with its one sentence naming
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 import yaml
@@ -72,6 +74,16 @@ def test_running_a_date_again_rewrites_every_output_with_the_same_bytes(workspac
     assert (history["scored_at"] == history["as_of"]).all()
     crm = pd.concat(pd.read_csv(p) for p in (out / "crm" / f"as_of={NEXT}").glob("batch-*.csv"))
     assert (crm["Leadscore_Scored_At__c"] == f"{NEXT}T00:00:00Z").all()
+    # The reason texts, most of the bytes, are stored with zstd in both tables.
+    with duckdb.connect(str(out / "leadscore.duckdb"), read_only=True) as connection:
+        for table in rows:
+            stored = connection.execute(
+                "SELECT DISTINCT column_name, compression FROM pragma_storage_info(?) "
+                "WHERE segment_type = 'VARCHAR' AND column_name LIKE 'reasons_%'",
+                [table],
+            ).fetchall()
+            assert {c for _, c in stored} == {"ZSTD"}, (table, stored)
+            assert {n for n, _ in stored} == {"reasons_up", "reasons_down", "reasons_text"}
 
 
 def test_a_contract_error_fails_at_the_first_attempt_with_its_sentence(workspace, tmp_path):

@@ -21,8 +21,8 @@ from pipelines.atomic_files import (
     write_parquet_atomic,
     write_text_atomic,
 )
-from pipelines.database_writes import compact_duckdb, sql_delete, sql_upsert_tables
-from pipelines.databases import SourceNotFoundError, sql_read
+from pipelines.database_writes import sql_delete, sql_upsert_tables
+from pipelines.databases import SourceNotFoundError, compact_duckdb, sql_read
 from pipelines.settings import Settings
 from pipelines.settings_sections import SourceSettings
 from pipelines.sources import load_inputs, read_source
