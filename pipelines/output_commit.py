@@ -227,15 +227,17 @@ def write_outputs(
     crm_staged = None
     tables = ScoreTablesWrite(clean, database_url)  # steps 2 and 3, up to their commit
     try:
-        changes = crm_files(clean, previous, crm_profile)
-        html = render_board(
-            clean, as_of, band_rule, entities=board_entities, embed_limit=board_embed_limit
-        )
-        # Picked while the tables are written, for step 6 (which comes after the commit).
-        shown = None if board_entities is None else shown_entities(clean, board_entities)
         crm_staged = staging_dir(crm_final)
         with atomic_path(partition) as staged_partition:  # step 4 when the block ends
+            # First: Arrow encodes it mostly without the GIL while the table thread,
+            # in Python, prepares its rows; the Python work below overlaps its inserts.
             clean.drop(columns=["as_of"]).to_parquet(staged_partition, index=False)
+            changes = crm_files(clean, previous, crm_profile)
+            html = render_board(
+                clean, as_of, band_rule, entities=board_entities, embed_limit=board_embed_limit
+            )
+            # Picked while the tables are written, for step 6 (after the commit).
+            shown = None if board_entities is None else shown_entities(clean, board_entities)
             staged = write_crm_batches(changes, crm_staged, crm_batch_size)
             kill_point("staged")
             tables.commit()  # the commit point
