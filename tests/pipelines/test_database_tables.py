@@ -8,6 +8,7 @@ import duckdb
 import pandas as pd
 
 from pipelines.database_writes import sql_upsert_tables
+from pipelines.databases import compact_duckdb
 
 
 def _rows(n: int) -> pd.DataFrame:
@@ -65,4 +66,16 @@ def test_a_file_of_an_older_storage_version_gets_duckdb_s_choice(tmp_path: Path)
     _write(path, rows)
 
     assert "ZSTD" not in _compression(path, "t")["reasons_text"]
+    pd.testing.assert_frame_equal(_table(path, "t"), rows, check_dtype=False)
+
+
+def test_compacting_the_file_keeps_zstd(tmp_path: Path) -> None:
+    """``leadscore forget`` compacts the file; the tables keep their compression."""
+    path = tmp_path / "scores.duckdb"
+    rows = _rows(4000)
+    _write(path, rows)
+
+    compact_duckdb(path)
+
+    assert _compression(path, "t")["reasons_text"] == {"ZSTD"}
     pd.testing.assert_frame_equal(_table(path, "t"), rows, check_dtype=False)
