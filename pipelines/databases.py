@@ -1,4 +1,4 @@
-"""Databases: URLs, connections, quoting, and reading a table.
+"""Databases: URLs, connections, quoting, reading a table, DuckDB tables and files.
 
 URLs name a database and, for sources, a table: ``duckdb:///path/file.duckdb?table=events``
 (a relative path; four slashes for an absolute one, as in SQLAlchemy),
@@ -7,7 +7,10 @@ URLs name a database and, for sources, a table: ``duckdb:///path/file.duckdb?tab
 others through SQLAlchemy 2 (psycopg 3 for PostgreSQL). Every timestamp read
 comes back in UTC. Identifiers are always quoted (:func:`quote`) and values bound
 as parameters: no SQL text is built from a path or a configured value.
-Writes are in :mod:`pipelines.database_writes`.
+Row writes (upserts, deletes) are in :mod:`pipelines.database_writes`; the two
+DuckDB file operations it and erasure share are here: creating a table
+(:func:`create_duckdb_table`, long texts in zstd) and compacting the file
+(:func:`compact_duckdb`).
 """
 
 from __future__ import annotations
