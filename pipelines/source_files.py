@@ -29,6 +29,11 @@ TableName = Literal["events", "entities", "outcomes"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
+#: The texts ``pandas.read_csv`` reads as missing by default (its ``na_values``); the
+#: engine's CSV reader (:mod:`pipelines.engine_events`) reads them as nulls too.
+PANDAS_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                  "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                  "nan", "null")  # fmt: skip
 #: Contract columns read from CSV as text, so ids like ``00123`` keep their zeros.
 ID_COLUMNS = ("entity_id", "crm_id")
 

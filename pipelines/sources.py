@@ -139,7 +139,9 @@ def _read_three(
 
     sources = settings.sources
     checks = Path(settings.output.dir) / CHECKS_FILE
-    events, memo = read_checked_events(sources.events, sources.mapping("events"), con, checks)
+    events, memo = read_checked_events(
+        sources.events, sources.mapping("events"), con, checks, csv_reader=sources.csv_reader
+    )
     entities = read_entities(settings, events)
     if sources.outcomes is None:
         outcomes = no_outcomes("sources.outcomes (null)")
@@ -220,7 +222,10 @@ def read_entities(settings: Settings, events: EventTable | None = None) -> pd.Da
     if events is None:
         from pipelines.engine_events import engine_connection, read_events
 
-        events = read_events(sources.events, sources.mapping("events"), engine_connection())
+        events = read_events(
+            sources.events, sources.mapping("events"), engine_connection(),
+            csv_reader=sources.csv_reader,
+        )  # fmt: skip
     entities = VALIDATORS["entities"](events.first_event_times(), sources.events)
     log.info("sources.entities is null: %d entities from the events.", len(entities))
     return entities

@@ -1,13 +1,15 @@
-"""The engine path changes nothing but speed: Parquet events (DuckDB) against CSV (pandas).
+"""The engine paths change nothing but speed: Parquet and CSV events (DuckDB) against pandas.
 
 Issue 17 moves the events into the engine: Parquet sources are read and checked by
-DuckDB, while CSV files are still read by pandas (the reference path) and handed to
-the engine. The same generated history, with a few exact duplicates, events after the
-run date and events of an entity nobody knows, is written once as Parquet and once as
-CSV; ``leadscore nightly --config FILE`` runs the first night (both models trained) on
-each, with its own output folder and MLflow store. The feature tables, the scores
-(probabilities within 1e-9, bands and reasons for every entity) and the input counts
-of the run summaries are the same.
+DuckDB where they lie, CSV files are parsed by DuckDB into a temporary engine table,
+and ``sources.csv_reader: pandas`` keeps the reference path (pandas reads the file and
+hands it to the engine). The same generated history, with a few exact duplicates,
+events after the run date and events of an entity nobody knows, is written once as
+Parquet and once as CSV; ``leadscore nightly --config FILE`` runs the first night
+(both models trained) on the Parquet feed and on the CSV feed read by pandas, each with
+its own output folder and MLflow store, and ``leadscore features`` on the CSV feed
+read by the engine. The feature tables, the scores (probabilities within 1e-9, bands
+and reasons for every entity) and the input counts of the run summaries are the same.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def with_odd_rows(events: pa.Table) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def both_feeds(workspace, tmp_path_factory) -> dict[str, Path]:
-    """The workspace's history as Parquet files (two) and as one CSV file; one config each."""
+    """The workspace's history as Parquet files (two) and one CSV file; a config per reader."""
     root = tmp_path_factory.mktemp("engine-inputs")
     # Arrow tables throughout: Arrow writes ISO 8601 times and round-trip floats to CSV,
     # ten times faster than pandas' to_csv.
@@ -69,8 +71,10 @@ def both_feeds(workspace, tmp_path_factory) -> dict[str, Path]:
     pa_csv.write_csv(events, csv)
     configs = {}
     base = yaml.safe_load(workspace.config.read_text())
-    for name, source in {"parquet": parquet, "csv": csv}.items():
-        settings = {**base, "sources": {**base["sources"], "events": str(source)}}
+    feeds = {"parquet": (parquet, "engine"), "csv": (csv, "pandas"), "csv-engine": (csv, "engine")}
+    for name, (source, reader) in feeds.items():
+        sources = {**base["sources"], "events": str(source), "csv_reader": reader}
+        settings = {**base, "sources": sources}
         settings["output"] = {"dir": str(root / name / "out")}
         configs[name] = root / name / "leadscore.yaml"
         configs[name].parent.mkdir()
@@ -84,7 +88,8 @@ def first_nights(workspace, both_feeds, tmp_path_factory) -> dict[str, Path]:
     outs = {}
     for name, config in both_feeds.items():
         cwd = tmp_path_factory.mktemp(f"run-{name}")
-        for command in ("features", "nightly"):
+        commands = ("features",) if name == "csv-engine" else ("features", "nightly")
+        for command in commands:
             workspace.run(cwd, command, "--as-of", AS_OF, "--config", str(config),
                           with_config=False)  # fmt: skip
         outs[name] = Path(yaml.safe_load(config.read_text())["output"]["dir"])
@@ -113,9 +118,10 @@ def test_both_paths_train_both_models_and_count_the_same_inputs(first_nights):
     assert counts["events"] > 0
 
 
-def test_both_paths_save_the_same_feature_table(first_nights):
+@pytest.mark.parametrize("engine_feed", ["parquet", "csv-engine"])
+def test_the_engine_paths_save_the_reference_feature_table(first_nights, engine_feed):
     name = f"as_of={AS_OF}.parquet"
-    engine = by_entity(pd.read_parquet(first_nights["parquet"] / "features" / name))
+    engine = by_entity(pd.read_parquet(first_nights[engine_feed] / "features" / name))
     reference = by_entity(pd.read_parquet(first_nights["csv"] / "features" / name))
     assert list(engine.columns) == list(reference.columns)
     assert len(engine) == len(reference) > 0
