@@ -166,6 +166,16 @@ def sql_read(url: str, table: str | None = None) -> pd.DataFrame:
         SourceNotFoundError: The database file or the table does not exist; the
             message lists the tables that do.
     """
+    parts = list(sql_batches(url, table, rows=None))
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def sql_batches(url: str, table: str | None, rows: int | None) -> Iterator[pd.DataFrame]:
+    """A table's rows in frames of at most ``rows`` (``None``: one frame), UTC times.
+
+    DuckDB files are read through DuckDB; other databases through SQLAlchemy with a
+    streaming cursor, so memory holds one batch at a time. Raises as :func:`sql_read`.
+    """
     target = parse_sql_url(url, table)
     schema, name = target.schema_and_name
     if target.duckdb_path is not None:
@@ -173,22 +183,31 @@ def sql_read(url: str, table: str | None = None) -> pd.DataFrame:
             if not duckdb_table_exists(connection, target):
                 tables = [row[0] for row in connection.execute("SHOW TABLES").fetchall()]
                 raise _missing_table(target, tables)
+            result = connection.execute(f"SELECT * FROM {target.qualified}")
             with warnings.catch_warnings():
                 # DuckDB 2.0's pandas conversion trips a pandas 3.1 deprecation of its own.
                 warnings.filterwarnings("ignore", message="The inplace keyword")
-                frame = connection.execute(f"SELECT * FROM {target.qualified}").df()
-    else:
-        database = make_url(target.url).database or ":memory:"
-        on_disk = target.url.startswith("sqlite") and database != ":memory:"
-        if on_disk and not Path(database).exists():  # connecting would create it
-            raise SourceNotFoundError(f"SQLite database {database} does not exist.")
-        with sql_engine(target) as engine, engine.connect() as connection:
-            inspector = sa.inspect(connection)
-            if not inspector.has_table(name, schema=schema):
-                raise _missing_table(target, inspector.get_table_names(schema=schema))
-            table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
-            frame = pd.read_sql_query(sa.select(table_obj), connection)
-    return _utc_columns(frame)
+                if rows is None:
+                    yield _utc_columns(result.df())
+                    return
+                while len(batch := result.fetch_df_chunk(max(1, rows // 2048))):
+                    yield _utc_columns(batch)
+        return
+    database = make_url(target.url).database or ":memory:"
+    on_disk = target.url.startswith("sqlite") and database != ":memory:"
+    if on_disk and not Path(database).exists():  # connecting would create it
+        raise SourceNotFoundError(f"SQLite database {database} does not exist.")
+    with sql_engine(target) as engine, engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        if not inspector.has_table(name, schema=schema):
+            raise _missing_table(target, inspector.get_table_names(schema=schema))
+        table_obj = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=connection)
+        if rows is None:
+            yield _utc_columns(pd.read_sql_query(sa.select(table_obj), connection))
+            return
+        streaming = connection.execution_options(stream_results=True, max_row_buffer=rows)
+        for batch in pd.read_sql_query(sa.select(table_obj), streaming, chunksize=rows):
+            yield _utc_columns(batch)
 
 
 def _missing_table(target: SqlTarget, tables: list[str]) -> SourceNotFoundError:

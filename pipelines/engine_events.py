@@ -4,19 +4,17 @@
 files, folders and globs are read by DuckDB where they lie (columns united by name,
 ``key=value`` folders as text columns, each row's file and position kept for error
 messages); the column map and the contract's checks run as engine queries
-(:mod:`features.engine_mapping`, :mod:`features.event_checks`). CSV files are read by
-DuckDB too, as text the way pandas reads them (``,`` between fields, ``"`` quotes,
-pandas' missing-value markers as nulls), checked by the same queries and kept in a
-temporary engine table, so every later query reads them once parsed. SQL tables, and
-any file the engine cannot read or whose rows break the contract, are read with pandas
-(:func:`pipelines.source_files.read_source`, the reference path, which words the errors
-with the file, line and rows) and handed to the engine.
+(:mod:`features.engine_mapping`, :mod:`features.event_checks`). CSV files and SQL
+tables are staged into a temporary engine table by :mod:`pipelines.engine_sources`.
+Any source the engine cannot read, or whose CSV or SQL rows break the contract, is
+read with pandas (:func:`pipelines.source_files.read_source`, the reference path,
+which words the errors with the file or table, line and rows) and handed to the
+engine.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -26,11 +24,9 @@ from typing import Any
 import ibis
 import pyarrow.parquet as pq
 
-from features.column_checks import ContractError
 from features.engine_mapping import map_table
 from features.event_checks import (
     FILE_COLUMN,
-    FILE_ROW_COLUMN,
     SOURCE_COLUMNS,
     RowLocator,
     check_events,
@@ -40,13 +36,10 @@ from features.event_checks import (
 )
 from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
-from features.mapping import InputMapping, column_pairs
+from features.mapping import InputMapping
 from pipelines.databases import is_sql_url
-from pipelines.source_files import CSV_SUFFIXES, PANDAS_MISSING
 
 log = logging.getLogger(__name__)
-#: Names of the temporary tables of CSV events, one per read.
-_csv_tables = itertools.count()
 
 
 def engine_connection(memory_gb: float | None = None, spill_dir: Path | None = None) -> Any:
@@ -139,21 +132,20 @@ def read_checked_events(
     """
     import duckdb
 
+    from pipelines.engine_sources import EngineDeclined, csv_events, csv_files, sql_events
+
     files = parquet_files(source)
     if files is None:
         csv = csv_files(source) if csv_reader == "engine" else None
-        if csv is not None:
-            try:
-                return _from_csv(source, csv, mapping, con), None
-            except (
-                duckdb.Error,
-                ibis.common.exceptions.IbisError,
-                ContractError,
-                _RowsNotNumbered,
-            ) as exc:
-                # pandas reads it again to word the problem: file, line, rows.
-                log.info("The engine did not take the CSV events at %s (%s); reading them "
-                         "with pandas.", source, str(exc).splitlines()[0])  # fmt: skip
+        try:
+            if csv is not None:
+                return csv_events(source, csv, mapping, con), None
+            if is_sql_url(source):
+                return sql_events(source, mapping, con), None
+        except EngineDeclined as exc:
+            # pandas reads it again to word the problem: file, line, rows.
+            log.info("The engine did not take the events at %s (%s); reading them with "
+                     "pandas.", source, exc)  # fmt: skip
         return _through_pandas(source, mapping, con), None
 
     try:
@@ -162,109 +154,6 @@ def read_checked_events(
         # The engine could not read a file: the pandas reader names the file and why.
         log.info("The engine could not read %s (%s); reading it with pandas.", source, exc)
         return _through_pandas(source, mapping, con), None
-
-
-def csv_files(source: str) -> list[Path] | None:
-    """The CSV files of a file/folder/glob source, or ``None`` for Parquet or SQL sources."""
-    from pipelines.source_files import list_source_files
-
-    if is_sql_url(source):
-        return None
-    files = list_source_files(source, "events")
-    return files if files[0].name.lower().endswith(CSV_SUFFIXES) else None
-
-
-def _from_csv(source: str, files: list[Path], mapping: InputMapping | None, con: Any) -> EventTable:
-    """CSV events parsed, checked and normalised by the engine into a temporary table.
-
-    Fields are read as text, as :func:`pipelines.source_files.read_files` reads ids,
-    and pandas' missing-value markers (``NA``, ``null``, empty ...) are nulls; only the
-    columns that feed ``event_time`` (ISO 8601, no ``timestamp_format``) and ``value``
-    are converted while parsing, which costs a fraction of parsing their text
-    afterwards. A field those cannot read, like any row that breaks the contract,
-    raises: the caller then lets pandas word it with the file, line and rows.
-    """
-    root = Path(source).expanduser()
-    options = {
-        "all_varchar": True, "delim": ",", "quote": '"', "escape": '"', "header": True,
-        "nullstr": list(PANDAS_MISSING), "union_by_name": True,
-    }  # fmt: skip
-    paths = [str(f) for f in files]
-    header = con.read_csv(paths, **options).columns
-    typed = _typed_while_parsing(header, mapping)
-    raw = con.read_csv(
-        paths,
-        **options,
-        **({"types": typed} if typed else {}),
-        hive_partitioning=root.is_dir(),
-        hive_types_autocast=False,
-    )
-    mapped = map_table(raw, mapping, "events", source)
-    # Parsed once into the engine; the checks and any rewrite then read memory.
-    staged = _temporary_table(con, mapped)
-    try:
-        events = _checked(staged, con, source, mapping)
-    except BaseException:
-        con.raw_sql(f'DROP TABLE IF EXISTS "{staged.get_name()}"')  # pandas reads them now
-        raise
-    log.info("Events from %d CSV file(s) at %s: %d rows, parsed by the engine.",
-             len(files), source, events.rows)  # fmt: skip
-    return events
-
-
-def _checked(staged: ibis.Table, con: Any, source: str, mapping: InputMapping | None) -> EventTable:
-    """The contract's checks and normalisation of staged CSV events, and their duplicates."""
-    unnumbered = staged.mutate(
-        **{FILE_COLUMN: ibis.null("string"), FILE_ROW_COLUMN: ibis.null("int64")}
-    )  # the reader's columns, asked only on problems (then pandas numbers the rows)
-    timestamp_format = mapping.timestamp_format if mapping else None
-    rewrites = check_events(unnumbered, con, source, _rows_not_numbered, timestamp_format)
-    table = normalise_events(
-        unnumbered, con, source, _rows_not_numbered, timestamp_format, rewrites
-    )
-    parsed = table
-    if any(rewrites.get(column, False) for column in table.columns):
-        parsed = _temporary_table(con, table)
-        con.raw_sql(f'DROP TABLE "{staged.get_name()}"')
-    count = duplicate_count(parsed, con)
-    sample = duplicate_sample(parsed, con, DUPLICATE_SAMPLE_ROWS) if count else []
-    return EventTable(parsed, con, KnownDuplicates(count, sample))
-
-
-def _temporary_table(con: Any, table: ibis.Table) -> ibis.Table:
-    """``table`` computed once into a new temporary engine table."""
-    name = f"leadscore_csv_events_{next(_csv_tables)}"
-    con.raw_sql(f'CREATE TEMP TABLE "{name}" AS {ibis.to_sql(table, dialect="duckdb")}')
-    return con.table(name)
-
-
-def _typed_while_parsing(header: list[str], mapping: InputMapping | None) -> dict[str, str]:
-    """The CSV columns the reader converts itself, with their SQL types.
-
-    The column feeding ``event_time`` (unless a ``timestamp_format`` or a value map
-    applies to it) and the one feeding ``value`` (unless a value map does), each when
-    it feeds nothing else.
-    """
-    mapping = mapping or InputMapping()
-    feeds = {ours: user for user, ours in column_pairs(mapping.columns)}
-    wanted = {"value": "DOUBLE"}
-    if not mapping.timestamp_format:
-        wanted["event_time"] = "TIMESTAMPTZ"
-    typed = {}
-    for ours, sql_type in wanted.items():
-        user = feeds.get(ours, ours)
-        shared = sum(1 for name in feeds.values() if name == user) > 1  # one column, two uses
-        if user in header and ours not in mapping.values and not shared:
-            typed[user] = sql_type
-    return typed
-
-
-class _RowsNotNumbered(Exception):
-    """A CSV row breaks the contract: pandas numbers the rows in its sentence."""
-
-
-def _rows_not_numbered() -> RowLocator:
-    raise _RowsNotNumbered("rows break the contract")
 
 
 def _through_pandas(source: str, mapping: InputMapping | None, con: Any) -> EventTable:

@@ -3,16 +3,8 @@
 ``start_postgres`` runs a throwaway PostgreSQL cluster with ``initdb`` and
 ``pg_ctl``. PostgreSQL refuses to run as root, so under root the cluster lives
 in a fresh folder owned by the ``postgres`` user (created by Debian's package)
-or, failing that, ``nobody``, and the server runs as that user. A session
-fixture in a ``conftest.py`` can expose it::
-
-    @pytest.fixture(scope="session")
-    def postgres_url(tmp_path_factory):
-        try:
-            with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
-                yield server.url
-        except PostgresUnavailable as exc:
-            pytest.skip(str(exc))
+or, failing that, ``nobody``, and the server runs as that user. The session
+fixture ``postgres_url`` of ``tests/pipelines/conftest.py`` exposes it.
 """
 
 from __future__ import annotations

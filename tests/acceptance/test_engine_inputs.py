@@ -1,15 +1,16 @@
-"""The engine paths change nothing but speed: Parquet and CSV events (DuckDB) against pandas.
+"""The engine paths change nothing but speed: Parquet, CSV and SQL events against pandas.
 
 Issue 17 moves the events into the engine: Parquet sources are read and checked by
 DuckDB where they lie, CSV files are parsed by DuckDB into a temporary engine table,
-and ``sources.csv_reader: pandas`` keeps the reference path (pandas reads the file and
-hands it to the engine). The same generated history, with a few exact duplicates,
-events after the run date and events of an entity nobody knows, is written once as
-Parquet and once as CSV; ``leadscore nightly --config FILE`` runs the first night
-(both models trained) on the Parquet feed and on the CSV feed read by pandas, each with
-its own output folder and MLflow store, and ``leadscore features`` on the CSV feed
-read by the engine. The feature tables, the scores (probabilities within 1e-9, bands
-and reasons for every entity) and the input counts of the run summaries are the same.
+SQL tables are copied into one in batches, and ``sources.csv_reader: pandas`` keeps
+the reference path (pandas reads the file and hands it to the engine). The same
+generated history, with a few exact duplicates, events after the run date and events
+of an entity nobody knows, is written as Parquet, as CSV and as a DuckDB table;
+``leadscore nightly --config FILE`` runs the first night (both models trained) on the
+Parquet feed and on the CSV feed read by pandas, each with its own output folder and
+MLflow store, and ``leadscore features`` on the CSV feed read by the engine and on the
+DuckDB table. The feature tables, the scores (probabilities within 1e-9, bands and
+reasons for every entity) and the input counts of the run summaries are the same.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -71,7 +73,16 @@ def both_feeds(workspace, tmp_path_factory) -> dict[str, Path]:
     pa_csv.write_csv(events, csv)
     configs = {}
     base = yaml.safe_load(workspace.config.read_text())
-    feeds = {"parquet": (parquet, "engine"), "csv": (csv, "pandas"), "csv-engine": (csv, "engine")}
+    table = root / "crm.duckdb"
+    with duckdb.connect(str(table)) as connection:
+        connection.register("events", events)
+        connection.execute("CREATE TABLE web_activity AS SELECT * FROM events")
+    feeds = {
+        "parquet": (parquet, "engine"),
+        "csv": (csv, "pandas"),
+        "csv-engine": (csv, "engine"),
+        "sql-engine": (f"duckdb:///{table}?table=web_activity", "engine"),
+    }
     for name, (source, reader) in feeds.items():
         sources = {**base["sources"], "events": str(source), "csv_reader": reader}
         settings = {**base, "sources": sources}
@@ -88,7 +99,7 @@ def first_nights(workspace, both_feeds, tmp_path_factory) -> dict[str, Path]:
     outs = {}
     for name, config in both_feeds.items():
         cwd = tmp_path_factory.mktemp(f"run-{name}")
-        commands = ("features",) if name == "csv-engine" else ("features", "nightly")
+        commands = ("features",) if name.endswith("-engine") else ("features", "nightly")
         for command in commands:
             workspace.run(cwd, command, "--as-of", AS_OF, "--config", str(config),
                           with_config=False)  # fmt: skip
@@ -118,7 +129,7 @@ def test_both_paths_train_both_models_and_count_the_same_inputs(first_nights):
     assert counts["events"] > 0
 
 
-@pytest.mark.parametrize("engine_feed", ["parquet", "csv-engine"])
+@pytest.mark.parametrize("engine_feed", ["parquet", "csv-engine", "sql-engine"])
 def test_the_engine_paths_save_the_reference_feature_table(first_nights, engine_feed):
     name = f"as_of={AS_OF}.parquet"
     engine = by_entity(pd.read_parquet(first_nights[engine_feed] / "features" / name))

@@ -37,7 +37,7 @@ AWKWARD = (
 def _both(source: Path, mapping: InputMapping | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The events read by the engine and by pandas, in one order; asserts the engine read them."""
     engine, _ = read_checked_events(str(source), mapping, engine_connection(1.0))
-    assert "leadscore_csv_events_" in str(ibis.to_sql(engine.table)), "not parsed by the engine"
+    assert "leadscore_staged_events_" in str(ibis.to_sql(engine.table)), "not parsed by the engine"
     reference = _through_pandas(str(source), mapping, engine_connection(1.0))
 
     def rows(events) -> pd.DataFrame:  # noqa: ANN001
@@ -129,4 +129,4 @@ def test_broken_rows_are_worded_with_the_file_and_rows_as_before(tmp_path, line,
     assert str(engine.value) == str(reference.value)
     assert problem in str(engine.value) and str(source) in str(engine.value)
     left = con.raw_sql("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
-    assert not [name for (name,) in left if name.startswith("leadscore_csv_events_")]
+    assert not [name for (name,) in left if name.startswith("leadscore_staged_events_")]

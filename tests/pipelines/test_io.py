@@ -26,7 +26,6 @@ from pipelines.databases import SourceNotFoundError, compact_duckdb, sql_read
 from pipelines.settings import Settings
 from pipelines.settings_sections import SourceSettings
 from pipelines.sources import load_inputs, read_source
-from tests.services import PostgresUnavailable, start_postgres
 
 
 def make_events(n: int = 20, seed: int = 1) -> pd.DataFrame:
@@ -409,15 +408,6 @@ def test_compacting_a_duckdb_file_under_a_folder_named_like_sql(tmp_path):
 
 
 # --- PostgreSQL ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
-    try:
-        with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
-            yield server.url
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.mark.service

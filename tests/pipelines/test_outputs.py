@@ -19,7 +19,6 @@ from pipelines.databases import sql_read
 from pipelines.output_commit import write_outputs
 from pipelines.outputs import list_partitions, read_previous_scores, run_date
 from tests.pipelines.test_board import make_scored
-from tests.services import PostgresUnavailable, start_postgres
 
 DAY1, DAY2 = date(2025, 6, 1), date(2025, 6, 2)
 ID, SCORE, BAND, STATUS = (
@@ -295,15 +294,6 @@ def test_sqlite_score_store(tmp_path):
     write_outputs(day1, tmp_path, url, crm_batch_size=10, previous=None)
     assert len(read_table(url, "lead_scores")) == len(day1)
     assert len(read_table(url, "lead_score_history")) == len(day1)
-
-
-@pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
-    try:
-        with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
-            yield server.url
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.mark.service
