@@ -23,6 +23,10 @@ time (generation: 66 s, 0.36 GB):
     .venv/bin/python benchmarks/nightly.py --leads 600000 --customers 400000 \\
         --months 6 --engagement-shift -1.5 --data-dir /work/bench/1m --reuse-data
 
+``--events-as csv`` (or ``duckdb``) reads the same events from one CSV file (or a
+DuckDB table) written once beside the data, with ``--csv-reader engine`` (default) or
+``pandas`` (the reference path); the scan floor stays the Parquet one.
+
 The generator makes about 330 events per entity over 12 months (27 a month), and
 about 170 over 6 months for 60% leads; 6 months is the shortest history on which
 both models train with the default feature windows (90 days) and horizons (churn:
@@ -140,11 +144,38 @@ def generated(folder: Path, parameters: dict[str, Any], reuse: bool) -> dict[str
     return record
 
 
-def write_config(folder: Path, data: Path, out: Path) -> Path:
-    """A config file reading ``data`` and writing to ``out``."""
+def events_as(data: Path, form: str) -> str:
+    """The generated events as ``form`` (``parquet``, ``csv``, ``duckdb``): the source to read.
+
+    The CSV file (``DATA-DIR/events.csv``) and the DuckDB table (``DATA-DIR/events.duckdb``,
+    table ``events``) are written once from the Parquet events by DuckDB and reused.
+    """
+    parquet = source_paths(data)["events"]
+    if form == "parquet":
+        return parquet
+    pattern = f"{parquet}/**/*.parquet" if Path(parquet).is_dir() else parquet
+    if form == "csv":
+        target = data / "events.csv"
+        if not target.exists():
+            duckdb.execute(f"COPY (SELECT * FROM read_parquet('{pattern}')) "
+                           f"TO '{target}.part' (HEADER, DELIMITER ',')")  # fmt: skip
+            Path(f"{target}.part").rename(target)
+        return str(target)
+    target = data / "events.duckdb"
+    if not target.exists():
+        with duckdb.connect(f"{target}.part") as con:
+            con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{pattern}')")
+        Path(f"{target}.part").rename(target)
+    return f"duckdb:///{target}?table=events"
+
+
+def write_config(
+    folder: Path, data: Path, out: Path, events: str, csv_reader: str = "engine"
+) -> Path:
+    """A config file reading ``data`` (its events from ``events``) and writing to ``out``."""
     config = folder / "leadscore.yaml"
     settings = {
-        "sources": source_paths(data),
+        "sources": {**source_paths(data), "events": events, "csv_reader": csv_reader},
         "output": {"dir": str(out)},
         # The next day must not retrain on drift: it measures scoring alone.
         "schedule": {"psi_warn": 10, "psi_fail": 10},
@@ -286,6 +317,20 @@ def main() -> None:
         help="run against a prefect server started once on 127.0.0.1 (as a deployment does) "
         "instead of a temporary one per command",
     )
+    parser.add_argument(
+        "--events-as",
+        choices=("parquet", "csv", "duckdb"),
+        default="parquet",
+        help="read the events as generated (Parquet), as one CSV file or as a DuckDB table "
+        "(written once beside the data); runs go to DATA-DIR-run-csv (or -duckdb)",
+    )
+    parser.add_argument(
+        "--csv-reader",
+        choices=("engine", "pandas"),
+        default="engine",
+        help="sources.csv_reader for --events-as csv (pandas: the reference path; runs go "
+        "to DATA-DIR-run-csv-pandas)",
+    )
     parser.add_argument("--label", default="", help="what this measurement is (e.g. 'before')")
     parser.add_argument("--results", type=Path, help="append the Markdown to this file")
     options = parser.parse_args()
@@ -299,10 +344,15 @@ def main() -> None:
         (pd.Timestamp(START) + pd.DateOffset(months=options.months - 1)).date()
     )
     next_day = str((pd.Timestamp(first) + pd.Timedelta(days=1)).date())
-    work = data.parent / f"{data.name}-run"
+    suffix = "" if options.events_as == "parquet" else f"-{options.events_as}"
+    suffix += "-pandas" if options.events_as == "csv" and options.csv_reader == "pandas" else ""
+    work = data.parent / f"{data.name}-run{suffix}"
     out = work / "output"
     work.mkdir(exist_ok=True)
-    config = write_config(work, data, out)
+    began = time.perf_counter()
+    events = events_as(data, options.events_as)
+    conversion = time.perf_counter() - began
+    config = write_config(work, data, out, events, options.csv_reader)
     floor, n_events, n_entities = scan_floor(source_paths(data)["events"])
     shift = options.engagement_shift
     lines = [
@@ -316,6 +366,12 @@ def main() -> None:
         f"(peak RSS {generation['generation_peak_rss_gb']:.2f} GB).",
         "",
     ]
+    if options.events_as != "parquet":
+        reader = (
+            f", `sources.csv_reader: {options.csv_reader}`" if options.events_as == "csv" else ""
+        )
+        lines += [f"Events read from {events}{reader} (written from the Parquet in "
+                  f"{conversion:.1f} s, or reused).", ""]  # fmt: skip
     runs = []
     with ExitStack() as stack:
         env = stack.enter_context(prefect_server(work)) if options.prefect_server else None

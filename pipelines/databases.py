@@ -210,6 +210,13 @@ def sql_batches(url: str, table: str | None, rows: int | None) -> Iterator[pd.Da
             yield _utc_columns(batch)
 
 
+def shown_url(url: str) -> str:
+    """A database URL as it may be logged: the password hidden, ``?table=`` kept."""
+    target = parse_sql_url(url)
+    where = target.duckdb_path or make_url(target.url).render_as_string(hide_password=True)
+    return f"{where}?table={target.table}" if target.table else str(where)
+
+
 def _missing_table(target: SqlTarget, tables: list[str]) -> SourceNotFoundError:
     listed = ", ".join(repr(t) for t in sorted(tables)) or "none"
     where = target.duckdb_path or make_url(target.url).render_as_string(hide_password=True)

@@ -5,7 +5,7 @@ files, folders and globs are read by DuckDB where they lie (columns united by na
 ``key=value`` folders as text columns, each row's file and position kept for error
 messages); the column map and the contract's checks run as engine queries
 (:mod:`features.engine_mapping`, :mod:`features.event_checks`). CSV files and SQL
-tables are staged into a temporary engine table by :mod:`pipelines.engine_sources`.
+tables are staged as Parquet in a temporary folder by :mod:`pipelines.engine_sources`.
 Any source the engine cannot read, or whose CSV or SQL rows break the contract, is
 read with pandas (:func:`pipelines.source_files.read_source`, the reference path,
 which words the errors with the file or table, line and rows) and handed to the
@@ -114,7 +114,7 @@ def read_checked_events(
         source: A Parquet/CSV file, folder or glob, or a SQL URL with ``?table=``.
         mapping: The user's column names, values and timestamp format.
         con: The run's Ibis connection (:func:`engine_connection`).
-        checks_file: Where the checks of Parquet files are remembered: when the same
+        checks_file: Where the checks of Parquet and CSV files are remembered: when the same
             files (paths, sizes, modification times) are read with the same mapping
             again, their contract checks and duplicate count are not run again.
         csv_reader: ``sources.csv_reader``: ``engine`` parses CSV files with DuckDB,
@@ -139,7 +139,7 @@ def read_checked_events(
         csv = csv_files(source) if csv_reader == "engine" else None
         try:
             if csv is not None:
-                return csv_events(source, csv, mapping, con), None
+                return csv_events(source, csv, mapping, con, checks_file)
             if is_sql_url(source):
                 return sql_events(source, mapping, con), None
         except EngineDeclined as exc:
@@ -188,8 +188,8 @@ def _from_parquet(
         return RowLocator(offsets)
 
     timestamp_format = mapping.timestamp_format if mapping else None
-    fingerprint = _fingerprint(files, mapping)
-    known = _remembered(checks_file, fingerprint)
+    fingerprint = files_fingerprint(files, mapping)
+    known = remembered_checks(checks_file, fingerprint)
     memo = None
     if known is None:
         rewrites = check_events(mapped, con, source, locate, timestamp_format)
@@ -214,7 +214,7 @@ def _from_parquet(
 CHECKS_VERSION = 1
 
 
-def _fingerprint(files: list[Path], mapping: InputMapping | None) -> str:
+def files_fingerprint(files: list[Path], mapping: InputMapping | None) -> str:
     """A digest of the files (path, size, modification time) and of the mapping."""
     parts: list[Any] = [CHECKS_VERSION, repr(mapping)]
     for file in files:
@@ -223,9 +223,10 @@ def _fingerprint(files: list[Path], mapping: InputMapping | None) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def _remembered(
+def remembered_checks(
     checks_file: Path | None, fingerprint: str
 ) -> tuple[dict[str, bool], KnownDuplicates] | None:
+    """The rewrites and duplicates remembered for files of this fingerprint, else ``None``."""
     if checks_file is None:
         return None
     try:

@@ -1,23 +1,28 @@
-"""CSV files and SQL tables staged into temporary engine tables, then checked there.
+"""CSV files and SQL tables staged as Parquet in a temporary folder, then checked there.
 
 :func:`csv_events` parses CSV files with DuckDB the way pandas reads them (``,``
 between fields, ``"`` quotes, a header, every field text so ids keep their zeros,
 pandas' missing-value markers as nulls; the columns feeding ``event_time``, when ISO
 8601, and ``value`` are converted by the reader). :func:`sql_events` copies a SQL
-table into the engine in batches (a DuckDB file through DuckDB, PostgreSQL and SQLite
-through a streaming SQLAlchemy cursor), never all of it in one frame. Either way the
-rows are staged once in a temporary table; the contract's checks
-(:mod:`features.event_checks`) then read memory, and a second table is written only
-when a column needs rewriting. The engine cannot number the rows of these sources,
-so anything it cannot read, or rows that break the contract, raise
-:class:`EngineDeclined` with the staged table dropped: the caller reads the source
-again with pandas, whose sentence names the file or table, line and rows.
+table in batches (a DuckDB file through DuckDB, PostgreSQL and SQLite through a
+streaming SQLAlchemy cursor), never all of it in one frame. Either way DuckDB streams
+the rows once into Parquet in this process's temporary folder (removed at exit), so
+memory holds a few row groups and every later query scans compressed columns, as it
+does for a Parquet source; a second file is written only when a column needs
+rewriting. The engine cannot number the rows of these sources, so anything it cannot
+read, or rows that break the contract, raise :class:`EngineDeclined` with the staged
+files removed: the caller reads the source again with pandas, whose sentence names
+the file or table, line and rows.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +43,11 @@ from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
 from features.mapping import InputMapping, column_pairs
 from pipelines.databases import is_sql_url
+from pipelines.engine_events import ChecksMemo, files_fingerprint, remembered_checks
 from pipelines.source_files import CSV_SUFFIXES, PANDAS_MISSING
 
 log = logging.getLogger(__name__)
-#: Names of the temporary tables of staged events, one per table.
+#: Numbers the staged event sets of this process.
 _staged_tables = itertools.count()
 #: Rows per batch copied from a SQL table.
 SQL_BATCH_ROWS = 200_000
@@ -62,8 +68,12 @@ def csv_files(source: str) -> list[Path] | None:
 
 
 def csv_events(
-    source: str, files: list[Path], mapping: InputMapping | None, con: Any
-) -> EventTable:
+    source: str,
+    files: list[Path],
+    mapping: InputMapping | None,
+    con: Any,
+    checks_file: Path | None = None,
+) -> tuple[EventTable, ChecksMemo | None]:
     """CSV events parsed, checked and normalised by the engine into a temporary table.
 
     Fields are read as text, as :func:`pipelines.source_files.read_files` reads ids,
@@ -71,6 +81,12 @@ def csv_events(
     columns that feed ``event_time`` (ISO 8601, no ``timestamp_format``) and ``value``
     are converted while parsing, which costs a fraction of parsing their text
     afterwards.
+
+    As for Parquet files, the checks of CSV files read again unchanged (paths, sizes,
+    modification times) with the same mapping are remembered in ``checks_file``.
+
+    Returns:
+        The events, and the checks to remember once the run has written its outputs.
 
     Raises:
         EngineDeclined: DuckDB cannot parse a file, or rows break the contract.
@@ -82,7 +98,7 @@ def csv_events(
     }  # fmt: skip
     paths = [str(f) for f in files]
 
-    def stage(name: str) -> None:
+    def stage(folder: Path) -> None:
         header = con.read_csv(paths, **options).columns
         typed = _typed_while_parsing(header, mapping)
         raw = con.read_csv(
@@ -93,12 +109,20 @@ def csv_events(
             hive_types_autocast=False,
         )
         mapped = map_table(raw, mapping, "events", source)
-        con.raw_sql(f'CREATE TEMP TABLE "{name}" AS {ibis.to_sql(mapped, dialect="duckdb")}')
+        _copy(con, mapped, folder / "part-0.parquet")
 
-    events = _staged_and_checked(stage, con, source, mapping, map_columns=False)
-    log.info("Events from %d CSV file(s) at %s: %d rows, parsed by the engine.",
-             len(files), source, events.rows)  # fmt: skip
-    return events
+    fingerprint = files_fingerprint(files, mapping)
+    known = remembered_checks(checks_file, fingerprint)
+    events, rewrites = _staged_and_checked(
+        stage, con, source, mapping, map_columns=False, known=known
+    )
+    memo = None
+    if known is None and checks_file is not None and events.duplicates is not None:
+        memo = ChecksMemo(checks_file, fingerprint, rewrites, events.duplicates)
+    log.info("Events from %d CSV file(s) at %s: %d rows, parsed by the engine%s.",
+             len(files), source, events.rows,
+             " (checks remembered: files unchanged)" if known else "")  # fmt: skip
+    return events, memo
 
 
 def sql_events(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
@@ -107,79 +131,121 @@ def sql_events(source: str, mapping: InputMapping | None, con: Any) -> EventTabl
     Raises:
         EngineDeclined: The table cannot be read or copied, or rows break the contract.
     """
-    from pipelines.databases import sql_batches
+    from pipelines.databases import shown_url, sql_batches
 
-    raw = con.con  # the DuckDB connection under Ibis: Arrow batches go in directly
+    raw = con.con  # the DuckDB connection under Ibis, to register each batch with
 
-    def stage(name: str) -> None:
+    def stage(folder: Path) -> None:
+        folder.mkdir(parents=True)
         batches = 0
         for batch in sql_batches(source, "events", SQL_BATCH_ROWS):
             raw.register("leadscore_sql_batch", batch)
             try:
-                into = (f'INSERT INTO "{name}" BY NAME' if batches
-                        else f'CREATE TEMP TABLE "{name}" AS')  # fmt: skip
-                raw.execute(f"{into} SELECT * FROM leadscore_sql_batch")
+                part = _quoted(folder / f"part-{batches}.parquet")
+                raw.execute(f"COPY (SELECT * FROM leadscore_sql_batch) TO {part} (FORMAT parquet)")
             finally:
                 raw.unregister("leadscore_sql_batch")
             batches += 1
         if not batches:
             raise EngineDeclined("the table is empty")  # pandas gives its columns' sentence
 
-    events = _staged_and_checked(stage, con, source, mapping, map_columns=True)
+    events, _ = _staged_and_checked(stage, con, source, mapping, map_columns=True)
     log.info("Events from the SQL table at %s: %d rows, copied into the engine.",
-             source.partition("?")[0].rpartition("@")[2], events.rows)  # fmt: skip
+             shown_url(source), events.rows)  # fmt: skip
     return events
 
 
 def _staged_and_checked(
-    stage: Any, con: Any, source: str, mapping: InputMapping | None, *, map_columns: bool
-) -> EventTable:
-    """Stage the rows (``stage(name)`` creates the temporary table), check and normalise.
+    stage: Callable[[Path], None],
+    con: Any,
+    source: str,
+    mapping: InputMapping | None,
+    *,
+    map_columns: bool,
+    known: tuple[dict[str, bool], KnownDuplicates] | None = None,
+) -> tuple[EventTable, dict[str, bool]]:
+    """Stage the rows (``stage(folder)`` writes Parquet parts there), check and normalise.
 
-    Any error of the engine or the contract drops what was staged and raises
+    ``known``: the rewrites and duplicates remembered for these very rows (not checked
+    again). Returns the events and the rewrites.
+
+    Any error of the engine or the contract removes what was staged and raises
     :class:`EngineDeclined`: pandas reads the source again and words the problem.
     """
     import duckdb
 
-    name = f"leadscore_staged_events_{next(_staged_tables)}"
-    made = [name]
+    folder = _staging_root() / f"events-{next(_staged_tables)}"
+    folder.mkdir()
     try:
-        stage(name)
-        staged = con.table(name)
+        stage(folder / "staged")
+        staged = con.read_parquet(str(folder / "staged" / "*.parquet"), union_by_name=True)
         mapped = map_table(staged, mapping, "events", source) if map_columns else staged
-        return _checked(mapped, made, con, source, mapping)
+        return _checked(mapped, folder, con, source, mapping, known)
     except (duckdb.Error, ibis.common.exceptions.IbisError, ContractError, EngineDeclined,
             OSError, ValueError) as exc:  # fmt: skip
-        for table in made:
-            con.raw_sql(f'DROP TABLE IF EXISTS "{table}"')
+        shutil.rmtree(folder, ignore_errors=True)
         raise EngineDeclined(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
 def _checked(
-    table: ibis.Table, made: list[str], con: Any, source: str, mapping: InputMapping | None
-) -> EventTable:
+    table: ibis.Table,
+    folder: Path,
+    con: Any,
+    source: str,
+    mapping: InputMapping | None,
+    known: tuple[dict[str, bool], KnownDuplicates] | None,
+) -> tuple[EventTable, dict[str, bool]]:
     """The contract's checks and normalisation of staged events, and their duplicates.
 
-    ``made`` names the temporary tables so far (the staged one first); a rewrite adds
-    its own and drops the staged one.
+    A column that needs rewriting writes the normalised events beside the staged ones
+    (``folder/normalised``), which are then removed.
     """
     unnumbered = table.mutate(
         **{FILE_COLUMN: ibis.null("string"), FILE_ROW_COLUMN: ibis.null("int64")}
     )  # the reader's columns, asked only on problems (then pandas numbers the rows)
     timestamp_format = mapping.timestamp_format if mapping else None
-    rewrites = check_events(unnumbered, con, source, _rows_not_numbered, timestamp_format)
+    if known is None:
+        rewrites = check_events(unnumbered, con, source, _rows_not_numbered, timestamp_format)
+    else:
+        rewrites = known[0]
     parsed = normalise_events(
         unnumbered, con, source, _rows_not_numbered, timestamp_format, rewrites
     )
     if any(rewrites.get(column, False) for column in parsed.columns):
-        made.append(f"leadscore_staged_events_{next(_staged_tables)}")
-        sql = ibis.to_sql(parsed, dialect="duckdb")
-        con.raw_sql(f'CREATE TEMP TABLE "{made[-1]}" AS {sql}')
-        con.raw_sql(f'DROP TABLE "{made[0]}"')
-        parsed = con.table(made[-1])
+        _copy(con, parsed, folder / "normalised" / "part-0.parquet")
+        parsed = con.read_parquet(str(folder / "normalised" / "part-0.parquet"))
+        shutil.rmtree(folder / "staged", ignore_errors=True)
+    if known is not None:
+        return EventTable(parsed, con, known[1]), rewrites
     count = duplicate_count(parsed, con)
     sample = duplicate_sample(parsed, con, DUPLICATE_SAMPLE_ROWS) if count else []
-    return EventTable(parsed, con, KnownDuplicates(count, sample))
+    return EventTable(parsed, con, KnownDuplicates(count, sample)), rewrites
+
+
+def _copy(con: Any, table: ibis.Table, path: Path) -> None:
+    """Write ``table`` to one Parquet file (DuckDB streams it: memory holds a few row groups)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sql = ibis.to_sql(table, dialect="duckdb")
+    con.raw_sql(f"COPY ({sql}) TO {_quoted(path)} (FORMAT parquet)")
+
+
+def _quoted(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _staging_root() -> Path:
+    """This process's folder for staged events, in the system's temporary folder.
+
+    Made on first use and removed when the process exits.
+    """
+    if _staging["root"] is None:
+        root = Path(tempfile.mkdtemp(prefix="leadscore-staged-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _staging["root"] = root
+    return _staging["root"]
+
+
+_staging: dict[str, Path | None] = {"root": None}
 
 
 def _typed_while_parsing(header: list[str], mapping: InputMapping | None) -> dict[str, str]:

@@ -82,7 +82,7 @@ def fingerprint(spec: FeatureSpec, source: str, mapping: Any) -> str:
 
 
 def file_stats(files: list[Path] | None) -> dict[str, list[int]]:
-    """``{path: [size, modification time ns]}`` of the event files (empty for SQL or CSV)."""
+    """``{path: [size, modification time ns]}`` of the event files (empty for SQL)."""
     out = {}
     for file in files or []:
         stat = file.stat()

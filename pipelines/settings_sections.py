@@ -113,8 +113,8 @@ class SourceSettings(_Section):
     #: Keep exact duplicate events (real repeats with nothing to tell them apart);
     #: by default they are dropped, and counted in the run summary either way.
     keep_duplicates: bool = False
-    #: How CSV event files are parsed: ``engine`` (DuckDB, into a temporary engine
-    #: table) or ``pandas`` (the reference path, all in memory and slower; for a file
+    #: How CSV event files are parsed: ``engine`` (DuckDB, staged as Parquet in a
+    #: temporary folder) or ``pandas`` (the reference path, all in memory and slower; for a file
     #: DuckDB reads differently). Rows that break the contract are worded by pandas
     #: either way.
     csv_reader: Literal["engine", "pandas"] = "engine"

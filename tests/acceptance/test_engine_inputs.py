@@ -1,8 +1,8 @@
 """The engine paths change nothing but speed: Parquet, CSV and SQL events against pandas.
 
 Issue 17 moves the events into the engine: Parquet sources are read and checked by
-DuckDB where they lie, CSV files are parsed by DuckDB into a temporary engine table,
-SQL tables are copied into one in batches, and ``sources.csv_reader: pandas`` keeps
+DuckDB where they lie, CSV files are parsed by DuckDB and SQL tables copied in batches
+into Parquet staged for the engine, and ``sources.csv_reader: pandas`` keeps
 the reference path (pandas reads the file and hands it to the engine). The same
 generated history, with a few exact duplicates, events after the run date and events
 of an entity nobody knows, is written as Parquet, as CSV and as a DuckDB table;

@@ -12,15 +12,22 @@ pandas, with the file, line and rows.
 from __future__ import annotations
 
 import gzip
+import json
+import os
 from pathlib import Path
 
-import ibis
 import pandas as pd
 import pytest
 
 from features.column_checks import ContractError
 from features.mapping import InputMapping
-from pipelines.engine_events import _through_pandas, engine_connection, read_checked_events
+from pipelines import engine_sources
+from pipelines.engine_events import (
+    _through_pandas,
+    engine_connection,
+    read_checked_events,
+    read_events,
+)
 
 AWKWARD = (
     "\ufeffentity_id,event_time,event_type,value,item\r\n"
@@ -34,10 +41,16 @@ AWKWARD = (
 )
 
 
+def staged_sets() -> list[str]:
+    """The event sets staged by this process so far (removed ones excepted)."""
+    return sorted(path.name for path in engine_sources._staging_root().glob("events-*"))
+
+
 def _both(source: Path, mapping: InputMapping | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The events read by the engine and by pandas, in one order; asserts the engine read them."""
+    before = staged_sets()
     engine, _ = read_checked_events(str(source), mapping, engine_connection(1.0))
-    assert "leadscore_staged_events_" in str(ibis.to_sql(engine.table)), "not parsed by the engine"
+    assert len(staged_sets()) == len(before) + 1, "not parsed by the engine"
     reference = _through_pandas(str(source), mapping, engine_connection(1.0))
 
     def rows(events) -> pd.DataFrame:  # noqa: ANN001
@@ -120,7 +133,7 @@ def test_broken_rows_are_worded_with_the_file_and_rows_as_before(tmp_path, line,
         f"entity_id,event_time,event_type,value\n1,2025-01-01,login,\n{line}\n", encoding="utf-8"
     )
 
-    con = engine_connection(1.0)
+    con, before = engine_connection(1.0), staged_sets()
     with pytest.raises(ContractError) as engine:
         read_checked_events(str(source), None, con)
     with pytest.raises(ContractError) as reference:
@@ -128,5 +141,45 @@ def test_broken_rows_are_worded_with_the_file_and_rows_as_before(tmp_path, line,
 
     assert str(engine.value) == str(reference.value)
     assert problem in str(engine.value) and str(source) in str(engine.value)
-    left = con.raw_sql("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
-    assert not [name for (name,) in left if name.startswith("leadscore_staged_events_")]
+    assert staged_sets() == before, "the declined events' staged files were not removed"
+
+
+def test_rollups_see_a_csv_file_rewritten_in_the_past(tmp_path):
+    """Roll-ups keep the CSV files' sizes and times, so a rewritten file rebuilds them."""
+    from pipelines.engine_sources import csv_files
+    from pipelines.rollups import file_stats
+
+    source = tmp_path / "events.csv"
+    source.write_text("entity_id,event_time,event_type\n1,2025-01-01,login\n", encoding="utf-8")
+    before = file_stats(csv_files(str(source)))
+    source.write_text("entity_id,event_time,event_type\n1,2025-01-02,login\n", encoding="utf-8")
+    os.utime(source, ns=(0, 10**18))  # a rewrite, whatever the clock's resolution
+
+    assert list(before) == [str(source.resolve())]
+    assert file_stats(csv_files(str(source))) != before
+
+
+def test_the_checks_of_unchanged_csv_files_are_remembered(tmp_path, monkeypatch):
+    source = tmp_path / "events.csv"
+    source.write_text("entity_id,event_time,event_type\n 1,2025-01-01,login\n", encoding="utf-8")
+    checks = tmp_path / "out" / "checks" / "events.json"
+    checked = []
+    real = engine_sources.check_events
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        checked.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_sources, "check_events", counted)
+
+    first = read_events(str(source), None, engine_connection(1.0), checks)
+    memo = json.loads(checks.read_text())
+    again = read_events(str(source), None, engine_connection(1.0), checks)
+    os.utime(source, ns=(0, 10**18))  # the same file written again: checked again
+    read_events(str(source), None, engine_connection(1.0), checks)
+
+    assert memo["duplicates"] == 0 and memo["rewrites"]["entity_id"] is True
+    assert first.to_pandas()["entity_id"].tolist() == ["1"]
+    assert again.to_pandas()["entity_id"].tolist() == ["1"]  # rewritten as remembered
+    assert again.duplicates is not None and again.duplicates.count == 0
+    assert len(checked) == 2
