@@ -163,6 +163,7 @@ def events_as(data: Path, form: str) -> str:
         return str(target)
     target = data / "events.duckdb"
     if not target.exists():
+        Path(f"{target}.part").unlink(missing_ok=True)  # left by an interrupted run
         with duckdb.connect(f"{target}.part") as con:
             con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{pattern}')")
         Path(f"{target}.part").rename(target)

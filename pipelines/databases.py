@@ -20,7 +20,7 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,10 +171,11 @@ def sql_read(url: str, table: str | None = None) -> pd.DataFrame:
 
 
 def sql_batches(url: str, table: str | None, rows: int | None) -> Iterator[pd.DataFrame]:
-    """A table's rows in frames of at most ``rows`` (``None``: one frame), UTC times.
+    """A table's rows in frames of about ``rows`` (``None``: one frame), UTC times.
 
-    DuckDB files are read through DuckDB; other databases through SQLAlchemy with a
-    streaming cursor, so memory holds one batch at a time. Raises as :func:`sql_read`.
+    DuckDB files are read through DuckDB (in whole vectors of 2,048 rows); other
+    databases through SQLAlchemy with a streaming cursor, so memory holds one batch at
+    a time. Raises as :func:`sql_read`.
     """
     target = parse_sql_url(url, table)
     schema, name = target.schema_and_name
@@ -184,14 +185,12 @@ def sql_batches(url: str, table: str | None, rows: int | None) -> Iterator[pd.Da
                 tables = [row[0] for row in connection.execute("SHOW TABLES").fetchall()]
                 raise _missing_table(target, tables)
             result = connection.execute(f"SELECT * FROM {target.qualified}")
-            with warnings.catch_warnings():
-                # DuckDB 2.0's pandas conversion trips a pandas 3.1 deprecation of its own.
-                warnings.filterwarnings("ignore", message="The inplace keyword")
-                if rows is None:
-                    yield _utc_columns(result.df())
-                    return
-                while len(batch := result.fetch_df_chunk(max(1, rows // 2048))):
-                    yield _utc_columns(batch)
+            if rows is None:
+                yield _utc_columns(_quietly(result.df))
+                return
+            vectors = max(1, rows // 2048)  # DuckDB hands over whole vectors of 2,048 rows
+            while len(batch := _quietly(lambda: result.fetch_df_chunk(vectors))):
+                yield _utc_columns(batch)
         return
     database = make_url(target.url).database or ":memory:"
     on_disk = target.url.startswith("sqlite") and database != ":memory:"
@@ -211,10 +210,20 @@ def sql_batches(url: str, table: str | None, rows: int | None) -> Iterator[pd.Da
 
 
 def shown_url(url: str) -> str:
-    """A database URL as it may be logged: the password hidden, ``?table=`` kept."""
+    """A database URL as it may be logged: no password, no query but ``?table=``."""
     target = parse_sql_url(url)
-    where = target.duckdb_path or make_url(target.url).render_as_string(hide_password=True)
-    return f"{where}?table={target.table}" if target.table else str(where)
+    if target.duckdb_path is not None:
+        where = str(target.duckdb_path)
+    else:
+        where = make_url(target.url).set(query={}).render_as_string(hide_password=True)
+    return f"{where}?table={target.table}" if target.table else where
+
+
+def _quietly(fetch: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``fetch()`` without DuckDB 2.0's pandas conversion tripping a pandas 3.1 warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        return fetch()
 
 
 def _missing_table(target: SqlTarget, tables: list[str]) -> SourceNotFoundError:

@@ -37,7 +37,7 @@ from features.event_checks import (
 from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
 from features.mapping import InputMapping
-from pipelines.databases import is_sql_url
+from pipelines.databases import is_sql_url, shown_url
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +132,23 @@ def read_checked_events(
     """
     import duckdb
 
-    from pipelines.engine_sources import EngineDeclined, csv_events, csv_files, sql_events
+    from pipelines.engine_sources import EngineDeclined, csv_files, sql_events
 
     files = parquet_files(source)
     if files is None:
         csv = csv_files(source) if csv_reader == "engine" else None
         try:
             if csv is not None:
-                return csv_events(source, csv, mapping, con, checks_file)
+                return _from_csv(source, csv, mapping, con, checks_file)
             if is_sql_url(source):
                 return sql_events(source, mapping, con), None
         except EngineDeclined as exc:
-            # pandas reads it again to word the problem: file, line, rows.
-            log.info("The engine did not take the events at %s (%s); reading them with "
-                     "pandas.", source, exc)  # fmt: skip
+            # pandas reads it again to word the problem: file, line, rows. A SQL URL may
+            # hold a password, and so may the engine's message: neither is logged.
+            shown = shown_url(source) if is_sql_url(source) else source
+            why = "" if is_sql_url(source) else f" ({exc})"
+            log.info("The engine did not take the events at %s%s; reading them with pandas.",
+                     shown, why)  # fmt: skip
         return _through_pandas(source, mapping, con), None
 
     try:
@@ -154,6 +157,25 @@ def read_checked_events(
         # The engine could not read a file: the pandas reader names the file and why.
         log.info("The engine could not read %s (%s); reading it with pandas.", source, exc)
         return _through_pandas(source, mapping, con), None
+
+
+def _from_csv(
+    source: str,
+    files: list[Path],
+    mapping: InputMapping | None,
+    con: Any,
+    checks_file: Path | None,
+) -> tuple[EventTable, ChecksMemo | None]:
+    """:func:`pipelines.engine_sources.csv_events`, with the checks remembered as for Parquet."""
+    from pipelines.engine_sources import csv_events
+
+    fingerprint = files_fingerprint(files, mapping, source, reader="csv")
+    known = remembered_checks(checks_file, fingerprint)
+    events, rewrites = csv_events(source, files, mapping, con, known)
+    memo = None
+    if known is None and checks_file is not None and events.duplicates is not None:
+        memo = ChecksMemo(checks_file, fingerprint, rewrites, events.duplicates)
+    return events, memo
 
 
 def _through_pandas(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
@@ -188,7 +210,7 @@ def _from_parquet(
         return RowLocator(offsets)
 
     timestamp_format = mapping.timestamp_format if mapping else None
-    fingerprint = files_fingerprint(files, mapping)
+    fingerprint = files_fingerprint(files, mapping, source)
     known = remembered_checks(checks_file, fingerprint)
     memo = None
     if known is None:
@@ -211,12 +233,18 @@ def _from_parquet(
 
 
 #: Bump when the checks or the normalisation change: remembered checks then expire.
-CHECKS_VERSION = 1
+CHECKS_VERSION = 2
 
 
-def files_fingerprint(files: list[Path], mapping: InputMapping | None) -> str:
-    """A digest of the files (path, size, modification time) and of the mapping."""
-    parts: list[Any] = [CHECKS_VERSION, repr(mapping)]
+def files_fingerprint(
+    files: list[Path], mapping: InputMapping | None, source: str = "", reader: str = "parquet"
+) -> str:
+    """A digest of the reader, the source as given, the files and the mapping.
+
+    The files count with their paths, sizes and modification times; the same files
+    read as a folder (with ``key=value`` columns) or as a glob are checked apart.
+    """
+    parts: list[Any] = [CHECKS_VERSION, reader, str(source), repr(mapping)]
     for file in files:
         stat = file.stat()
         parts.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -43,10 +44,11 @@ from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
 from features.mapping import InputMapping, column_pairs
 from pipelines.databases import is_sql_url
-from pipelines.engine_events import ChecksMemo, files_fingerprint, remembered_checks
 from pipelines.source_files import CSV_SUFFIXES, PANDAS_MISSING
 
 log = logging.getLogger(__name__)
+#: The staging folders' names: this prefix, the process id, a random part.
+STAGING_PREFIX = "leadscore-staged-"
 #: Numbers the staged event sets of this process.
 _staged_tables = itertools.count()
 #: Rows per batch copied from a SQL table.
@@ -72,9 +74,9 @@ def csv_events(
     files: list[Path],
     mapping: InputMapping | None,
     con: Any,
-    checks_file: Path | None = None,
-) -> tuple[EventTable, ChecksMemo | None]:
-    """CSV events parsed, checked and normalised by the engine into a temporary table.
+    known: tuple[dict[str, bool], KnownDuplicates] | None = None,
+) -> tuple[EventTable, dict[str, bool]]:
+    """CSV events parsed, checked and normalised by the engine, staged as Parquet.
 
     Fields are read as text, as :func:`pipelines.source_files.read_files` reads ids,
     and pandas' missing-value markers (``NA``, ``null``, empty ...) are nulls; only the
@@ -82,11 +84,16 @@ def csv_events(
     are converted while parsing, which costs a fraction of parsing their text
     afterwards.
 
-    As for Parquet files, the checks of CSV files read again unchanged (paths, sizes,
-    modification times) with the same mapping are remembered in ``checks_file``.
+    Args:
+        source: The file, folder or glob, as given.
+        files: Its CSV files.
+        mapping: The user's column names, values and timestamp format.
+        con: The run's Ibis connection.
+        known: The rewrites and duplicates remembered for these very files (their
+            checks are not run again), or ``None``.
 
     Returns:
-        The events, and the checks to remember once the run has written its outputs.
+        The events and the columns that needed rewriting (to remember).
 
     Raises:
         EngineDeclined: DuckDB cannot parse a file, or rows break the contract.
@@ -111,18 +118,13 @@ def csv_events(
         mapped = map_table(raw, mapping, "events", source)
         _copy(con, mapped, folder / "part-0.parquet")
 
-    fingerprint = files_fingerprint(files, mapping)
-    known = remembered_checks(checks_file, fingerprint)
     events, rewrites = _staged_and_checked(
         stage, con, source, mapping, map_columns=False, known=known
     )
-    memo = None
-    if known is None and checks_file is not None and events.duplicates is not None:
-        memo = ChecksMemo(checks_file, fingerprint, rewrites, events.duplicates)
     log.info("Events from %d CSV file(s) at %s: %d rows, parsed by the engine%s.",
              len(files), source, events.rows,
              " (checks remembered: files unchanged)" if known else "")  # fmt: skip
-    return events, memo
+    return events, rewrites
 
 
 def sql_events(source: str, mapping: InputMapping | None, con: Any) -> EventTable:
@@ -173,17 +175,20 @@ def _staged_and_checked(
     :class:`EngineDeclined`: pandas reads the source again and words the problem.
     """
     import duckdb
+    import sqlalchemy as sa
 
-    folder = _staging_root() / f"events-{next(_staged_tables)}"
-    folder.mkdir()
+    folder = None
     try:
+        folder = _staging_root() / f"events-{next(_staged_tables)}"
+        folder.mkdir()
         stage(folder / "staged")
         staged = con.read_parquet(str(folder / "staged" / "*.parquet"), union_by_name=True)
         mapped = map_table(staged, mapping, "events", source) if map_columns else staged
         return _checked(mapped, folder, con, source, mapping, known)
     except (duckdb.Error, ibis.common.exceptions.IbisError, ContractError, EngineDeclined,
-            OSError, ValueError) as exc:  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
+            OSError, ValueError, sa.exc.SQLAlchemyError) as exc:  # fmt: skip
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise EngineDeclined(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
@@ -239,10 +244,29 @@ def _staging_root() -> Path:
     Made on first use and removed when the process exits.
     """
     if _staging["root"] is None:
-        root = Path(tempfile.mkdtemp(prefix="leadscore-staged-"))
+        _sweep_dead_stagings()
+        root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         _staging["root"] = root
     return _staging["root"]
+
+
+def _sweep_dead_stagings() -> None:
+    """Remove the staging folders of processes that no longer run (killed runs)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
+        pid = folder.name[len(STAGING_PREFIX) :].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 _staging: dict[str, Path | None] = {"root": None}

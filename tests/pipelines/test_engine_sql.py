@@ -10,6 +10,10 @@ rows that break the contract still get pandas' sentence.
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -142,3 +146,27 @@ def test_the_log_names_the_table_without_the_password():
 
     assert "s3cret" not in shown
     assert shown.endswith("db.internal:5432/crm?table=activity")
+
+
+def test_a_failed_copy_is_logged_without_the_password(caplog):
+    url = "postgresql://crm:s3cret@127.0.0.1:1/crm?table=activity"  # nothing listens on port 1
+
+    with (
+        caplog.at_level(logging.INFO, logger="pipelines.engine_events"),
+        pytest.raises(Exception),  # noqa: B017 - pandas' own error; the log is the point
+    ):
+        read_checked_events(url, None, engine_connection(1.0))
+
+    assert "reading them with pandas" in caplog.text and "s3cret" not in caplog.text
+
+
+def test_staging_folders_of_killed_runs_are_swept(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{engine_sources.STAGING_PREFIX}4194303-abc"  # above Linux's pid_max
+    alive = tmp_path / f"{engine_sources.STAGING_PREFIX}{os.getpid()}-abc"
+    for folder in (dead, alive):
+        (folder / "events-0" / "staged").mkdir(parents=True)
+
+    engine_sources._sweep_dead_stagings()
+
+    assert not dead.exists() and alive.exists()
