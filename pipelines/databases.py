@@ -166,8 +166,8 @@ def sql_read(url: str, table: str | None = None) -> pd.DataFrame:
         SourceNotFoundError: The database file or the table does not exist; the
             message lists the tables that do.
     """
-    parts = list(sql_batches(url, table, rows=None))
-    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    (frame,) = sql_batches(url, table, rows=None)  # runs the generator to its end: closed
+    return frame
 
 
 def sql_batches(url: str, table: str | None, rows: int | None) -> Iterator[pd.DataFrame]:

@@ -61,14 +61,14 @@ def engine_connection(memory_gb: float | None = None, spill_dir: Path | None = N
     return con
 
 
-def parquet_files(source: str) -> list[Path] | None:
-    """The Parquet files of a file/folder/glob source, or ``None`` for CSV or SQL sources."""
-    from pipelines.source_files import list_source_files
+def event_files(source: str) -> tuple[str, list[Path]] | None:
+    """``(kind, files)`` of a file/folder/glob source (``parquet`` or ``csv``), ``None`` for SQL."""
+    from pipelines.source_files import file_kind, list_source_files
 
     if is_sql_url(source):
         return None
-    files = list_source_files(source, "events")
-    return files if files[0].name.lower().endswith((".parquet", ".pq")) else None
+    files = list_source_files(source, "events")  # one format, or it raises
+    return file_kind(files[0]) or "", files
 
 
 @dataclass(frozen=True)
@@ -132,21 +132,19 @@ def read_checked_events(
     """
     import duckdb
 
-    from pipelines.engine_sources import EngineDeclined, csv_files, sql_events
+    from pipelines.engine_sources import EngineDeclined, sql_events
 
-    files = parquet_files(source)
-    if files is None:
-        csv = csv_files(source) if csv_reader == "engine" else None
+    kind, files = event_files(source) or ("sql", [])
+    if kind != "parquet":
         try:
-            if csv is not None:
-                return _from_csv(source, csv, mapping, con, checks_file)
-            if is_sql_url(source):
+            if kind == "csv" and csv_reader == "engine":
+                return _from_csv(source, files, mapping, con, checks_file)
+            if kind == "sql":
                 return sql_events(source, mapping, con), None
         except EngineDeclined as exc:
             # pandas reads it again to word the problem: file, line, rows. A SQL URL may
             # hold a password, and so may the engine's message: neither is logged.
-            shown = shown_url(source) if is_sql_url(source) else source
-            why = "" if is_sql_url(source) else f" ({exc})"
+            shown, why = (shown_url(source), "") if kind == "sql" else (source, f" ({exc})")
             log.info("The engine did not take the events at %s%s; reading them with pandas.",
                      shown, why)  # fmt: skip
         return _through_pandas(source, mapping, con), None

@@ -43,30 +43,19 @@ from features.event_checks import (
 from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
 from features.mapping import InputMapping, column_pairs
-from pipelines.databases import is_sql_url
-from pipelines.source_files import CSV_SUFFIXES, PANDAS_MISSING
+from pipelines.source_files import PANDAS_MISSING
 
 log = logging.getLogger(__name__)
 #: The staging folders' names: this prefix, the process id, a random part.
 STAGING_PREFIX = "leadscore-staged-"
 #: Numbers the staged event sets of this process.
-_staged_tables = itertools.count()
+_staged_sets = itertools.count()
 #: Rows per batch copied from a SQL table.
 SQL_BATCH_ROWS = 200_000
 
 
 class EngineDeclined(Exception):
     """The engine did not take the events (unreadable, or rows break the contract)."""
-
-
-def csv_files(source: str) -> list[Path] | None:
-    """The CSV files of a file/folder/glob source, or ``None`` for Parquet or SQL sources."""
-    from pipelines.source_files import list_source_files
-
-    if is_sql_url(source):
-        return None
-    files = list_source_files(source, "events")
-    return files if files[0].name.lower().endswith(CSV_SUFFIXES) else None
 
 
 def csv_events(
@@ -115,12 +104,9 @@ def csv_events(
             hive_partitioning=root.is_dir(),
             hive_types_autocast=False,
         )
-        mapped = map_table(raw, mapping, "events", source)
-        _copy(con, mapped, folder / "part-0.parquet")
+        _copy(con, raw, folder / "part-0.parquet")
 
-    events, rewrites = _staged_and_checked(
-        stage, con, source, mapping, map_columns=False, known=known
-    )
+    events, rewrites = _staged_and_checked(stage, con, source, mapping, known)
     log.info("Events from %d CSV file(s) at %s: %d rows, parsed by the engine%s.",
              len(files), source, events.rows,
              " (checks remembered: files unchanged)" if known else "")  # fmt: skip
@@ -151,7 +137,7 @@ def sql_events(source: str, mapping: InputMapping | None, con: Any) -> EventTabl
         if not batches:
             raise EngineDeclined("the table is empty")  # pandas gives its columns' sentence
 
-    events, _ = _staged_and_checked(stage, con, source, mapping, map_columns=True)
+    events, _ = _staged_and_checked(stage, con, source, mapping)
     log.info("Events from the SQL table at %s: %d rows, copied into the engine.",
              shown_url(source), events.rows)  # fmt: skip
     return events
@@ -162,11 +148,9 @@ def _staged_and_checked(
     con: Any,
     source: str,
     mapping: InputMapping | None,
-    *,
-    map_columns: bool,
     known: tuple[dict[str, bool], KnownDuplicates] | None = None,
 ) -> tuple[EventTable, dict[str, bool]]:
-    """Stage the rows (``stage(folder)`` writes Parquet parts there), check and normalise.
+    """Stage the rows (``stage(folder)`` writes Parquet parts there), map, check, normalise.
 
     ``known``: the rewrites and duplicates remembered for these very rows (not checked
     again). Returns the events and the rewrites.
@@ -179,12 +163,12 @@ def _staged_and_checked(
 
     folder = None
     try:
-        folder = _staging_root() / f"events-{next(_staged_tables)}"
+        folder = _staging_root() / f"events-{next(_staged_sets)}"
         folder.mkdir()
         stage(folder / "staged")
         staged = con.read_parquet(str(folder / "staged" / "*.parquet"), union_by_name=True)
-        mapped = map_table(staged, mapping, "events", source) if map_columns else staged
-        return _checked(mapped, folder, con, source, mapping, known)
+        return _checked(map_table(staged, mapping, "events", source), folder, con, source,
+                        mapping, known)  # fmt: skip
     except (duckdb.Error, ibis.common.exceptions.IbisError, ContractError, EngineDeclined,
             OSError, ValueError, sa.exc.SQLAlchemyError) as exc:  # fmt: skip
         if folder is not None:

@@ -50,11 +50,11 @@ def list_source_files(source: str, table: str = "input") -> list[Path]:
     path = Path(source).expanduser()
     if any(char in str(source) for char in "*?["):
         files = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
-        files = [f for f in files if f.is_file() and _kind(f)]
+        files = [f for f in files if f.is_file() and file_kind(f)]
         if not files:
             raise SourceNotFoundError(f"The {table} glob {source} matches no Parquet or CSV file.")
     elif path.is_file():
-        if not _kind(path):
+        if not file_kind(path):
             raise ValueError(
                 f"The {table} source {source} is neither Parquet ({', '.join(PARQUET_SUFFIXES)}) "
                 f"nor CSV ({', '.join(CSV_SUFFIXES)})."
@@ -65,7 +65,7 @@ def list_source_files(source: str, table: str = "input") -> list[Path]:
             f
             for f in path.rglob("*")
             if f.is_file()
-            and _kind(f)
+            and file_kind(f)
             and not any(part.startswith((".", "_")) for part in f.relative_to(path).parts)
         )
         if not files:
@@ -74,7 +74,7 @@ def list_source_files(source: str, table: str = "input") -> list[Path]:
         raise SourceNotFoundError(
             f"The {table} source {source} does not exist (no file or folder at {path.resolve()})."
         )
-    kinds = {_kind(f) for f in files}
+    kinds = {file_kind(f) for f in files}
     if len(kinds) > 1:
         raise ValueError(
             f"The {table} source {source} mixes Parquet and CSV files; keep one format."
@@ -82,7 +82,8 @@ def list_source_files(source: str, table: str = "input") -> list[Path]:
     return files
 
 
-def _kind(path: Path) -> str | None:
+def file_kind(path: Path) -> str | None:
+    """``parquet`` or ``csv`` by the file's suffix, else ``None``."""
     name = path.name.lower()
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
@@ -108,7 +109,7 @@ def read_files(
     frames = []
     for file in files:
         try:
-            if _kind(file) == "parquet":
+            if file_kind(file) == "parquet":
                 frame = pd.read_parquet(file)
             else:
                 check_csv_rows(file, table)

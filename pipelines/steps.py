@@ -128,8 +128,7 @@ def build_features_incremental(ctx: RunContext, inputs: Inputs) -> FeatureTable:
     from features.rollup import build_features as from_rollups
     from features.table import columns_for, fit_columns
     from pipelines import rollups
-    from pipelines.engine_events import parquet_files
-    from pipelines.engine_sources import csv_files
+    from pipelines.engine_events import event_files
 
     settings, as_of = ctx.settings, ctx.as_of
     spec = settings.feature_spec()
@@ -137,7 +136,8 @@ def build_features_incremental(ctx: RunContext, inputs: Inputs) -> FeatureTable:
         return build_features(spec, inputs, as_of)
     source = settings.sources.events
     key = rollups.fingerprint(spec, source, settings.sources.mapping("events"))
-    stats = rollups.file_stats(parquet_files(source) or csv_files(source))
+    found = event_files(source)
+    stats = rollups.file_stats(found[1] if found else None)
     age = settings.retention.max_event_age_days
     oldest = None if age is None else as_of - pd.Timedelta(days=age)
     tables, report = rollups.prepare(ctx.output_dir, inputs.events, as_of, spec, key, stats, oldest)

@@ -146,17 +146,17 @@ def test_broken_rows_are_worded_with_the_file_and_rows_as_before(tmp_path, line,
 
 def test_rollups_see_a_csv_file_rewritten_in_the_past(tmp_path):
     """Roll-ups keep the CSV files' sizes and times, so a rewritten file rebuilds them."""
-    from pipelines.engine_sources import csv_files
+    from pipelines.engine_events import event_files
     from pipelines.rollups import file_stats
 
     source = tmp_path / "events.csv"
     source.write_text("entity_id,event_time,event_type\n1,2025-01-01,login\n", encoding="utf-8")
-    before = file_stats(csv_files(str(source)))
+    before = file_stats(event_files(str(source))[1])
     source.write_text("entity_id,event_time,event_type\n1,2025-01-02,login\n", encoding="utf-8")
     os.utime(source, ns=(0, 10**18))  # a rewrite, whatever the clock's resolution
 
     assert list(before) == [str(source.resolve())]
-    assert file_stats(csv_files(str(source))) != before
+    assert file_stats(event_files(str(source))[1]) != before
 
 
 def test_the_checks_of_unchanged_csv_files_are_remembered(tmp_path, monkeypatch):
