@@ -12,6 +12,7 @@ listed: the conftest's config sets a pseudonym key).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -50,23 +51,43 @@ def rollup_ids(out: Path) -> set[str]:
     return ids
 
 
-def test_nightly_runs_with_rollups_score_as_without_and_read_only_the_new_day(workspace, tmp_path):
-    out = workspace.out
+@dataclass
+class RolledUp:
+    """The workspace after three nightlies without roll-ups, then the same three with them."""
+
+    without: dict[str, pd.DataFrame]  # scores of the runs without roll-ups (days 2-3)
+    second_summary: dict  # the run summary of the second day without roll-ups
+    runs: dict[str, dict]  # per day, the inputs of the run summary with roll-ups
+    current: list[bool]  # per run with roll-ups, whether rollups/CURRENT existed after it
+    scores: dict[str, pd.DataFrame]  # scores of the runs with roll-ups (days 2-3)
+
+
+@pytest.fixture(scope="module")
+def rolled_up(workspace, tmp_path_factory) -> RolledUp:
+    """Both tests' starting point, made once per module (and on any worker that needs it)."""
+    out, cwd = workspace.out, tmp_path_factory.mktemp("rollup-runs")
     for day in DAYS:  # the first run trains; the others only score
-        workspace.run(tmp_path, "nightly", "--as-of", day)
+        workspace.run(cwd, "nightly", "--as-of", day)
     without = {day: scores_of(out, day) for day in DAYS[1:]}
-    assert "events_read_for_features" not in summary_of(out, DAYS[1])["inputs"]
+    second_summary = summary_of(out, DAYS[1])
 
     settings = yaml.safe_load(workspace.config.read_text())
     settings["features"] = {"incremental_rollups": True}
-    config = tmp_path / "rollups.yaml"
+    config = cwd / "rollups.yaml"
     config.write_text(yaml.safe_dump(settings))
-    runs = {}
+    runs, current = {}, []
     for day in DAYS:  # the same dates again, same models, roll-ups on
-        done = workspace.run(tmp_path, "nightly", "--as-of", day, "--config", str(config),
-                             with_config=False)  # fmt: skip
+        workspace.run(cwd, "nightly", "--as-of", day, "--config", str(config), with_config=False)
         runs[day] = summary_of(out, day)["inputs"]
-        assert (out / "rollups" / "CURRENT").exists(), done.stdout
+        current.append((out / "rollups" / "CURRENT").exists())
+    scores = {day: scores_of(out, day) for day in DAYS[1:]}
+    return RolledUp(without, second_summary, runs, current, scores)
+
+
+def test_nightly_runs_with_rollups_score_as_without_and_read_only_the_new_day(workspace, rolled_up):
+    runs = rolled_up.runs
+    assert "events_read_for_features" not in rolled_up.second_summary["inputs"]
+    assert all(rolled_up.current)
 
     # The first run with roll-ups builds them from every event before its date ...
     assert runs[DAYS[0]]["rollups_used"] == 0
@@ -79,19 +100,22 @@ def test_nightly_runs_with_rollups_score_as_without_and_read_only_the_new_day(wo
         assert 0 < new < runs[DAYS[0]]["events_read_for_features"] / 100
         assert runs[day]["rollups_used"] == 1
         assert runs[day]["events_read_for_features"] == new
-        with_rollups = scores_of(out, day)
-        pd.testing.assert_frame_equal(with_rollups, without[day], check_exact=False, rtol=1e-9)
-    generations = [p.name for p in (out / "rollups").iterdir() if p.is_dir()]
+        pd.testing.assert_frame_equal(
+            rolled_up.scores[day], rolled_up.without[day], check_exact=False, rtol=1e-9
+        )
+    generations = [p.name for p in (workspace.out / "rollups").iterdir() if p.is_dir()]
     assert len(generations) == 1  # older generations are removed once a new one is in force
 
 
-def test_a_changed_setting_rebuilds_the_rollups_and_forget_deletes_them(workspace, tmp_path):
+def test_a_changed_setting_rebuilds_the_rollups_and_forget_deletes_them(
+    workspace, rolled_up, tmp_path
+):
     """A changed feature setting rebuilds the roll-ups in full; ``forget`` deletes them."""
     settings = yaml.safe_load(workspace.config.read_text())
     settings["features"] = {"incremental_rollups": True, "half_life_days": 7.0}
     config = tmp_path / "changed.yaml"
     config.write_text(yaml.safe_dump(settings))
-    assert (workspace.out / "rollups" / "CURRENT").exists()  # left by the test above
+    assert (workspace.out / "rollups" / "CURRENT").exists()  # made by rolled_up
     workspace.run(tmp_path, "nightly", "--as-of", DAYS[2], "--config", str(config),
                   with_config=False)  # fmt: skip
     inputs = summary_of(workspace.out, DAYS[2])["inputs"]
