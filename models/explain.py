@@ -2,9 +2,9 @@
 
 How a reason is made, per entity:
 
-1. Exact TreeSHAP contributions in log-odds: LightGBM's ``pred_contrib`` values, bit
-   for bit, from :mod:`models.treeshap` (last column = base value), in chunks so memory
-   stays flat. The ``shap`` library is for plots and notebooks only.
+1. Exact TreeSHAP contributions in log-odds: LightGBM's ``pred_contrib`` values (to
+   the rounding of per-feature sums) from :mod:`models.treeshap` (last column = base
+   value), in chunks so memory stays flat. The ``shap`` library is for plots and notebooks only.
 2. Contributions of the features sharing one human concept (``FeatureDef.concept``:
    the windows, recency, decay and trend of one event type; a category column is
    already one feature with LightGBM native categoricals) are summed.
@@ -74,7 +74,7 @@ def score_from_margin(model: TrainedModel, margin: np.ndarray, kind: ScoreKind) 
 def tree_contributions(
     model: TrainedModel, prepared: pd.DataFrame | np.ndarray, num_threads: int | None = None
 ) -> np.ndarray:
-    """LightGBM's ``pred_contrib``, bit for bit: :mod:`models.treeshap` for a matrix.
+    """LightGBM's ``pred_contrib`` (to rounding): :mod:`models.treeshap` for a matrix.
 
     Args:
         model: The trained model.

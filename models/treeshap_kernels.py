@@ -2,8 +2,7 @@
 
 The arithmetic of the path functions is LightGBM's (``Tree::ExtendPath``,
 ``UnwindPath``, ``UnwoundPathSum`` and ``TreeSHAP`` in ``src/io/tree.cpp``), operation
-for operation and in the same order, so that each value has the same bits; no
-``fastmath`` (it would reorder them).
+for operation and in the same order; no ``fastmath`` (it would reorder them).
 """
 
 from __future__ import annotations
@@ -163,20 +162,29 @@ def _terms(
     leaf_count,
     max_depth,
     terms,
+    tree_features,
+    feature_start,
+    n_features,
     distinct_start,
     distinct,
     n_distinct,
     term_start,
-    term_feature,
     term_value,
     lo,
     hi,
 ):  # noqa: ANN001, ANN202
-    """Per tree (of ``lo:hi``) and pattern, LightGBM's TreeSHAP additions in its order."""
+    """Per tree (of ``lo:hi``) and pattern, what LightGBM's TreeSHAP adds to each feature.
+
+    LightGBM's additions in its order, each feature's summed from 0.0 into
+    ``term_value`` (zeroed): one value per (tree, pattern, feature of the tree).
+    """
     size = (max_depth + 3) * (max_depth + 4) // 2
+    local = np.full(n_features, -1, dtype=np.int64)  # feature -> its place in the tree's list
     for t in range(lo, hi):
         if splits[t] == 0:
             continue
+        for j in range(terms[t]):
+            local[tree_features[feature_start[t] + j]] = j
         start, leaves = node_start[t], leaf_start[t]
         pf = np.empty(size, dtype=np.int64)
         pz, po, pw = np.empty(size), np.empty(size), np.empty(size)
@@ -204,9 +212,9 @@ def _terms(
                     value = leaf_value[leaves + ~node]
                     for i in range(1, depth + 1):
                         w = _unwound_sum(pz, po, pw, off, depth, i)
-                        term_feature[out] = pf[off + i]
-                        term_value[out] = w * (po[off + i] - pz[off + i]) * value
-                        out += 1
+                        term_value[out + local[pf[off + i]]] += (
+                            w * (po[off + i] - pz[off + i]) * value
+                        )
                     continue
                 g = start + node
                 if (key >> node) & 1:
@@ -237,8 +245,20 @@ def _terms(
 
 
 @numba.njit(cache=True, nogil=True)
-def _replay(keys, splits, expected, terms, term_start, term_feature, term_value, out_t, lo, hi):  # noqa: ANN001, ANN202
-    """Each row's (of ``lo:hi``) additions, tree by tree, in LightGBM's order.
+def _replay(
+    keys,
+    splits,
+    expected,
+    terms,
+    tree_features,
+    feature_start,
+    term_start,
+    term_value,
+    out_t,
+    lo,
+    hi,
+):  # noqa: ANN001, ANN202
+    """Each row's (of ``lo:hi``) additions, tree by tree: one per feature of the tree.
 
     ``out_t`` is the output by column, zeroed; rows go in blocks small enough that a
     tree's columns of the block stay in cache.
@@ -252,10 +272,11 @@ def _replay(keys, splits, expected, terms, term_start, term_feature, term_value,
             n = terms[t]
             if splits[t] == 0:
                 continue
+            features = tree_features[feature_start[t] : feature_start[t] + n]
             for r in range(block, end):
                 first = term_start[t] + keys[t, r] * n
-                for j in range(first, first + n):
-                    out_t[term_feature[j], r] += term_value[j]
+                for j in range(n):
+                    out_t[features[j], r] += term_value[first + j]
 
 
 #: Rows whose scores are summed together in :func:`_margins` (their columns stay in cache).
@@ -387,15 +408,15 @@ def contributions(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) 
                                    lo, hi), n_trees)  # fmt: skip
         sizes = n_distinct * trees.terms
         term_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        term_feature = np.empty(int(sizes.sum()), dtype=np.int32)
-        term_value = np.empty(int(sizes.sum()), dtype=np.float64)
+        term_value = np.zeros(int(sizes.sum()), dtype=np.float64)
         each(lambda lo, hi: _terms(
             trees.splits, trees.node_start, trees.leaf_start, trees.feature, trees.left,
             trees.right, trees.count, trees.leaf_value, trees.leaf_count, max_depth, trees.terms,
-            distinct_start, distinct, n_distinct, term_start, term_feature, term_value, lo,
-            hi), n_trees)  # fmt: skip
-        each(lambda lo, hi: _replay(keys, trees.splits, trees.expected, trees.terms, term_start,
-                                    term_feature, term_value, out_t, lo, hi), len(x))  # fmt: skip
+            trees.tree_features, trees.feature_start, trees.n_features, distinct_start, distinct,
+            n_distinct, term_start, term_value, lo, hi), n_trees)  # fmt: skip
+        each(lambda lo, hi: _replay(keys, trees.splits, trees.expected, trees.terms,
+                                    trees.tree_features, trees.feature_start, term_start,
+                                    term_value, out_t, lo, hi), len(x))  # fmt: skip
     out[:] = out_t.T
 
 

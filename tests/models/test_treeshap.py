@@ -1,4 +1,4 @@
-"""models.treeshap gives LightGBM's pred_contrib values bit for bit."""
+"""models.treeshap: LightGBM's pred_contrib (to rounding) and raw scores (bit for bit)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,17 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64))
 
 
+def _assert_lightgbm_s(mine: np.ndarray | None, booster: lgb.Booster, rows: np.ndarray) -> None:
+    """LightGBM's pred_contrib to the rounding of per-feature sums; rows add up to the margin."""
+    expected = booster.predict(rows, pred_contrib=True)
+    assert mine is not None and mine.shape == expected.shape
+    np.testing.assert_allclose(mine, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        mine.sum(axis=1), booster.predict(rows, raw_score=True), rtol=1e-12, atol=1e-12
+    )
+    assert (mine[:, -1] == expected[:, -1]).all()  # the base value: the same additions
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -85,14 +96,12 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
         {"max_cat_to_onehot": 16},
     ],
 )
-def test_contributions_are_lightgbm_bit_for_bit(params: dict) -> None:
+def test_contributions_are_lightgbm_s(params: dict) -> None:
     frame = _data(3000, 1)
     booster = _booster(params, frame)
     matrix = _matrix(booster, _data(4000, 2))
     rows = np.vstack([matrix, _edges(matrix)])
-    mine = treeshap.contributions(booster, rows, num_threads=2)
-    assert mine is not None
-    assert _same_bits(mine, booster.predict(rows, pred_contrib=True))
+    _assert_lightgbm_s(treeshap.contributions(booster, rows, num_threads=2), booster, rows)
 
 
 def test_duplicated_rows_get_the_values_of_one_row() -> None:
@@ -121,14 +130,10 @@ def test_best_iteration_and_single_leaf_trees() -> None:
     frame = _data(2000, 8)
     booster = _booster({"min_gain_to_split": 1e9}, frame, rounds=5)  # stumps: one leaf each
     matrix = _matrix(booster, frame)
-    assert _same_bits(
-        treeshap.contributions(booster, matrix), booster.predict(matrix, pred_contrib=True)
-    )
+    _assert_lightgbm_s(treeshap.contributions(booster, matrix), booster, matrix)
     booster = _booster({}, frame, rounds=30)
     booster.best_iteration = 12
-    assert _same_bits(
-        treeshap.contributions(booster, matrix), booster.predict(matrix, pred_contrib=True)
-    )
+    _assert_lightgbm_s(treeshap.contributions(booster, matrix), booster, matrix)
 
 
 def test_what_is_not_covered_goes_to_lightgbm() -> None:
