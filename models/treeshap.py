@@ -57,7 +57,7 @@ class Forest:
         cat_start, cat_words: Per categorical split, its bitset in ``cat_bits``.
         leaf_value, leaf_count: Per leaf.
         keep: Per split, a mask of its tree's leaves (bit ``i``: the ``i``-th leaf from
-            the left) without those of its left subtree (see ``treeshap_kernels._margins``).
+            the left) without those of its left subtree (see ``treeshap_margins._margins``).
         leaf_order: Per leaf position from the left, the tree's own leaf number.
         expected: Per tree, LightGBM's ``ExpectedValue()``.
         terms: Per tree, the features it splits on: the additions one row gets from it.
@@ -269,7 +269,7 @@ def margins(booster: lgb.Booster, matrix: np.ndarray, num_threads: int | None = 
     """``booster.predict(matrix, raw_score=True)``, the same bits.
 
     Each row's leaves in the trees of :func:`forest`, found by masks instead of walks
-    (``treeshap_kernels._margins``), summed in LightGBM's order: on the 1M benchmark's
+    (``treeshap_margins._margins``), summed in LightGBM's order: on the 1M benchmark's
     rows 1.5 (conversion) to 3.4 (churn) times the speed of walking each tree, which
     was itself about 1.4 times LightGBM's (its predictor copies each row into a sparse
     vector and back first).
@@ -286,14 +286,14 @@ def margins(booster: lgb.Booster, matrix: np.ndarray, num_threads: int | None = 
     if trees is None or matrix.ndim != 2 or matrix.shape[1] != trees.n_features:
         return booster.predict(matrix, raw_score=True)
     try:
-        from models import treeshap_kernels as kernels
+        from models import treeshap_margins
     except ImportError as exc:  # numba missing or broken: LightGBM predicts the same
         log.warning("Scores from LightGBM's own predictor (slower): %s", exc)
         return booster.predict(matrix, raw_score=True)
     matrix = np.ascontiguousarray(matrix, dtype=np.float64)
     out = np.empty(len(matrix), dtype=np.float64)
     threads = num_threads if num_threads and num_threads > 0 else os.cpu_count() or 1
-    kernels.margins(trees, matrix, out, threads)
+    treeshap_margins.margins(trees, matrix, out, threads)
     return out
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import numba
 import numpy as np
 
-#: LightGBM's kZeroThreshold (a float).
-_ZERO = float(np.float32(1e-35))
-_INT_LIMIT = 2147483648.0
+#: LightGBM's kZeroThreshold (a float); :mod:`models.treeshap_margins` uses it too.
+ZERO = float(np.float32(1e-35))
+INT_LIMIT = 2147483648.0
 #: Rows replayed together (their columns of one tree stay in cache).
 _BLOCK = 512
 
@@ -63,14 +63,14 @@ def _patterns(
                 value = column[r]
                 if mode[node] == 2:  # categorical: NaN, negative, out-of-int values go right
                     left = False
-                    if -_INT_LIMIT - 1.0 < value < _INT_LIMIT:
+                    if -INT_LIMIT - 1.0 < value < INT_LIMIT:
                         code = int(value)
                         word = code // 32
                         if code >= 0 and word < cat_words[node]:
                             left = (cat_bits[cat_start[node] + word] >> (code % 32)) & 1 == 1
                 elif value != value:
                     left = nan_left[node]
-                elif -_ZERO <= value <= _ZERO:
+                elif -ZERO <= value <= ZERO:
                     left = zero_left[node]
                 else:
                     left = value <= threshold[node]
@@ -279,99 +279,8 @@ def _replay(
                     out_t[features[j], r] += term_value[first + j]
 
 
-#: Rows whose scores are summed together in :func:`_margins` (their columns stay in cache).
-_MARGIN_ROWS = 256
-#: Finds the lowest set bit of a 32-bit mask (de Bruijn multiplication).
-_DE_BRUIJN = np.array([0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8, 31, 27, 13, 23,
-                       21, 19, 16, 7, 26, 12, 18, 6, 11, 5, 10, 9], dtype=np.int64)  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True)
-def _margins(
-    x,
-    splits,
-    node_start,
-    leaf_start,
-    feature,
-    threshold,
-    mode,
-    nan_left,
-    zero_left,
-    cat_start,
-    cat_words,
-    cat_bits,
-    keep,
-    leaf_order,
-    leaf_value,
-    de_bruijn,
-    out,
-    lo,
-    hi,
-):  # noqa: ANN001, ANN202
-    """Each row's (of ``lo:hi``) raw score: its leaves' values summed tree by tree.
-
-    LightGBM's ``PredictRaw`` for one tree per iteration: from 0.0, in tree order, the
-    value of the leaf each tree's ``Decision`` (as in :func:`_patterns`) leads to, so
-    each sum has LightGBM's bits. The leaf is found without walking the tree
-    (QuickScorer, Lucchese et al., SIGIR 2015): every split the row does not go left at
-    clears the leaves of its left subtree from a mask of the tree's leaves in
-    left-to-right order (``keep``); the row's leaf is the leftmost one left. Splits are
-    evaluated a column at a time over :data:`_MARGIN_ROWS` rows, without branches.
-    """
-    rows = _MARGIN_ROWS
-    mask = np.empty(rows, dtype=np.uint32)
-    total = np.empty(rows, dtype=np.float64)
-    xb = np.empty((x.shape[1], rows), dtype=np.float64)
-    every = np.uint32(0xFFFFFFFF)
-    for first in range(lo, hi, rows):
-        n = min(first + rows, hi) - first
-        for j in range(n):
-            total[j] = 0.0
-            for c in range(x.shape[1]):
-                xb[c, j] = x[first + j, c]
-        for t in range(splits.shape[0]):
-            for j in range(n):
-                mask[j] = every
-            for i in range(splits[t]):
-                g = node_start[t] + i
-                column, k = xb[feature[g]], keep[g]
-                if mode[g] == 2:  # categorical: NaN, negative, out-of-int values go right
-                    start, words = cat_start[g], cat_words[g]
-                    for j in range(n):
-                        value = column[j]
-                        valid = (value > -_INT_LIMIT - 1.0) & (value < _INT_LIMIT)
-                        code = int(value) if valid else -1
-                        word = code >> 5
-                        inside = (code >= 0) & (word < words)
-                        bits = cat_bits[start + word if inside else 0]
-                        go = inside & ((bits >> (code & 31)) & 1 == 1)
-                        mask[j] &= k | (np.uint32(0) - np.uint32(go))
-                    continue
-                limit, nan = threshold[g], nan_left[g]
-                if mode[g] == 0:
-                    for j in range(n):
-                        value = column[j]
-                        go = (value <= limit) | (nan & (value != value))
-                        mask[j] &= k | (np.uint32(0) - np.uint32(go))
-                    continue
-                zero_side = zero_left[g]
-                for j in range(n):
-                    value = column[j]
-                    zero = (value >= -_ZERO) & (value <= _ZERO)
-                    side = zero_side if zero else value <= limit  # a select, not a branch
-                    go = (nan & (value != value)) | side
-                    mask[j] &= k | (np.uint32(0) - np.uint32(go))
-            leaves = leaf_start[t]
-            for j in range(n):
-                m = mask[j]
-                lowest = m & (~m + np.uint32(1))
-                position = de_bruijn[np.uint32(lowest * np.uint32(0x077CB531)) >> np.uint32(27)]
-                total[j] += leaf_value[leaves + leaf_order[leaves + position]]
-        for j in range(n):
-            out[first + j] = total[j]
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``0:n`` cut into at most ``parts`` non-empty ``(lo, hi)`` ranges of about equal size."""
     bounds = np.linspace(0, n, parts + 1).astype(int)
     return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
 
@@ -397,7 +306,7 @@ def contributions(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) 
     with ThreadPoolExecutor(max(1, threads)) as pool:
 
         def each(func: Callable[[int, int], None], n: int) -> None:
-            for future in [pool.submit(func, lo, hi) for lo, hi in _split(n, 4 * threads)]:
+            for future in [pool.submit(func, lo, hi) for lo, hi in split(n, 4 * threads)]:
                 future.result()
 
         each(lambda lo, hi: _patterns(
@@ -418,20 +327,3 @@ def contributions(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) 
                                     trees.tree_features, trees.feature_start, term_start,
                                     term_value, out_t, lo, hi), len(x))  # fmt: skip
     out[:] = out_t.T
-
-
-def margins(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
-    """Fill ``out`` (``rows``) with the raw scores of ``x``'s (C-ordered) rows.
-
-    ``threads`` Python threads share the rows (the kernel releases the GIL).
-    """
-    parts = _split(len(x), 4 * threads) if threads > 1 else [(0, len(x))]
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        futures = [pool.submit(_margins, x, trees.splits, trees.node_start, trees.leaf_start,
-                               trees.feature, trees.threshold, trees.mode, trees.nan_left,
-                               trees.zero_left, trees.cat_start, trees.cat_words, trees.cat_bits,
-                               trees.keep, trees.leaf_order, trees.leaf_value, _DE_BRUIJN, out,
-                               lo, hi)
-                   for lo, hi in parts]  # fmt: skip
-        for future in futures:
-            future.result()
