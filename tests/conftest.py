@@ -12,7 +12,7 @@ without which xdist hands out modules with the most tests first, which puts the
 one-test modules that run ``leadscore nightly`` last, one worker busy alone at the end).
 
 Two session fixtures serve both the acceptance tests (``leadscore`` as a subprocess) and
-the in-process flows of tests/pipelines/test_flows.py on a worker: one real Prefect
+the in-process flows of tests/pipelines/test_flows*.py on a worker: one real Prefect
 server (:func:`prefect_api`; a start-up costs 20-50 s on a busy machine) and one
 generated history (:func:`shared_dataset`, read only).
 """
@@ -201,7 +201,7 @@ def prefect_api(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
 @pytest.fixture(scope="session")
 def shared_dataset(tmp_path_factory):
     """The smallest generated history on which both targets train and beat the rule
-    score, generated once per session (read only): tests/pipelines/test_flows.py's and
+    score, generated once per session (read only): tests/pipelines/test_flows*.py's and
     the acceptance tests'. Returns what :func:`features.synthetic.generate` returns."""
     from features.synthetic import generate
 

@@ -9,7 +9,7 @@ session, so its own server (free port, home under its own ``tmp_path_factory``
 folder) and its own copy of the history; modules stay whole on one worker
 (``--dist loadfile``), so a module's ``workspace`` is never shared. The server
 (``prefect_api``) and the history (``shared_history``) are session fixtures of
-tests/conftest.py, shared with tests/pipelines/test_flows.py.
+tests/conftest.py, shared with tests/pipelines/test_flows*.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-from __future__ import annotations
+"""Reading inputs: files, folders, globs and database tables, column maps, load_inputs."""
 
-import os
-from pathlib import Path
+from __future__ import annotations
 
 import duckdb
 import numpy as np
@@ -12,17 +11,7 @@ import sqlalchemy as sa
 from features.column_checks import ContractError
 from features.mapping import InputMapping, apply_column_map
 from features.timeutil import UTC_TIMESTAMP
-from pipelines import atomic_files
-from pipelines.atomic_files import (
-    atomic_path,
-    replace_dir_atomic,
-    restore_interrupted_dir,
-    staging_dir,
-    write_parquet_atomic,
-    write_text_atomic,
-)
-from pipelines.database_writes import sql_delete, sql_upsert_tables
-from pipelines.databases import SourceNotFoundError, compact_duckdb, sql_read
+from pipelines.databases import SourceNotFoundError
 from pipelines.settings import Settings
 from pipelines.settings_sections import SourceSettings
 from pipelines.sources import load_inputs, read_source
@@ -65,17 +54,6 @@ def make_outcomes() -> pd.DataFrame:
 def split(frame: pd.DataFrame, parts: int) -> list[pd.DataFrame]:
     bounds = np.linspace(0, len(frame), parts + 1).astype(int)
     return [frame.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
-def make_scores(scores: list[float]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "entity_id": ["00001", "00002", "00003"],
-            "as_of": pd.to_datetime(["2025-04-01"] * 3, utc=True),
-            "score": scores,
-            "band": pd.Categorical(["high", "low", "low"]),
-        }
-    )
 
 
 # --- reading -------------------------------------------------------------------------
@@ -239,187 +217,3 @@ def test_load_inputs_without_outcomes_when_not_required(tmp_path):
     inputs = load_inputs(settings, "2025-04-01", outcomes_required=False)
     assert inputs.outcomes.empty
     assert list(inputs.outcomes.columns) == ["entity_id", "outcome", "occurred_at"]
-
-
-# --- atomic files and folders --------------------------------------------------------
-
-
-def test_failed_parquet_write_leaves_the_old_file_and_no_temp_file(tmp_path):
-    path = tmp_path / "scores.parquet"
-    write_parquet_atomic(make_scores([1.0, 2.0, 3.0]), path)
-    unwritable = pd.DataFrame({"mixed": [1, "two", 3.0]})  # pyarrow cannot type this column
-
-    with pytest.raises(Exception, match="mixed"):
-        write_parquet_atomic(unwritable, path)
-
-    assert pd.read_parquet(path)["score"].tolist() == [1.0, 2.0, 3.0]
-    assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
-
-
-def test_exception_mid_write_keeps_old_text(tmp_path):
-    path = tmp_path / "board" / "index.html"
-    write_text_atomic("<p>old</p>", path)
-    with pytest.raises(RuntimeError, match="disk full"), atomic_path(path) as temp:
-        temp.write_text("<p>half")
-        raise RuntimeError("disk full")
-    assert path.read_text() == "<p>old</p>"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["index.html"]
-
-    write_text_atomic("<p>new</p>", path)
-    assert path.read_text() == "<p>new</p>"
-
-
-def test_atomic_write_keeps_permissions(tmp_path):
-    path = tmp_path / "export.csv"
-    path.write_text("a\n")
-    os.chmod(path, 0o640)
-    write_text_atomic("b\n", path)
-    assert path.stat().st_mode & 0o777 == 0o640
-
-
-def test_replace_dir_swaps_folders(tmp_path):
-    final = tmp_path / "crm"
-    final.mkdir()
-    (final / "batch-0001.csv").write_text("old")
-    (final / "batch-0002.csv").write_text("stale")
-    staging = staging_dir(final)
-    (staging / "batch-0001.csv").write_text("new")
-
-    replace_dir_atomic(staging, final)
-
-    assert sorted(p.name for p in final.iterdir()) == ["batch-0001.csv"]
-    assert (final / "batch-0001.csv").read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["crm"]
-
-
-def test_replace_dir_failure_puts_the_old_folder_back(tmp_path, monkeypatch):
-    final = tmp_path / "crm"
-    final.mkdir()
-    (final / "batch-0001.csv").write_text("old")
-    staging = staging_dir(final)
-    real_rename = os.rename
-
-    def rename_failing_on_the_swap(src, dst):
-        if Path(src) == staging:
-            raise OSError("injected failure")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(atomic_files.os, "rename", rename_failing_on_the_swap)
-    with pytest.raises(OSError, match="injected failure"):
-        replace_dir_atomic(staging, final)
-    assert (final / "batch-0001.csv").read_text() == "old"
-
-
-def test_a_crash_between_the_renames_is_undone(tmp_path):
-    final = tmp_path / "crm"
-    backup = tmp_path / ".crm.previous"  # what a run killed mid-swap leaves
-    backup.mkdir()
-    (backup / "batch-0001.csv").write_text("old")
-
-    assert restore_interrupted_dir(final) is True
-    assert (final / "batch-0001.csv").read_text() == "old"
-    assert not backup.exists()
-    assert restore_interrupted_dir(final) is False
-
-
-def test_replace_dir_refuses_folders_that_are_not_siblings(tmp_path):
-    (tmp_path / "elsewhere").mkdir()
-    with pytest.raises(ValueError, match="same folder"):
-        replace_dir_atomic(tmp_path / "elsewhere", tmp_path / "out" / "crm")
-
-
-# --- SQL -----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["duckdb", "sqlite"])
-def database_url(request, tmp_path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'scores.duckdb'}"
-    return f"sqlite:///{tmp_path / 'scores.db'}"
-
-
-def sql_upsert(df: pd.DataFrame, url: str, table: str, key: str | list[str]) -> int:
-    return sql_upsert_tables(url, [(df, table, key)])[0]
-
-
-def check_upsert_replaces_rows(url: str) -> None:
-    sql_upsert(make_scores([1.0, 2.0, 3.0]), url, "lead_scores", ["entity_id", "as_of"])
-    sql_upsert(make_scores([4.0, 5.0, 6.0]), url, "lead_scores", ["entity_id", "as_of"])
-    later = make_scores([7.0, 8.0, 9.0]).assign(as_of=pd.Timestamp("2025-04-02", tz="UTC"))
-    sql_upsert(later.iloc[:1], url, "lead_scores", ["entity_id", "as_of"])
-
-    table = sql_read(url, "lead_scores").sort_values(["as_of", "entity_id"])
-    assert len(table) == 4
-    assert table["score"].tolist() == [4.0, 5.0, 6.0, 7.0]
-    assert table["band"].tolist() == ["high", "low", "low", "high"]
-    assert str(table["as_of"].dt.tz) == "UTC"
-
-    assert sql_delete(url, "lead_scores", "entity_id", ["00001", "99999"]) == 2
-    assert sorted(sql_read(url, "lead_scores")["entity_id"]) == ["00002", "00003"]
-
-
-def test_sql_upsert_twice_gives_no_duplicates(database_url):
-    check_upsert_replaces_rows(database_url)
-
-
-def test_sql_upsert_rejects_bad_keys_and_unknown_columns(database_url):
-    rows = make_scores([1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match=r"2 rows have a repeated key \(entity_id\)"):
-        sql_upsert(rows.assign(entity_id="00001").iloc[:2], database_url, "s", "entity_id")
-    with pytest.raises(ValueError, match=r"1 rows have an empty key"):
-        sql_upsert(rows.assign(entity_id=["a", None, "c"]), database_url, "s", "entity_id")
-    sql_upsert(rows, database_url, "s", "entity_id")
-    with pytest.raises(ValueError, match=r"exists without column\(s\) \['reason'\]"):
-        sql_upsert(rows.assign(reason="x"), database_url, "s", "entity_id")
-    assert sql_read(database_url, "s")["score"].tolist() == [1.0, 2.0, 3.0]
-
-
-def test_sql_upsert_tables_changes_every_table_or_none(database_url):
-    first, second = make_scores([1.0, 2.0, 3.0]), make_scores([4.0, 5.0, 6.0])
-    sql_upsert_tables(
-        database_url, [(first, "history", "entity_id"), (first, "current", "entity_id")]
-    )
-    # The second table cannot take a new column: the first one's write is rolled back too.
-    with pytest.raises(ValueError, match=r"'current' exists without column\(s\) \['reason'\]"):
-        sql_upsert_tables(
-            database_url,
-            [(second, "history", "entity_id"), (second.assign(reason="x"), "current", "entity_id")],
-        )
-    for table in ("history", "current"):
-        assert sql_read(database_url, table)["score"].tolist() == [1.0, 2.0, 3.0]
-    assert sql_upsert_tables(
-        database_url, [(second, "history", "entity_id"), (second, "current", "entity_id")]
-    ) == [3, 3]
-    for table in ("history", "current"):
-        assert sql_read(database_url, table)["score"].tolist() == [4.0, 5.0, 6.0]
-
-
-def test_sql_delete_on_a_missing_table_deletes_nothing(database_url):
-    assert sql_delete(database_url, "lead_score_history", "entity_id", ["00001"]) == 0
-
-
-def test_compacting_a_duckdb_file_under_a_folder_named_like_sql(tmp_path):
-    path = tmp_path / "o'; DROP TABLE x; --" / "scores.duckdb"
-    url = f"duckdb:///{path}"
-    sql_upsert(make_scores([1.0, 2.0, 3.0]), url, "x", "entity_id")
-    sql_delete(url, "x", "entity_id", ["00001"])
-    compact_duckdb(path)
-    assert sorted(sql_read(url, "x")["entity_id"]) == ["00002", "00003"]
-
-
-# --- PostgreSQL ----------------------------------------------------------------------
-
-
-@pytest.mark.service
-def test_postgres_read_source_and_upsert(postgres_url):
-    engine = sa.create_engine(postgres_url)
-    make_outcomes().to_sql("crm_outcomes", engine, index=False)
-    engine.dispose()
-    plain_url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-
-    outcomes = read_source(f"{plain_url}?table=crm_outcomes", "outcomes")
-    assert outcomes["occurred_at"].tolist() == make_outcomes()["occurred_at"].tolist()
-    with pytest.raises(SourceNotFoundError, match="'crm_outcomes'"):
-        read_source(f"{postgres_url}?table=events", "events")
-
-    check_upsert_replaces_rows(postgres_url)
