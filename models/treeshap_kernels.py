@@ -43,39 +43,42 @@ def _patterns(
     ``xt`` is the input by column. LightGBM's ``Tree::Decision`` of the value as its
     predictor hands it over (``|x| <= kZeroThreshold`` is 0), with each split's NaN and
     zero sides worked out beforehand (:func:`models.treeshap.forest`); one split at a
-    time over the rows, so the common case is one comparison.
+    time over the rows, without branches (as :func:`models.treeshap_margins._margins`).
     """
     for t in range(splits.shape[0]):
+        row = keys[t]
         for r in range(lo, hi):
-            keys[t, r] = 0
+            row[r] = 0
         for i in range(splits[t]):
             node = node_start[t] + i
             column = xt[feature[node]]
             bit = np.uint16(1 << i)
-            if mode[node] == 0:
-                limit, nan = threshold[node], nan_left[node]
+            limit, nan = threshold[node], nan_left[node]
+            if mode[node] == 0:  # the common case: one comparison, no branch
                 for r in range(lo, hi):
                     value = column[r]
-                    if value <= limit or (nan and value != value):
-                        keys[t, r] |= bit
+                    go = (value <= limit) | (nan & (value != value))
+                    row[r] |= bit * np.uint16(go)
                 continue
+            if mode[node] == 2:  # categorical: NaN, negative, out-of-int values go right
+                start, words = cat_start[node], cat_words[node]
+                for r in range(lo, hi):
+                    value = column[r]
+                    valid = (value > -INT_LIMIT - 1.0) & (value < INT_LIMIT)
+                    code = int(value) if valid else -1
+                    word = code >> 5
+                    inside = (code >= 0) & (word < words)
+                    bits = cat_bits[start + word if inside else 0]
+                    go = inside & ((bits >> (code & 31)) & 1 == 1)
+                    row[r] |= bit * np.uint16(go)
+                continue
+            zero_side = zero_left[node]
             for r in range(lo, hi):
                 value = column[r]
-                if mode[node] == 2:  # categorical: NaN, negative, out-of-int values go right
-                    left = False
-                    if -INT_LIMIT - 1.0 < value < INT_LIMIT:
-                        code = int(value)
-                        word = code // 32
-                        if code >= 0 and word < cat_words[node]:
-                            left = (cat_bits[cat_start[node] + word] >> (code % 32)) & 1 == 1
-                elif value != value:
-                    left = nan_left[node]
-                elif -ZERO <= value <= ZERO:
-                    left = zero_left[node]
-                else:
-                    left = value <= threshold[node]
-                if left:
-                    keys[t, r] |= bit
+                zero = (value >= -ZERO) & (value <= ZERO)
+                side = zero_side if zero else value <= limit  # a select, not a branch
+                go = (nan & (value != value)) | side
+                row[r] |= bit * np.uint16(go)
 
 
 @numba.njit(cache=True, nogil=True)
