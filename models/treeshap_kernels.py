@@ -14,7 +14,7 @@ from typing import Any
 import numba
 import numpy as np
 
-#: LightGBM's kZeroThreshold (a float); :mod:`models.treeshap_margins` uses it too.
+#: LightGBM's kZeroThreshold (a float).
 ZERO = float(np.float32(1e-35))
 INT_LIMIT = 2147483648.0
 #: Rows replayed together (their columns of one tree stay in cache).

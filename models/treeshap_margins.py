@@ -1,7 +1,9 @@
 """The numba kernel of :func:`models.treeshap.margins`: raw scores without tree walks.
 
 Compiled on first use and cached on disk, like :mod:`models.treeshap_kernels`, whose
-split decisions it repeats (LightGBM's ``Tree::Decision``).
+split decisions it repeats (LightGBM's ``Tree::Decision``). Repeats, not imports: numba
+invalidates a cached kernel when its own file changes, not when a jitted function or
+constant it took from another module does, so a kernel here uses only this file's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from typing import Any
 import numba
 import numpy as np
 
-from models.treeshap_kernels import INT_LIMIT, ZERO, split
+from models.treeshap_kernels import split
+
+#: LightGBM's kZeroThreshold (a float), as in :mod:`models.treeshap_kernels`.
+ZERO = float(np.float32(1e-35))
+INT_LIMIT = 2147483648.0
 
 #: Rows whose scores are summed together in :func:`_margins` (their columns stay in cache).
 _MARGIN_ROWS = 256
