@@ -128,7 +128,7 @@ def wait_for_prefect_server() -> None:
 
     Call it before the first flow. It sets ``PREFECT_API_URL`` to the server and has
     Prefect read its settings again, so every flow of this process (and the threads
-    Prefect starts) talks to that one server.
+    Prefect starts) talks to that one server, without flow-run heartbeats.
 
     Raises:
         RuntimeError: The server exited (its own messages are printed above), or did
@@ -166,10 +166,18 @@ def wait_for_prefect_server() -> None:
                 "higher on a busy machine, or PREFECT_API_URL to a running server."
             )
         time.sleep(0.1)
-    from prefect.context import refresh_global_settings_context
+    import prefect.context
 
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_early.port}/api"
-    refresh_global_settings_context()
+    prefect.context.refresh_global_settings_context()
+    # No flow-run heartbeats: they let a server mark a crashed run, but this server ends
+    # with the process, and Prefect joins its heartbeat thread, asleep in 1 s steps, at
+    # every flow's end (about 0.5 s each). The environment cannot say None (>= 30 s).
+    root = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.SettingsContext(
+        profile=root.profile,
+        settings=root.settings.copy_with_update(updates={"flows.heartbeat_frequency": None}),
+    )
 
 
 def _answers(url: str) -> bool:

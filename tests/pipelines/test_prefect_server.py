@@ -21,11 +21,15 @@ def test_a_configured_api_starts_no_temporary_server():
         start_prefect_server_early()
         wait_for_prefect_server()
         print("server module", "prefect.server.api.server" in sys.modules)
+        from prefect.settings import get_current_settings
+
+        print("heartbeats", get_current_settings().flows.heartbeat_frequency)
         """,
         PREFECT_API_URL="http://127.0.0.1:9/api",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["server", "module", "False"]
+    # A server of the user's: flow runs keep Prefect's heartbeats (crash detection).
+    assert done.stdout.split() == ["server", "module", "False", "heartbeats", "180"]
 
 
 def test_a_server_named_by_the_prefect_profile_is_used_instead(tmp_path):
@@ -67,6 +71,10 @@ def test_the_flow_runs_on_the_server_started_early_which_stops_at_exit():
 
         @flow
         def answer() -> int:
+            from prefect.settings import get_current_settings
+
+            # No heartbeats to a server that ends with the process.
+            assert get_current_settings().flows.heartbeat_frequency is None
             return 42
 
         assert answer() == 42
