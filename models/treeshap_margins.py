@@ -52,7 +52,7 @@ def _margins(
     """Each row's (of ``lo:hi``) raw score: its leaves' values summed tree by tree.
 
     LightGBM's ``PredictRaw`` for one tree per iteration: from 0.0, in tree order, the
-    value of the leaf each tree's ``Decision`` (as in :func:`_patterns`) leads to, so
+    value of the leaf each tree's ``Decision`` (as in ``treeshap_kernels._patterns``) leads to, so
     each sum has LightGBM's bits. The leaf is found without walking the tree
     (QuickScorer, Lucchese et al., SIGIR 2015): every split the row does not go left at
     clears the leaves of its left subtree from a mask of the tree's leaves in
