@@ -20,7 +20,9 @@ in ``((d - 1) days, d days]`` at the cutoff ``d`` days after ``D``'s start, so
 ``exp((d - 1) days * rate) * exp((day_end - t) * rate)``. The features from the
 roll-ups are therefore the features of :func:`features.engine.per_entity_and_type`
 and :func:`features.engine.nps_and_key_features` (tested to 1e-9 in
-``tests/features/test_rollup.py``). Merging is a union for ``daily`` (days never
+``tests/features/test_rollup.py``). The features are read from the window state of
+:mod:`features.rollup_window` (one row per (entity, type)), which each night moves
+forward with only the days that enter or leave a window. Merging is a union for ``daily`` (days never
 overlap) and a latest-wins grouping for ``items`` and ``nps``; days older than the
 longest window are merged into one row per (entity, type) (:func:`compacted`), so the
 roll-ups grow with the entities and the window, not with the history.
@@ -38,23 +40,15 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from features import engine, pivot
+from features import engine, pivot, rollup_window
 from features.engine import (
     ACTIVE_DAYS_WINDOW,
     DAY_US,
     FEATURE_USE,
     KEY_FEATURES_WINDOW,
-    LOGIN,
     LOGIN_DAYS_WINDOW,
-    LOGIN_EDGE_DAY_BIT,
-    LOGIN_WEEK_BIT,
     NPS_ANSWER,
-    PURCHASE,
-    SESSION,
-    SESSION_WINDOW,
     SPECIAL_TYPES,
-    TICKET_OPENED,
-    TICKET_RESOLVED,
 )
 from features.spec import FeatureSpec
 from features.table import (
@@ -68,7 +62,7 @@ from features.table import (
 log = logging.getLogger(__name__)
 
 #: Bump when the roll-up tables change: stored roll-ups are then rebuilt.
-ROLLUP_VERSION = 2
+ROLLUP_VERSION = 3
 
 
 def is_midnight(moment: pd.Timestamp) -> bool:
@@ -212,18 +206,8 @@ def compacted(daily: ir.Table, before_day: int, spec: FeatureSpec) -> ir.Table:
     return typed.union(daily.filter(daily.day >= before_day))
 
 
-def _sum(values: ir.NumericValue, where: ir.BooleanValue | None, dtype: str) -> ir.Scalar:
-    """A sum that is 0 (not NULL) over no rows, with a fixed type on every engine.
-
-    Summed as float64 (exact for counts below 2**53): DuckDB sums 64-bit integers to
-    128 bits, Ibis drops the cast back to the type it already assumes, and converting
-    those columns after the query cost 0.5 s at 200k entities.
-    """
-    return values.cast("float64").sum(where=where).fill_null(0).cast(dtype)
-
-
 def per_entity_and_type(
-    daily: ir.Table,
+    state: ir.Table,
     items: ir.Table,
     entity_rows: ir.Table,
     codes: pd.DataFrame,
@@ -233,8 +217,8 @@ def per_entity_and_type(
     """:func:`features.engine.per_entity_and_type` from the roll-ups (same columns).
 
     Args:
-        daily: The ``daily`` roll-up; only days before ``as_of``'s day are read.
-        items: The ``items`` roll-up of the same days.
+        state: The window state as of ``as_of`` (:mod:`features.rollup_window`).
+        items: The ``items`` roll-up; only latest uses before ``as_of`` are read.
         entity_rows: ``entity_id, row`` of the entities to featurise.
         codes: ``event_type, code`` (see :func:`features.engine.type_codes`).
         as_of: The cutoff: midnight UTC.
@@ -245,45 +229,13 @@ def per_entity_and_type(
     """
     if not is_midnight(as_of):
         raise ValueError(f"Roll-ups need a cutoff at midnight UTC, not {as_of}.")
-    cutoff_us, cutoff_day = engine.microseconds(as_of), day_of(as_of)
-    known = daily.filter(daily.day < cutoff_day)
-    coded = engine.coded_events(known, codes)
-    names = dict(zip(codes["event_type"], codes["code"].astype(int), strict=True))
-    code, n = coded.code, coded.n
-    d = cutoff_day - coded.day  # the day's offset: its events' ages are in (d - 1, d] days
-    rate_per_day = ibis.literal(engine.decay_rate_per_us(spec) * DAY_US, "float64")
-    is_ticket = code.isin([names[TICKET_OPENED], names[TICKET_RESOLVED]])
-    amount_counted = ((code == names[SESSION]) & (d <= SESSION_WINDOW)) | (
-        (code == names[PURCHASE]) & (d <= spec.kpi_window_days)
-    )
-    is_recent_login = (code == names[LOGIN]) & (d <= LOGIN_DAYS_WINDOW)
-    login_bits = engine._bit(ibis.least((d - 1) // 7, 7) + LOGIN_WEEK_BIT) + ibis.ifelse(
-        d == LOGIN_DAYS_WINDOW, ibis.literal(1 << LOGIN_EDGE_DAY_BIT, "int64"), 0
-    )
-    day_bits = engine._bit(d) + ibis.ifelse(is_recent_login, login_bits, 0)
-    aggregates = {f"n_{days}d": _sum(n, d <= days, "int64") for days in engine.count_windows(spec)}
-    aggregates |= {
-        "n_all": _sum(n, None, "int64"),
-        "min_age_us": (cutoff_us - coded.last_us.max()).cast("int64"),
-        "max_age_us": (cutoff_us - coded.first_us.min()).cast("int64"),
-        "decayed": (coded.decay_sum * ((d - 1).cast("float64") * rate_per_day).exp()).sum(),
-        "amount": ibis.cases(
-            (is_ticket, n.cast("float64")), (amount_counted, coded.value_sum)
-        ).sum(),
-        "day_mask": engine._bit_or(
-            ibis.ifelse(d <= ACTIVE_DAYS_WINDOW, day_bits, ibis.null("int64"))
-        ),
-    }
+    grouped = rollup_window.per_entity_and_type(state, codes, as_of, spec)
     generic = engine.generic_codes(codes, spec)
-    for days in spec.windows_days if generic else ():
-        aggregates[f"value_sum_{days}d"] = _sum(coded.value_sum, d <= days, "float64")
-        aggregates[f"value_n_{days}d"] = _sum(coded.value_n, d <= days, "int64")
-    grouped = coded.group_by(["entity_id", "code"]).aggregate(**aggregates)
-    zeroed = ["amount", "day_mask"]
     if generic:
+        cutoff_us = engine.microseconds(as_of)
         grouped = _with_distinct_items(grouped, items, codes, generic, cutoff_us, spec)
-        zeroed += [f"items_{days}d" for days in spec.windows_days]
-    grouped = grouped.mutate(**{column: grouped[column].fill_null(0) for column in zeroed})
+        zeroed = [f"items_{days}d" for days in spec.windows_days]
+        grouped = grouped.mutate(**{column: grouped[column].fill_null(0) for column in zeroed})
     joined = grouped.join(entity_rows, grouped.entity_id == entity_rows.entity_id)
     return joined.drop("entity_id")
 
@@ -356,13 +308,14 @@ def build_features(
 
     Args:
         con: The engine connection holding the roll-up tables.
-        rollups: The ``daily``, ``items`` and ``nps`` tables (see the module docstring).
+        rollups: The window state as of ``as_of`` (:mod:`features.rollup_window`) and
+            the ``items`` and ``nps`` tables (see the module docstring).
         entities: Entities frame; its non-contract columns are fit attributes.
-        as_of: The cutoff: midnight UTC; roll-up days before it are read.
+        as_of: The cutoff: midnight UTC.
         spec: The feature set.
         event_types: Event types to featurise besides the declared ones.
     """
-    daily, items, nps = rollups
+    state, items, nps = rollups
     fits = fit_columns(entities)
     catalog = columns_for(spec, event_types, fits)
     featurised = featurised_types(spec, event_types)
@@ -372,7 +325,7 @@ def build_features(
         pd.DataFrame({"entity_id": existing["entity_id"], "row": np.arange(n_rows)})
     )
     codes = engine.type_codes(featurised)
-    long = con.to_pyarrow(per_entity_and_type(daily, items, entity_rows, codes, as_of, spec))
+    long = con.to_pyarrow(per_entity_and_type(state, items, entity_rows, codes, as_of, spec))
     with ThreadPoolExecutor(max_workers=1) as background:
         small = background.submit(
             con.to_pyarrow, nps_and_key_features(nps, items, entity_rows, as_of, spec)

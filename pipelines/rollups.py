@@ -3,7 +3,9 @@
 The tables are those of :mod:`features.rollup`: ``daily`` (one Parquet part per run
 that added days; a rebuild, and every run whose parts outnumber the longest window's
 days, merges the days older than every window into one row per (entity, type)),
-``items.parquet`` and ``nps.parquet``, with ``state.json``, in one generation folder;
+``items.parquet`` and ``nps.parquet``, the window state ``window.parquet``
+(:mod:`features.rollup_window`: one row per (entity, type) as of the roll-ups' end,
+from which the features are read), with ``state.json``, in one generation folder;
 ``OUTPUT/rollups/CURRENT`` names the generation in force. A run with roll-ups on:
 
 1. decides (:func:`plan`): **incremental** when the stored roll-ups were made with the
@@ -13,7 +15,8 @@ days, merges the days older than every window into one row per (entity, type)),
    from every event before the run date (the first run, a changed setting or mapping, a
    file changed in the past). A run date before the roll-ups' end reads the events in
    full and leaves the roll-ups alone;
-2. aggregates only the events from the roll-ups' end to the run date, writes the new
+2. aggregates only the events from the roll-ups' end to the run date, moves the window
+   state to the run date with the days entering and leaving its windows, writes the new
    generation into a hidden staging folder and computes the features from it
    (:func:`features.rollup.build_features`);
 3. after the run has written its outputs, :func:`commit` renames the staging folder in
@@ -38,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from features import engine, rollup
+from features import engine, rollup, rollup_window
 from features.event_table import EventTable
 from features.spec import FeatureSpec
 from pipelines.atomic_files import staging_dir, write_text_atomic
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 POINTER = "CURRENT"
 STATE = "state.json"
 DAILY, ITEMS, NPS = "daily", "items.parquet", "nps.parquet"
+WINDOW = "window.parquet"
 
 
 @dataclass
@@ -194,8 +198,8 @@ def prepare(
             of the longest window), so the rows read stay bounded by the window.
 
     Returns:
-        The ``daily``, ``items`` and ``nps`` tables as of ``as_of`` (``None`` for a full
-        read), and the report (its ``staged`` generation to :func:`commit`).
+        The window state, ``items`` and ``nps`` tables as of ``as_of`` (``None`` for a
+        full read), and the report (its ``staged`` generation to :func:`commit`).
     """
     root = output_dir / "rollups"
     mode, reason, folder, state = plan(root, events, as_of, key, stats, oldest)
@@ -223,6 +227,17 @@ def prepare(
         for old in state["parts"]:
             _link(folder / DAILY / old, staged / DAILY / old)
         parts = [*state["parts"], part]
+    if oldest is None:
+        # Before older days are merged: the days leaving a window are read one by one.
+        daily = con.read_parquet([str(staged / DAILY / name) for name in parts])
+        window = (
+            rollup_window.window_state(daily, as_of, spec)
+            if folder is None
+            else rollup_window.advanced(con.read_parquet(folder / WINDOW), daily, start, as_of,
+                                        spec)
+        )  # fmt: skip
+        con.to_parquet(window, staged / WINDOW)
+    if folder is not None:
         old_items, old_nps = con.read_parquet(folder / ITEMS), con.read_parquet(folder / NPS)
         new_items = rollup.merge_items(old_items.union(new_items.select(*old_items.columns)))
         new_nps = rollup.merge_nps(old_nps.union(new_nps.select(*old_nps.columns)))
@@ -233,12 +248,14 @@ def prepare(
         since = engine.microseconds(oldest)
         new_items = new_items.filter(new_items.last_us >= since)
         new_nps = new_nps.filter(new_nps.last_us >= since)
+        # Retention drops days from the parts: the state is made again from those kept.
+        con.to_parquet(rollup_window.window_state(_daily(con, staged, {"parts": parts}), as_of,
+                                                  spec), staged / WINDOW)  # fmt: skip
     con.to_parquet(new_items, staged / ITEMS)
     con.to_parquet(new_nps, staged / NPS)
     new_state = {"fingerprint": key, "through": str(as_of.date()), "files": stats, "parts": parts}
     (staged / STATE).write_text(json.dumps(new_state, indent=1), encoding="utf-8")
-    daily = _daily(con, staged, new_state)
-    tables = (daily, con.read_parquet(staged / ITEMS), con.read_parquet(staged / NPS))
+    tables = tuple(con.read_parquet(staged / name) for name in (WINDOW, ITEMS, NPS))
     report = RollupReport(mode, reason, read, start, staged, root)
     log.info("Roll-ups %s: %d events read for the features.", mode, read)
     return tables, report

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import rollup
+from features import rollup, rollup_window
 from features.backend import events_table
 from features.build import build_features
 from features.spec import FeatureSpec
@@ -55,24 +55,33 @@ def fetched(con, tables):
     return tuple(ibis.memtable(con.to_pyarrow(t)) for t in tables)
 
 
+def state_at(con, daily, as_of, spec):
+    """The window state as of ``as_of`` from the ``daily`` roll-up, fetched."""
+    return ibis.memtable(con.to_pyarrow(rollup_window.window_state(daily, as_of, spec)))
+
+
 @pytest.mark.parametrize(("seed", "spec"), [(0, FeatureSpec()), (1, FeatureSpec()), (2, CUSTOM)])
 def test_features_from_rollups_equal_the_full_read_day_after_day(seed, spec):
     events, entities = history(seed)
     con = ibis.duckdb.connect()
     table = events_table(con, events)
-    # The first night rolls up everything before its cutoff, each later night one day.
+    # The first night rolls up everything before its cutoff, each later night one day;
+    # the window state moves with the days entering and leaving its windows.
     tables = rolled(con, table, None, FIRST, spec)
     full_daily = tables[0].to_pyarrow()
+    state = state_at(con, tables[0], FIRST, spec)
     types = sorted(set(events["event_type"]))
     for night in range(5):
         as_of = FIRST + night * DAY
         if night:
             tables = rollup.merged(tables, rolled(con, table, as_of - DAY, as_of, spec))
+            moved = rollup_window.advanced(state, tables[0], as_of - DAY, as_of, spec)
+            state = ibis.memtable(con.to_pyarrow(moved))
             daily = rollup.compacted(tables[0], rollup.compaction_day(as_of, spec), spec)
             tables = fetched(con, (daily, *tables[1:]))
             assert len(tables[0].to_pyarrow()) < len(full_daily)  # old days were merged
         expected = build_features(events, entities, as_of, spec, con=con, event_types=types)
-        got = rollup.build_features(con, tables, entities, as_of, spec, types)
+        got = rollup.build_features(con, (state, *tables[1:]), entities, as_of, spec, types)
         pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=1e-12)
     # The data exercises what the roll-ups must carry.
     assert (got["chat_message_distinct_items_90d" if spec.windows_days[-1] == 90 else
@@ -80,6 +89,38 @@ def test_features_from_rollups_equal_the_full_read_day_after_day(seed, spec):
     assert (got["login_active_weeks_4w"] > 0).any()
     assert got["nps_class"].nunique() > 1
     assert (got["key_features_used_30d"] > 0).any()
+
+
+@pytest.mark.parametrize("gap_days", [0, 3, 29, 45, 200])
+def test_the_window_state_moves_over_any_gap_as_a_full_read(gap_days):
+    """Days enter and leave every window, day bits shift out, weights rescale."""
+    events, entities = history(6)
+    con = ibis.duckdb.connect()
+    table = events_table(con, events)
+    spec = FeatureSpec()
+    as_of = FIRST
+    since = as_of - gap_days * DAY
+    daily = ibis.memtable(con.to_pyarrow(rollup.daily_rows(
+        rollup.events_between(table, None, as_of, "duckdb"), spec)))  # fmt: skip
+    moved = rollup_window.advanced(state_at(con, daily, since, spec), daily, since, as_of, spec)
+    state = con.to_pyarrow(moved).to_pandas()
+    direct = con.to_pyarrow(rollup_window.window_state(daily, as_of, spec)).to_pandas()
+    key = ["entity_id", "event_type"]
+    state, direct = (f.sort_values(key).reset_index(drop=True) for f in (state, direct))
+    pd.testing.assert_frame_equal(state, direct, check_exact=False, rtol=1e-9, atol=1e-12)
+    counts = [c for c in state.columns if c.startswith(("n_", "vn_"))] + ["day_bits"]
+    pd.testing.assert_frame_equal(state[counts], direct[counts])  # counts and bits exactly
+    assert (state["n_7"] < state["n_all"]).any() and (state["day_bits"] > 0).any()
+
+
+def test_a_window_state_does_not_move_back():
+    con = ibis.duckdb.connect()
+    events, _ = history(7)
+    daily = rollup.daily_rows(rollup.events_between(events_table(con, events), None, FIRST,
+                                                     "duckdb"), FeatureSpec())  # fmt: skip
+    state = rollup_window.window_state(daily, FIRST, FeatureSpec())
+    with pytest.raises(ValueError, match="forward"):
+        rollup_window.advanced(state, daily, FIRST, FIRST - DAY, FeatureSpec())
 
 
 def test_an_earlier_cutoff_reads_only_the_days_before_it():
@@ -90,8 +131,11 @@ def test_an_earlier_cutoff_reads_only_the_days_before_it():
     tables = rolled(con, table, None, FIRST, spec)
     types = sorted(set(events["event_type"]))
     earlier = FIRST - 3 * DAY
-    daily_only = (tables[0], tables[1].filter(tables[1].last_us < 0), tables[2])
-    got = rollup.build_features(con, daily_only, entities, earlier, spec, types)
+    state = state_at(con, tables[0], earlier, spec)
+    got = rollup.build_features(
+        con, (state, tables[1].filter(tables[1].last_us < 0), tables[2]), entities, earlier,
+        spec, types,
+    )  # fmt: skip
     expected = build_features(events, entities, earlier, spec, con=con, event_types=types)
     counted = [c for c in got.columns if c.endswith(("_7d", "_30d", "_90d")) and "items" not in c
                and "key_features" not in c]  # fmt: skip
@@ -102,10 +146,12 @@ def test_a_cutoff_off_midnight_is_refused():
     events, entities = history(4)
     con = ibis.duckdb.connect()
     tables = rolled(con, events_table(con, events), None, FIRST, FeatureSpec())
+    state = state_at(con, tables[0], FIRST, FeatureSpec())
     with pytest.raises(ValueError, match="midnight"):
         rollup.build_features(
-            con, tables, entities, FIRST + pd.Timedelta(hours=9), FeatureSpec(), ["login"]
-        )
+            con, (state, *tables[1:]), entities, FIRST + pd.Timedelta(hours=9), FeatureSpec(),
+            ["login"],
+        )  # fmt: skip
 
 
 # --- the store of pipelines/rollups.py: plan, stage, commit ---------------------------------
