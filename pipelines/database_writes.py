@@ -11,6 +11,7 @@ included, are bound as parameters: no SQL text is built from a path or a setting
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -35,6 +36,9 @@ from pipelines.databases import (
 )
 
 log = logging.getLogger(__name__)
+
+#: DuckDB's memory limit while a write inserts (reset when the write ends).
+WRITE_MEMORY_LIMIT = "1GB"
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,13 @@ def _write(
         frames = {id(f): f for f, _, _ in upserts}  # one frame, two tables: converted once
         sources = {key: _duckdb_source(frame) for key, frame in frames.items()}
         with duckdb_connection(first.duckdb_path, read_only=False) as connection:
+            # Rows keep no order in a table. Kept in insertion order, a parallel insert
+            # leaves partial row groups that the checkpoint at close rewrites: for a
+            # million score rows with their reason texts, 3.6 s and 6 s of CPU more.
+            # Unordered, each thread buffers its own row groups: the limit has them
+            # written out as they fill (0.7 GB less peak memory for that million).
+            connection.execute("SET SESSION preserve_insertion_order = false")
+            connection.execute(f"SET memory_limit = '{WRITE_MEMORY_LIMIT}'")
             connection.begin()
             try:
                 deleted = [_duckdb_delete(connection, url, delete) for delete in deletes]
@@ -141,6 +152,9 @@ def _write(
             except BaseException:
                 _rollback_quietly(connection)
                 raise
+            finally:  # for another connection of this process to the same file, if any
+                with contextlib.suppress(duckdb.Error):
+                    connection.execute("RESET memory_limit")
     else:
         with sql_engine(first) as engine, engine.begin() as connection:
             dialect = engine.dialect.name

@@ -32,11 +32,17 @@ _COLLECTED: ContextVar[list[StepTiming] | None] = ContextVar("step_timings", def
 
 @dataclass(frozen=True)
 class StepTiming:
-    """One step of a run: its name, wall time and the process's peak memory after it."""
+    """One step of a run: its name, wall time and the process's peak memory after it.
+
+    ``cpu_seconds`` is the CPU time of every thread of this process during the step
+    (not of child processes such as Prefect's temporary server): above ``seconds``
+    the step kept more than one core busy.
+    """
 
     step: str
     seconds: float
     peak_rss_bytes: int
+    cpu_seconds: float = 0.0
 
     def describe(self) -> str:
         """``build features: 12.3 s, peak memory 1.42 GB``."""
@@ -63,11 +69,13 @@ def collecting() -> Iterator[list[StepTiming]]:
 @contextmanager
 def timed(step: str) -> Iterator[None]:
     """Time one step; log it and record it in the run's collection, if any."""
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
-        timing = StepTiming(step, time.perf_counter() - began, peak_rss_bytes())
+        timing = StepTiming(
+            step, time.perf_counter() - began, peak_rss_bytes(), time.process_time() - cpu
+        )
         collected = _COLLECTED.get()
         if collected is not None:
             collected.append(timing)
@@ -80,7 +88,7 @@ def collected_so_far() -> list[StepTiming]:
 
 
 def write_timings(path: Path, timings: list[StepTiming]) -> Path | None:
-    """Write the timings as JSON (``[{step, seconds, peak_rss_bytes}, ...]``) atomically.
+    """Write the timings as JSON (``[{step, seconds, peak_rss_bytes, cpu_seconds}]``) atomically.
 
     A failure to write is logged, never raised: timings must not fail or mask a run.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -186,6 +187,28 @@ def test_sql_upsert_tables_changes_every_table_or_none(database_url):
     ) == [3, 3]
     for table in ("history", "current"):
         assert sql_read(database_url, table)["score"].tolist() == [4.0, 5.0, 6.0]
+
+
+def test_a_duckdb_upsert_of_many_rows_keeps_them_all_and_leaves_other_connections_alone(
+    tmp_path,
+):
+    """Inserted unordered under a memory limit; another connection keeps its settings."""
+    import duckdb
+
+    path = tmp_path / "scores.duckdb"
+    other = duckdb.connect(str(path))  # shares the write's database instance
+    before = other.execute("SELECT current_setting('memory_limit')").fetchall()
+    n = 300_000  # several row groups per thread
+    rows = pd.DataFrame({"entity_id": [f"{i:07d}" for i in range(n)], "score": np.arange(n) % 97,
+                         "reasons_text": [f"reason {i % 1000}" for i in range(n)]})  # fmt: skip
+    sql_upsert(rows, f"duckdb:///{path}", "lead_scores", ["entity_id"])
+    sql_upsert(rows.assign(score=1), f"duckdb:///{path}", "lead_scores", ["entity_id"])
+    settings = "SELECT current_setting('memory_limit'), current_setting('preserve_insertion_order')"
+    assert other.execute(settings).fetchall() == [(before[0][0], True)]
+    table = other.execute("SELECT entity_id, score FROM lead_scores ORDER BY entity_id").df()
+    assert table["entity_id"].tolist() == rows["entity_id"].tolist()
+    assert (table["score"] == 1).all()
+    other.close()
 
 
 def test_sql_delete_on_a_missing_table_deletes_nothing(database_url):

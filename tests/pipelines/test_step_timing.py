@@ -25,16 +25,34 @@ def test_timed_steps_inside_a_collection_are_recorded_in_order():
     with timed("outside"):
         pass
     assert [t.step for t in timings] == ["read", "fail"]
-    assert all(t.seconds >= 0 and t.peak_rss_bytes > 0 for t in timings)
+    assert all(t.seconds >= 0 and t.peak_rss_bytes > 0 and t.cpu_seconds >= 0 for t in timings)
+
+
+def test_a_step_records_the_cpu_time_of_its_threads():
+    import threading
+    import time
+
+    def spin(seconds: float) -> None:
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    with collecting() as timings:
+        with timed("busy"):
+            spin(0.3)
+        with timed("idle"):
+            threading.Event().wait(0.3)
+    busy, idle = timings
+    assert busy.cpu_seconds >= 0.3 and idle.cpu_seconds < 0.1 <= idle.seconds
 
 
 def test_timings_are_in_the_markdown_but_not_in_summary_json(tmp_path):
-    summary = RunSummary(as_of=AS_OF, timings=[StepTiming("score", 2.25, 1_500_000_000)])
+    summary = RunSummary(as_of=AS_OF, timings=[StepTiming("score", 2.25, 1_500_000_000, 3.5)])
     assert "| score | 2.2 | 1.50 |" in summary.to_markdown()
     assert "timings" not in summary.to_dict()
     path = write_timings(tmp_path / "timings" / f"{AS_OF}.json", summary.timings)
     assert json.loads(path.read_text()) == [
-        {"step": "score", "seconds": 2.25, "peak_rss_bytes": 1_500_000_000}
+        {"step": "score", "seconds": 2.25, "peak_rss_bytes": 1_500_000_000, "cpu_seconds": 3.5}
     ]
 
 
