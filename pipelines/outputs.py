@@ -87,9 +87,11 @@ def blank_without_consent(scored: pd.DataFrame) -> pd.DataFrame:
     out = scored.copy(deep=False)  # copy-on-write: replaced columns never reach ``scored``
     mask = is_no_consent(out["status"])
     if mask.any():
+        rows = mask.to_numpy(dtype=bool)
         for column in PROFILING_COLUMNS:
-            # Only a column holding a value on such a row is rewritten (copied whole).
-            if column in out.columns and out.loc[mask, column].notna().any():
+            # Only a column holding a value on such a row is rewritten (copied whole). Not
+            # out.loc[mask, column]: a take of chunked Arrow text joins all its chunks.
+            if column in out.columns and (out[column].notna().to_numpy(bool) & rows).any():
                 out[column] = out[column].mask(mask)
     return out
 
