@@ -25,7 +25,10 @@ time (generation: 66 s, 0.36 GB):
 
 ``--events-as csv`` (or ``duckdb``) reads the same events from one CSV file (or a
 DuckDB table) written once beside the data, with ``--csv-reader engine`` (default) or
-``pandas`` (the reference path); the scan floor stays the Parquet one.
+``pandas`` (the reference path); the scan floor stays the Parquet one. ``--rollups``
+runs both nights with ``features.incremental_rollups`` on: the first night builds the
+roll-ups, the next day aggregates only its day's events (the run summary's
+``events_read_for_features``).
 
 The generator makes about 330 events per entity over 12 months (27 a month), and
 about 170 over 6 months for 60% leads; 6 months is the shortest history on which
@@ -171,7 +174,12 @@ def events_as(data: Path, form: str) -> str:
 
 
 def write_config(
-    folder: Path, data: Path, out: Path, events: str, csv_reader: str = "engine"
+    folder: Path,
+    data: Path,
+    out: Path,
+    events: str,
+    csv_reader: str = "engine",
+    rollups: bool = False,
 ) -> Path:
     """A config file reading ``data`` (its events from ``events``) and writing to ``out``."""
     config = folder / "leadscore.yaml"
@@ -181,6 +189,8 @@ def write_config(
         # The next day must not retrain on drift: it measures scoring alone.
         "schedule": {"psi_warn": 10, "psi_fail": 10},
     }
+    if rollups:
+        settings["features"] = {"incremental_rollups": True}
     config.write_text(yaml.safe_dump(settings))
     return config
 
@@ -254,11 +264,21 @@ def run_nightly(
     code = os.waitstatus_to_exitcode(status)
     timings_file = out / "timings" / f"{as_of}.json"
     steps = json.loads(timings_file.read_text()) if timings_file.exists() else []
+    summary_file = out / "summaries" / f"{as_of}.json"
+    inputs = json.loads(summary_file.read_text()).get("inputs", {}) if summary_file.exists() else {}
     return {
         "as_of": as_of, "exit": code, "wall": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,
-        "cpu": usage.ru_utime + usage.ru_stime, "steps": steps, "load_before": load,
-        "load_after": load_average(), "log": str(log),
+        "cpu": usage.ru_utime + usage.ru_stime, "steps": steps, "inputs": inputs,
+        "load_before": load, "load_after": load_average(), "log": str(log),
     }  # fmt: skip
+
+
+def _read_for_features(inputs: dict) -> list[str]:
+    """The run summary's events read for the features, when it says (roll-ups or not)."""
+    if "events_read_for_features" not in inputs:
+        return []
+    used = "roll-ups used" if inputs.get("rollups_used") else "roll-ups not used"
+    return [f"Events read for the features: {inputs['events_read_for_features']:,} ({used}).", ""]
 
 
 def report(name: str, run: dict, floor: float) -> list[str]:
@@ -271,6 +291,7 @@ def report(name: str, run: dict, floor: float) -> list[str]:
         f"{run['wall'] / floor:.0f}x the scan floor; CPU {run.get('cpu', 0.0):.1f} s "
         "(the run and the processes it waited for, Prefect's temporary server among them).",
         "",
+        *_read_for_features(run.get("inputs", {})),
         "| step | seconds | CPU seconds | peak RSS so far (GB) |",
         "|---|---:|---:|---:|",
     ]
@@ -280,9 +301,7 @@ def report(name: str, run: dict, floor: float) -> list[str]:
         for s in run["steps"]
     ]
     inside = sum(s["seconds"] for s in run["steps"])
-    lines += [
-        f"| (outside the steps: start-up, Prefect, flow) | {run['wall'] - inside:.1f} | | |"
-    ]
+    lines += [f"| (outside the steps: start-up, Prefect, flow) | {run['wall'] - inside:.1f} | | |"]
     if run["exit"] != 0:
         lines += ["", f"The run failed; its output is in `{run['log']}`."]
     return lines + [""]
@@ -337,6 +356,12 @@ def main() -> None:
         help="sources.csv_reader for --events-as csv (pandas: the reference path; runs go "
         "to DATA-DIR-run-csv-pandas)",
     )
+    parser.add_argument(
+        "--rollups",
+        action="store_true",
+        help="features.incremental_rollups on: the first night builds the roll-ups, the next "
+        "day reads only its day's events (runs go to DATA-DIR-run-rollups)",
+    )
     parser.add_argument("--label", default="", help="what this measurement is (e.g. 'before')")
     parser.add_argument("--results", type=Path, help="append the Markdown to this file")
     options = parser.parse_args()
@@ -352,13 +377,14 @@ def main() -> None:
     next_day = str((pd.Timestamp(first) + pd.Timedelta(days=1)).date())
     suffix = "" if options.events_as == "parquet" else f"-{options.events_as}"
     suffix += "-pandas" if options.events_as == "csv" and options.csv_reader == "pandas" else ""
+    suffix += "-rollups" if options.rollups else ""
     work = data.parent / f"{data.name}-run{suffix}"
     out = work / "output"
     work.mkdir(exist_ok=True)
     began = time.perf_counter()
     events = events_as(data, options.events_as)
     conversion = time.perf_counter() - began
-    config = write_config(work, data, out, events, options.csv_reader)
+    config = write_config(work, data, out, events, options.csv_reader, options.rollups)
     floor, n_events, n_entities = scan_floor(source_paths(data)["events"])
     shift = options.engagement_shift
     lines = [
@@ -372,6 +398,8 @@ def main() -> None:
         f"(peak RSS {generation['generation_peak_rss_gb']:.2f} GB).",
         "",
     ]
+    if options.rollups:
+        lines += ["Incremental roll-ups on (`features.incremental_rollups: true`).", ""]
     if options.events_as != "parquet":
         reader = (
             f", `sources.csv_reader: {options.csv_reader}`" if options.events_as == "csv" else ""
