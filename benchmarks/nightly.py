@@ -277,7 +277,8 @@ def _read_for_features(inputs: dict) -> list[str]:
     """The run summary's events read for the features, when it says (roll-ups or not)."""
     if "events_read_for_features" not in inputs:
         return []
-    used = "roll-ups used" if inputs.get("rollups_used") else "roll-ups not used"
+    used = ("only the days since the roll-ups' end" if inputs.get("rollups_used")
+            else "every event before the cutoff: no roll-ups, or roll-ups built")  # fmt: skip
     return [f"Events read for the features: {inputs['events_read_for_features']:,} ({used}).", ""]
 
 

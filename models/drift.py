@@ -148,7 +148,9 @@ def first_scorings(current: str, previous: Iterable[object] | None) -> set[str]:
     """
     versions = {t: v for t, v in json.loads(current).items() if v != "rules"}
     seen: set[tuple[str, str]] = set()
-    for raw in set(previous if previous is not None else ()):
+    rows = previous if previous is not None else ()
+    # Distinct values first: one per model release, not one per row (a million rows).
+    for raw in rows.unique() if isinstance(rows, pd.Series) else set(rows):
         if isinstance(raw, str) and raw:
             seen |= {(t, str(v)) for t, v in json.loads(raw).items()}
     return {t for t, v in versions.items() if (t, str(v)) not in seen}

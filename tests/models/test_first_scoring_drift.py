@@ -2,6 +2,8 @@
 
 import json
 
+import pandas as pd
+
 from models.drift import drift_status, first_scorings
 
 CURRENT = json.dumps({"churn": "rules", "conversion": "3"})
@@ -40,3 +42,12 @@ def test_later_scorings_fail_as_before():
 
 def test_small_shifts_stay_ok_on_a_first_scoring():
     assert drift_status({"conversion probability": 0.01}, 0.1, 0.25, {"conversion"}) == ("ok", [])
+
+
+def test_first_scorings_read_a_previous_column_as_its_distinct_values():
+    """A partition's column (Arrow text, missing values) gives what a list of it gives."""
+    current = '{"churn": "2", "conversion": "1"}'
+    rows = ['{"churn": "1", "conversion": "1"}'] * 1000 + [None, ""]
+    for previous in (pd.Series(rows, dtype="str"), pd.Series(rows, dtype=object), rows):
+        assert first_scorings(current, previous) == {"churn"}
+        assert first_scorings(current, [*previous, '{"churn": "2"}']) == set()
