@@ -22,10 +22,11 @@ roll-ups are therefore the features of :func:`features.engine.per_entity_and_typ
 and :func:`features.engine.nps_and_key_features` (tested to 1e-9 in
 ``tests/features/test_rollup.py``). The features are read from the window state of
 :mod:`features.rollup_window` (one row per (entity, type)), which each night moves
-forward with only the days that enter or leave a window. Merging is a union for ``daily`` (days never
-overlap) and a latest-wins grouping for ``items`` and ``nps``; days older than the
-longest window are merged into one row per (entity, type) (:func:`compacted`), so the
-roll-ups grow with the entities and the window, not with the history.
+forward with only the days that enter or leave a window. Merging is a union for
+``daily`` (days never overlap) and a latest-wins grouping for ``items`` and ``nps``;
+days older than the longest window are merged into one row per (entity, type)
+(:func:`compacted`), so the roll-ups grow with the entities and the window, not with
+the history.
 """
 
 from __future__ import annotations
