@@ -86,6 +86,15 @@ class PreviousRun:
                 index = pd.Index(self.last["entity_id"])
             self.rows = positions(ids, index)
 
+    def source_index(self) -> np.ndarray:
+        """Row of each entity in the previous frame as given (-1: absent).
+
+        Its last row when an entity has several, as the previous run's rows are read.
+        """
+        if self.source_rows is None:
+            return self.rows
+        return np.where(self.rows >= 0, self.source_rows[np.maximum(self.rows, 0)], -1)
+
     def index(self, where: np.ndarray | None = None) -> np.ndarray:
         """Row of each entity in the previous run, -1 when absent or outside ``where``."""
         return self.rows if where is None else np.where(where, self.rows, -1)

@@ -107,10 +107,14 @@ class ScoreResult:
     Attributes:
         frame: One row per input entity (columns in :func:`score_entities`).
         band_rule: The band rule the bands were assigned with.
+        previous_rows: Per row of ``frame``, its entity's row in the ``previous`` frame
+            scoring was given (-1: not there; ``None``: no previous frame), so later
+            steps compare with the previous run without looking the ids up again.
     """
 
     frame: pd.DataFrame
     band_rule: BandRule
+    previous_rows: np.ndarray | None = None
 
 
 def score_entities(
@@ -292,7 +296,8 @@ def score_entities(
     )
     if fallback_sentences:
         band_rule = replace(band_rule, rule_fallback="; ".join(fallback_sentences))
-    return ScoreResult(frame=out, band_rule=band_rule)
+    rows = None if previous is None else prior.source_index()
+    return ScoreResult(frame=out, band_rule=band_rule, previous_rows=rows)
 
 
 def _probability(

@@ -41,6 +41,8 @@ def crm_changes(
     scored: pd.DataFrame,
     previous: pd.DataFrame | None,
     fields: Mapping[str, str] = CRM_FIELDS,
+    previous_rows: np.ndarray | None = None,
+    among: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """CRM rows for entities with a ``crm_id`` whose score or band changed.
 
@@ -52,6 +54,10 @@ def crm_changes(
         scored: One row per entity (``models.scoring``), consent already blanked.
         previous: The last scores before this run, or ``None``.
         fields: Column of :data:`~pipelines.crm_profiles.RECORD_COLUMNS` -> CRM field.
+        previous_rows: Per row of ``scored``, its entity's row in ``previous`` (-1: not
+            there), when scoring found them already; else the ids are looked up.
+        among: A mask of the rows of ``scored`` to export (``None``: all); a mask, not
+            a filtered frame, so the reason texts are filtered once, chunk by chunk.
 
     Returns:
         A frame with the CRM field names of ``fields``, in its order, one row per record.
@@ -59,6 +65,8 @@ def crm_changes(
     if "crm_id" not in scored.columns:
         return pd.DataFrame(columns=list(fields.values()))
     has_crm_id = scored["crm_id"].astype("string").str.strip().fillna("").ne("").to_numpy(bool)
+    if among is not None:
+        has_crm_id &= among
     # What changed is found on three columns; the others are taken for those rows only.
     current = scored[["entity_id", "score", "band"]]
     current = current if has_crm_id.all() else current[has_crm_id]
@@ -76,11 +84,14 @@ def crm_changes(
     else:
         # The three columns only: the previous frame carries every reason text too.
         last = previous[["entity_id", "score", "band"]]
-        ids = pd.Index(last["entity_id"])
-        if not ids.is_unique:  # a partition has one row per entity; anything else: the last
-            last = last.drop_duplicates("entity_id", keep="last")
+        if previous_rows is not None:
+            rows = previous_rows if has_crm_id.all() else previous_rows[has_crm_id]
+        else:
             ids = pd.Index(last["entity_id"])
-        rows = ids.get_indexer(current["entity_id"])  # -1: new
+            if not ids.is_unique:  # a partition has one row per entity; else: the last
+                last = last.drop_duplicates("entity_id", keep="last")
+                ids = pd.Index(last["entity_id"])
+            rows = ids.get_indexer(current["entity_id"])  # -1: new
         before = pd.Series(last["score"].array.take(rows, allow_fill=True), index=current.index)
         prev_score = pd.to_numeric(before, errors="coerce").round().astype("Int64")
         prev_band = pd.Series(
@@ -278,7 +289,10 @@ def _percent(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def crm_files(
-    scored: pd.DataFrame, previous: pd.DataFrame | None, profile: CrmProfile = PROFILES["generic"]
+    scored: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    profile: CrmProfile = PROFILES["generic"],
+    previous_rows: np.ndarray | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The changed records (:func:`crm_changes`) split into the files of ``profile``.
 
@@ -298,9 +312,11 @@ def crm_files(
     )
     return {
         stem: crm_changes(
-            scored if kinds is None else scored[kind.isin(kinds).to_numpy(bool)],
+            scored,
             previous,
             profile.fields,
+            previous_rows,
+            among=None if kinds is None else kind.isin(kinds).to_numpy(bool),
         )
         for stem, kinds in profile.files.items()
     }

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.engine import make_url
 
@@ -194,6 +195,7 @@ def write_outputs(
     *,
     crm_batch_size: int,
     previous: pd.DataFrame | None,
+    previous_rows: np.ndarray | None = None,
     band_rule: str | None = None,
     crm_profile: CrmProfile = PROFILES["generic"],
     board_entities: pd.DataFrame | None = None,
@@ -209,6 +211,9 @@ def write_outputs(
         previous: The last scores before this run
             (:func:`pipelines.outputs.read_previous_scores`), to find what changed for
             the CRM; ``None`` on a first run.
+        previous_rows: Per row of ``scored``, its row in ``previous`` (-1: not there;
+            :attr:`models.scoring.ScoreResult.previous_rows`), or ``None`` to look the
+            ids up.
         band_rule: One sentence on how bands are assigned, shown on the board.
         crm_profile: The CRM files and field names (:mod:`pipelines.crm_profiles`).
         board_entities: The board's display columns
@@ -232,7 +237,7 @@ def write_outputs(
             # First: Arrow encodes it mostly without the GIL while the table thread,
             # in Python, prepares its rows; the Python work below overlaps its inserts.
             clean.drop(columns=["as_of"]).to_parquet(staged_partition, index=False)
-            changes = crm_files(clean, previous, crm_profile)
+            changes = crm_files(clean, previous, crm_profile, previous_rows)
             html = render_board(
                 clean, as_of, band_rule, entities=board_entities, embed_limit=board_embed_limit
             )

@@ -329,6 +329,7 @@ def write_outputs(
         settings.database_url,
         crm_batch_size=settings.output.crm_batch_size,
         previous=previous,
+        previous_rows=scored.previous_rows,
         band_rule=scored.band_rule.describe(),
         crm_profile=crm_profile(settings.crm.profile, settings.crm.fields),
         board_entities=None

@@ -244,6 +244,19 @@ def test_second_run_keeps_reasons_of_entities_that_did_not_move(models) -> None:
     assert (ok["previous_band"] == before.loc[ok.index, "band"]).all()
 
 
+def test_a_score_result_names_each_entity_row_of_the_previous_frame(models) -> None:
+    first = run(models)
+    previous = first.iloc[::-1].iloc[3:].reset_index(drop=True)  # other order, 3 missing
+    second = score(models, previous=previous)
+    ids = second.frame["entity_id"].to_numpy()
+    rows = second.previous_rows
+    assert rows is not None and len(rows) == len(ids)
+    assert (rows >= 0).sum() == len(previous)
+    found = rows >= 0
+    np.testing.assert_array_equal(previous["entity_id"].to_numpy()[rows[found]], ids[found])
+    assert score(models).previous_rows is None
+
+
 def test_previous_reason_texts_read_column_by_column_give_the_same_rows(models) -> None:
     first = run(models)
     # A previous run holding some entity twice (the last row counts), texts left on disk.

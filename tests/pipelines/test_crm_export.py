@@ -116,6 +116,31 @@ def test_only_changed_rows_go_to_the_profile_files():
     assert sorted(exported) == sorted(day2.loc[moved, "crm_id"])
 
 
+@pytest.mark.parametrize("profile", ["generic", "salesforce", "hubspot"])
+def test_the_rows_scoring_found_in_the_previous_run_give_the_files_of_an_id_lookup(profile):
+    """What scoring aligned (ScoreResult.previous_rows) is what looking the ids up finds,
+    with a previous run in another order, with a duplicate, a missing and a new entity."""
+    from models.previous_run import PreviousRun
+
+    day1 = scored_with_kinds()
+    day2 = day1.copy()
+    day2["as_of"] = pd.Timestamp("2025-06-02", tz="UTC")
+    day2.loc[day2.index[::4], "score"] = (day2.loc[day2.index[::4], "score"] + 37) % 101
+    day2.loc[day2.index[::7], "band"] = "medium"
+    previous = pd.concat([day1.iloc[5:].sample(frac=1, random_state=3), day1.iloc[[9]]])
+    previous = previous.reset_index(drop=True)
+    previous.loc[len(previous) - 1, "score"] = 0  # the later of two rows counts
+    ids = pd.Index(day2["entity_id"])
+    rows = PreviousRun(previous, ids).source_index()
+    assert (rows[:5] == -1).all() and (rows[5:] >= 0).all()
+    aligned = crm_files(day2, previous, crm_profile(profile), rows)
+    looked_up = crm_files(day2, previous, crm_profile(profile))
+    assert aligned.keys() == looked_up.keys()
+    for stem, frame in looked_up.items():
+        pd.testing.assert_frame_equal(aligned[stem], frame)
+    assert sum(len(f) for f in looked_up.values()) > 5
+
+
 def test_formula_cells_are_neutralised_in_every_profile(tmp_path):
     scored = scored_with_kinds(6)
     scored["crm_id"] = ["=cmd()", "+1", "@x", "-2", "\tA", "ok"]
