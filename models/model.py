@@ -7,6 +7,7 @@ card and report files are :mod:`models.model_card`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -251,3 +252,21 @@ def feature_profile(train: pd.DataFrame, kinds: dict[str, str]) -> dict[str, dic
             top = column.value_counts().head(3)
             profile[name] = {"top_levels": [str(v) for v in top.index[top > 0]]}
     return profile
+
+
+def absent_columns_warning(target: str, model: TrainedModel, columns: Iterable[str]) -> str:
+    """A sentence naming the columns the model reads that a feature table lacks; "" if none.
+
+    Those columns are scored as missing. A renamed or dropped source column does this,
+    and so does a text column that has become different for most entities (no longer a
+    fit attribute, see :func:`features.table.fit_columns`).
+    """
+    present = set(columns)
+    absent = [name for name in model.feature_names if name not in present]
+    if not absent:
+        return ""
+    return (
+        f"The {target} model reads {len(absent)} {'column' if len(absent) == 1 else 'columns'} "
+        f"this run's feature table lacks ({', '.join(absent[:5])}), scored as missing. A "
+        "renamed or dropped source column does this, or a text column now unique per entity."
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,7 +31,7 @@ from models.bands import BandRule, score_from_probability
 from models.concepts import concept_map
 from models.entity_status import SCORED, TARGET_OF_KIND, entity_status
 from models.explain import REASON_COLUMNS, SHARED_SHARE, explain
-from models.model import ModelInput, TrainedModel
+from models.model import ModelInput, TrainedModel, absent_columns_warning
 from models.previous_run import ColumnReader, PreviousRun, positions
 from models.rule_reasons import fallback_band_sentence, fallback_bands, rule_reasons
 from models.rulefile import RuleSet, load_rules
@@ -82,24 +82,6 @@ def model_versions(models: Mapping[str, TrainedModel | None]) -> str:
     return json.dumps(versions, sort_keys=True)
 
 
-def absent_columns_warning(target: str, model: TrainedModel, columns: Iterable[str]) -> str:
-    """A sentence naming the columns the model reads that a feature table lacks; "" if none.
-
-    Those columns are scored as missing. A renamed or dropped source column does this,
-    and so does a text column that has become different for most entities (no longer a
-    fit attribute, see :func:`features.table.fit_columns`).
-    """
-    present = set(columns)
-    absent = [name for name in model.feature_names if name not in present]
-    if not absent:
-        return ""
-    return (
-        f"The {target} model reads {len(absent)} {'column' if len(absent) == 1 else 'columns'} "
-        f"this run's feature table lacks ({', '.join(absent[:5])}), scored as missing. A "
-        "renamed or dropped source column does this, or a text column now unique per entity."
-    )
-
-
 @dataclass(frozen=True)
 class ScoreResult:
     """What :func:`score_entities` produced.
@@ -107,9 +89,8 @@ class ScoreResult:
     Attributes:
         frame: One row per input entity (columns in :func:`score_entities`).
         band_rule: The band rule the bands were assigned with.
-        previous_rows: Per row of ``frame``, its entity's row in the ``previous`` frame
-            scoring was given (-1: not there; ``None``: no previous frame), so later
-            steps compare with the previous run without looking the ids up again.
+        previous_rows: Per row of ``frame``, its row in the ``previous`` frame scoring
+            was given (-1: not there; ``None``: no previous frame).
     """
 
     frame: pd.DataFrame
@@ -296,7 +277,7 @@ def score_entities(
     )
     if fallback_sentences:
         band_rule = replace(band_rule, rule_fallback="; ".join(fallback_sentences))
-    rows = None if previous is None else prior.source_index()
+    rows = None if previous is None else prior.source_index()  # for the CRM export
     return ScoreResult(frame=out, band_rule=band_rule, previous_rows=rows)
 
 

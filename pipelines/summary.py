@@ -185,7 +185,7 @@ def summarise(
     """
     from features.input_report import duplicates_warning
     from models.drift import drift_status, score_psi
-    from models.scoring import absent_columns_warning
+    from models.model import absent_columns_warning
 
     status = scored["status"].astype(str)
     report = inputs.report.to_dict()
