@@ -74,6 +74,11 @@ def microseconds(moment: pd.Timestamp) -> int:
     return int((moment - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1))
 
 
+def day_of(moment: pd.Timestamp) -> int:
+    """Days since the Unix epoch of a UTC moment (the UTC day it falls on)."""
+    return microseconds(moment) // DAY_US
+
+
 def type_codes(event_types: Sequence[str]) -> pd.DataFrame:
     """Integer code of each featurised event type, then of the special types."""
     names = list(dict.fromkeys([*event_types, *SPECIAL_TYPES]))

@@ -50,6 +50,7 @@ from features.engine import (
     LOGIN_DAYS_WINDOW,
     NPS_ANSWER,
     SPECIAL_TYPES,
+    day_of,
 )
 from features.spec import FeatureSpec
 from features.table import (
@@ -69,11 +70,6 @@ ROLLUP_VERSION = 3
 def is_midnight(moment: pd.Timestamp) -> bool:
     """Whether a UTC cutoff falls on a day boundary (roll-ups are exact only there)."""
     return engine.microseconds(moment) % DAY_US == 0
-
-
-def day_of(moment: pd.Timestamp) -> int:
-    """Days since the Unix epoch of a UTC moment (the UTC day it falls on)."""
-    return engine.microseconds(moment) // DAY_US
 
 
 def events_between(

@@ -52,10 +52,6 @@ from features.spec import FeatureSpec
 BITS_MODULUS = 1 << (ACTIVE_DAYS_WINDOW + 1)
 
 
-def _day_of(moment: pd.Timestamp) -> int:
-    return engine.microseconds(moment) // DAY_US
-
-
 def columns(spec: FeatureSpec) -> list[str]:
     """The state's columns, in order."""
     return ["entity_id", "event_type", "n_all", "first_us", "last_us", "decayed", "day_bits",
@@ -66,7 +62,7 @@ def _whole(value: ir.NumericValue) -> ir.IntegerValue:
     return value.cast("int64")
 
 
-def _contributions(daily: ir.Table, cutoff_day: int, spec: FeatureSpec, sign: int = 1) -> ir.Table:
+def _contributions(daily: ir.Table, cutoff_day: int, spec: FeatureSpec) -> ir.Table:
     """Each ``daily`` row's share of the state at ``cutoff_day`` (its days are before it)."""
     d = cutoff_day - daily.day  # the day's offset: its events' ages are in (d - 1, d] days
     rate_per_day = ibis.literal(engine.decay_rate_per_us(spec) * DAY_US, "float64")
@@ -193,7 +189,7 @@ def _plus(state: ir.Table, delta: ir.Table, spec: FeatureSpec) -> ir.Table:
 
 def window_state(daily: ir.Table, as_of: pd.Timestamp, spec: FeatureSpec) -> ir.Table:
     """The state as of ``as_of`` (midnight UTC) from the ``daily`` rows before it."""
-    cutoff_day = _day_of(as_of)
+    cutoff_day = engine.day_of(as_of)
     return _summed(_contributions(daily.filter(daily.day < cutoff_day), cutoff_day, spec), spec)
 
 
@@ -214,7 +210,7 @@ def advanced(
         as_of: The new cutoff.
         spec: The feature set.
     """
-    since_day, cutoff_day = _day_of(since), _day_of(as_of)
+    since_day, cutoff_day = engine.day_of(since), engine.day_of(as_of)
     if cutoff_day < since_day:
         raise ValueError(f"A window state moves forward only: {since} is after {as_of}.")
     new = daily.filter((daily.day >= since_day) & (daily.day < cutoff_day))

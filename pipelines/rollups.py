@@ -164,14 +164,14 @@ def _window(events: EventTable, oldest: pd.Timestamp | None, end: pd.Timestamp) 
 
 
 def _rolled_count(con: Any, folder: Path, state: dict, oldest: pd.Timestamp | None) -> int:
-    daily = _daily(con, folder, state)
+    daily = _daily(con, folder, state["parts"])
     if oldest is not None:
         daily = daily.filter(daily.day >= rollup.day_of(oldest))
     return int(con.execute(daily.n.sum().fill_null(0)))
 
 
-def _daily(con: Any, folder: Path, state: dict) -> Any:
-    return con.read_parquet([str(folder / DAILY / part) for part in state["parts"]])
+def _daily(con: Any, folder: Path, parts: list[str]) -> Any:
+    return con.read_parquet([str(folder / DAILY / part) for part in parts])
 
 
 def prepare(
@@ -229,7 +229,7 @@ def prepare(
         parts = [*state["parts"], part]
     if oldest is None:
         # Before older days are merged: the days leaving a window are read one by one.
-        daily = con.read_parquet([str(staged / DAILY / name) for name in parts])
+        daily = _daily(con, staged, parts)
         window = (
             rollup_window.window_state(daily, as_of, spec)
             if folder is None
@@ -249,8 +249,8 @@ def prepare(
         new_items = new_items.filter(new_items.last_us >= since)
         new_nps = new_nps.filter(new_nps.last_us >= since)
         # Retention drops days from the parts: the state is made again from those kept.
-        con.to_parquet(rollup_window.window_state(_daily(con, staged, {"parts": parts}), as_of,
-                                                  spec), staged / WINDOW)  # fmt: skip
+        window = rollup_window.window_state(_daily(con, staged, parts), as_of, spec)
+        con.to_parquet(window, staged / WINDOW)
     con.to_parquet(new_items, staged / ITEMS)
     con.to_parquet(new_nps, staged / NPS)
     new_state = {"fingerprint": key, "through": str(as_of.date()), "files": stats, "parts": parts}
