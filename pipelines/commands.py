@@ -13,15 +13,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.flow_runs import config_arg, context_with_prefect, scoring_run
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from pipelines.context import RunContext
     from pipelines.summary import RunSummary
-
-
-def _config_arg(config: Path | None) -> str | None:
-    return str(Path(config).resolve()) if config else None
 
 
 def generate(
@@ -76,45 +74,18 @@ def features(
     console.print(f"Feature table written to {path}")
 
 
-def _context_with_prefect(config: Path | None, as_of: str | None) -> RunContext:
-    """The run context, built while Prefect's temporary server starts in the background.
-
-    The flows are imported meanwhile too; returns once the server answers.
-    """
-    from pipelines.prefect_server import start_prefect_server_early, wait_for_prefect_server
-
-    start_prefect_server_early()
-    from pipelines import flows  # noqa: F401 - imported while the server comes up
-    from pipelines.context import build_context
-
-    ctx = build_context(config, as_of)
-    wait_for_prefect_server()
-    return ctx
-
-
 def nightly(
     config: Path | None, as_of: str | None, console: Console, allow_future: bool = False
 ) -> RunSummary:
     """Run the nightly flow once and print its summary."""
-    ctx = _context_with_prefect(config, as_of)
-    from pipelines.flows import nightly as flow
-
-    summary = flow(
-        as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
-    )
+    summary = scoring_run(config, as_of, allow_future, retrain=True)
     print_run(summary, console)
     return summary
 
 
 def score(config: Path | None, as_of: str | None, allow_future: bool, console: Console) -> None:
     """Score with the champions, no retraining."""
-    ctx = _context_with_prefect(config, as_of)
-    from pipelines.flows import score_flow
-
-    summary = score_flow(
-        as_of=str(ctx.as_of.date()), config_path=_config_arg(config), allow_future=allow_future
-    )
-    print_run(summary, console)
+    print_run(scoring_run(config, as_of, allow_future, retrain=False), console)
 
 
 def backfill(config: Path | None, start: str, end: str, every: int, console: Console) -> None:
@@ -162,7 +133,7 @@ def train(
     from features.targets import target as target_named
 
     target_named(target)  # an unknown target is a sentence before Prefect starts
-    ctx = _context_with_prefect(config, as_of)
+    ctx = context_with_prefect(config, as_of)
     from models.evaluate import describe_auc
     from pipelines.flows import train_flow
 
@@ -170,7 +141,7 @@ def train(
         result = train_flow(
             target=target,
             as_of=str(ctx.as_of.date()),
-            config_path=_config_arg(config),
+            config_path=config_arg(config),
             allow_future=allow_future,
         )
     metrics = result.metrics

@@ -27,7 +27,7 @@ from models.drift import drift_status, first_scorings, score_psi
 from models.retrain import RetrainPolicy, retrain_due
 from models.scoring import model_versions
 from models.train_guards import InsufficientLabelsError, NotEnoughHistoryError
-from pipelines import steps, training
+from pipelines import read_ahead, steps, training
 from pipelines.atomic_files import kill_point
 from pipelines.context import RunContext, build_context
 from pipelines.crm_export import missing_crm_id_warnings
@@ -75,8 +75,9 @@ def _step(name: str, func, *args, **kwargs):  # noqa: ANN001, ANN202
 
 @task(name="load inputs", **IO_RETRIES)
 def load_inputs_task(ctx: RunContext) -> Inputs:
-    """Read and validate events, entities and outcomes."""
-    return steps.load_inputs(ctx)
+    """Read and validate events, entities and outcomes (unless the command read them ahead)."""
+    inputs = read_ahead.take(ctx)
+    return steps.load_inputs(ctx) if inputs is None else inputs
 
 
 @task(name="build features", **PLAIN)
