@@ -16,8 +16,10 @@ It is taken only when nothing the read depended on has changed since:
 
 Otherwise the task reads again. A read that raised raises the same exception from the
 task, which retries it or fails with its sentence as if it had read the inputs itself.
-Only one read is pending per process, and the command that started it drops it when
-its flow ends (:func:`drop`): a later flow of the same process never takes it.
+Nothing is read ahead while another run holds the output folder's lock (the flow will
+stop at it at once). Only one read is pending per process, and the command that
+started it drops it when its flow ends (:func:`drop`): a later flow of the same
+process never takes it.
 """
 
 from __future__ import annotations
@@ -77,9 +79,12 @@ def _same_run(a: RunContext, b: RunContext) -> bool:
 
 def read_ahead(ctx: RunContext) -> None:
     """Start reading the inputs of ``ctx`` in a background thread (see the module)."""
+    from pipelines.run_lock import lock_path
     from pipelines.steps import load_inputs
 
     _pending.clear()
+    if lock_path(ctx.output_dir).exists():
+        return  # another run holds the folder: the flow stops at its lock, nothing to read
     stamp = _stamp(ctx.output_dir)  # before the read: a change during it is seen too
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
     try:

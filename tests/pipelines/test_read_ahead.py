@@ -89,3 +89,16 @@ def test_a_dropped_read_is_never_taken(config):
     read_ahead.read_ahead(ctx)
     read_ahead.drop()
     assert read_ahead.take(ctx) is None
+
+
+def test_nothing_is_read_ahead_while_another_run_holds_the_output_folder(config, monkeypatch):
+    from pipelines.run_lock import lock_path
+
+    ctx = build_context(config, AS_OF)
+    lock_path(ctx.output_dir).parent.mkdir(parents=True, exist_ok=True)
+    lock_path(ctx.output_dir).write_text("{}")
+    started = []
+    monkeypatch.setattr(steps, "load_inputs", lambda ctx: started.append(ctx))
+    read_ahead.read_ahead(ctx)
+    assert read_ahead.take(ctx) is None
+    assert started == []
