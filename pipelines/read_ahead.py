@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.sources import CHECKS_FILE
+
 if TYPE_CHECKING:
     from pipelines.context import RunContext
     from pipelines.sources import Inputs
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 step_log = logging.getLogger("pipelines.steps")
 
 #: The output folder's files :func:`pipelines.steps.load_inputs` reads.
-CONSULTED = ("summary.json", "checks/events.json")
+CONSULTED = ("summary.json", CHECKS_FILE)
 
 _Stamp = tuple[tuple[str, int, int] | None, ...]
 
