@@ -4,7 +4,7 @@ Commands that run a flow (``nightly``, ``score``, ``train``, ``recalibrate``,
 ``backfill``) hand the flow the user's config file and run date as given; the flow
 builds its run context from them. Before that, the command builds the context once
 itself, so that a config or date mistake is a sentence within a second instead of a
-failed flow run after Prefect has started.
+failed flow run after Prefect has started (:mod:`pipelines.flow_runs`).
 """
 
 from __future__ import annotations

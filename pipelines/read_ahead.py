@@ -1,7 +1,7 @@
 """Inputs read ahead, while Prefect's temporary server starts and the flow run is created.
 
 The ``nightly`` and ``score`` commands build their run context before the flow does
-(:mod:`pipelines.commands`), then wait for Prefect's temporary server and for Prefect
+(:mod:`pipelines.flow_runs`), then wait for Prefect's temporary server and for Prefect
 to create the flow run: about a second in which one core of a small machine idles.
 :func:`read_ahead` starts reading and checking the inputs
 (:func:`pipelines.steps.load_inputs`) in a background thread at that point, and the
