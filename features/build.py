@@ -42,8 +42,12 @@ def _prepare(
     backend: str,
     con: Any,
     event_types: Sequence[str] | None,
+    rows: np.ndarray | None = None,
 ) -> tuple[Any, Any, list[str], pd.DataFrame]:
-    """The connection, the events table, the types to featurise and the first cutoff's rows."""
+    """The connection, the events table, the types to featurise and the first cutoff's rows.
+
+    ``rows``: the first cutoff's :func:`~features.table.existing_rows`, when known.
+    """
     if isinstance(events, EventTable):
         # The events' own engine runs the query; another engine gets their rows.
         if con is None and backend == events.con.name:
@@ -63,7 +67,7 @@ def _prepare(
             if event_types is not None
             else background.submit(types_seen, connection, table, cutoffs[-1])
         )
-        first = existing_entities(entities, cutoffs[0])
+        first = existing_entities(entities, cutoffs[0], rows)
         types = list(event_types) if listing is None else listing.result()
     return connection, table, types, first
 
@@ -118,6 +122,7 @@ def build_features(
     backend: str = "duckdb",
     con: Any = None,
     event_types: Sequence[str] | None = None,
+    rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The feature table as of one cutoff (see ``docs/ARCHITECTURE.md``).
 
@@ -130,6 +135,9 @@ def build_features(
         con: Connection to reuse (see :func:`connect`).
         event_types: Event types to featurise besides the declared ones; default:
             those seen before the cutoff. Pass a model's list to get its columns.
+        rows: :func:`~features.table.existing_rows` of ``entities`` at the cutoff, when
+            the caller has them: row ``i`` of the table is then row ``rows[i]`` of
+            ``entities``.
 
     Returns:
         One row per entity with ``created_at < as_of`` (and consent), sorted by
@@ -137,7 +145,7 @@ def build_features(
     """
     cutoff = engine_timestamp(as_of)
     connection, table, types, existing = _prepare(
-        events, entities, [cutoff], backend, con, event_types
+        events, entities, [cutoff], backend, con, event_types, rows
     )
     return _build_one(connection, table, entities, cutoff, spec, types, existing)
 

@@ -300,6 +300,7 @@ def build_features(
     as_of: pd.Timestamp,
     spec: FeatureSpec,
     event_types: Sequence[str],
+    rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The feature table of :func:`features.build.build_features`, from the roll-ups.
 
@@ -311,12 +312,14 @@ def build_features(
         as_of: The cutoff: midnight UTC.
         spec: The feature set.
         event_types: Event types to featurise besides the declared ones.
+        rows: :func:`~features.table.existing_rows` of ``entities`` at ``as_of``, when
+            known (as in :func:`features.build.build_features`).
     """
     state, items, nps = rollups
     fits = fit_columns(entities)
     catalog = columns_for(spec, event_types, fits)
     featurised = featurised_types(spec, event_types)
-    existing = existing_entities(entities, as_of)
+    existing = existing_entities(entities, as_of, rows)
     n_rows = len(existing)
     entity_rows = ibis.memtable(
         pd.DataFrame({"entity_id": existing["entity_id"], "row": np.arange(n_rows)})

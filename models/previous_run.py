@@ -10,6 +10,8 @@ keep their previous reasons together with the date those were computed
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -71,6 +73,8 @@ class PreviousRun:
         #: Row of ``previous`` of each row of :attr:`last` (``None``: the same rows).
         self.source_rows: np.ndarray | None = None
         self.source_size = 0 if previous is None else len(previous)
+        #: The kept texts being taken (:meth:`carry_texts`), with the rows they keep.
+        self._carried: tuple[np.ndarray, Future[dict[str, _Carried]]] | None = None
         if previous is not None and len(previous) and "entity_id" in previous:
             index = pd.Index(previous["entity_id"])
             if _same_unique(index, ids):  # the same entities in the same order
@@ -145,20 +149,62 @@ class PreviousRun:
             keep &= self.equals(name, values)
         return keep
 
+    def carry_texts(self, keep: np.ndarray) -> None:
+        """Start taking the kept reason texts in a background thread.
+
+        Call it once ``keep`` is known, before the moved entities are explained: Arrow
+        takes the million kept texts without the GIL, beside the explanation, and
+        :meth:`reason_columns` only puts the fresh texts in. The previous columns are
+        read and taken one at a time, as :meth:`reason_columns` would.
+        """
+        if self.last is None or self._carried is not None:
+            return
+        kept_index = self.index(keep)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="kept-texts")
+        self._carried = (kept_index, pool.submit(self._carry, kept_index))
+        pool.shutdown(wait=False)
+
+    def _carry(self, kept_index: np.ndarray) -> dict[str, _Carried]:
+        carried: dict[str, _Carried] = {}
+        for name in TEXT_COLUMNS:
+            column = self._previous(name)
+            values = _text_values(column, REASON_DTYPES[name])
+            carried[name] = (
+                column if values is None else _CarriedText(_kept_slices(values, kept_index),
+                                                            values.type, column.dtype)
+            )  # fmt: skip
+            del column, values  # one previous column in memory at a time
+        return carried
+
     def reason_columns(
         self, keep: np.ndarray, fresh: dict[str, list[tuple[np.ndarray, pd.Series]]]
     ) -> dict[str, pd.Series]:
         """:data:`REASON_DTYPES` columns: kept previous values, replaced by fresh blocks."""
-        carried = self.last if self.last is not None else pd.DataFrame()
         kept_index = self.index(keep)
+        carried: dict[str, _Carried] = {}
+        if self._carried is not None:
+            carried_index, future = self._carried
+            self._carried = None
+            if np.array_equal(carried_index, kept_index):  # else taken for other rows
+                carried = future.result()
         columns: dict[str, pd.Series] = {}
         for name, dtype in REASON_DTYPES.items():
-            kept = carried.get(name)
-            if kept is None and self.last is not None and self.read is not None:
-                kept = self._read(name)
-            columns[name] = _assemble(kept, kept_index, fresh.get(name, []), dtype)
+            kept = carried.pop(name) if name in carried else self._previous(name)
+            if isinstance(kept, _CarriedText):
+                columns[name] = _fill_text(kept, fresh.get(name, []))
+            else:
+                columns[name] = _assemble(kept, kept_index, fresh.get(name, []), dtype)
             del kept  # one previous column in memory at a time
         return columns
+
+    def _previous(self, name: str) -> pd.Series | None:
+        """The previous run's column ``name`` aligned to :attr:`last` (``None``: absent)."""
+        if self.last is None:
+            return None
+        kept = self.last.get(name)
+        if kept is None and self.read is not None:
+            kept = self._read(name)
+        return kept
 
     def _read(self, name: str) -> pd.Series | None:
         """A column read from the previous run's rows, aligned to :attr:`last`."""
@@ -186,6 +232,29 @@ def _same_unique(index: pd.Index, ids: np.ndarray | pd.Index) -> bool:
     )
 
 
+@dataclass
+class _CarriedText:
+    """Kept texts of one column, taken slice by slice; the fresh texts go in later."""
+
+    slices: list[pa.Array]
+    type: pa.DataType
+    dtype: object
+
+
+#: What :meth:`PreviousRun.carry_texts` prepared per column: kept texts, or the column.
+_Carried = _CarriedText | pd.Series | None
+
+
+def _text_values(kept: pd.Series | None, dtype: str) -> pa.ChunkedArray | None:
+    """The Arrow strings of a previous text column, when it is one (else ``None``)."""
+    if dtype != "str" or kept is None or kept.dtype != dtype:
+        return None
+    values = pa.chunked_array(pa.array(kept.array))
+    if pa.types.is_large_string(values.type) or pa.types.is_string(values.type):
+        return values
+    return None
+
+
 def _assemble(
     kept: pd.Series | None,
     kept_index: np.ndarray,
@@ -200,10 +269,10 @@ def _assemble(
         fresh: ``(positions, values)`` blocks that replace entities' values.
         dtype: Dtype of the result.
     """
-    if dtype == "str" and kept is not None and kept.dtype == dtype:
-        values = pa.chunked_array(pa.array(kept.array))
-        if pa.types.is_large_string(values.type) or pa.types.is_string(values.type):
-            return _assemble_text(values, kept_index, fresh, kept.dtype)
+    values = _text_values(kept, dtype)
+    if values is not None and kept is not None:
+        return _fill_text(_CarriedText(_kept_slices(values, kept_index), values.type,
+                                       kept.dtype), fresh)  # fmt: skip
     parts = [] if kept is None else [kept.astype(dtype)]
     index = kept_index.copy() if kept is not None else np.full(len(kept_index), -1)
     offset = sum(len(p) for p in parts)
@@ -217,41 +286,45 @@ def _assemble(
     return pd.Series(combined.take(index, allow_fill=True))
 
 
-def _assemble_text(
-    kept: pa.ChunkedArray,
-    kept_index: np.ndarray,
-    fresh: list[tuple[np.ndarray, pd.Series]],
-    dtype: object,
-) -> pd.Series:
-    """:func:`_assemble` of an Arrow string column, with one copy of the texts.
+def _kept_slices(kept: pa.ChunkedArray, kept_index: np.ndarray) -> list[pa.Array]:
+    """The kept texts per :data:`TEXT_SLICE` rows of entities (null where not kept).
 
-    The kept texts are taken :data:`TEXT_SLICE` rows at a time from the previous column
-    (one chunk: no concatenation) and the fresh texts put in their places, so memory
-    holds the previous column and the result, not also their concatenation. The same
-    values (and Parquet bytes) as the single take.
+    Taken slice by slice from the previous column (one chunk: no concatenation), so
+    memory holds the previous column and the result, not also their concatenation.
     """
     previous = kept.combine_chunks() if kept.num_chunks != 1 else kept.chunk(0)
+    slices = []
+    for lo in range(0, len(kept_index), TEXT_SLICE):
+        index = kept_index[lo : lo + TEXT_SLICE]
+        slices.append(previous.take(pa.array(index, mask=index < 0)))
+    return slices
+
+
+def _fill_text(carried: _CarriedText, fresh: list[tuple[np.ndarray, pd.Series]]) -> pd.Series:
+    """:func:`_assemble` of an Arrow string column: the fresh texts put in their places.
+
+    The same values (and Parquet bytes) as the single take of :func:`_assemble`.
+    """
+    kind = carried.type
     if fresh:
         at = np.concatenate([positions for positions, _ in fresh])
         texts = pa.concat_arrays(
-            [pa.array(values.astype("str"), type=previous.type, from_pandas=True)
-             for _, values in fresh]
-        )  # fmt: skip
+            [pa.array(values.astype("str"), type=kind, from_pandas=True) for _, values in fresh]
+        )
         order = np.argsort(at, kind="stable")
         at = at[order]
         last = np.append(at[1:] != at[:-1], True)  # a later block wins, as in a take
         at, texts = at[last], texts.take(pa.array(order[last]))
     else:
-        at, texts = np.empty(0, dtype=np.int64), pa.array([], type=previous.type)
+        at, texts = np.empty(0, dtype=np.int64), pa.array([], type=kind)
     chunks = []
-    for lo in range(0, len(kept_index), TEXT_SLICE):
-        index = kept_index[lo : lo + TEXT_SLICE]
-        part = previous.take(pa.array(index, mask=index < 0))
-        a, b = np.searchsorted(at, [lo, lo + len(index)])
+    for number, part in enumerate(carried.slices):
+        lo = number * TEXT_SLICE
+        a, b = np.searchsorted(at, [lo, lo + len(part)])
         if b > a:
-            mask = np.zeros(len(index), dtype=bool)
+            mask = np.zeros(len(part), dtype=bool)
             mask[at[a:b] - lo] = True
             part = pc.replace_with_mask(part, pa.array(mask), texts.slice(a, b - a))
         chunks.append(part)
-    column = pa.chunked_array(chunks, type=previous.type)
-    return pd.Series(pd.array(column, dtype=dtype))
+    column = pa.chunked_array(chunks, type=kind)
+    return pd.Series(pd.array(column, dtype=carried.dtype))

@@ -29,6 +29,7 @@ from features.targets import target as target_named
 from features.timeutil import as_utc
 from models.bands import BandRule, score_from_probability
 from models.concepts import concept_map
+from models.entity_rows import aligned_rows, sample, unique_ids
 from models.entity_status import SCORED, TARGET_OF_KIND, entity_status
 from models.explain import REASON_COLUMNS, SHARED_SHARE, explain
 from models.model import ModelInput, TrainedModel, absent_columns_warning
@@ -45,28 +46,6 @@ MODEL_SOURCE = "model"
 #: fresh memory costs more than the calls).
 PREDICT_BATCH = 25_000
 RULE_SOURCE = "rules (no champion model)"
-
-
-def _sample(values: object, n: int = 5) -> str:
-    return ", ".join(map(repr, pd.Series(values).head(n).tolist()))
-
-
-def _ids(frame: pd.DataFrame, name: str) -> pd.Index:
-    """The frame's ``entity_id`` as an index (its own dtype), checked present and unique.
-
-    The index keeps the hash table the uniqueness check built, so looking other ids
-    up in it (:func:`models.previous_run.positions`) does not hash them again.
-    """
-    if "entity_id" not in frame.columns:
-        raise ValueError(f"The {name} frame has no entity_id column (columns: {list(frame)[:10]}).")
-    index = pd.Index(frame["entity_id"])
-    if not index.is_unique:
-        duplicated = index[index.duplicated()]
-        raise ValueError(
-            f"The {name} frame holds {len(duplicated)} duplicate entity_id values, e.g. "
-            f"{_sample(duplicated)}; scoring needs one row per entity."
-        )
-    return index
 
 
 def model_versions(models: Mapping[str, TrainedModel | None]) -> str:
@@ -118,6 +97,7 @@ def score_entities(
     churn_inactivity_days: int | None = None,
     read_previous: ColumnReader | None = None,
     rules_by_kind: bool = False,
+    feature_rows: np.ndarray | None = None,
 ) -> ScoreResult:
     """Score every entity: probabilities, 0-100 score, band, rule score, change, reasons.
 
@@ -149,6 +129,9 @@ def score_entities(
         read_previous: Reads a reason column ``previous`` lacks from the previous
             run's rows (:class:`~models.previous_run.PreviousRun`).
         rules_by_kind: Score each kind's rules here (:func:`~models.rules.scores_of_kinds`).
+        feature_rows: Per row of ``features``, its row in ``entities``, when the
+            feature table was built from them (``FeatureTable.entity_rows``): checked
+            against the ids, which are then not matched again.
 
     Returns:
         The :class:`ScoreResult`: its ``frame`` has one row per entity of ``entities``,
@@ -167,10 +150,12 @@ def score_entities(
     """
     cutoff = as_utc(as_of)
     stamp = cutoff.floor("us")  # scored_at: the run date, so reruns are byte-identical
-    ids, feature_ids = _ids(entities, "entities"), _ids(features, "features")
+    ids = unique_ids(entities, "entities")
     _check_cutoff(features, cutoff)
-    feature_row = positions(ids, feature_ids)
-    stray = len(feature_ids) - int((feature_row >= 0).sum())
+    feature_row = aligned_rows(entities["entity_id"], features, feature_rows)
+    if feature_row is None:
+        feature_row = positions(ids, unique_ids(features, "features"))
+    stray = len(features) - int((feature_row >= 0).sum())
     if stray:
         log.warning("%d feature rows belong to no input entity; ignored.", stray)
 
@@ -228,6 +213,7 @@ def score_entities(
     current = {"band": col["band"], "model_versions": versions, "score_source": col["score_source"]}
     keep = prior.reasons_to_keep(with_reasons & from_model, scored, current, delta, tolerance)
     refresh = from_model & ~keep & with_reasons
+    prior.carry_texts(keep)  # taken beside the explanation
     fresh = _explain_rows(features, feature_row, kind, models, catalog, refresh, top_k,
                           num_threads, value_labels, shared_share, score_exact,
                           inputs)  # fmt: skip
@@ -308,7 +294,7 @@ def _check_cutoff(features: pd.DataFrame, cutoff: pd.Timestamp) -> None:
     if len(other):
         raise ValueError(
             f"{len(other)} feature rows were computed for another cutoff than {cutoff} "
-            f"(e.g. {_sample(other.astype(str))}); rebuild the features as of the run date."
+            f"(e.g. {sample(other.astype(str))}); rebuild the features as of the run date."
         )
 
 
@@ -334,7 +320,7 @@ def _rule_columns(
     }
     if rules_scores is not None and len(rules_scores):
         if rule_row is None:
-            rule_row = positions(ids, _ids(rules_scores, "rule scores"))
+            rule_row = positions(ids, unique_ids(rules_scores, "rule scores"))
         has_rule = scored & (rule_row >= 0)
         points = pd.to_numeric(rules_scores["rule_score"], errors="coerce").to_numpy("float64")
         col["rule_score"][has_rule] = points[rule_row[has_rule]]

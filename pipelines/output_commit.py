@@ -68,7 +68,7 @@ from pipelines.board import (
 )
 from pipelines.crm_export import crm_files, write_crm_batches
 from pipelines.crm_profiles import PROFILES, CrmProfile
-from pipelines.database_writes import rows_matching, sql_upsert_tables
+from pipelines.database_writes import sql_upsert_tables
 from pipelines.outputs import (
     HISTORY_TABLE,
     PARTITION_FILE,
@@ -79,6 +79,7 @@ from pipelines.outputs import (
     run_date,
     score_table_rows,
 )
+from pipelines.row_deletes import rows_matching
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 
 from features.timeutil import as_utc
 from models.entity_status import NO_CONSENT
-from pipelines.database_writes import rows_before, sql_delete_rows
+from pipelines.database_writes import sql_delete_rows
 from pipelines.outputs import HISTORY_TABLE, SCORES_TABLE, list_partitions
+from pipelines.row_deletes import rows_before
 from pipelines.scrubbing import (
     crm_ids_in,
     dated_before,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from features.spec import FeatureDef, FeatureSpec
@@ -45,11 +46,14 @@ class FeatureTable:
         catalog: One definition (name, one-line description) per feature column, as
             built: the reasons read their descriptions from here.
         rollups: What the incremental roll-ups did (``None``: not switched on).
+        entity_rows: Per row of ``frame``, its row in the inputs' entities (``None``:
+            unknown; scoring then matches the ids).
     """
 
     frame: pd.DataFrame
     catalog: tuple[FeatureDef, ...]
     rollups: RollupReport | None = None
+    entity_rows: np.ndarray | None = None
 
 
 def load_inputs(ctx: RunContext) -> Inputs:
@@ -110,12 +114,13 @@ def build_features(spec: FeatureSpec, inputs: Inputs, as_of: pd.Timestamp) -> Fe
     whatever the windows are.
     """
     from features.build import build_features as build
-    from features.table import columns_for, fit_columns
+    from features.table import columns_for, existing_rows, fit_columns
 
     types = inputs.events.types_seen(before=as_of)
-    frame = build(inputs.events, inputs.entities, as_of, spec, event_types=types)
+    rows = existing_rows(inputs.entities, as_of)
+    frame = build(inputs.events, inputs.entities, as_of, spec, event_types=types, rows=rows)
     catalog = columns_for(spec, types, fit_columns(inputs.entities))
-    return FeatureTable(frame, tuple(catalog))
+    return FeatureTable(frame, tuple(catalog), entity_rows=rows)
 
 
 def build_features_incremental(ctx: RunContext, inputs: Inputs) -> FeatureTable:
@@ -126,7 +131,7 @@ def build_features_incremental(ctx: RunContext, inputs: Inputs) -> FeatureTable:
     :func:`pipelines.rollups.commit` once the run has written its outputs.
     """
     from features.rollup import build_features as from_rollups
-    from features.table import columns_for, fit_columns
+    from features.table import columns_for, existing_rows, fit_columns
     from pipelines import rollups
     from pipelines.engine_events import event_files
 
@@ -145,9 +150,10 @@ def build_features_incremental(ctx: RunContext, inputs: Inputs) -> FeatureTable:
         return replace(build_features(spec, inputs, as_of), rollups=report)
     con = inputs.events.con
     types = rollups.types_seen(con, tables[0])
-    frame = from_rollups(con, tables, inputs.entities, as_of, spec, types)
+    rows = existing_rows(inputs.entities, as_of)
+    frame = from_rollups(con, tables, inputs.entities, as_of, spec, types, rows)
     catalog = columns_for(spec, types, fit_columns(inputs.entities))
-    return FeatureTable(frame, tuple(catalog), report)
+    return FeatureTable(frame, tuple(catalog), report, rows)
 
 
 def save_features(output_dir: Path, frame: pd.DataFrame, as_of: pd.Timestamp) -> Path:
@@ -308,6 +314,7 @@ def score(
         churn_inactivity_days=churn_inactivity_days,
         read_previous=read_previous,
         rules_by_kind=True,
+        feature_rows=features.entity_rows,
     )
 
 

@@ -16,7 +16,7 @@ from features.build import build_features, build_snapshots
 from features.pivot import zeros_in_small_pages
 from features.reference import build_features_pandas
 from features.spec import FeatureSpec, feature_catalog
-from features.table import fit_columns
+from features.table import existing_entities, existing_rows, fit_columns
 from tests.conftest import AS_OF, make_event_history
 
 DAY = pd.Timedelta(days=1)
@@ -166,6 +166,19 @@ def test_columns_rows_and_dtypes_follow_the_contract(event_history, as_of, duckd
     eligible = entities[(entities["created_at"] < as_of) & entities["consent"]]
     assert table["entity_id"].tolist() == sorted(eligible["entity_id"])
     assert set(table["industry"].cat.categories) == set(entities["industry"])
+
+
+def test_given_existing_rows_build_the_same_table_aligned_to_the_entities(
+    event_history, as_of, duckdb_con
+):
+    events, entities = event_history(5)
+    entities = entities.sample(frac=1.0, random_state=3).reset_index(drop=True)  # any order
+    rows = existing_rows(entities, as_of)
+    table = build_features(events, entities, as_of, con=duckdb_con, rows=rows)
+    pd.testing.assert_frame_equal(table, build_features(events, entities, as_of, con=duckdb_con))
+    assert table["entity_id"].tolist() == entities["entity_id"].iloc[rows].tolist()
+    pd.testing.assert_frame_equal(existing_entities(entities, as_of, rows),
+                                  existing_entities(entities, as_of))  # fmt: skip
 
 
 def test_parquet_files_give_the_same_table_as_a_frame(event_history, as_of, tmp_path):

@@ -48,3 +48,26 @@ def test_text_columns_are_assembled_slice_by_slice_to_the_same_values(monkeypatc
     assert got.array._pa_array.num_chunks == -(-n // 7)
     pd.testing.assert_series_equal(_assemble(kept, kept_index, [], "str"),
                                    _single_take(kept, kept_index, []))  # fmt: skip
+
+
+@pytest.mark.parametrize("same_rows", [True, False])
+def test_texts_carried_ahead_give_the_columns_assembled_at_the_end(monkeypatch, same_rows):
+    monkeypatch.setattr(previous_run, "TEXT_SLICE", 7)
+    rng = np.random.default_rng(5)
+    n = 40
+    ids = pd.Index([f"e{i:03d}" for i in range(n)], dtype="str")
+    texts = pd.Series([None if i % 6 == 0 else f"text {i}" for i in range(n)], dtype="str")
+    previous = pd.DataFrame(
+        {"entity_id": ids[::-1], "reasons_up": texts, "reasons_down": texts,
+         "reasons_text": texts, "base_score": pd.array(range(n), dtype="Int64")}
+    )  # fmt: skip
+    keep = rng.random(n) < 0.7
+    moved = np.flatnonzero(~keep)
+    fresh = {"reasons_up": [(moved, pd.Series([f"new {i}" for i in moved], dtype=object))]}
+    plain = previous_run.PreviousRun(previous, ids).reason_columns(keep, fresh)
+    ahead = previous_run.PreviousRun(previous, ids)
+    ahead.carry_texts(keep if same_rows else ~keep)  # other rows: not used
+    carried = ahead.reason_columns(keep, fresh)
+    assert list(carried) == list(plain)
+    for name in plain:
+        pd.testing.assert_series_equal(carried[name], plain[name])

@@ -21,12 +21,13 @@ from features.targets import TARGETS
 from pipelines import steps, training
 from pipelines.atomic_files import write_parquet_atomic
 from pipelines.context import RunContext, parse_as_of
-from pipelines.database_writes import rows_before, sql_delete_rows
+from pipelines.database_writes import sql_delete_rows
 from pipelines.databases import sql_read
 from pipelines.erasure import forget
 from pipelines.output_commit import write_score_tables
 from pipelines.outputs import partition_dir
 from pipelines.retention import purge_score_history
+from pipelines.row_deletes import rows_before
 from pipelines.settings import load_settings
 from pipelines.summary import summarise
 

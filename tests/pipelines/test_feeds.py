@@ -23,10 +23,11 @@ import sqlalchemy as sa
 
 from features.column_checks import ContractError
 from features.feed_checks import FeedError
-from pipelines.database_writes import rows_matching, sql_upsert_tables
+from pipelines.database_writes import sql_upsert_tables
 from pipelines.databases import sql_read
 from pipelines.errors import disk_error_message, user_facing_message
 from pipelines.feeds import check_feeds
+from pipelines.row_deletes import rows_matching
 from pipelines.settings import load_settings
 from pipelines.sources import read_source
 

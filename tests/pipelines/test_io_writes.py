@@ -157,6 +157,25 @@ def test_sql_upsert_twice_gives_no_duplicates(database_url):
     check_upsert_replaces_rows(database_url)
 
 
+def test_an_upsert_of_as_many_rows_keeps_a_stored_row_it_does_not_replace(database_url):
+    """As many incoming rows as stored, one stored key not among them: that row stays.
+
+    DuckDB drops every stored row at once only when all their keys come in again.
+    """
+    sql_upsert(make_scores([1.0, 2.0, 3.0]), database_url, "lead_scores", "entity_id")
+    moved = make_scores([4.0, 5.0, 6.0]).assign(entity_id=["00002", "00003", "00004"])
+    sql_upsert(moved, database_url, "lead_scores", "entity_id")
+    table = sql_read(database_url, "lead_scores").sort_values("entity_id")
+    assert table["entity_id"].tolist() == ["00001", "00002", "00003", "00004"]
+    assert table["score"].tolist() == [1.0, 4.0, 5.0, 6.0]
+    # Every stored key comes in again (and one more): all rows replaced, none doubled.
+    again = make_scores([7.0, 8.0, 9.0]).assign(entity_id=["00001", "00002", "00003"])
+    sql_upsert(pd.concat([again, moved.iloc[2:]], ignore_index=True), database_url,
+               "lead_scores", "entity_id")  # fmt: skip
+    table = sql_read(database_url, "lead_scores").sort_values("entity_id")
+    assert table["score"].tolist() == [7.0, 8.0, 9.0, 6.0]
+
+
 def test_sql_upsert_rejects_bad_keys_and_unknown_columns(database_url):
     rows = make_scores([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match=r"2 rows have a repeated key \(entity_id\)"):
