@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -274,14 +276,25 @@ def _probability(
 
     Raw scores (:func:`models.treeshap.margins`) of :class:`~models.model.ModelInput`
     blocks of :data:`PREDICT_BATCH` rows, calibrated at once as ``predict_proba`` does.
+    Each core takes a share of the rows and both gathers its blocks and scores them
+    (numpy and the kernel release the GIL), so the gathering is not left to one core.
     """
     if not inputs.exact:
         return model.predict_proba(features.iloc[rows])
     margin = np.empty(len(rows), dtype="float64")
-    buffer = None
-    for start in range(0, len(rows), PREDICT_BATCH):
-        block = buffer = inputs.rows(rows[start : start + PREDICT_BATCH], out=buffer)
-        margin[start : start + len(block)] = margins(model.booster, block)
+    width = len(inputs.columns)
+    margins(model.booster, np.empty((0, width)), num_threads=1)  # the trees, read once
+
+    def share(lo: int, hi: int) -> None:
+        buffer = None
+        for start in range(lo, hi, PREDICT_BATCH):
+            stop = min(start + PREDICT_BATCH, hi)
+            block = buffer = inputs.rows(rows[start:stop], out=buffer)
+            margin[start:stop] = margins(model.booster, block, num_threads=1)
+
+    bounds = np.linspace(0, len(rows), (os.cpu_count() or 1) + 1).astype(int)
+    with ThreadPoolExecutor(len(bounds) - 1, thread_name_prefix="predict") as pool:
+        list(pool.map(share, bounds[:-1], bounds[1:]))
     return np.clip(model.calibrator.predict(margin), 0.0, 1.0)
 
 

@@ -214,7 +214,9 @@ def test_scoring_probabilities_are_the_same_as_through_lightgbm(
     monkeypatch.setattr(scoring, "PREDICT_BATCH", 256)
     ours = scoring._probability(model, inputs, frame, rows)
     monkeypatch.setattr(
-        scoring, "margins", lambda booster, block: booster.predict(block, raw_score=True)
+        scoring,
+        "margins",
+        lambda booster, block, num_threads=None: booster.predict(block, raw_score=True),
     )
     theirs = scoring._probability(model, inputs, frame, rows)
     assert inputs.exact
