@@ -142,20 +142,29 @@ def describe_models(model_versions: list[str]) -> str:
 
 def board_header(scored: pd.DataFrame, as_of: date, band_rule: str | None) -> dict[str, Any]:
     """Numbers and text for the page header: counts, not-scored reasons, models, rule."""
-    status = scored["status"].astype("string").fillna("not scored: unknown")
-    scored_mask = status.eq("scored")
-    bands = scored.loc[scored_mask, "band"].astype("string").value_counts()
-    not_scored = status[~scored_mask].str.removeprefix("not scored:").str.strip().value_counts()
+    # Counted first, worded after: a few distinct values, not a million strings.
+    statuses = scored["status"].value_counts(dropna=False)
+    statuses.index = pd.Index(statuses.index, dtype="string").fillna("not scored: unknown")
+    statuses = statuses.groupby(level=0, sort=False).sum()
+    scored_mask = is_scored(scored["status"])
+    bands = scored.loc[scored_mask, "band"].value_counts()
+    bands.index = pd.Index(bands.index, dtype="string")
+    others = statuses[statuses.index != "scored"]
+    wording = others.index.str.removeprefix("not scored:").str.strip()
+    not_scored = (
+        others.groupby(wording, sort=False).sum().sort_values(ascending=False, kind="stable")
+    )
     versions = (
-        scored.loc[scored_mask, "model_versions"].dropna().astype(str).unique().tolist()
+        [str(v) for v in scored.loc[scored_mask, "model_versions"].dropna().unique()]
         if "model_versions" in scored.columns
         else []
     )
     sources = (
-        scored.loc[scored_mask, "score_source"].dropna().astype(str).value_counts().to_dict()
+        scored.loc[scored_mask, "score_source"].dropna().value_counts()
         if "score_source" in scored.columns
-        else {}
+        else pd.Series(dtype="int64")
     )
+    sources = sources.groupby(sources.index.astype(str), sort=False).sum().to_dict()
     return {
         "as_of": as_of.isoformat(),
         "scored": int(scored_mask.sum()),

@@ -69,7 +69,9 @@ def run_date(scored: pd.DataFrame) -> date:
     """
     if "as_of" not in scored.columns or scored["as_of"].isna().all():
         raise ValueError("The scored frame has no as_of value; outputs are partitioned by it.")
-    dates = pd.to_datetime(scored["as_of"], utc=True).dt.date.dropna().unique()
+    # Days as timestamps first: a million Python dates cost 0.2 s at 1M rows.
+    days = pd.to_datetime(scored["as_of"], utc=True).dropna().dt.floor("D").unique()
+    dates = [day.date() for day in days]
     if len(dates) != 1:
         raise ValueError(
             f"The scored frame mixes {len(dates)} as_of dates ({', '.join(map(str, dates[:5]))}); "

@@ -348,3 +348,32 @@ def test_the_board_keeps_display_columns_of_scored_leads_and_forget_scrubs_them(
     regenerate_boards(tmp_path, [scored.loc[0, "entity_id"]])
     after = pd.read_parquet(tmp_path / "board" / "entities.parquet")
     assert scored.loc[0, "entity_id"] not in set(after["entity_id"]) and len(after) == 6
+
+
+def _header_one_row_at_a_time(scored: pd.DataFrame) -> dict:
+    """The header's counts as the board first worded them: per row, as text."""
+    status = scored["status"].astype("string").fillna("not scored: unknown")
+    mask = status.eq("scored")
+    bands = scored.loc[mask, "band"].astype("string").value_counts()
+    why = status[~mask].str.removeprefix("not scored:").str.strip().value_counts()
+    return {
+        "scored": int(mask.sum()),
+        "bands": [(band, int(bands.get(band, 0))) for band in ("high", "medium", "at-risk")],
+        "not_scored": sorted((str(k), int(v)) for k, v in why.items()),
+        "score_sources": scored.loc[mask, "score_source"].dropna().astype(str)
+        .value_counts().to_dict(),
+    }  # fmt: skip
+
+
+def test_the_header_counts_every_status_band_and_source_as_row_by_row():
+    scored = make_scored(60, seed=4, no_consent=(1, 2))
+    scored.loc[3, "status"] = None  # unknown
+    scored.loc[4:6, "status"] = "not scored: already churned"
+    scored.loc[7, "status"] = "not scored:already churned"  # worded alike
+    scored.loc[8:9, "score_source"] = "rules (no champion model)"
+    header = board_header(scored, date(2025, 6, 1), None)
+    want = _header_one_row_at_a_time(scored)
+    assert header["scored"] == want["scored"] and header["bands"] == want["bands"]
+    assert sorted(header["not_scored"]) == want["not_scored"]
+    assert ("already churned", 4) in header["not_scored"]
+    assert header["score_sources"] == want["score_sources"]

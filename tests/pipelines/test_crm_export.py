@@ -188,3 +188,24 @@ def test_crm_settings_are_checked_when_the_config_is_read(tmp_path):
     assert crm_profile(settings.crm.profile, settings.crm.fields).fields["score"] == (
         "Lead_Score__c"
     )
+
+
+@pytest.mark.parametrize("profile", ["generic", "salesforce", "hubspot"])
+def test_the_changes_found_once_give_each_file_what_its_own_comparison_gives(profile):
+    """crm_files compares the run with the previous one once and splits by kind; each
+    file is what crm_changes gives for that file's kinds alone."""
+    from pipelines.crm_export import crm_changes
+
+    day1 = scored_with_kinds()
+    day2 = day1.copy()
+    day2["as_of"] = pd.Timestamp("2025-06-02", tz="UTC")
+    day2.loc[day2.index[::3], "score"] = (day2.loc[day2.index[::3], "score"] + 37) % 101
+    day2.loc[day2.index[1], "kind"] = None  # counted as a lead
+    chosen = crm_profile(profile)
+    files = crm_files(day2, day1, chosen)
+    kind = day2["kind"].astype("string").fillna("lead")
+    for stem, kinds in chosen.files.items():
+        among = None if kinds is None else kind.isin(kinds).to_numpy(bool)
+        alone = crm_changes(day2, day1, chosen.fields, among=among)
+        pd.testing.assert_frame_equal(files[stem], alone)
+    assert sum(len(f) for f in files.values()) > 3

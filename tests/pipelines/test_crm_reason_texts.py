@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from models.reason_text import crm_reason_text
-from pipelines.crm_export import crm_reason_texts
+from pipelines.crm_reasons import crm_reason_texts
 
 CONCEPTS = ["demo requests", "=cmd", "-x", 'quo"te', "back\\slash", "ünï", "", "a" * 120, "tab\t"]
 
