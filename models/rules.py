@@ -192,7 +192,7 @@ def rule_scores_by_kind(
         mapped = pd.Series(kinds, dtype=object)
     else:
         mapped = None if kinds is None else features["entity_id"].map(kinds)
-    ids = features["entity_id"].to_numpy()
+    ids = features["entity_id"]  # taken as it is (Arrow text stays Arrow), not as objects
     for target in TARGETS:
         if mapped is None:
             if target is not CONVERSION:
@@ -210,7 +210,9 @@ def rule_scores_by_kind(
         frames.append(
             pd.DataFrame(
                 {
-                    "entity_id": ids[mask],
+                    "entity_id": (
+                        ids if mask.all() else ids.iloc[np.flatnonzero(mask)]
+                    ).reset_index(drop=True),
                     "rule_score": points,
                     "rule_band": assign_bands(rule_set, points),
                 }
