@@ -341,3 +341,17 @@ def test_scoring_a_date_twice_gives_equal_rows_stamped_with_the_run_date(models)
     assert (first["scored_at"] == AS_OF).all()
     fresh = first["reasons_computed_at"].notna()
     assert fresh.any() and (first.loc[fresh, "reasons_computed_at"] == AS_OF).all()
+
+
+def test_short_text_columns_are_arrow_text_with_missing_values_missing(models) -> None:
+    """Made once by scoring, so no writer turns a million Python strings into Arrow again."""
+    first = run(models)
+    second = run(models, previous=first.iloc[3:].reset_index(drop=True))
+    for column in ("kind", "status", "band", "rule_band", "score_source", "model_versions",
+                   "previous_band"):  # fmt: skip
+        assert second[column].dtype == "str", column
+        assert not second[column].isin(["None", "nan"]).any(), column
+    assert second["previous_band"].iloc[:3].isna().all()  # not in the previous run
+    scored = second["status"] == SCORED
+    assert second.loc[scored, "band"].notna().all()
+    assert second.loc[~scored, "band"].isna().all()
