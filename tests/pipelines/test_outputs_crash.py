@@ -153,6 +153,7 @@ def test_an_interrupt_while_the_rows_are_inserted_rolls_the_score_tables_back(
     tmp_path, monkeypatch
 ):
     import _thread
+    import signal
     import threading
     import time
 
@@ -172,11 +173,17 @@ def test_an_interrupt_while_the_rows_are_inserted_rolls_the_score_tables_back(
 
     monkeypatch.setattr(output_commit, "write_score_tables", slow_insert)
     rerun = next_day(day1, changed=[1, 2])
+    # Ctrl-C as Python answers it: an earlier test of this process may have left another
+    # handler (anyio's runner installs one that cancels its task instead of raising).
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, _thread.interrupt_main)  # Ctrl-C during the commit wait
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)
-    timer.cancel()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            write_outputs(rerun, tmp_path, url, crm_batch_size=50, previous=day1)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, handler)
     time.sleep(1.5)  # the thread reached its commit point, and was told to roll back
 
     assert_left_at_day1(tmp_path, url)
