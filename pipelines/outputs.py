@@ -24,9 +24,9 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.arrow_text import as_arrow_text
 from pipelines.board import is_no_consent
 
 log = logging.getLogger(__name__)
@@ -119,19 +119,8 @@ def score_table_rows(scored: pd.DataFrame) -> pd.DataFrame:
         "scored_at", "as_of", "reasons_computed_at",
     }  # fmt: skip
     for column in text_columns:
-        rows[column] = _as_string(rows[column])
+        rows[column] = as_arrow_text(rows[column], "string")
     return rows.reset_index(drop=True)
-
-
-def _as_string(values: pd.Series) -> pd.Series:
-    """``values.astype("string")``; a column of Python strings goes through Arrow at C speed."""
-    if pd.api.types.is_object_dtype(values.dtype):
-        try:
-            array = pa.array(values.to_numpy(), type=pa.string(), from_pandas=True)
-        except (pa.ArrowException, TypeError, ValueError):  # not all text: pandas' rules
-            return values.astype("string")
-        return pd.Series(pd.array(array, dtype="string"), index=values.index, name=values.name)
-    return values.astype("string")
 
 
 def list_partitions(out_dir: Path) -> dict[date, Path]:
