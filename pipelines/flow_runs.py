@@ -55,10 +55,14 @@ def scoring_run(
     from pipelines.flows import nightly as nightly_flow
     from pipelines.flows import score_flow
     from pipelines.read_ahead import drop
+    from pipelines.runtime import few_full_collections
 
     try:
-        return (nightly_flow if retrain else score_flow)(
-            as_of=str(ctx.as_of.date()), config_path=config_arg(config), allow_future=allow_future
-        )
+        with few_full_collections():
+            return (nightly_flow if retrain else score_flow)(
+                as_of=str(ctx.as_of.date()),
+                config_path=config_arg(config),
+                allow_future=allow_future,
+            )
     finally:
         drop()  # a flow that failed before its first step left it

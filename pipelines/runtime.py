@@ -1,6 +1,7 @@
 """Process-wide defaults a run sets before Prefect or MLflow start.
 
-Only defaults: a variable the user has set is left as it is.
+Only defaults: a variable the user has set is left as it is. Also how the process
+collects garbage during a run and at exit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 #: Seconds Prefect waits for its temporary local API server to start. Prefect's own
@@ -77,6 +79,34 @@ def _freeze_and_quiet() -> None:
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, 2)
         os.close(quiet)
+
+
+#: Young-generation collections between two full ones during a run (Python: 10).
+FULL_COLLECTION_EVERY = 1000
+
+
+@contextlib.contextmanager
+def few_full_collections() -> Iterator[None]:
+    """Hold back Python's full garbage collections for the length of a run.
+
+    A full collection walks every object alive: the imported modules' and, during a
+    run, pandas' and Prefect's. A million-entity nightly made 7 of them, 0.56 s of its
+    main thread, and freed little. Within this block the objects alive at its start
+    are frozen (never walked again) and a full collection waits for 1000 young ones
+    instead of 10 (none in that nightly; still some in a long training). Young
+    collections go on as before, so short-lived cycles are freed as they were. The
+    previous thresholds are restored and the objects unfrozen when the block ends.
+    """
+    import gc
+
+    young, middle, full = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young, middle, max(full, FULL_COLLECTION_EVERY))
+    try:
+        yield
+    finally:
+        gc.set_threshold(young, middle, full)
+        gc.unfreeze()
 
 
 def configure_terminal_logging(verbose: bool) -> None:

@@ -25,3 +25,31 @@ def test_objects_are_frozen_by_the_last_exit_handler_once():
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["registered", "1", "0", "frozen", "True"]
     assert done.stderr.split() == ["still", "heard"]  # then stderr is /dev/null
+
+
+def test_a_run_holds_back_full_collections_and_restores_them():
+    done = python("""
+        import gc
+        from pipelines.runtime import FULL_COLLECTION_EVERY, few_full_collections
+
+        gc.set_threshold(700, 10, 10)
+        full_runs = []
+        gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2
+                            and full_runs.append(1))
+        with few_full_collections():
+            print("inside", gc.get_threshold()[2] == FULL_COLLECTION_EVERY,
+                  gc.get_freeze_count() > 0)
+            kept = [[i] for i in range(200_000)]  # many young collections, no full one
+            print("full collections", len(full_runs))
+        print("after", gc.get_threshold(), gc.get_freeze_count())
+        del kept
+        [[i] for i in range(200_000)]
+        print("full collections again", len(full_runs) > 0)
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "inside True True",
+        "full collections 0",
+        "after (700, 10, 10) 0",
+        "full collections again True",
+    ]
