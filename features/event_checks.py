@@ -14,7 +14,7 @@ offending rows counted from 1 across the source's files in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +200,7 @@ def normalise_events(
     locate: Callable[[], RowLocator],
     timestamp_format: str | None = None,
     rewrites: Mapping[str, bool] | None = None,
+    keep: Sequence[str] = (),
 ) -> ir.Table:
     """The contract's checks on raw (mapped) events, and the events normalised.
 
@@ -212,6 +213,7 @@ def normalise_events(
         timestamp_format: ``strptime`` format of text timestamps; ``None``: ISO 8601.
         rewrites: The result of :func:`check_events` for these very rows, when known
             (the same files, unchanged since): the check is not run again.
+        keep: Reader's columns (:data:`SOURCE_COLUMNS`) to keep, after the others.
 
     Returns:
         The events: contract columns normalised (text ids stripped, ``event_time``
@@ -229,7 +231,7 @@ def normalise_events(
     table = raw.mutate(**rewritten) if rewritten else raw
     others = [c for c in raw.columns if c not in EVENT_COLUMNS and c not in SOURCE_COLUMNS]
     contract = [c for c in EVENT_COLUMNS if c in raw.columns]
-    return table.select(*contract, *others)
+    return table.select(*contract, *others, *keep)
 
 
 def check_events(

@@ -10,7 +10,7 @@ need rows (the labels of a training run) fetch them, and only the columns they n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -20,6 +20,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from features.arrow_text import arrow_strings
+from features.event_days import is_midnight, profile_from_days
 from features.timeutil import UTC_TIMESTAMP, as_utc
 
 EVENT_COLUMNS: tuple[str, ...] = ("entity_id", "event_time", "event_type", "value", "item")
@@ -67,11 +68,16 @@ class EventTable:
         con: The Ibis connection that runs the queries (DuckDB or Spark).
         duplicates: The exact duplicates of exactly these rows, when the reader knows
             them; every slice of the table forgets them.
+        day_counts: Gives :func:`features.event_days.day_counts` of exactly these
+            rows (by source file, remembered between runs), when the reader can: the
+            profile at a midnight then adds them up instead of scanning the events.
+            Every slice of the table forgets it.
     """
 
     table: ir.Table
     con: Any = field(repr=False)
     duplicates: KnownDuplicates | None = None
+    day_counts: Callable[[], pd.DataFrame] | None = field(default=None, repr=False)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, con: Any = None) -> EventTable:
@@ -128,7 +134,8 @@ class EventTable:
 
         One grouped scan answers the questions a run asks of its events around its run
         date (how many, how many before and after it, which types, first and last
-        time), each of which was a scan of its own; remembered per moment.
+        time), each of which was a scan of its own; remembered per moment. At
+        midnights, :attr:`day_counts` answers them when the reader gave it.
         """
         key = as_utc(moment)
         if key not in self._profiles:
@@ -144,6 +151,11 @@ class EventTable:
         keys = list(dict.fromkeys(as_utc(moment) for moment in moments))
         keys = [key for key in keys if key not in self._profiles]
         if not keys:
+            return
+        if self.day_counts is not None and all(is_midnight(key) for key in keys):
+            days = self.day_counts()
+            for key in keys:
+                self._profiles[key] = profile_from_days(days, key)
             return
         table = self.table
         time = table.event_time

@@ -38,6 +38,7 @@ from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
 from features.mapping import InputMapping
 from pipelines.databases import is_sql_url, shown_url
+from pipelines.event_days_memo import FileDays, days_file
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,17 @@ class ChecksMemo:
         fingerprint: The digest of the files and mapping checked.
         rewrites: Which contract columns needed normalising.
         duplicates: The exact duplicates found (only a feed without any is remembered).
+        known: The checks were remembered already (nothing new to write of them).
+        days: The events' day counts, written back if the files changed
+            (:class:`pipelines.event_days_memo.FileDays`).
     """
 
     checks_file: Path
     fingerprint: str
     rewrites: dict[str, bool]
     duplicates: KnownDuplicates
+    known: bool = False
+    days: FileDays | None = None
 
 
 def read_events(
@@ -210,21 +216,26 @@ def _from_parquet(
     timestamp_format = mapping.timestamp_format if mapping else None
     fingerprint = files_fingerprint(files, mapping, source)
     known = remembered_checks(checks_file, fingerprint)
-    memo = None
     if known is None:
         rewrites = check_events(mapped, con, source, locate, timestamp_format)
         table = normalise_events(mapped, con, source, locate, timestamp_format, rewrites)
         count = duplicate_count(table, con)
         sample = duplicate_sample(table, con, DUPLICATE_SAMPLE_ROWS) if count else []
         duplicates = KnownDuplicates(count, sample)
-        if checks_file is not None:
-            memo = ChecksMemo(checks_file, fingerprint, rewrites, duplicates)
     else:
         rewrites, duplicates = known
         log.info("The events' %d files are unchanged since their last check: not checked again.",
                  len(files))  # fmt: skip
         table = normalise_events(mapped, con, source, locate, timestamp_format, rewrites)
-    events = EventTable(table, con, duplicates)
+    by_file = normalise_events(
+        mapped, con, source, locate, timestamp_format, rewrites, keep=(FILE_COLUMN,)
+    )
+    salt = json.dumps([CHECKS_VERSION, "parquet", str(source), repr(mapping)])
+    days = FileDays(con, by_file, files, days_file(checks_file) if checks_file else None, salt)
+    memo = None
+    if checks_file is not None:
+        memo = ChecksMemo(checks_file, fingerprint, rewrites, duplicates, known is not None, days)
+    events = EventTable(table, con, duplicates, day_counts=days)
     log.info("Events from %d Parquet file(s) at %s: %d rows, read by the engine.",
              len(files), source, events.rows)  # fmt: skip
     return events, memo
@@ -266,8 +277,13 @@ def remembered_checks(
 
 
 def remember_checks(memo: ChecksMemo | None) -> None:
-    """Write checks that passed (a feed without duplicates: no entity id is kept)."""
-    if memo is None or memo.duplicates.count:
+    """Write checks that passed (a feed without duplicates: no entity id is kept).
+
+    The events' day counts are written too when the files changed (they hold no id).
+    """
+    if memo is not None and memo.days is not None:
+        memo.days.remember()
+    if memo is None or memo.known or memo.duplicates.count:
         return
     from pipelines.atomic_files import write_text_atomic
 

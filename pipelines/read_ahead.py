@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.event_days_memo import DAYS_FILE
 from pipelines.sources import CHECKS_FILE
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 step_log = logging.getLogger("pipelines.steps")
 
 #: The output folder's files :func:`pipelines.steps.load_inputs` reads.
-CONSULTED = ("summary.json", CHECKS_FILE)
+CONSULTED = ("summary.json", CHECKS_FILE, DAYS_FILE)
 
 _Stamp = tuple[tuple[str, int, int] | None, ...]
 

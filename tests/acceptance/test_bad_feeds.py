@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -224,3 +225,37 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_outputs(site, normal_
     scores = sql_read(f"duckdb:///{site.out / 'leadscore.duckdb'}", "lead_scores")
     assert scores["as_of"].dt.date.astype(str).unique().tolist() == [FIRST]
     assert not (site.out / "scores" / f"as_of={NEXT}").exists()
+
+
+def test_a_feed_that_grows_by_a_file_has_only_that_file_counted(site, normal_day):
+    """The profile's day counts are remembered per file: the next night counts the new one.
+
+    A copy of the module's outputs (its champions: no training), so the other tests'
+    outputs stay as they were.
+    """
+    out = Path(shutil.copytree(site.out, site.root / "out-growing"))
+    folder = site.root / "feeds" / "growing"
+    folder.mkdir(parents=True)
+    site.events.to_parquet(folder / "part-0.parquet", index=False)
+    settings = yaml.safe_load(site.config("growing", str(folder)).read_text())
+    settings["output"]["dir"] = str(out)
+    config = site.root / "conf" / "growing-own-output.yaml"
+    config.write_text(yaml.safe_dump(settings))
+
+    first = leadscore(config, site.env, "--verbose", "nightly", "--as-of", FIRST)
+    new = site.events.sample(40, random_state=3).assign(
+        event_time=pd.date_range(f"{FIRST} 06:00", periods=40, freq="4h", tz="UTC")
+    )
+    new.to_parquet(folder / "part-1.parquet", index=False)
+    second = leadscore(config, site.env, "--verbose", "nightly", "--as-of", NEXT)
+
+    assert first.returncode == 0, said(first)
+    assert second.returncode == 0, said(second)
+    assert "Counted the events of 1 new or changed file(s) by day; 0 remembered." in said(first)
+    assert "Counted the events of 1 new or changed file(s) by day; 1 remembered." in said(second)
+    summary = json.loads((out / "summary.json").read_text())
+    every = pd.concat([site.events, new], ignore_index=True)
+    at = pd.Timestamp(NEXT, tz="UTC")
+    assert summary["inputs"]["events"] == len(every)
+    assert summary["feeds"]["events_before_as_of"] == int((every["event_time"] < at).sum())
+    assert summary["inputs"]["future_events"] == int((every["event_time"] > at).sum())
