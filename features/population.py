@@ -38,7 +38,8 @@ def first_outcome(outcomes: pd.DataFrame | None, names: tuple[str, ...]) -> pd.S
         return pd.Series([], index=pd.Index([], dtype="str"), dtype="datetime64[us, UTC]")
     chosen = outcomes[outcomes["outcome"].astype("str").str.lower().isin(names).to_numpy(bool)]
     when = pd.to_datetime(chosen["occurred_at"], utc=True)
-    return when.groupby(chosen["entity_id"].astype("str").to_numpy()).min()
+    # Unsorted: callers look ids up; sorting 134,000 text ids cost 0.07 s.
+    return when.groupby(chosen["entity_id"].astype("str").to_numpy(), sort=False).min()
 
 
 def end_times(entities: pd.DataFrame, outcomes: pd.DataFrame | None) -> pd.Series:

@@ -157,6 +157,12 @@ def test_scored_rows_have_probability_score_band_and_reasons(models) -> None:
         model.predict_proba(by_id.loc[customers["entity_id"]]), model.reference_scores, "customer"
     )
     np.testing.assert_array_equal(customers["score"].to_numpy(dtype=float), np.round(expected))
+    # Each core calibrates its own share of the rows: the model's own probabilities.
+    np.testing.assert_allclose(
+        customers["churn_probability"].to_numpy(float),
+        model.predict_proba(by_id.loc[customers["entity_id"]]),
+        rtol=0, atol=1e-9,
+    )  # fmt: skip
     # The band is the stored rule applied to the probabilities, nothing else.
     rule = band_rule_for_models(models, high_share=0.2, at_risk_share=0.2)
     np.testing.assert_array_equal(
