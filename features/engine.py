@@ -338,7 +338,15 @@ def nps_and_key_features(
 
     See :func:`latest_nps_and_key_features`; entities without either have no row.
     """
-    relevant = events.filter(events.event_type.isin([NPS_ANSWER, FEATURE_USE]))
+    # Two scans with plain filters, which the engine applies as it reads: feature use of
+    # the key-feature window only, and NPS answers. One scan for both types (an IN list,
+    # which DuckDB applies only after reading every column) took twice as long at 44M
+    # events, and joined five times the rows to their entities.
+    since = ibis.literal((as_of - pd.Timedelta(days=KEY_FEATURES_WINDOW)).to_pydatetime(),
+                         type="timestamp('UTC')")  # fmt: skip
+    answers = events.filter(events.event_type == NPS_ANSWER)
+    uses = events.filter((events.event_type == FEATURE_USE) & (events.event_time >= since))
+    relevant = answers.union(uses)
     before = with_entity_rows(events_before(relevant, as_of, backend), entity_rows)
     both = latest_nps_and_key_features(before, ["row"], spec)
     return both.select("row", "nps_latest", "key_features_used")

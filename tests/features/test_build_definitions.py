@@ -174,3 +174,20 @@ def test_special_features_follow_their_definitions(duckdb_con):
     keyed = the_row(events_of(("feature_use", as_of - DAY, None, "f3")), as_of, CUSTOM_SPEC)
     assert keyed["key_features_used_30d"] == 0  # f3 is not a key feature of CUSTOM_SPEC
     assert keyed["purchases_total"] == 0 and np.isnan(keyed["days_since_first_purchase"])
+
+
+def test_key_features_count_uses_from_exactly_thirty_days_before_the_cutoff(as_of, duckdb_con):
+    # Read by its own filtered scan (the window's start as a time): the edges hold.
+    row = the_row(
+        events_of(
+            ("feature_use", as_of - 30 * DAY, None, "f1"),  # on the window's first instant
+            ("feature_use", as_of - 30 * DAY - US, None, "f2"),  # a microsecond before it
+            ("feature_use", as_of - US, None, "f3"),
+            ("feature_use", as_of, None, "f4"),  # at the cutoff: after it
+            ("nps_answer", as_of - 400 * DAY, 3.0),  # an old answer still counts
+        ),
+        as_of,
+        con=duckdb_con,
+    )
+    assert row["key_features_used_30d"] == 2
+    assert row["nps_latest"] == 3.0 and row["nps_class"] == "detractor"
