@@ -18,10 +18,6 @@ import pandas as pd
 from features.engine import DAY_US, epoch_microseconds, microseconds
 from features.timeutil import UTC_TIMESTAMP, as_utc
 
-#: Counts per (group, event type, day) of :func:`day_counts`, besides those keys.
-COUNT_COLUMNS = ("rows", "at_start", "first", "last")
-VALUE_COLUMNS = ("values", "nan_values", "value_low", "value_high")
-
 
 def is_midnight(moment: pd.Timestamp | str) -> bool:
     """Whether a moment (naive means UTC) is the start of a UTC day."""

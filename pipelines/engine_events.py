@@ -214,24 +214,26 @@ def _from_parquet(
         return RowLocator(offsets)
 
     timestamp_format = mapping.timestamp_format if mapping else None
-    fingerprint = files_fingerprint(files, mapping, source)
+    stamps = {str(file): file_stamp(file) for file in files}
+    fingerprint = files_fingerprint(files, mapping, source, stamps=list(stamps.values()))
     known = remembered_checks(checks_file, fingerprint)
     if known is None:
         rewrites = check_events(mapped, con, source, locate, timestamp_format)
-        table = normalise_events(mapped, con, source, locate, timestamp_format, rewrites)
-        count = duplicate_count(table, con)
-        sample = duplicate_sample(table, con, DUPLICATE_SAMPLE_ROWS) if count else []
-        duplicates = KnownDuplicates(count, sample)
     else:
         rewrites, duplicates = known
         log.info("The events' %d files are unchanged since their last check: not checked again.",
                  len(files))  # fmt: skip
-        table = normalise_events(mapped, con, source, locate, timestamp_format, rewrites)
+    # Normalised once; the day counts (pipelines.event_days_memo) keep each row's file.
     by_file = normalise_events(
         mapped, con, source, locate, timestamp_format, rewrites, keep=(FILE_COLUMN,)
     )
-    salt = json.dumps([CHECKS_VERSION, "parquet", str(source), repr(mapping)])
-    days = FileDays(con, by_file, files, days_file(checks_file) if checks_file else None, salt)
+    table = by_file.drop(FILE_COLUMN)
+    if known is None:
+        count = duplicate_count(table, con)
+        sample = duplicate_sample(table, con, DUPLICATE_SAMPLE_ROWS) if count else []
+        duplicates = KnownDuplicates(count, sample)
+    memo_file = days_file(checks_file) if checks_file else None
+    days = FileDays(con, by_file, stamps, memo_file, reading(mapping, source, "parquet"))
     memo = None
     if checks_file is not None:
         memo = ChecksMemo(checks_file, fingerprint, rewrites, duplicates, known is not None, days)
@@ -245,18 +247,32 @@ def _from_parquet(
 CHECKS_VERSION = 2
 
 
+def reading(mapping: InputMapping | None, source: str, reader: str) -> list[Any]:
+    """How files are read, besides the files: version, reader, source as given, mapping."""
+    return [CHECKS_VERSION, reader, str(source), repr(mapping)]
+
+
+def file_stamp(file: Path) -> list[Any]:
+    """A file's resolved path, size and modification time."""
+    stat = file.stat()
+    return [str(file.resolve()), stat.st_size, stat.st_mtime_ns]
+
+
 def files_fingerprint(
-    files: list[Path], mapping: InputMapping | None, source: str = "", reader: str = "parquet"
+    files: list[Path],
+    mapping: InputMapping | None,
+    source: str = "",
+    reader: str = "parquet",
+    stamps: list[list[Any]] | None = None,
 ) -> str:
     """A digest of the reader, the source as given, the files and the mapping.
 
-    The files count with their paths, sizes and modification times; the same files
-    read as a folder (with ``key=value`` columns) or as a glob are checked apart.
+    The files count with their paths, sizes and modification times (``stamps``, when
+    the caller has them: :func:`file_stamp` of each file); the same files read as a
+    folder (with ``key=value`` columns) or as a glob are checked apart.
     """
-    parts: list[Any] = [CHECKS_VERSION, reader, str(source), repr(mapping)]
-    for file in files:
-        stat = file.stat()
-        parts.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+    parts = reading(mapping, source, reader)
+    parts += stamps if stamps is not None else [file_stamp(file) for file in files]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 

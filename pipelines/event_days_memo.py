@@ -39,10 +39,9 @@ def days_file(checks_file: Path) -> Path:
     return checks_file.with_name(Path(DAYS_FILE).name)
 
 
-def file_key(file: Path, salt: str) -> str:
-    """A digest of one file (path, size, modification time) read with the given ``salt``."""
-    stat = file.stat()
-    parts = [DAYS_VERSION, salt, str(file.resolve()), stat.st_size, stat.st_mtime_ns]
+def file_key(stamp: list[Any], reading: list[Any]) -> str:
+    """A digest of one file's stamp (:func:`pipelines.engine_events.file_stamp`) as read."""
+    parts = [DAYS_VERSION, reading, stamp]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
@@ -54,16 +53,23 @@ class FileDays:
     Args:
         con: The run's engine connection.
         table: The normalised events with their source file in :data:`FILE_COLUMN`.
-        files: The source's files, as the engine named them.
+        stamps: Per file, as the engine names it, its stamp (path, size, modification
+            time: :func:`pipelines.engine_events.file_stamp`).
         memo: The output folder's :data:`DAYS_FILE`; ``None``: remember nothing.
-        salt: What else decides the counts: reader, source as given, column mapping.
+        reading: What else decides the counts: version, reader, source as given, column
+            mapping (:func:`pipelines.engine_events.reading`, as the checks' digest).
     """
 
     def __init__(
-        self, con: Any, table: ir.Table, files: list[Path], memo: Path | None, salt: str
+        self,
+        con: Any,
+        table: ir.Table,
+        stamps: dict[str, list[Any]],
+        memo: Path | None,
+        reading: list[Any],
     ) -> None:
         self._con, self._table, self._memo = con, table, memo
-        self._keys = {str(file): file_key(file, salt) for file in files}
+        self._keys = {name: file_key(stamp, reading) for name, stamp in stamps.items()}
         self._frame: pd.DataFrame | None = None
         self._changed = False
         self.counted_files = 0
