@@ -33,12 +33,14 @@ def context_with_prefect(
     is created. Returns once the server answers.
     """
     from pipelines.prefect_server import start_prefect_server_early, wait_for_prefect_server
+    from pipelines.runtime import no_collections_while_importing
 
-    start_prefect_server_early()
-    from pipelines import flows  # noqa: F401 - imported while the server comes up
-    from pipelines.context import build_context
+    with no_collections_while_importing():
+        start_prefect_server_early()
+        from pipelines import flows  # noqa: F401 - imported while the server comes up
+        from pipelines.context import build_context
 
-    ctx = build_context(config, as_of, allow_future=allow_future)
+        ctx = build_context(config, as_of, allow_future=allow_future)
     if inputs:
         from pipelines.read_ahead import read_ahead
 

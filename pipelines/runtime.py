@@ -81,6 +81,29 @@ def _freeze_and_quiet() -> None:
         os.close(quiet)
 
 
+@contextlib.contextmanager
+def no_collections_while_importing() -> Iterator[None]:
+    """Pause Python's garbage collector while a command imports its pipeline.
+
+    Importing pandas, Prefect, DuckDB, LightGBM and the flows makes hundreds of
+    thousands of long-lived objects (modules, classes, pydantic models), and the
+    collector walked them again and again as they were made: about 0.6 s of a
+    ``nightly`` command's start-up. Within this block nothing is collected; what it
+    made is then frozen (:func:`gc.freeze`: never walked again, as modules live to the
+    end anyway) and the collector runs as before.
+    """
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
 #: Young-generation collections between two full ones during a run (Python: 10).
 FULL_COLLECTION_EVERY = 1000
 

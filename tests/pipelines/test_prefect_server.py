@@ -64,6 +64,13 @@ def test_the_flow_runs_on_the_server_started_early_which_stops_at_exit():
         from pipelines.runtime import set_quiet_and_patient_defaults
 
         set_quiet_and_patient_defaults()
+        # Started from a user's project that has a pipelines package of its own.
+        import pathlib, tempfile
+
+        project = pathlib.Path(tempfile.mkdtemp())
+        (project / "pipelines").mkdir()
+        (project / "pipelines" / "__init__.py").write_text("raise SystemExit('not ours')")
+        os.chdir(project)
         start_prefect_server_early()
         start_prefect_server_early()  # once per process
         wait_for_prefect_server()
@@ -116,3 +123,39 @@ def test_a_server_that_cannot_start_is_a_sentence_without_relaunches():
     first, sentence = done.stdout.splitlines()[:2]
     assert first.split() == ["launches", "1", "quick", "True"]
     assert "stopped with exit code 3" in sentence and "PREFECT_API_URL" in sentence
+
+
+def test_the_server_process_imports_the_application_without_collections():
+    # The server process's main, with uvicorn's own main replaced by a probe.
+    done = python("""
+        import gc, sys
+        import uvicorn.main
+
+        runs = []
+        gc.callbacks.append(lambda phase, info: phase == "start" and runs.append(1))
+
+        def probe():
+            print("imported", "prefect.server.api.server" in sys.modules)
+            print("collections while importing", len(runs))
+            print("collector on", gc.isenabled(), "frozen", gc.get_freeze_count() > 100_000)
+            print("args", sys.argv)
+            return 0
+
+        uvicorn.main.main = probe
+        sys.argv = ["-m", "--port", "1234"]
+        from pipelines.prefect_server import serve
+
+        runs.clear()
+        try:
+            serve()
+        except SystemExit as done:
+            print("exit", done.code)
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "imported True",
+        "collections while importing 0",
+        "collector on True frozen True",
+        "args ['uvicorn', '--port', '1234']",
+        "exit 0",
+    ]

@@ -53,3 +53,29 @@ def test_a_run_holds_back_full_collections_and_restores_them():
         "after (700, 10, 10) 0",
         "full collections again True",
     ]
+
+
+def test_imports_make_no_collections_and_are_frozen_after():
+    done = python("""
+        import gc
+        from pipelines.runtime import no_collections_while_importing
+
+        runs = []
+        gc.callbacks.append(lambda phase, info: phase == "start" and runs.append(1))
+        with no_collections_while_importing():
+            print("inside", gc.isenabled())
+            made = [[i] for i in range(200_000)]  # would trigger young collections
+            print("collections", len(runs))
+        print("after", gc.isenabled(), gc.get_freeze_count() >= 200_000)
+        gc.disable()
+        with no_collections_while_importing():
+            pass
+        print("left disabled", not gc.isenabled())
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "inside False",
+        "collections 0",
+        "after True True",
+        "left disabled True",
+    ]
