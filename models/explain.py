@@ -44,6 +44,7 @@ from models.bands import ScoreKind, score_from_probability
 from models.concepts import ConceptMap
 from models.model import ModelInput, TrainedModel
 from models.reason_text import entity_values, reason_lists, reasons_text, sentences
+from models.text_arrays import TextArray, joined_texts
 from models.treeshap import contributions
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ REASON_COLUMNS = (
     "base_score",
     "other_factors_points",
 )
-_DTYPES = {"reasons_up": object, "reasons_down": object, "reasons_text": object}
+#: The reason texts, built as Arrow text (:mod:`models.text_arrays`).
+TEXT_COLUMNS = ("reasons_up", "reasons_down", "reasons_text")
 #: A reason shown for at least this share of the entities explained together is part
 #: of the base score, not a reason (e.g. "No NPS answer yet" for every lead).
 SHARED_SHARE = 0.99
@@ -263,7 +265,7 @@ def finish(
     base: int,
     concepts: ConceptMap,
     top_k: int = 3,
-) -> dict[str, np.ndarray]:
+) -> dict[str, TextArray]:
     """Reason columns of a block: shared reasons go into the base, the top ``top_k`` shown.
 
     Args:
@@ -354,7 +356,7 @@ def explain(
             f"({len(concepts.feature_names)} vs {len(model.feature_names)} columns); build it "
             "with concept_map(model.feature_names, catalog, model.categorical_levels)."
         )
-    out: dict[str, list[np.ndarray]] = {name: [] for name in (*REASON_COLUMNS, "score_exact")}
+    out: dict[str, list[TextArray]] = {name: [] for name in (*REASON_COLUMNS, "score_exact")}
     base_score: float | None = None
     blocks: list[Candidates] = []
     positions = np.arange(len(features)) if rows is None else np.asarray(rows, dtype=np.intp)
@@ -392,6 +394,5 @@ def explain(
     index = features.index[positions]
     if not out["score_exact"]:
         return pd.DataFrame(columns=[*REASON_COLUMNS, "score_exact"], index=index)
-    # Object dtype on purpose: inferring Arrow strings for millions of rows costs seconds.
-    cat, dtype = np.concatenate, _DTYPES.get
-    return pd.DataFrame({n: pd.Series(cat(p), index=index, dtype=dtype(n)) for n, p in out.items()})
+    cat = {name: joined_texts if name in TEXT_COLUMNS else np.concatenate for name in out}
+    return pd.DataFrame({name: cat[name](parts) for name, parts in out.items()}, index=index)

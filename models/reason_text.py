@@ -12,22 +12,26 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import re
 import string
 from collections.abc import Mapping
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from features.spec import FeatureDef
 from features.wording import capitalised, humanised, looks_like_an_id
 from models.concepts import ConceptMap
 from models.rulefile import Signal
+from models.text_arrays import TextArray, arrow_text, as_text, concat, impact_text, joined, pick
+
+if TYPE_CHECKING:
+    from pandas.api.extensions import ExtensionArray
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,6 @@ _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _EMPTY_NOTE = re.compile(r"\s*\(empty:\s*([^)]*)\)")
 #: Closing part of one reason's JSON object.
 _JSON_TAIL = '", "impact": {:d}}}'
-#: Impacts formatted through a lookup table within [-RANGE, RANGE], one by one beyond.
-_IMPACT_RANGE = 300
 
 
 def _decimals(description: str) -> int | None:
@@ -154,33 +156,6 @@ def sentences(
     return codes, texts
 
 
-def _joined(parts: np.ndarray, valid: np.ndarray, separator: str) -> np.ndarray:
-    """Row-wise join of the valid entries of an ``(rows, k)`` object array."""
-    text = np.full(len(parts), "", dtype=object)
-    seen = np.zeros(len(parts), dtype=bool)
-    for j in range(parts.shape[1]):
-        sep = np.where(valid[:, j] & seen, separator, "")
-        text = text + sep + np.where(valid[:, j], parts[:, j], "")
-        seen |= valid[:, j]
-    return text
-
-
-@functools.cache
-def _impact_table(template: str) -> np.ndarray:
-    values = range(-_IMPACT_RANGE, _IMPACT_RANGE + 1)
-    return np.array([template.format(i) for i in values], dtype=object)
-
-
-def _impact_text(impact: np.ndarray, template: str) -> np.ndarray:
-    """``template.format(i)`` for each integer (formatting millions one by one is slow)."""
-    impact = np.asarray(impact, dtype=np.int64)
-    inside = np.abs(impact) <= _IMPACT_RANGE
-    text = _impact_table(template)[np.where(inside, impact, 0) + _IMPACT_RANGE]
-    if not inside.all():
-        text[~inside] = [template.format(int(i)) for i in impact[~inside]]
-    return text
-
-
 def reason_lists(
     impact: np.ndarray,
     valid: np.ndarray,
@@ -200,36 +175,31 @@ def reason_lists(
         concepts: The model's concept map.
 
     Returns:
-        ``(json, line)`` object arrays: the ``reasons_up``/``reasons_down`` JSON text
+        ``(json, line)`` pandas ``str`` arrays: the ``reasons_up``/``reasons_down`` JSON text
         (parsed by :func:`parse_reasons`) and ``[group] +12 pts: sentence; ...``.
     """
-    n_rows, k = impact.shape
     # Per-concept fixed parts of each reason, built once (string work dominates otherwise).
-    json_head = np.array(
-        [
-            f'{{"concept": {json.dumps(c)}, "group": {json.dumps(g)}, "text": "'
-            for c, g in zip(concepts.concepts, concepts.groups, strict=True)
-        ],
-        dtype=object,
-    )
-    group_tag = np.array([f"[{g}] " for g in concepts.groups], dtype=object)
-    plain_table = np.array([*texts, ""], dtype=object)
-    escaped_table = np.array([json.dumps(t)[1:-1] for t in [*texts, ""]], dtype=object)
+    json_head = [
+        f'{{"concept": {json.dumps(c)}, "group": {json.dumps(g)}, "text": "'
+        for c, g in zip(concepts.concepts, concepts.groups, strict=True)
+    ]
+    group_tag = [f"[{g}] " for g in concepts.groups]
     r, j = np.nonzero(valid)
-    c = picked[r, j]
-    plain, escaped = plain_table[codes[r, j]], escaped_table[codes[r, j]]
-    prefix = _impact_text(impact[r, j], "{:+d} pts: ")
-    items = np.full((n_rows, k), "", dtype=object)
-    items[r, j] = json_head[c] + prefix + escaped + _impact_text(impact[r, j], _JSON_TAIL)
-    listed = "[" + _joined(items, valid, ", ") + "]"
-    items[r, j] = group_tag[c] + prefix + plain
-    return listed, _joined(items, valid, "; ")
+    c, code, points = picked[r, j], codes[r, j], impact[r, j]
+    prefix = impact_text(points, "{:+d} pts: ")
+    escaped = pick([json.dumps(t)[1:-1] for t in [*texts, ""]], code)
+    items = concat(pick(json_head, c), prefix, escaped, impact_text(points, _JSON_TAIL))
+    listed = concat("[", joined(items, r, j, valid, ", "), "]")
+    line = joined(concat(pick(group_tag, c), prefix, pick([*texts, ""], code)), r, j, valid, "; ")
+    return as_text(listed), as_text(line)
 
 
 def reasons_text(
-    up: np.ndarray, down: np.ndarray, base: int | np.ndarray, other: np.ndarray
-) -> np.ndarray:
+    up: TextArray, down: TextArray, base: int | np.ndarray, other: np.ndarray
+) -> ExtensionArray:
     """``reasons_text``: ``Up: ... Down: ... (points of the 0-100 score: base, other)``.
+
+    Returns a pandas ``str`` array (Arrow text).
 
     Args:
         up: Plain lines of the raising reasons (:func:`reason_lists`).
@@ -239,12 +209,14 @@ def reasons_text(
         other: Per row, the points of the factors not shown.
     """
     base = np.broadcast_to(np.asarray(base, dtype=np.int64), np.shape(other))
-    tail = _impact_text(base, f"({IMPACT_UNIT}: base {{:d}}, other factors ") + _impact_text(
-        other, "{:+d})"
+    tail = concat(
+        impact_text(base, f"({IMPACT_UNIT}: base {{:d}}, other factors "),
+        impact_text(other, "{:+d})"),
     )
-    up = np.where(up != "", "Up: " + up + ". ", "")
-    down = np.where(down != "", "Down: " + down + ". ", "")
-    return (up + down + tail).astype(object)
+    up, down = arrow_text(up), arrow_text(down)
+    up = pc.if_else(pc.not_equal(up, ""), concat("Up: ", up, ". "), "")
+    down = pc.if_else(pc.not_equal(down, ""), concat("Down: ", down, ". "), "")
+    return as_text(concat(up, down, tail))
 
 
 def signal_sentence(signal: Signal, units: float) -> str:
@@ -267,11 +239,12 @@ def signal_sentence(signal: Signal, units: float) -> str:
 
 def listed_reasons(
     impact: np.ndarray, valid: np.ndarray, concepts: np.ndarray, texts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[ExtensionArray, ExtensionArray]:
     """Reasons given as text per (row, rank): the JSON list and the plain-text line.
 
     The same forms as :func:`reason_lists`, for reasons that are not feature
-    sentences (the rule score's signals), all in the ``engagement`` group.
+    sentences (the rule score's signals), all in the ``engagement`` group, as pandas
+    ``str`` arrays.
 
     Args:
         impact: ``(rows, k)`` whole points of the 0-100 score.
@@ -281,18 +254,15 @@ def listed_reasons(
     """
     r, j = np.nonzero(valid)
     codes, uniques = pd.factorize(pd.Series(concepts[r, j], dtype=object))
-    heads = np.array(
-        [f'{{"concept": {json.dumps(c)}, "group": "engagement", "text": "' for c in uniques],
-        dtype=object,
-    )
+    heads = [f'{{"concept": {json.dumps(c)}, "group": "engagement", "text": "' for c in uniques]
     text_codes, text_uniques = pd.factorize(pd.Series(texts[r, j], dtype=object))
-    escaped = np.array([json.dumps(t)[1:-1] for t in text_uniques], dtype=object)[text_codes]
-    prefix = _impact_text(impact[r, j], "{:+d} pts: ")
-    items = np.full(valid.shape, "", dtype=object)
-    items[r, j] = heads[codes] + prefix + escaped + _impact_text(impact[r, j], _JSON_TAIL)
-    listed = "[" + _joined(items, valid, ", ") + "]"
-    items[r, j] = "[engagement] " + prefix + texts[r, j]
-    return listed, _joined(items, valid, "; ")
+    escaped = pick([json.dumps(t)[1:-1] for t in text_uniques], text_codes)
+    points = impact[r, j]
+    prefix = impact_text(points, "{:+d} pts: ")
+    items = concat(pick(heads, codes), prefix, escaped, impact_text(points, _JSON_TAIL))
+    listed = concat("[", joined(items, r, j, valid, ", "), "]")
+    plain = concat("[engagement] ", prefix, pick(text_uniques, text_codes))
+    return as_text(listed), as_text(joined(plain, r, j, valid, "; "))
 
 
 class Reason(TypedDict):

@@ -165,6 +165,9 @@ def test_reasons_add_up_to_the_shown_score(conversion_model, scored_rows) -> Non
     np.testing.assert_array_equal(totals, shown_score)
     np.testing.assert_allclose(reasons["score_exact"], np.round(reasons["score_exact"]), atol=0.5)
     assert all(IMPACT_UNIT in text for text in reasons["reasons_text"])
+    # Three chunks, one column each: the texts come out as Arrow text, in row order.
+    assert reasons[["reasons_up", "reasons_down", "reasons_text"]].dtypes.eq("str").all()
+    assert reasons.index.equals(frame.index)
 
 
 def test_exact_points_sum_to_score_change(conversion_model) -> None:
