@@ -84,12 +84,13 @@ def profile_from_days(days: pd.DataFrame, moment: pd.Timestamp | str) -> pd.Data
     at_start = np.where(on_day == day, days["at_start"].to_numpy("int64"), 0)
     parts = pd.DataFrame(
         {
-            "event_type": days["event_type"].astype("str").to_numpy(),
+            # Pandas arrays, not numpy: a zoned timestamp column would become objects.
+            "event_type": days["event_type"].astype("str").array,
             "rows": rows,
             "before": np.where(on_day < day, rows, 0),
             "after": np.where(on_day >= day, rows, 0) - at_start,
-            "first": pd.to_datetime(days["first"], utc=True).astype(UTC_TIMESTAMP).to_numpy(),
-            "last": pd.to_datetime(days["last"], utc=True).astype(UTC_TIMESTAMP).to_numpy(),
+            "first": pd.to_datetime(days["first"], utc=True).astype(UTC_TIMESTAMP).array,
+            "last": pd.to_datetime(days["last"], utc=True).astype(UTC_TIMESTAMP).array,
         }
     )
     has_values = "values" in days.columns
