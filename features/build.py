@@ -26,6 +26,7 @@ from features.spec import FeatureSpec
 from features.table import (
     columns_for,
     existing_entities,
+    existing_rows,
     featurised_types,
     finish_table,
     fit_columns,
@@ -43,10 +44,12 @@ def _prepare(
     con: Any,
     event_types: Sequence[str] | None,
     rows: np.ndarray | None = None,
-) -> tuple[Any, Any, list[str], pd.DataFrame]:
+    first_entities: bool = True,
+) -> tuple[Any, Any, list[str], pd.DataFrame | None]:
     """The connection, the events table, the types to featurise and the first cutoff's rows.
 
     ``rows``: the first cutoff's :func:`~features.table.existing_rows`, when known.
+    Without ``first_entities`` the first cutoff's rows are not picked (``None``).
     """
     if isinstance(events, EventTable):
         # The events' own engine runs the query; another engine gets their rows.
@@ -67,7 +70,7 @@ def _prepare(
             if event_types is not None
             else background.submit(types_seen, connection, table, cutoffs[-1])
         )
-        first = existing_entities(entities, cutoffs[0], rows)
+        first = existing_entities(entities, cutoffs[0], rows) if first_entities else None
         types = list(event_types) if listing is None else listing.result()
     return connection, table, types, first
 
@@ -80,22 +83,27 @@ def _build_one(
     spec: FeatureSpec,
     event_types: Sequence[str],
     existing: pd.DataFrame | None = None,
+    rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
+    """One cutoff's table; ``existing`` (its entities) or their ``rows`` in ``entities``."""
     import ibis
 
     fits = fit_columns(entities)
     catalog = columns_for(spec, event_types, fits)
     featurised = featurised_types(spec, event_types)
-    if existing is None:
-        existing = existing_entities(entities, as_of)
-    n_rows = len(existing)
-    entity_rows = ibis.memtable(
-        pd.DataFrame({"entity_id": existing["entity_id"], "row": np.arange(n_rows)})
-    )
+    if existing is None and rows is None:
+        rows = existing_rows(entities, as_of)
+    ids = existing["entity_id"] if existing is not None else _ids_at(entities, rows)
+    n_rows = len(ids)
+    entity_rows = ibis.memtable(pd.DataFrame({"entity_id": ids, "row": np.arange(n_rows)}))
     codes = engine.type_codes(featurised)
-    long = con.to_pyarrow(
-        engine.per_entity_and_type(table, entity_rows, codes, as_of, spec, con.name)
-    )
+    query = engine.per_entity_and_type(table, entity_rows, codes, as_of, spec, con.name)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # The engine groups the events while pandas picks the entities' other columns.
+        grouping = background.submit(con.to_pyarrow, query)
+        if existing is None:
+            existing = existing_entities(entities, as_of, rows)
+        long = grouping.result()
     # The small query runs while numpy spreads the long table: one core each.
     with ThreadPoolExecutor(max_workers=1) as background:
         small = background.submit(
@@ -144,10 +152,15 @@ def build_features(
         ``entity_id``: ``entity_id``, ``as_of``, then the feature catalog columns.
     """
     cutoff = engine_timestamp(as_of)
-    connection, table, types, existing = _prepare(
-        events, entities, [cutoff], backend, con, event_types, rows
+    connection, table, types, _ = _prepare(
+        events, entities, [cutoff], backend, con, event_types, first_entities=False
     )
-    return _build_one(connection, table, entities, cutoff, spec, types, existing)
+    return _build_one(connection, table, entities, cutoff, spec, types, rows=rows)
+
+
+def _ids_at(entities: pd.DataFrame, rows: np.ndarray) -> pd.Series:
+    """The ids of ``entities``' ``rows`` as text, as :func:`existing_entities` has them."""
+    return entities["entity_id"].iloc[rows].astype("str").reset_index(drop=True)
 
 
 def build_snapshots(
