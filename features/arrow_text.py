@@ -18,6 +18,20 @@ def arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
     return array._pa_array  # noqa: SLF001 - pandas has no public accessor without a copy
 
 
+def all_different(values: pd.Series) -> bool:
+    """No value present twice among the present ones, told by Arrow's hash count.
+
+    A third of the time of pandas' ``duplicated``. ``False`` also for a column that is
+    not Arrow-backed text: callers then look with pandas.
+    """
+    array = arrow_strings(values)
+    if array is None:
+        return False
+    import pyarrow.compute as pc
+
+    return pc.count_distinct(array, mode="only_valid").as_py() == len(array) - array.null_count
+
+
 def as_arrow_text(values: pd.Series, dtype: str) -> pd.Series:
     """``values.astype(dtype)`` for an Arrow text dtype (``"str"`` or ``"string"``).
 

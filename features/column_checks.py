@@ -18,7 +18,7 @@ from pandera.config import ValidationDepth, config_context
 from pandera.engines.pandas_engine import Engine
 from pandera.errors import SchemaErrors
 
-from features.arrow_text import arrow_strings
+from features.arrow_text import all_different
 from features.timeutil import UTC_TIMESTAMP
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ColumnChecker:
         if column not in self.out.columns:
             return
         ids = self.out[column]
-        if _all_different(ids):
+        if all_different(ids):
             return
         duplicated = ids.duplicated(keep=False) & ids.notna()
         self._report(column, duplicated, ("is a duplicate id", "are duplicate ids"))
@@ -231,19 +231,6 @@ def show_value(value: object) -> str:
         return "null"
     text = str(value)
     return repr(text if len(text) <= 40 else text[:37] + "...")
-
-
-def _all_different(ids: pd.Series) -> bool:
-    """No id present twice, told by Arrow's hash count (a third of pandas' ``duplicated``).
-
-    ``False`` also for other arrays: :meth:`ColumnChecker.unique` then looks for the rows.
-    """
-    values = arrow_strings(ids)
-    if values is None:
-        return False
-    import pyarrow.compute as pc
-
-    return pc.count_distinct(values, mode="only_valid").as_py() == len(values) - values.null_count
 
 
 def _as_strings(series: pd.Series) -> pd.Series:

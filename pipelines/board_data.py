@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.arrow_text import all_different
 from models.reason_text import parse_reasons
 from pipelines.board_settings import BoardDisplay
 
@@ -84,11 +85,15 @@ def board_entities(entities: pd.DataFrame, display: BoardDisplay) -> pd.DataFram
     out = pd.DataFrame({"entity_id": _values(entities["entity_id"], as_text=True)})
     for role in ROLES:
         column = chosen[role]
-        # No column: pd.NA in every row, as ``string`` values turned to_numpy() give.
-        empty = np.full(len(entities), pd.NA, dtype=object)
+        # No column: pd.NA in every row, as ``string`` values turned to_numpy() give
+        # (filled by pandas: from an array of a million pd.NA it would infer the type).
+        empty = pd.Series(pd.NA, index=out.index, dtype=object)
         out[role] = _values(entities[column], as_text=True) if column else empty
     for column in chosen["attributes"]:
         out[column] = _values(entities[column], as_text=False)
+    ids = out["entity_id"]
+    if not ids.hasnans and all_different(ids):  # validated entities: no need to look
+        return out
     return out.drop_duplicates("entity_id", keep="last").reset_index(drop=True)
 
 

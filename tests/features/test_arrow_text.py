@@ -27,3 +27,13 @@ def test_python_strings_become_arrow_text_as_pandas_would_make_them(dtype):
     mixed = pd.Series(["a", 1, None], dtype=object)  # not all text: pandas' own rules
     pd.testing.assert_series_equal(as_arrow_text(mixed, dtype), mixed.astype(dtype))
     assert as_arrow_text(got, dtype) is got
+
+
+def test_all_different_counts_present_values_and_declines_other_columns() -> None:
+    from features.arrow_text import all_different
+
+    assert all_different(pd.Series(["a", "b", None, None], dtype="str"))
+    assert not all_different(pd.Series(["a", "b", "a"], dtype="str"))
+    # Not Arrow text: no answer from Arrow, the caller looks with pandas.
+    assert not all_different(pd.Series(["a", "b"], dtype=object))
+    assert not all_different(pd.Series([1, 2]))
