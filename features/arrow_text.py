@@ -19,17 +19,20 @@ def arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
 
 
 def all_different(values: pd.Series) -> bool:
-    """No value present twice among the present ones, told by Arrow's hash count.
+    """No value present twice among the present ones, told by Arrow's distinct values.
 
-    A third of the time of pandas' ``duplicated``. ``False`` also for a column that is
-    not Arrow-backed text: callers then look with pandas.
+    ``unique`` hashes a million ids in 0.11 s, as fast as pandas' ``is_unique`` and
+    faster than its ``duplicated`` (0.16 s) or Arrow's ``count_distinct`` over the
+    chunks Parquet gives (0.19 s). ``False`` also for a column that is not Arrow-backed
+    text: callers then look with pandas.
     """
     array = arrow_strings(values)
     if array is None:
         return False
     import pyarrow.compute as pc
 
-    return pc.count_distinct(array, mode="only_valid").as_py() == len(array) - array.null_count
+    distinct = len(pc.unique(array)) - (array.null_count > 0)  # null counts once there
+    return distinct == len(array) - array.null_count
 
 
 def as_arrow_text(values: pd.Series, dtype: str) -> pd.Series:
