@@ -180,7 +180,7 @@ def test_sql_upsert_rejects_bad_keys_and_unknown_columns(database_url):
     rows = make_scores([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match=r"2 rows have a repeated key \(entity_id\)"):
         sql_upsert(rows.assign(entity_id="00001").iloc[:2], database_url, "s", "entity_id")
-    for dtype in ("str", "string", object):  # told by Arrow's hash count, or by pandas
+    for dtype in ("str", "string", object):  # the text dtypes a frame can hold
         repeated = rows.assign(entity_id=pd.Series(["00001", "00002", "00001"], dtype=dtype))
         assert repeated["entity_id"].dtype == dtype
         with pytest.raises(ValueError, match=r"2 rows have a repeated key \(entity_id\)"):
