@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import pyarrow as pa
 
+if TYPE_CHECKING:
+    from pandas.api.extensions import ExtensionArray
 
-def arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
-    """The Arrow array of an Arrow-backed text column (no copy), else ``None``.
+
+def arrow_strings(values: pd.Series | ExtensionArray) -> pa.ChunkedArray | None:
+    """The Arrow array of an Arrow-backed text column or array (no copy), else ``None``.
 
     Hashing, sorting or handing a million ids to the engine through Arrow spares
     converting them to Python strings; callers fall back to pandas on ``None``.
     """
-    array = values.array
+    array = values.array if isinstance(values, pd.Series) else values
     if not isinstance(array, pd.arrays.ArrowStringArray):
         return None
     return array._pa_array  # noqa: SLF001 - pandas has no public accessor without a copy

@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.arrow_text import arrow_strings
+
 #: Arrow's text type of pandas' ``str`` dtype.
 TEXT = pa.large_string()
 #: Impacts formatted through a lookup table within [-RANGE, RANGE], one by one beyond.
@@ -31,10 +33,8 @@ TextArray = pa.Array | pd.api.extensions.ExtensionArray | np.ndarray
 
 def arrow_text(values: TextArray | pd.Series) -> pa.Array:
     """``values`` (Arrow or pandas ``str`` array, object array, list) as Arrow text."""
-    if isinstance(values, pd.Series):
-        values = values.array
-    if isinstance(values, pd.arrays.ArrowStringArray):
-        values = values._pa_array  # noqa: SLF001 - pandas has no public accessor without a copy
+    if isinstance(values, pd.Series | pd.api.extensions.ExtensionArray):
+        values = strings if (strings := arrow_strings(values)) is not None else values
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     if isinstance(values, pa.Array):

@@ -220,14 +220,12 @@ def serve() -> None:
     no collection walks them; the collector runs as usual for what the server does
     afterwards. Arguments are uvicorn's, as Prefect's own temporary server is started.
     """
-    import gc
+    from pipelines.runtime import no_collections_while_importing
 
-    gc.disable()
-    import prefect.server.api.server  # noqa: F401 - imported without collections
-    import uvicorn.main
+    with no_collections_while_importing():
+        import prefect.server.api.server  # noqa: F401 - imported without collections
+        import uvicorn.main
 
-    gc.freeze()
-    gc.enable()
     sys.argv[0] = "uvicorn"
     sys.exit(uvicorn.main.main())
 
