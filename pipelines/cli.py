@@ -58,9 +58,11 @@ def main(
     from pipelines.runtime import (
         configure_terminal_logging,
         freeze_objects_at_exit,
+        no_transparent_huge_pages,
         set_quiet_and_patient_defaults,
     )
 
+    no_transparent_huge_pages()  # before the first large array (see its docstring)
     set_quiet_and_patient_defaults()
     configure_terminal_logging(verbose)
     freeze_objects_at_exit()

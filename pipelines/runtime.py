@@ -1,7 +1,7 @@
 """Process-wide defaults a run sets before Prefect or MLflow start.
 
 Only defaults: a variable the user has set is left as it is. Also how the process
-collects garbage during a run and at exit.
+collects garbage during a run and at exit, and which pages Linux backs its memory with.
 """
 
 from __future__ import annotations
@@ -45,6 +45,36 @@ def set_quiet_and_patient_defaults() -> dict[str, str]:
             os.environ[name] = value
             applied[name] = value
     return applied
+
+
+#: Linux's ``prctl`` option that turns transparent huge pages off for a process.
+PR_SET_THP_DISABLE = 41
+
+
+def no_transparent_huge_pages() -> bool:
+    """Have Linux back this process's memory (and its children's) with 4 KB pages only.
+
+    numpy asks for transparent huge pages on every array of 4 MB or more, and Arrow's
+    and DuckDB's allocators on their arenas. Each first touch of such a page makes the
+    kernel find and zero 2 MB at once; on a virtual machine whose free memory goes back
+    to the host, those 2 MB come from memory the host must hand back first. A
+    million-entity next-day nightly on the 2-core benchmark machine spent 10-12.5 s of
+    its 47 s of CPU in the kernel, three quarters of it zeroing huge pages; with 4 KB
+    pages 6-6.3 s, and the run took 1.4-3.5 s less (peak memory 0.1 GB less, user time
+    the same). Linux only; the flag is kept across ``fork`` and ``exec``.
+
+    Returns:
+        Whether the process now runs without transparent huge pages.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):  # a libc without prctl
+        return False
+    return prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
 
 
 def freeze_objects_at_exit() -> None:

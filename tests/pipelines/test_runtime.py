@@ -1,9 +1,13 @@
-"""Process defaults of a command: the exit without collections.
+"""Process defaults of a command: the exit without collections, 4 KB pages.
 
 The test runs a fresh interpreter: exit handlers are process-wide state.
 """
 
 from __future__ import annotations
+
+import sys
+
+import pytest
 
 from tests.fresh_python import python
 
@@ -79,3 +83,32 @@ def test_imports_make_no_collections_and_are_frozen_after():
         "after True True",
         "left disabled True",
     ]
+
+
+def _thp_enabled(status: str) -> str:
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("THP_enabled"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux process flag")
+def test_a_command_and_what_it_starts_run_without_transparent_huge_pages(tmp_path):
+    """Through the CLI: the command's process, and a process it starts, have them off."""
+    done = python(f"""
+        import ctypes, subprocess, sys
+        from typer.testing import CliRunner
+        from pipelines.cli import app
+
+        # Back to the kernel's default, whatever this test's own process had set.
+        ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)
+        before = open("/proc/self/status").read()
+        result = CliRunner().invoke(app, ["init", "--out", {str(tmp_path / "ls.yaml")!r}])
+        after = open("/proc/self/status").read()
+        child = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True)
+        print(result.exit_code, repr(before), repr(after), repr(child.stdout), sep="\\n")
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    code, before, after, child = done.stdout.splitlines()
+    assert code == "0"
+    assert _thp_enabled(eval(before)) == "1"  # the kernel's default, before the command
+    assert _thp_enabled(eval(after)) == "0"
+    assert _thp_enabled(eval(child)) == "0"
+    assert (tmp_path / "ls.yaml").exists()
