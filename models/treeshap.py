@@ -240,7 +240,8 @@ def contributions(
 
     Args:
         booster: A binary or regression LightGBM booster.
-        matrix: C-ordered float64 ``(rows, features)`` input.
+        matrix: float64 ``(rows, features)`` input; read without a copy when laid
+            out by feature (Fortran order, as :meth:`~models.model.ModelInput.rows` makes it).
         num_threads: Threads (default: all).
 
     Returns:
@@ -256,7 +257,7 @@ def contributions(
         log.warning("Reason codes from LightGBM's own TreeSHAP (slower): %s", exc)
         return None
 
-    matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+    matrix = np.asarray(matrix, dtype=np.float64)  # by row or by feature: kernels take both
     out = np.empty((len(matrix), trees.n_features + 1), dtype=np.float64)
     threads = num_threads if num_threads and num_threads > 0 else os.cpu_count() or 1
     for start in range(0, len(matrix), CHUNK_ROWS):
@@ -276,7 +277,8 @@ def margins(booster: lgb.Booster, matrix: np.ndarray, num_threads: int | None = 
 
     Args:
         booster: A binary or regression LightGBM booster.
-        matrix: C-ordered float64 ``(rows, features)`` input.
+        matrix: float64 ``(rows, features)`` input; read without a copy when laid
+            out by feature (Fortran order, as :meth:`~models.model.ModelInput.rows` makes it).
         num_threads: Threads (default: all).
 
     Returns:
@@ -290,7 +292,7 @@ def margins(booster: lgb.Booster, matrix: np.ndarray, num_threads: int | None = 
     except ImportError as exc:  # numba missing or broken: LightGBM predicts the same
         log.warning("Scores from LightGBM's own predictor (slower): %s", exc)
         return booster.predict(matrix, raw_score=True)
-    matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+    matrix = np.asarray(matrix, dtype=np.float64)  # by row or by feature: kernels take both
     out = np.empty(len(matrix), dtype=np.float64)
     threads = num_threads if num_threads and num_threads > 0 else os.cpu_count() or 1
     treeshap_margins.margins(trees, matrix, out, threads)

@@ -299,7 +299,7 @@ def contributions(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) 
     """
     n_trees = len(trees.splits)
     keys = np.empty((n_trees, len(x)), dtype=np.uint16)  # MAX_SPLITS bits
-    xt = np.ascontiguousarray(x.T)
+    xt = np.ascontiguousarray(x.T)  # features x rows: no copy of a Fortran-ordered x
     out_t = np.zeros((out.shape[1], len(x)))
     room = np.minimum(len(x), np.left_shift(1, trees.splits))
     distinct_start = np.concatenate([[0], np.cumsum(room)[:-1]]).astype(np.int64)

@@ -29,7 +29,7 @@ _DE_BRUIJN = np.array([0, 1, 28, 2, 29, 14, 24, 3, 30, 22, 20, 15, 25, 17, 4, 8,
 
 @numba.njit(cache=True, nogil=True)
 def _margins(
-    x,
+    xt,
     splits,
     node_start,
     leaf_start,
@@ -51,6 +51,9 @@ def _margins(
 ):  # noqa: ANN001, ANN202
     """Each row's (of ``lo:hi``) raw score: its leaves' values summed tree by tree.
 
+    ``xt`` is the input by feature (``features x rows``): a split reads its feature's
+    values of :data:`_MARGIN_ROWS` consecutive rows, one contiguous stretch.
+
     LightGBM's ``PredictRaw`` for one tree per iteration: from 0.0, in tree order, the
     value of the leaf each tree's ``Decision`` (as in ``treeshap_kernels._patterns``) leads to, so
     each sum has LightGBM's bits. The leaf is found without walking the tree
@@ -62,20 +65,17 @@ def _margins(
     rows = _MARGIN_ROWS
     mask = np.empty(rows, dtype=np.uint32)
     total = np.empty(rows, dtype=np.float64)
-    xb = np.empty((x.shape[1], rows), dtype=np.float64)
     every = np.uint32(0xFFFFFFFF)
     for first in range(lo, hi, rows):
         n = min(first + rows, hi) - first
         for j in range(n):
             total[j] = 0.0
-            for c in range(x.shape[1]):
-                xb[c, j] = x[first + j, c]
         for t in range(splits.shape[0]):
             for j in range(n):
                 mask[j] = every
             for i in range(splits[t]):
                 g = node_start[t] + i
-                column, k = xb[feature[g]], keep[g]
+                column, k = xt[feature[g], first : first + n], keep[g]
                 if mode[g] == 2:  # categorical: NaN, negative, out-of-int values go right
                     start, words = cat_start[g], cat_words[g]
                     for j in range(n):
@@ -113,13 +113,16 @@ def _margins(
 
 
 def margins(trees: Any, x: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
-    """Fill ``out`` (``rows``) with the raw scores of ``x``'s (C-ordered) rows.
+    """Fill ``out`` (``rows``) with the raw scores of ``x``'s rows.
 
+    ``x`` is ``rows x features``; laid out by feature (Fortran order, as
+    :meth:`models.model.ModelInput.rows` makes it) it is read without a copy.
     ``threads`` Python threads share the rows (the kernel releases the GIL).
     """
+    xt = np.ascontiguousarray(x.T)  # features x rows: no copy of a Fortran-ordered x
     parts = split(len(x), 4 * threads) if threads > 1 else [(0, len(x))]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        futures = [pool.submit(_margins, x, trees.splits, trees.node_start, trees.leaf_start,
+        futures = [pool.submit(_margins, xt, trees.splits, trees.node_start, trees.leaf_start,
                                trees.feature, trees.threshold, trees.mode, trees.nan_left,
                                trees.zero_left, trees.cat_start, trees.cat_words, trees.cat_bits,
                                trees.keep, trees.leaf_order, trees.leaf_value, _DE_BRUIJN, out,

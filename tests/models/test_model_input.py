@@ -8,6 +8,7 @@ import pandas as pd
 from features.spec import FeatureSpec, feature_catalog
 from models.concepts import concept_map
 from models.explain import explain, score_from_margin, tree_contributions
+from models.treeshap import contributions, margins
 from tests.models.test_explain import make_features, make_model
 
 
@@ -69,3 +70,19 @@ def test_explain_of_chosen_rows_with_given_scores_equals_explaining_their_copy()
     chosen = explain(model, frame, "lead", concepts, chunk_rows=3, rows=rows, score=score,
                      inputs=inputs)  # fmt: skip
     pd.testing.assert_frame_equal(chosen, copied)
+
+
+def test_rows_laid_out_by_feature_score_and_explain_as_their_row_major_copy():
+    for target, seed in (("conversion", 1), ("churn", 2)):
+        model = make_model(target, seed=seed)
+        inputs = model.inputs(_awkward(300, seed=4))
+        buffer = inputs.rows(np.arange(300))
+        matrix = inputs.rows(np.arange(299, 0, -2), out=buffer)  # a reused buffer
+        assert matrix.flags.f_contiguous and np.shares_memory(matrix, buffer)
+        row_major = np.ascontiguousarray(matrix)
+        expected = model.booster.predict(row_major, raw_score=True)
+        assert np.array_equal(margins(model.booster, matrix), expected)
+        assert np.array_equal(margins(model.booster, row_major), expected)
+        assert np.array_equal(
+            contributions(model.booster, matrix), contributions(model.booster, row_major)
+        )
