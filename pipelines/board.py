@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from markupsafe import Markup
 
+from features.arrow_text import same_texts
 from pipelines.board_data import ENTITIES_FILE, attribute_columns, board_entities, lead_row
 from pipelines.board_settings import BoardDisplay, BoardSettings
 
@@ -81,8 +82,11 @@ def scored_only(scored: pd.DataFrame) -> pd.DataFrame:
 
 def shown_entities(scored: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``entities`` (display columns) for the entities the board lists."""
-    shown = scored.loc[is_scored(scored["status"]), "entity_id"].astype(str)
+    listed = np.asarray(is_scored(scored["status"]), dtype=bool)
     ids = entities["entity_id"].astype(str)
+    if same_texts(ids, scored["entity_id"].astype(str)):  # a row each, in their order
+        return entities[listed]
+    shown = scored.loc[listed, "entity_id"].astype(str)
     # Arrow's hash lookup: pandas' isin takes seconds for a million string ids.
     found = pc.is_in(pa.array(ids, pa.string()), value_set=pa.array(shown, pa.string()))
     return entities[found.fill_null(False).to_numpy(zero_copy_only=False)]

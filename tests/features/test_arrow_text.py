@@ -37,3 +37,15 @@ def test_all_different_counts_present_values_and_declines_other_columns() -> Non
     # Not Arrow text: no answer from Arrow, the caller looks with pandas.
     assert not all_different(pd.Series(["a", "b"], dtype=object))
     assert not all_different(pd.Series([1, 2]))
+
+
+def test_same_texts_compares_row_by_row_and_declines_what_it_cannot_tell() -> None:
+    from features.arrow_text import same_texts
+
+    ids = pd.Series(["L1", "C2", "L3"], dtype="str")
+    assert same_texts(ids, pd.Series(["L1", "C2", "L3"], dtype="str"))
+    assert same_texts(pd.Series([], dtype="str"), pd.Series([], dtype="str"))
+    assert not same_texts(ids, pd.Series(["L1", "L3", "C2"], dtype="str"))  # another order
+    assert not same_texts(ids, pd.Series(["L1", "C2"], dtype="str"))
+    assert not same_texts(ids, pd.Series(["L1", "C2", None], dtype="str"))
+    assert not same_texts(ids, pd.Series(["L1", "C2", "L3"], dtype=object))

@@ -393,3 +393,18 @@ def test_the_header_counts_every_status_band_and_source_as_row_by_row():
     assert sorted(header["not_scored"]) == want["not_scored"]
     assert ("already churned", 4) in header["not_scored"]
     assert header["score_sources"] == want["score_sources"]
+
+
+def test_shown_entities_are_the_listed_rows_whether_ids_align_or_not():
+    from pipelines.board import shown_entities
+
+    ids = ["L1", "C2", "L3", "C4"]
+    scored = pd.DataFrame({"entity_id": pd.Series(ids, dtype="str"),
+                           "status": pd.Series(["scored", "not scored", "scored", "no consent"],
+                                               dtype="str")})  # fmt: skip
+    display = pd.DataFrame({"entity_id": pd.Series(ids, dtype="str"), "name": list("abcd")})
+    assert shown_entities(scored, display)["name"].tolist() == ["a", "c"]  # aligned rows
+    shuffled = display.iloc[[3, 2, 1, 0]].reset_index(drop=True)
+    assert shown_entities(scored, shuffled)["name"].tolist() == ["c", "a"]  # looked up
+    fewer = display.iloc[[2, 1]].reset_index(drop=True)
+    assert shown_entities(scored, fewer)["name"].tolist() == ["c"]
