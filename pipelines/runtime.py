@@ -59,7 +59,7 @@ def no_transparent_huge_pages() -> bool:
     kernel find and zero 2 MB at once; on a virtual machine whose free memory goes back
     to the host, those 2 MB come from memory the host must hand back first. A
     million-entity next-day nightly on the 2-core benchmark machine spent 10-12.5 s of
-    its 47 s of CPU in the kernel, three quarters of it zeroing huge pages; with 4 KB
+    its 47 s of CPU in the kernel, about 70% of it zeroing huge pages; with 4 KB
     pages 6-6.3 s, and the run took 1.4-3.5 s less (peak memory 0.1 GB less, user time
     the same). Linux only; the flag is kept across ``fork`` and ``exec``.
 
