@@ -309,22 +309,6 @@ def test_display_columns_come_from_the_settings_or_common_names():
     assert dict(rows[1]["fit"]) == {"industry": "retail", "employees": 400}
 
 
-def test_board_entities_keep_the_last_row_of_a_repeated_id_and_leave_missing_roles_empty():
-    from pipelines.board_data import board_entities
-    from pipelines.board_settings import BoardDisplay
-
-    unique = pd.DataFrame({"entity_id": pd.Series(["e1", "e2"], dtype="str"),
-                           "industry": pd.Series(["software", "retail"], dtype="str")})  # fmt: skip
-    kept = board_entities(unique, BoardDisplay())
-    assert kept["entity_id"].tolist() == ["e1", "e2"] and kept["name"].dtype == object
-    assert kept["name"].isna().all() and kept["owner"].tolist() == [pd.NA, pd.NA]
-    repeated = pd.DataFrame({"entity_id": pd.Series(["e1", "e2", "e1"], dtype="str"),
-                             "industry": pd.Series(["a", "b", "c"], dtype="str")})  # fmt: skip
-    kept = board_entities(repeated, BoardDisplay())
-    assert kept[["entity_id", "industry"]].values.tolist() == [["e2", "b"], ["e1", "c"]]
-    assert kept.index.tolist() == [0, 1]
-
-
 def test_points_show_once_and_base_and_other_factors_are_read():
     scored = make_scored(1, seed=2, no_consent=(), evil_name_at=None)
     scored.loc[0, "reasons_up"] = json.dumps(
