@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines import crm_export
 from pipelines.output_commit import write_outputs
 from pipelines.outputs import list_partitions
 from tests.pipelines.test_board import make_scored
@@ -51,16 +52,16 @@ def test_crash_while_writing_crm_batches_keeps_the_previous_folder(tmp_path, mon
     day1 = make_scored(20, seed=17)
     paths = write_outputs(day1, tmp_path, url, crm_batch_size=3, previous=None)
     crm_before = {p.name: p.read_bytes() for p in paths.crm_batches}
-    real_to_csv = pd.DataFrame.to_csv
+    real_write_lines = crm_export.write_lines
     written = []
 
-    def crash_on_second_batch(self, *args, **kwargs):
+    def crash_on_second_batch(path, *args, **kwargs):
         if written:
             raise OSError("injected crash during the CRM export")
-        written.append(args[0] if args else kwargs.get("path_or_buf"))
-        return real_to_csv(self, *args, **kwargs)
+        written.append(path)
+        return real_write_lines(path, *args, **kwargs)
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", crash_on_second_batch)
+    monkeypatch.setattr(crm_export, "write_lines", crash_on_second_batch)
     rerun = next_day(day1, changed=list(range(15)), as_of="2025-06-01")
     with pytest.raises(OSError, match="injected crash"):
         write_outputs(rerun, tmp_path, url, crm_batch_size=3, previous=day1)
