@@ -172,10 +172,11 @@ class PreviousRun:
         for name in TEXT_COLUMNS:
             column = self._previous(name)
             values = _text_values(column, REASON_DTYPES[name])
-            carried[name] = (
-                column if values is None else _CarriedText(_kept_slices(values, kept_index),
-                                                            values.type, column.dtype)
-            )  # fmt: skip
+            if values is None:
+                carried[name] = column
+            else:
+                slices, blank = _kept_slices(values, kept_index)
+                carried[name] = _CarriedText(slices, values.type, column.dtype, blank)
             del column, values  # one previous column in memory at a time
         return carried
 
@@ -242,11 +243,17 @@ def _same_unique(index: pd.Index, ids: np.ndarray | pd.Index) -> bool:
 
 @dataclass
 class _CarriedText:
-    """Kept texts of one column, taken slice by slice; the fresh texts go in later."""
+    """Kept texts of one column, slice by slice; the fresh texts go in later.
+
+    ``blank`` holds, per slice, ``None`` when the slice was taken (rows not kept are
+    null already) or, for a slice that is the previous column's own rows (no copy),
+    the rows to blank because their texts are not kept.
+    """
 
     slices: list[pa.Array]
     type: pa.DataType
     dtype: object
+    blank: list[np.ndarray | None]
 
 
 #: What :meth:`PreviousRun.carry_texts` prepared per column: kept texts, or the column.
@@ -279,8 +286,8 @@ def _assemble(
     """
     values = _text_values(kept, dtype)
     if values is not None and kept is not None:
-        return _fill_text(_CarriedText(_kept_slices(values, kept_index), values.type,
-                                       kept.dtype), fresh)  # fmt: skip
+        slices, blank = _kept_slices(values, kept_index)
+        return _fill_text(_CarriedText(slices, values.type, kept.dtype, blank), fresh)
     parts = [] if kept is None else [kept.astype(dtype)]
     index = kept_index.copy() if kept is not None else np.full(len(kept_index), -1)
     offset = sum(len(p) for p in parts)
@@ -294,18 +301,34 @@ def _assemble(
     return pd.Series(combined.take(index, allow_fill=True))
 
 
-def _kept_slices(kept: pa.ChunkedArray, kept_index: np.ndarray) -> list[pa.Array]:
-    """The kept texts per :data:`TEXT_SLICE` rows of entities (null where not kept).
+def _kept_slices(
+    kept: pa.ChunkedArray, kept_index: np.ndarray
+) -> tuple[list[pa.Array], list[np.ndarray | None]]:
+    """The kept texts per :data:`TEXT_SLICE` rows of entities, and the rows to blank.
 
-    Taken slice by slice from the previous column (one chunk: no concatenation), so
-    memory holds the previous column and the result, not also their concatenation.
+    A slice whose kept rows are the previous run's same rows (the entities in the same
+    order, as night after night, new ones at the end) is a view of the previous
+    column, no copy: its rows not kept are blanked when the fresh texts go in
+    (:func:`_fill_text`). Other slices are taken (null where not kept), slice by slice
+    from the previous column (one chunk: no concatenation), so memory holds the
+    previous column and the result, not also their concatenation.
     """
     previous = kept.combine_chunks() if kept.num_chunks != 1 else kept.chunk(0)
-    slices = []
+    slices: list[pa.Array] = []
+    blank: list[np.ndarray | None] = []
     for lo in range(0, len(kept_index), TEXT_SLICE):
         index = kept_index[lo : lo + TEXT_SLICE]
-        slices.append(previous.take(pa.array(index, mask=index < 0)))
-    return slices
+        keeps = index >= 0
+        same_rows = lo + len(index) <= len(previous) and np.array_equal(
+            index[keeps], np.flatnonzero(keeps) + lo
+        )
+        if same_rows:
+            slices.append(previous.slice(lo, len(index)))
+            blank.append(~keeps)
+        else:
+            slices.append(previous.take(pa.array(index, mask=~keeps)))
+            blank.append(None)
+    return slices, blank
 
 
 def _fill_text(carried: _CarriedText, fresh: list[tuple[np.ndarray, pd.Series]]) -> pd.Series:
@@ -326,13 +349,21 @@ def _fill_text(carried: _CarriedText, fresh: list[tuple[np.ndarray, pd.Series]])
     else:
         at, texts = np.empty(0, dtype=np.int64), pa.array([], type=kind)
     chunks = []
-    for number, part in enumerate(carried.slices):
+    for number, (part, blank) in enumerate(zip(carried.slices, carried.blank, strict=True)):
         lo = number * TEXT_SLICE
         a, b = np.searchsorted(at, [lo, lo + len(part)])
-        if b > a:
-            mask = np.zeros(len(part), dtype=bool)
-            mask[at[a:b] - lo] = True
-            part = pc.replace_with_mask(part, pa.array(mask), texts.slice(a, b - a))
-        chunks.append(part)
+        mask = np.zeros(len(part), dtype=bool) if blank is None else blank.copy()
+        mask[at[a:b] - lo] = True
+        if not mask.any():
+            chunks.append(part)  # every row kept: the previous column's own slice
+            continue
+        if blank is None:
+            values = texts.slice(a, b - a)
+        else:  # per replaced row, its fresh text, or null where the text is not kept
+            replaced = np.flatnonzero(mask)
+            source = np.full(len(replaced), -1)
+            source[np.searchsorted(replaced, at[a:b] - lo)] = np.arange(a, b)
+            values = texts.take(pa.array(source, mask=source < 0))
+        chunks.append(pc.replace_with_mask(part, pa.array(mask), values))
     column = pa.chunked_array(chunks, type=kind)
     return pd.Series(pd.array(column, dtype=carried.dtype))

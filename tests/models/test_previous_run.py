@@ -71,3 +71,33 @@ def test_texts_carried_ahead_give_the_columns_assembled_at_the_end(monkeypatch, 
     assert list(carried) == list(plain)
     for name in plain:
         pd.testing.assert_series_equal(carried[name], plain[name])
+
+
+@pytest.mark.parametrize("new_at_end", [0, 9])
+def test_texts_of_the_same_rows_are_the_previous_column_itself(monkeypatch, new_at_end):
+    """Entities in the previous run's order: kept texts are views, the rest filled in."""
+    monkeypatch.setattr(previous_run, "TEXT_SLICE", 8)
+    rng = np.random.default_rng(11)
+    size = 48
+    n = size + new_at_end  # new entities come after the previous ones, not kept
+    texts = [None if i % 7 == 0 else f"reason {i} ü" for i in range(size)]
+    arrow = pa.chunked_array([pa.array(texts, pa.large_string())])
+    kept = pd.Series(pd.array(arrow, dtype="str"))
+    keep = rng.random(n) < 0.6
+    keep[:8] = True  # the first slice keeps every text: it stays the previous column's
+    keep[size:] = False
+    kept_index = np.where(keep, np.arange(n), -1)
+    moved = np.flatnonzero(~keep)
+    fresh_rows = np.sort(rng.choice(moved, len(moved) // 2, replace=False))
+    again = np.array([20, 30])  # a row given two fresh texts, or a kept one: the later wins
+    fresh = [
+        (fresh_rows, pd.Series([f"new {i}" for i in fresh_rows], dtype=object)),
+        (again, pd.Series(["later 20", None], dtype=object)),
+    ]
+    got = _assemble(kept, kept_index, fresh, "str")
+    pd.testing.assert_series_equal(got, _single_take(kept, kept_index, fresh))
+    previous_data = kept.array._pa_array.chunk(0).buffers()[2].address
+    first = got.array._pa_array.chunk(0)
+    assert first.buffers()[2].address == previous_data  # no copy of the kept texts
+    second = got.array._pa_array.chunk(1)
+    assert second.buffers()[2].address != previous_data  # rows replaced: a new slice
