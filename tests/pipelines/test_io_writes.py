@@ -176,6 +176,23 @@ def test_an_upsert_of_as_many_rows_keeps_a_stored_row_it_does_not_replace(databa
     assert table["score"].tolist() == [7.0, 8.0, 9.0, 6.0]
 
 
+def test_one_table_upserted_twice_in_a_transaction_keeps_the_first_rows(database_url):
+    """The second upsert's keys are every stored key: the first upsert's rows stay.
+
+    (DuckDB checks, before the transaction, whether an upsert replaces every stored
+    row; a table written twice is checked in the transaction instead.)
+    """
+    sql_upsert(make_scores([1.0, 2.0, 0.0]).iloc[:2], database_url, "lead_scores", "entity_id")
+    new = make_scores([0.0, 0.0, 3.0]).iloc[2:]  # entity 00003
+    again = make_scores([5.0, 6.0, 0.0]).iloc[:2]  # 00001, 00002: every key stored before
+    sql_upsert_tables(
+        database_url, [(new, "lead_scores", "entity_id"), (again, "lead_scores", "entity_id")]
+    )
+    table = sql_read(database_url, "lead_scores").sort_values("entity_id")
+    assert table["entity_id"].tolist() == ["00001", "00002", "00003"]
+    assert table["score"].tolist() == [5.0, 6.0, 3.0]
+
+
 def test_sql_upsert_rejects_bad_keys_and_unknown_columns(database_url):
     rows = make_scores([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match=r"2 rows have a repeated key \(entity_id\)"):
