@@ -53,6 +53,7 @@ def random_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "Score": pd.array(np.where(missing, None, rng.integers(0, 101, n)), dtype="Int64"),
             "Text, with comma": pd.array(np.where(missing, None, texts), dtype="str"),
             "Objects": pd.Series(np.where(rng.random(n) < 0.2, None, texts), dtype=object),
+            "Python text": pd.array(np.where(missing, None, texts), dtype="string[python]"),
             "Count": rng.integers(-(10**12), 10**12, n),
             "Probability": floats,
         }
