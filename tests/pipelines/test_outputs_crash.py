@@ -52,16 +52,16 @@ def test_crash_while_writing_crm_batches_keeps_the_previous_folder(tmp_path, mon
     day1 = make_scored(20, seed=17)
     paths = write_outputs(day1, tmp_path, url, crm_batch_size=3, previous=None)
     crm_before = {p.name: p.read_bytes() for p in paths.crm_batches}
-    real_write_lines = crm_export.write_lines
+    real_write_csv = crm_export.write_csv
     written = []
 
-    def crash_on_second_batch(path, *args, **kwargs):
+    def crash_on_second_batch(frame, path):
         if written:
             raise OSError("injected crash during the CRM export")
         written.append(path)
-        return real_write_lines(path, *args, **kwargs)
+        return real_write_csv(frame, path)
 
-    monkeypatch.setattr(crm_export, "write_lines", crash_on_second_batch)
+    monkeypatch.setattr(crm_export, "write_csv", crash_on_second_batch)
     rerun = next_day(day1, changed=list(range(15)), as_of="2025-06-01")
     with pytest.raises(OSError, match="injected crash"):
         write_outputs(rerun, tmp_path, url, crm_batch_size=3, previous=day1)
