@@ -236,7 +236,7 @@ def _duckdb_upsert(
     the transaction, when :func:`_replace_checks` started it.
     """
     view = f"leadscore_incoming_{uuid.uuid4().hex}"
-    match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
+    match = _same_keys(keys)
     connection.register(view, source)
     incoming = quote(view)
     if not duckdb_table_exists(connection, target):
@@ -268,6 +268,11 @@ def _duckdb_upsert(
     connection.unregister(view)
 
 
+def _same_keys(keys: list[str]) -> str:
+    """The join condition of stored rows ``t`` and incoming rows ``s`` on ``keys``."""
+    return " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
+
+
 def _replace_checks(
     connection: duckdb.DuckDBPyConnection,
     upserts: Sequence[tuple[pd.DataFrame, SqlTarget, list[str]]],
@@ -288,10 +293,9 @@ def _replace_checks(
         # A table written twice in one transaction is checked when its turn comes.
         if tables.count(target.qualified) > 1 or not duckdb_table_exists(connection, target):
             continue
-        match = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
-        checks[id(target)] = pool.submit(
-            _check_on_cursor, connection.cursor(), sources[id(frame)], target, match, len(frame)
-        )
+        checks[id(target)] = pool.submit(_check_on_cursor, connection.cursor(),
+                                         sources[id(frame)], target, _same_keys(keys),
+                                         len(frame))  # fmt: skip
     return checks
 
 
