@@ -10,9 +10,12 @@ prints the total wall time, the child's peak resident memory (``os.wait4``) and
 each step's wall time and peak memory from the run's ``OUTPUT/timings/DATE.json``
 (:mod:`pipelines.step_timing`). The floor is a plain DuckDB
 ``SELECT entity_id, count(*) ... GROUP BY entity_id`` over the same event Parquet
-(fastest of three), and each run is given as a ratio to it. The machines are noisy
-(the same run varies by a tenth between runs): ``--next-day-runs 3`` repeats the next
-day from the same state and names the median beside every run's numbers.
+(fastest of three), its rows fetched into Python (``fetchall``); each run is given as
+a ratio to it and to the same query's engine time alone (its rows fetched as Arrow,
+about a third less at 1M entities). The machines are noisy (the same run varies by a
+tenth between runs, and the machine's speed drifts by more): ``--next-day-runs 3``
+repeats the next day from the same state, names the median beside every run's
+numbers, and gives each next-day run the ratio to a floor measured just before it.
 
     .venv/bin/python benchmarks/nightly.py --leads 18000 --customers 12000 --months 12
 
@@ -277,14 +280,20 @@ def main() -> None:
     events = events_as(data, options.events_as)
     conversion = time.perf_counter() - began
     config = write_config(work, data, out, events, options.csv_reader, options.rollups)
-    floor, n_events, n_entities = scan_floor(source_paths(data)["events"])
+    floor_of = source_paths(data)["events"]
+    floor = scan_floor(floor_of)
+    n_events, n_entities = floor.events, floor.entities
     shift = options.engagement_shift
     lines = [
         f"## {options.label or 'nightly'}: {n_entities:,} entities with events, "
         f"{n_events:,} events ({options.leads:,} leads, {options.customers:,} customers, "
         f"{options.months} months{f', engagement shift {shift:g}' if shift else ''})",
         "",
-        f"Scan floor (DuckDB count(*) GROUP BY entity_id, fastest of 3): {floor:.2f} s. "
+        f"Scan floor (DuckDB count(*) GROUP BY entity_id, fastest of 3, a fresh connection "
+        f"each time): {floor.seconds:.2f} s with its {n_entities:,} rows fetched into Python "
+        f"(`fetchall`), the floor of the ratios below; {floor.arrow_seconds:.2f} s fetched as "
+        "Arrow (the engine's time alone). Each next-day run also gets a floor measured just "
+        "before it, so that a slower or faster spell of the machine moves both. "
         f"Machine: {os.cpu_count()} cores; generation took "
         f"{generation['generation_seconds']:.1f} s "
         f"(peak RSS {generation['generation_peak_rss_gb']:.2f} GB).",
@@ -320,8 +329,9 @@ def main() -> None:
                     shutil.copytree(kept, out, symlinks=True)
                 title = "Next day (no training)" + (f", run {number} of {repeats}"
                                                     if repeats > 1 else "")  # fmt: skip
-                runs.append((title, run_nightly(
-                    config, next_day, out, work / f"nightly-{next_day}.log", env)))  # fmt: skip
+                paired = scan_floor(floor_of)
+                run = run_nightly(config, next_day, out, work / f"nightly-{next_day}.log", env)
+                runs.append((title, {**run, "floor": paired}))
             shutil.rmtree(kept, ignore_errors=True)
     for name, run in runs:
         lines += report(name, run, floor)
@@ -329,9 +339,15 @@ def main() -> None:
     if len(next_days) > 1:
         walls = ", ".join(f"{wall:.1f} s" for wall in sorted(w for w, _ in next_days))
         median_wall, median_name = next_days[(len(next_days) - 1) // 2]
+        paired = sorted(run["wall"] / run["floor"].seconds for name, run in runs
+                        if name.startswith("Next day"))  # fmt: skip
         lines += [f"Next day, {len(next_days)} runs from the same state: {walls}; median "
                   f"{median_wall:.1f} s ({median_name.split(', ')[-1]}), "
-                  f"{median_wall / floor:.0f}x the {floor:.2f} s scan floor.", ""]  # fmt: skip
+                  f"{median_wall / floor.seconds:.0f}x the {floor.seconds:.2f} s scan floor "
+                  f"({median_wall / floor.arrow_seconds:.0f}x its {floor.arrow_seconds:.2f} s "
+                  "engine time); each run against the floor measured just before it: "
+                  f"{', '.join(f'{ratio:.1f}x' for ratio in paired)}, median "
+                  f"{paired[(len(paired) - 1) // 2]:.1f}x.", ""]  # fmt: skip
     text = "\n".join(lines)
     print(text, flush=True)
     if options.results:

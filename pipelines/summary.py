@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -142,15 +143,23 @@ def band_moves(scored: pd.DataFrame) -> dict[str, int]:
     """
     if scored.empty or "previous_band" not in scored:
         return {}
-    # The two columns only: filtering the whole scored frame copies every reason text.
-    bands = scored[["band", "previous_band"]]
-    have_band = bands[bands["band"].notna().to_numpy(bool)]
-    previous = (
-        have_band["previous_band"].astype("object").where(have_band["previous_band"].notna(), "new")
-    )
-    moved = have_band[previous != have_band["band"].astype("object")]
-    labels = previous[moved.index].astype(str) + " -> " + moved["band"].astype(str)
-    return {k: int(v) for k, v in labels.value_counts().sort_index().items()}
+    # Each distinct (previous band, band) pair is compared and named once: a million
+    # rows of object comparisons and label strings took 0.2 s of a nightly at 1M.
+    band, band_levels = pd.factorize(scored["band"])  # missing: -1
+    previous, previous_levels = pd.factorize(scored["previous_band"])
+    has_band = band >= 0
+    width = len(band_levels) + 1
+    pairs, counts = np.unique((previous[has_band] + 1) * width + band[has_band],
+                              return_counts=True)  # fmt: skip
+    moves: dict[str, int] = {}
+    for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
+        before, after = divmod(pair, width)
+        was = "new" if before == 0 else previous_levels[before - 1]
+        now = band_levels[after]
+        if was != now:
+            label = f"{was} -> {now}"
+            moves[label] = moves.get(label, 0) + int(n)
+    return dict(sorted(moves.items()))
 
 
 def summarise(

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 
 from features.input_report import InputReport
@@ -14,6 +15,23 @@ def test_band_moves_counts_changes_and_new_entities():
         }
     )
     assert band_moves(scored) == {"high -> at-risk": 1, "medium -> high": 1, "new -> medium": 1}
+
+
+def test_band_moves_equal_a_row_by_row_count_for_text_and_object_columns():
+    rng = np.random.default_rng(7)
+    levels = np.array(["high", "medium", "at-risk", None], dtype=object)
+    band = levels[rng.integers(0, 4, 5000)]
+    previous = levels[rng.integers(0, 4, 5000)]
+    expected: dict[str, int] = {}
+    for now, was in zip(band, previous, strict=True):
+        was = "new" if was is None else was
+        if now is not None and was != now:
+            expected[f"{was} -> {now}"] = expected.get(f"{was} -> {now}", 0) + 1
+    for dtype in (object, "str"):
+        scored = pd.DataFrame({"band": band, "previous_band": previous}, dtype=dtype)
+        moves = band_moves(scored)
+        assert moves == expected
+        assert list(moves) == sorted(expected)
 
 
 def test_summary_markdown_flags_count_mismatch():
