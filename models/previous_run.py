@@ -129,7 +129,7 @@ class PreviousRun:
         self,
         candidates: np.ndarray,
         scored: np.ndarray,
-        current: dict[str, np.ndarray],
+        current: dict[str, pd.Series],
         delta: np.ndarray,
         tolerance: float,
     ) -> np.ndarray:
@@ -138,7 +138,9 @@ class PreviousRun:
         Args:
             candidates: Entities that could keep reasons (model-scored, reasons wanted).
             scored: Entities scored in this run.
-            current: This run's ``band``, ``model_versions`` and ``score_source``.
+            current: This run's ``band``, ``model_versions`` and ``score_source``, one
+                value per entity in the order of ``ids`` (compared as Arrow text when
+                both runs' columns are).
             delta: :meth:`score_delta`.
             tolerance: Score move (points) up to which reasons are kept.
         """
