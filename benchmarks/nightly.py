@@ -54,7 +54,9 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.daily_feed import arrived, day_file, feed_folder  # noqa: E402
 from benchmarks.nightly_runs import (  # noqa: E402
     prefect_server,
     report,
@@ -251,6 +254,14 @@ def main() -> None:
         "day reads only its day's events (runs go to DATA-DIR-run-rollups)",
     )
     parser.add_argument(
+        "--daily-files",
+        action="store_true",
+        help="the events arrive as a feed that writes a file a day: the first night reads "
+        "the generated files cut to the events before its date, each next day gets its "
+        "day's events as one more file (benchmarks/daily_feed.py; runs go to "
+        "DATA-DIR-run-daily)",
+    )
+    parser.add_argument(
         "--next-day-runs",
         type=int,
         default=1,
@@ -273,15 +284,25 @@ def main() -> None:
     suffix = "" if options.events_as == "parquet" else f"-{options.events_as}"
     suffix += "-pandas" if options.events_as == "csv" and options.csv_reader == "pandas" else ""
     suffix += "-rollups" if options.rollups else ""
+    suffix += "-daily" if options.daily_files else ""
     work = data.parent / f"{data.name}-run{suffix}"
     out = work / "output"
     work.mkdir(exist_ok=True)
+    if options.daily_files and options.events_as != "parquet":
+        raise SystemExit("--daily-files delivers Parquet files: use it without --events-as.")
     began = time.perf_counter()
     events = events_as(data, options.events_as)
+    arrival: Callable[[], AbstractContextManager[Any]] = nullcontext
+    if options.daily_files:
+        feed = feed_folder(data, events, first)
+        day = day_file(data, events, first)  # the next day's new file: the first night's day
+        events = str(feed)
+        arrival = partial(arrived, feed, day)
     conversion = time.perf_counter() - began
     config = write_config(work, data, out, events, options.csv_reader, options.rollups)
-    floor_of = source_paths(data)["events"]
-    floor = scan_floor(floor_of)
+    floor_of = events if options.daily_files else source_paths(data)["events"]
+    with arrival():  # the events the next day reads
+        floor = scan_floor(floor_of)
     n_events, n_entities = floor.events, floor.entities
     shift = options.engagement_shift
     lines = [
@@ -301,6 +322,11 @@ def main() -> None:
     ]
     if options.rollups:
         lines += ["Incremental roll-ups on (`features.incremental_rollups: true`).", ""]
+    if options.daily_files:
+        lines += [f"Events as a daily feed: the first night reads the generated files cut to "
+                  f"the events before {first}; the next day gets the events of {first} as one "
+                  "more file, as a feed that writes a file a day delivers them (the floor "
+                  "counts the files the next day reads).", ""]  # fmt: skip
     if options.events_as != "parquet":
         reader = (
             f", `sources.csv_reader: {options.csv_reader}`" if options.events_as == "csv" else ""
@@ -329,8 +355,10 @@ def main() -> None:
                     shutil.copytree(kept, out, symlinks=True)
                 title = "Next day (no training)" + (f", run {number} of {repeats}"
                                                     if repeats > 1 else "")  # fmt: skip
-                paired = scan_floor(floor_of)
-                run = run_nightly(config, next_day, out, work / f"nightly-{next_day}.log", env)
+                with arrival():
+                    paired = scan_floor(floor_of)
+                    run = run_nightly(config, next_day, out, work / f"nightly-{next_day}.log",
+                                      env)  # fmt: skip
                 runs.append((title, {**run, "floor": paired}))
             shutil.rmtree(kept, ignore_errors=True)
     for name, run in runs:

@@ -334,6 +334,29 @@ def _repeated(table: ir.Table, con: Any) -> ir.Table | None:
     return groups.filter(groups.copies > 1)
 
 
+def rows_that_could_repeat(by_file: ir.Table, new_files: Sequence[str], con: Any) -> ir.Table:
+    """The rows of ``new_files`` and the other files' rows of the same time span.
+
+    When the other files' rows are known to hold no duplicate among themselves (their
+    checks passed before), the exact duplicates of all the rows are the duplicates
+    among these: an exact copy of a new row has its ``event_time``, so it lies in the
+    new rows' span. The engine skips the row groups outside the span by their Parquet
+    statistics (files a feed writes day by day: all of the older ones).
+
+    Args:
+        by_file: The normalised events with their source file in :data:`FILE_COLUMN`.
+        new_files: The files not checked before, as the engine names them.
+        con: The engine connection.
+    """
+    is_new = by_file[FILE_COLUMN].isin(list(new_files))
+    new = by_file.filter(is_new)
+    span = con.execute(new.aggregate(first=new.event_time.min(), last=new.event_time.max()))
+    first, last = span["first"].iloc[0], span["last"].iloc[0]
+    if pd.isna(first):
+        return new
+    return by_file.filter(is_new | by_file.event_time.between(first, last))
+
+
 def duplicate_count(table: ir.Table, con: Any) -> int:
     """Rows equal in every column to another row, beyond the first of each (``duplicated``)."""
     repeated = _repeated(table, con)

@@ -33,6 +33,7 @@ from features.event_checks import (
     duplicate_count,
     duplicate_sample,
     normalise_events,
+    rows_that_could_repeat,
 )
 from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
@@ -92,6 +93,33 @@ class ChecksMemo:
     duplicates: KnownDuplicates
     known: bool = False
     days: FileDays | None = None
+    files: CheckedFiles | None = None
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """What the checks of a set of Parquet files held, file by file.
+
+    A later run whose files are these (unchanged) and more, read the same way and with
+    the same columns, checks only the new files (:func:`remembered_files`).
+
+    Attributes:
+        reading: :func:`reading` of the files (version, reader, source, mapping).
+        schema: The columns and types the engine read from all the files.
+        stamps: Per file, as the engine names it, its :func:`file_stamp`.
+    """
+
+    reading: list[Any]
+    schema: str
+    stamps: dict[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class NewFiles:
+    """Files to check beside remembered ones, and the remembered files' rewrites."""
+
+    paths: list[str]
+    rewrites: dict[str, bool]
 
 
 def read_events(
@@ -216,9 +244,18 @@ def _from_parquet(
     timestamp_format = mapping.timestamp_format if mapping else None
     stamps = {str(file): file_stamp(file) for file in files}
     fingerprint = files_fingerprint(files, mapping, source, stamps=list(stamps.values()))
+    checked = CheckedFiles(reading(mapping, source, "parquet"), repr(mapped.schema()), stamps)
     known = remembered_checks(checks_file, fingerprint)
-    if known is None:
+    new = None if known is not None else remembered_files(checks_file, checked)
+    if known is None and new is None:
         rewrites = check_events(mapped, con, source, locate, timestamp_format)
+    elif known is None and new is not None:
+        # Rows are checked one by one: the files checked before hold the same rows.
+        only = mapped.filter(mapped[FILE_COLUMN].isin(new.paths))
+        rewrites = check_events(only, con, source, locate, timestamp_format)
+        rewrites = {name: need or new.rewrites.get(name, False) for name, need in rewrites.items()}
+        log.info("%d of the events' files are unchanged since their last check: only the %d "
+                 "new one(s) checked.", len(files) - len(new.paths), len(new.paths))  # fmt: skip
     else:
         rewrites, duplicates = known
         log.info("The events' %d files are unchanged since their last check: not checked again.",
@@ -229,14 +266,22 @@ def _from_parquet(
     )
     table = by_file.drop(FILE_COLUMN)
     if known is None:
-        count = duplicate_count(table, con)
-        sample = duplicate_sample(table, con, DUPLICATE_SAMPLE_ROWS) if count else []
+        # The files checked before hold no duplicate (else nothing was remembered): any
+        # duplicate now involves a new file's row.
+        rows = (
+            table
+            if new is None
+            else rows_that_could_repeat(by_file, new.paths, con).drop(FILE_COLUMN)
+        )
+        count = duplicate_count(rows, con)
+        sample = duplicate_sample(rows, con, DUPLICATE_SAMPLE_ROWS) if count else []
         duplicates = KnownDuplicates(count, sample)
     memo_file = days_file(checks_file) if checks_file else None
     days = FileDays(con, by_file, stamps, memo_file, reading(mapping, source, "parquet"))
     memo = None
     if checks_file is not None:
-        memo = ChecksMemo(checks_file, fingerprint, rewrites, duplicates, known is not None, days)
+        memo = ChecksMemo(checks_file, fingerprint, rewrites, duplicates, known is not None, days,
+                          checked)  # fmt: skip
     events = EventTable(table, con, duplicates, day_counts=days)
     log.info("Events from %d Parquet file(s) at %s: %d rows, read by the engine.",
              len(files), source, events.rows)  # fmt: skip
@@ -292,6 +337,28 @@ def remembered_checks(
         return None  # none yet, or unreadable: check again
 
 
+def remembered_files(checks_file: Path | None, files: CheckedFiles) -> NewFiles | None:
+    """The files to check when the remembered ones are among ``files``, unchanged.
+
+    ``None`` (check every file) unless the last checks that passed were of files read
+    the same way, with the same columns and types, all still there and unchanged.
+    """
+    if checks_file is None:
+        return None
+    try:
+        data = json.loads(checks_file.read_text(encoding="utf-8"))
+        if data.get("reading") != files.reading or data.get("schema") != files.schema:
+            return None
+        remembered = {str(path): stamp for path, stamp in data["stamps"].items()}
+        rewrites = {str(k): bool(v) for k, v in data["rewrites"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if any(files.stamps.get(path) != stamp for path, stamp in remembered.items()):
+        return None  # a file checked before changed or went away
+    new = [path for path in files.stamps if path not in remembered]
+    return NewFiles(new, rewrites) if new else None
+
+
 def remember_checks(memo: ChecksMemo | None) -> None:
     """Write checks that passed (a feed without duplicates: no entity id is kept).
 
@@ -303,7 +370,14 @@ def remember_checks(memo: ChecksMemo | None) -> None:
         return
     from pipelines.atomic_files import write_text_atomic
 
-    data = {"fingerprint": memo.fingerprint, "rewrites": memo.rewrites, "duplicates": 0}
+    data: dict[str, Any] = {
+        "fingerprint": memo.fingerprint,
+        "rewrites": memo.rewrites,
+        "duplicates": 0,
+    }
+    if memo.files is not None:
+        data |= {"reading": memo.files.reading, "schema": memo.files.schema,
+                 "stamps": memo.files.stamps}  # fmt: skip
     try:
         memo.checks_file.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(json.dumps(data, indent=1), memo.checks_file)

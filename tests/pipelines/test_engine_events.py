@@ -55,3 +55,80 @@ def test_a_feed_with_duplicates_is_not_remembered(tmp_path):
     assert read.duplicates is not None and read.duplicates.count == 1
     assert len(read.duplicates.sample) == 1
     assert not checks.exists()  # the sample names an entity: nothing is kept on disk
+
+
+def _day(ids: list[str], day: str) -> pd.DataFrame:
+    frame = _events(ids)
+    frame["event_time"] = pd.date_range(day, periods=len(ids), freq="h", tz="UTC")
+    return frame
+
+
+def test_a_new_file_beside_checked_ones_is_checked_alone_and_its_rows_read(tmp_path, caplog):
+    source = tmp_path / "events"
+    source.mkdir()
+    _events(["a", "b", "c"]).to_parquet(source / "day-1.parquet")
+    checks = tmp_path / "out" / "checks" / "events.json"
+    read_events(str(source), None, engine_connection(), checks)
+    remembered = json.loads(checks.read_text())
+    assert list(remembered["stamps"]) == [str(source / "day-1.parquet")]
+
+    _day(["d", "e"], "2025-01-02").to_parquet(source / "day-2.parquet")
+    with caplog.at_level("INFO", logger="pipelines.engine_events"):
+        events = read_events(str(source), None, engine_connection(), checks)
+
+    assert "only the 1 new one(s) checked" in caplog.text
+    assert sorted(events.to_pandas()["entity_id"]) == ["a", "b", "c", "d", "e"]
+    assert events.duplicates is not None and events.duplicates.count == 0
+    assert sorted(json.loads(checks.read_text())["stamps"]) == [
+        str(source / "day-1.parquet"),
+        str(source / "day-2.parquet"),
+    ]
+
+
+def test_a_new_file_is_held_to_the_contract_with_its_own_rows_named(tmp_path):
+    source = tmp_path / "events"
+    source.mkdir()
+    _events(["a", "b", "c"]).to_parquet(source / "day-1.parquet")
+    checks = tmp_path / "out" / "checks" / "events.json"
+    read_events(str(source), None, engine_connection(), checks)
+
+    _day(["d", " "], "2025-01-02").to_parquet(source / "day-2.parquet")
+    with pytest.raises(ContractError, match="column 'entity_id' has 1 value that is empty"):
+        read_events(str(source), None, engine_connection(), checks)
+
+
+def test_a_new_files_copy_of_a_checked_row_counts_as_a_duplicate(tmp_path, caplog):
+    source = tmp_path / "events"
+    source.mkdir()
+    old = _events(["a", "b", "c"])
+    old.to_parquet(source / "day-1.parquet")
+    checks = tmp_path / "out" / "checks" / "events.json"
+    read_events(str(source), None, engine_connection(), checks)
+
+    # One exact copy of an old row, one row of its own, and a row repeated in the file.
+    new = pd.concat([old.iloc[[1]], _day(["x", "x"], "2025-01-05").iloc[[0, 0]]])
+    new.to_parquet(source / "day-2.parquet", index=False)
+    with caplog.at_level("INFO", logger="pipelines.engine_events"):
+        events = read_events(str(source), None, engine_connection(), checks)
+    assert "only the 1 new one(s) checked" in caplog.text
+
+    everything = read_events(str(source), None, engine_connection(), None)  # no memo
+    assert everything.duplicates is not None and everything.duplicates.count == 2
+    assert events.duplicates is not None and events.duplicates.count == 2
+    assert sorted(row["entity_id"] for row in events.duplicates.sample) == ["b", "x"]
+
+
+def test_a_changed_checked_file_has_every_file_checked_again(tmp_path):
+    source = tmp_path / "events"
+    source.mkdir()
+    part = source / "day-1.parquet"
+    _events(["a", "b", "c"]).to_parquet(part)
+    checks = tmp_path / "out" / "checks" / "events.json"
+    read_events(str(source), None, engine_connection(), checks)
+
+    _events(["a", " ", "c"]).to_parquet(part)
+    stat = part.stat()
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    _day(["d"], "2025-01-02").to_parquet(source / "day-2.parquet")
+    with pytest.raises(ContractError, match="column 'entity_id' has 1 value that is empty"):
+        read_events(str(source), None, engine_connection(), checks)
