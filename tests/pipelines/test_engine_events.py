@@ -63,12 +63,18 @@ def _day(ids: list[str], day: str) -> pd.DataFrame:
     return frame
 
 
-def test_a_new_file_beside_checked_ones_is_checked_alone_and_its_rows_read(tmp_path, caplog):
+def _checked_feed(tmp_path, old: pd.DataFrame):
+    """A feed folder whose first file (``old``) was read and its checks remembered."""
     source = tmp_path / "events"
     source.mkdir()
-    _events(["a", "b", "c"]).to_parquet(source / "day-1.parquet")
+    old.to_parquet(source / "day-1.parquet")
     checks = tmp_path / "out" / "checks" / "events.json"
     read_events(str(source), None, engine_connection(), checks)
+    return source, checks
+
+
+def test_a_new_file_beside_checked_ones_is_checked_alone_and_its_rows_read(tmp_path, caplog):
+    source, checks = _checked_feed(tmp_path, _events(["a", "b", "c"]))
     remembered = json.loads(checks.read_text())
     assert list(remembered["stamps"]) == [str(source / "day-1.parquet")]
 
@@ -86,11 +92,7 @@ def test_a_new_file_beside_checked_ones_is_checked_alone_and_its_rows_read(tmp_p
 
 
 def test_a_new_file_is_held_to_the_contract_with_its_own_rows_named(tmp_path):
-    source = tmp_path / "events"
-    source.mkdir()
-    _events(["a", "b", "c"]).to_parquet(source / "day-1.parquet")
-    checks = tmp_path / "out" / "checks" / "events.json"
-    read_events(str(source), None, engine_connection(), checks)
+    source, checks = _checked_feed(tmp_path, _events(["a", "b", "c"]))
 
     _day(["d", " "], "2025-01-02").to_parquet(source / "day-2.parquet")
     with pytest.raises(ContractError, match="column 'entity_id' has 1 value that is empty"):
@@ -98,12 +100,8 @@ def test_a_new_file_is_held_to_the_contract_with_its_own_rows_named(tmp_path):
 
 
 def test_a_new_files_copy_of_a_checked_row_counts_as_a_duplicate(tmp_path, caplog):
-    source = tmp_path / "events"
-    source.mkdir()
     old = _events(["a", "b", "c"])
-    old.to_parquet(source / "day-1.parquet")
-    checks = tmp_path / "out" / "checks" / "events.json"
-    read_events(str(source), None, engine_connection(), checks)
+    source, checks = _checked_feed(tmp_path, old)
 
     # One exact copy of an old row, one row of its own, and a row repeated in the file.
     new = pd.concat([old.iloc[[1]], _day(["x", "x"], "2025-01-05").iloc[[0, 0]]])
@@ -119,12 +117,8 @@ def test_a_new_files_copy_of_a_checked_row_counts_as_a_duplicate(tmp_path, caplo
 
 
 def test_a_changed_checked_file_has_every_file_checked_again(tmp_path):
-    source = tmp_path / "events"
-    source.mkdir()
+    source, checks = _checked_feed(tmp_path, _events(["a", "b", "c"]))
     part = source / "day-1.parquet"
-    _events(["a", "b", "c"]).to_parquet(part)
-    checks = tmp_path / "out" / "checks" / "events.json"
-    read_events(str(source), None, engine_connection(), checks)
 
     _events(["a", " ", "c"]).to_parquet(part)
     stat = part.stat()
