@@ -14,10 +14,7 @@ engine.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,17 @@ from features.event_checks import (
 from features.event_table import EventTable, KnownDuplicates
 from features.input_report import DUPLICATE_SAMPLE_ROWS
 from features.mapping import InputMapping
+from pipelines.checks_memo import (
+    ChecksMemo,
+    checked_files,
+    file_rows,
+    file_stamp,
+    files_fingerprint,
+    reading,
+    remember_checks,
+    remembered_checks,
+    remembered_files,
+)
 from pipelines.databases import is_sql_url, shown_url
 from pipelines.event_days_memo import FileDays, days_file
 
@@ -71,55 +79,6 @@ def event_files(source: str) -> tuple[str, list[Path]] | None:
         return None
     files = list_source_files(source, "events")  # one format, or it raises
     return file_kind(files[0]) or "", files
-
-
-@dataclass(frozen=True)
-class ChecksMemo:
-    """Checks that passed, to remember once the run has written its outputs.
-
-    Attributes:
-        checks_file: Where (``OUTPUT/checks/events.json``).
-        fingerprint: The digest of the files and mapping checked.
-        rewrites: Which contract columns needed normalising.
-        duplicates: The exact duplicates found (only a feed without any is remembered).
-        known: The checks were remembered already (nothing new to write of them).
-        days: The events' day counts, written back if the files changed
-            (:class:`pipelines.event_days_memo.FileDays`).
-    """
-
-    checks_file: Path
-    fingerprint: str
-    rewrites: dict[str, bool]
-    duplicates: KnownDuplicates
-    known: bool = False
-    days: FileDays | None = None
-    files: CheckedFiles | None = None
-
-
-@dataclass(frozen=True)
-class CheckedFiles:
-    """What the checks of a set of Parquet files held, file by file.
-
-    A later run whose files are these (unchanged) and more, read the same way and with
-    the same columns, checks only the new files (:func:`remembered_files`).
-
-    Attributes:
-        reading: :func:`reading` of the files (version, reader, source, mapping).
-        schema: The columns and types the engine read from all the files.
-        stamps: Per file, as the engine names it, its :func:`file_stamp`.
-    """
-
-    reading: list[Any]
-    schema: str
-    stamps: dict[str, list[Any]]
-
-
-@dataclass(frozen=True)
-class NewFiles:
-    """Files to check beside remembered ones, and the remembered files' rewrites."""
-
-    paths: list[str]
-    rewrites: dict[str, bool]
 
 
 def read_events(
@@ -244,18 +203,23 @@ def _from_parquet(
     timestamp_format = mapping.timestamp_format if mapping else None
     stamps = {str(file): file_stamp(file) for file in files}
     fingerprint = files_fingerprint(files, mapping, source, stamps=list(stamps.values()))
-    checked = CheckedFiles(reading(mapping, source, "parquet"), repr(mapped.schema()), stamps)
+    checked = checked_files(repr(mapped.schema()), stamps, reading(mapping, source, "parquet"))
     known = remembered_checks(checks_file, fingerprint)
     new = None if known is not None else remembered_files(checks_file, checked)
+    only = None if new is None else mapped.filter(mapped[FILE_COLUMN].isin(new.paths))
+    if only is not None and new is not None and _rows(only, con) != file_rows(new.paths):
+        new = None  # the engine names the files otherwise: check them all
+    every_row = True  # whether the duplicates are looked for among all the rows
     if known is None and new is None:
         rewrites = check_events(mapped, con, source, locate, timestamp_format)
-    elif known is None and new is not None:
-        # Rows are checked one by one: the files checked before hold the same rows.
-        only = mapped.filter(mapped[FILE_COLUMN].isin(new.paths))
-        rewrites = check_events(only, con, source, locate, timestamp_format)
-        rewrites = {name: need or new.rewrites.get(name, False) for name, need in rewrites.items()}
+    elif known is None and new is not None and only is not None:
         log.info("%d of the events' files are unchanged since their last check: only the %d "
                  "new one(s) checked.", len(files) - len(new.paths), len(new.paths))  # fmt: skip
+        # Rows are checked one by one: the files checked before hold the same rows.
+        fresh = check_events(only, con, source, locate, timestamp_format)
+        rewrites = {name: need or new.rewrites.get(name, False) for name, need in fresh.items()}
+        # A column now rewritten changes old rows too: they may newly repeat each other.
+        every_row = rewrites != new.rewrites
     else:
         rewrites, duplicates = known
         log.info("The events' %d files are unchanged since their last check: not checked again.",
@@ -270,7 +234,7 @@ def _from_parquet(
         # duplicate now involves a new file's row.
         rows = (
             table
-            if new is None
+            if new is None or every_row
             else rows_that_could_repeat(by_file, new.paths, con).drop(FILE_COLUMN)
         )
         count = duplicate_count(rows, con)
@@ -288,101 +252,8 @@ def _from_parquet(
     return events, memo
 
 
-#: Bump when the checks or the normalisation change: remembered checks then expire.
-CHECKS_VERSION = 2
-
-
-def reading(mapping: InputMapping | None, source: str, reader: str) -> list[Any]:
-    """How files are read, besides the files: version, reader, source as given, mapping."""
-    return [CHECKS_VERSION, reader, str(source), repr(mapping)]
-
-
-def file_stamp(file: Path) -> list[Any]:
-    """A file's resolved path, size and modification time."""
-    stat = file.stat()
-    return [str(file.resolve()), stat.st_size, stat.st_mtime_ns]
-
-
-def files_fingerprint(
-    files: list[Path],
-    mapping: InputMapping | None,
-    source: str = "",
-    reader: str = "parquet",
-    stamps: list[list[Any]] | None = None,
-) -> str:
-    """A digest of the reader, the source as given, the files and the mapping.
-
-    The files count with their paths, sizes and modification times (``stamps``, when
-    the caller has them: :func:`file_stamp` of each file); the same files read as a
-    folder (with ``key=value`` columns) or as a glob are checked apart.
-    """
-    parts = reading(mapping, source, reader)
-    parts += stamps if stamps is not None else [file_stamp(file) for file in files]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
-
-
-def remembered_checks(
-    checks_file: Path | None, fingerprint: str
-) -> tuple[dict[str, bool], KnownDuplicates] | None:
-    """The rewrites and duplicates remembered for files of this fingerprint, else ``None``."""
-    if checks_file is None:
-        return None
-    try:
-        data = json.loads(checks_file.read_text(encoding="utf-8"))
-        if data.get("fingerprint") != fingerprint:
-            return None
-        rewrites = {str(k): bool(v) for k, v in data["rewrites"].items()}
-        return rewrites, KnownDuplicates(int(data["duplicates"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # none yet, or unreadable: check again
-
-
-def remembered_files(checks_file: Path | None, files: CheckedFiles) -> NewFiles | None:
-    """The files to check when the remembered ones are among ``files``, unchanged.
-
-    ``None`` (check every file) unless the last checks that passed were of files read
-    the same way, with the same columns and types, all still there and unchanged.
-    """
-    if checks_file is None:
-        return None
-    try:
-        data = json.loads(checks_file.read_text(encoding="utf-8"))
-        if data.get("reading") != files.reading or data.get("schema") != files.schema:
-            return None
-        remembered = {str(path): stamp for path, stamp in data["stamps"].items()}
-        rewrites = {str(k): bool(v) for k, v in data["rewrites"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if any(files.stamps.get(path) != stamp for path, stamp in remembered.items()):
-        return None  # a file checked before changed or went away
-    new = [path for path in files.stamps if path not in remembered]
-    return NewFiles(new, rewrites) if new else None
-
-
-def remember_checks(memo: ChecksMemo | None) -> None:
-    """Write checks that passed (a feed without duplicates: no entity id is kept).
-
-    The events' day counts are written too when the files changed (they hold no id).
-    """
-    if memo is not None and memo.days is not None:
-        memo.days.remember()
-    if memo is None or memo.known or memo.duplicates.count:
-        return
-    from pipelines.atomic_files import write_text_atomic
-
-    data: dict[str, Any] = {
-        "fingerprint": memo.fingerprint,
-        "rewrites": memo.rewrites,
-        "duplicates": 0,
-    }
-    if memo.files is not None:
-        data |= {"reading": memo.files.reading, "schema": memo.files.schema,
-                 "stamps": memo.files.stamps}  # fmt: skip
-    try:
-        memo.checks_file.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json.dumps(data, indent=1), memo.checks_file)
-    except OSError as exc:
-        log.warning("Could not remember the events' checks in %s (%s).", memo.checks_file, exc)
+def _rows(table: Any, con: Any) -> int:
+    return int(con.execute(table.count()))
 
 
 def materialise(events: EventTable, name: str) -> EventTable:

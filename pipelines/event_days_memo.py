@@ -40,7 +40,7 @@ def days_file(checks_file: Path) -> Path:
 
 
 def file_key(stamp: list[Any], reading: list[Any]) -> str:
-    """A digest of one file's stamp (:func:`pipelines.engine_events.file_stamp`) as read."""
+    """A digest of one file's stamp (:func:`pipelines.checks_memo.file_stamp`) as read."""
     parts = [DAYS_VERSION, reading, stamp]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
@@ -54,10 +54,10 @@ class FileDays:
         con: The run's engine connection.
         table: The normalised events with their source file in :data:`FILE_COLUMN`.
         stamps: Per file, as the engine names it, its stamp (path, size, modification
-            time: :func:`pipelines.engine_events.file_stamp`).
+            time: :func:`pipelines.checks_memo.file_stamp`).
         memo: The output folder's :data:`DAYS_FILE`; ``None``: remember nothing.
         reading: What else decides the counts: version, reader, source as given, column
-            mapping (:func:`pipelines.engine_events.reading`, as the checks' digest).
+            mapping (:func:`pipelines.checks_memo.reading`, as the checks' digest).
     """
 
     def __init__(

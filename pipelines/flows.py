@@ -29,9 +29,9 @@ from models.scoring import model_versions
 from models.train_guards import InsufficientLabelsError, NotEnoughHistoryError
 from pipelines import read_ahead, steps, training
 from pipelines.atomic_files import kill_point
+from pipelines.checks_memo import remember_checks
 from pipelines.context import RunContext, build_context
 from pipelines.crm_export import missing_crm_id_warnings
-from pipelines.engine_events import remember_checks
 from pipelines.recovery import Recovery, recover
 from pipelines.retry_policy import retry_condition
 from pipelines.rollups import commit as commit_rollups

@@ -41,7 +41,7 @@ from pipelines.source_files import (  # noqa: F401 - the reading edge's names, u
 )
 
 if TYPE_CHECKING:
-    from pipelines.engine_events import ChecksMemo
+    from pipelines.checks_memo import ChecksMemo
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Inputs:
             (``sources.snapshot``), else ``None``: rolling cutoffs over the events.
         row_order: Each entity's row in a snapshot declared in time order.
         checks_memo: The events' checks to remember once the run has written its
-            outputs (:func:`pipelines.engine_events.remember_checks`).
+            outputs (:func:`pipelines.checks_memo.remember_checks`).
     """
 
     events: EventTable

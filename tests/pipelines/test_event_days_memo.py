@@ -11,7 +11,8 @@ import os
 import pandas as pd
 
 from features.event_table import EventTable
-from pipelines.engine_events import engine_connection, read_checked_events, remember_checks
+from pipelines.checks_memo import remember_checks
+from pipelines.engine_events import engine_connection, read_checked_events
 from pipelines.event_days_memo import KEY, days_file
 
 MIDNIGHTS = [pd.Timestamp("2025-01-03", tz="UTC"), pd.Timestamp("2025-01-02", tz="UTC")]
