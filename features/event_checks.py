@@ -14,6 +14,7 @@ offending rows counted from 1 across the source's files in order.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +33,9 @@ from features.schemas import REQUIRED_COLUMNS
 FILE_COLUMN, FILE_ROW_COLUMN = "_leadscore_file", "file_row_number"
 SOURCE_COLUMNS = (FILE_COLUMN, FILE_ROW_COLUMN)
 
-#: Whitespace that ``strip`` removes from the edges of ids.
-WHITESPACE = (" ", "\t", "\n", "\r")
+#: Whitespace that ``strip`` removes from the edges of ids (Ibis strips Python's
+#: ``string.whitespace``: a vertical tab or a form feed too, as pandas' ``strip`` does).
+WHITESPACE = tuple(string.whitespace)
 #: (singular, plural) of each problem, as the pandas checks word them.
 EMPTY = ("is empty", "are empty")
 NOT_TIMESTAMP = ("is not a timestamp", "are not timestamps")

@@ -93,7 +93,7 @@ def checked_files(schema: str, stamps: dict[str, list[Any]], how: list[Any]) -> 
 
 
 #: Bump when the checks or the normalisation change: remembered checks then expire.
-CHECKS_VERSION = 2
+CHECKS_VERSION = 3
 
 
 def reading(mapping: InputMapping | None, source: str, reader: str) -> list[Any]:

@@ -219,6 +219,26 @@ def test_untrimmed_ids_and_types_are_stripped(tmp_path):
     same_events(read, read_source(source, "events"))
 
 
+def test_ids_with_vertical_tabs_and_form_feeds_are_stripped_alike(tmp_path):
+    frame = events(3).assign(entity_id=["\x0be1", "e2\x0c", "e3"])
+    source = write_parquet(tmp_path / "events", frame)
+
+    read = engine(source)
+
+    assert read["entity_id"].tolist() == ["e1", "e2", "e3"]
+    same_events(read, read_source(source, "events"))
+
+
+def test_an_id_of_a_vertical_tab_is_empty_on_both_paths(tmp_path):
+    source = write_parquet(tmp_path / "events", events(3).assign(entity_id=["e1", "\x0b", "e3"]))
+
+    reference = contract_sentence(lambda: read_source(source, "events"))
+    sentence = contract_sentence(lambda: read_events(source, None, engine_connection()))
+
+    assert sentence == reference
+    assert "column 'entity_id' has 1 value that is empty" in sentence
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="pandas' str.strip removes every Unicode space (a no-break space from a web "
