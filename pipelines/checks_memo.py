@@ -122,23 +122,20 @@ def files_fingerprint(
     """
     parts = reading(mapping, source, reader)
     parts += stamps if stamps is not None else [file_stamp(file) for file in files]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    return _digest(parts)
 
 
 def remembered_checks(
     checks_file: Path | None, fingerprint: str
 ) -> tuple[dict[str, bool], KnownDuplicates] | None:
     """The rewrites and duplicates remembered for files of this fingerprint, else ``None``."""
-    if checks_file is None:
+    data = _remembered(checks_file)
+    if data is None or data.get("fingerprint") != fingerprint:
         return None
     try:
-        data = json.loads(checks_file.read_text(encoding="utf-8"))
-        if data.get("fingerprint") != fingerprint:
-            return None
-        rewrites = {str(k): bool(v) for k, v in data["rewrites"].items()}
-        return rewrites, KnownDuplicates(int(data["duplicates"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # none yet, or unreadable: check again
+        return _rewrites(data), KnownDuplicates(int(data["duplicates"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable: check again
 
 
 def remembered_files(checks_file: Path | None, files: CheckedFiles) -> NewFiles | None:
@@ -147,20 +144,33 @@ def remembered_files(checks_file: Path | None, files: CheckedFiles) -> NewFiles 
     ``None`` (check every file) unless the last checks that passed were of files read
     the same way, with the same columns and types, all still there and unchanged.
     """
-    if checks_file is None:
+    data = _remembered(checks_file)
+    if data is None or data.get("schema") != files.schema:
         return None
     try:
-        data = json.loads(checks_file.read_text(encoding="utf-8"))
-        if data.get("schema") != files.schema:
-            return None
         remembered = {str(digest) for digest in data["files"]}
-        rewrites = {str(k): bool(v) for k, v in data["rewrites"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+        rewrites = _rewrites(data)
+    except (KeyError, TypeError, AttributeError):
+        return None  # unreadable (or written before files were remembered): check all
     if not remembered <= set(files.digests.values()):
         return None  # a file checked before changed or went away, or is read otherwise
     new = [path for path, digest in files.digests.items() if digest not in remembered]
     return NewFiles(new, rewrites) if new else None
+
+
+def _remembered(checks_file: Path | None) -> dict[str, Any] | None:
+    """The checks file's contents, or ``None`` (none yet, or unreadable: check again)."""
+    if checks_file is None:
+        return None
+    try:
+        data = json.loads(checks_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rewrites(data: dict[str, Any]) -> dict[str, bool]:
+    return {str(k): bool(v) for k, v in data["rewrites"].items()}
 
 
 def file_rows(paths: list[str]) -> int:

@@ -202,17 +202,18 @@ def _from_parquet(
 
     timestamp_format = mapping.timestamp_format if mapping else None
     stamps = {str(file): file_stamp(file) for file in files}
+    how = reading(mapping, source, "parquet")
     fingerprint = files_fingerprint(files, mapping, source, stamps=list(stamps.values()))
-    checked = checked_files(repr(mapped.schema()), stamps, reading(mapping, source, "parquet"))
+    checked = checked_files(repr(mapped.schema()), stamps, how)
     known = remembered_checks(checks_file, fingerprint)
     new = None if known is not None else remembered_files(checks_file, checked)
     only = None if new is None else mapped.filter(mapped[FILE_COLUMN].isin(new.paths))
-    if only is not None and new is not None and _rows(only, con) != file_rows(new.paths):
-        new = None  # the engine names the files otherwise: check them all
+    if new is not None and only is not None and _rows(only, con) != file_rows(new.paths):
+        new = only = None  # the engine names the files otherwise: check them all
     every_row = True  # whether the duplicates are looked for among all the rows
     if known is None and new is None:
         rewrites = check_events(mapped, con, source, locate, timestamp_format)
-    elif known is None and new is not None and only is not None:
+    elif new is not None and only is not None:
         log.info("%d of the events' files are unchanged since their last check: only the %d "
                  "new one(s) checked.", len(files) - len(new.paths), len(new.paths))  # fmt: skip
         # Rows are checked one by one: the files checked before hold the same rows.
@@ -241,7 +242,7 @@ def _from_parquet(
         sample = duplicate_sample(rows, con, DUPLICATE_SAMPLE_ROWS) if count else []
         duplicates = KnownDuplicates(count, sample)
     memo_file = days_file(checks_file) if checks_file else None
-    days = FileDays(con, by_file, stamps, memo_file, reading(mapping, source, "parquet"))
+    days = FileDays(con, by_file, stamps, memo_file, how)
     memo = None
     if checks_file is not None:
         memo = ChecksMemo(checks_file, fingerprint, rewrites, duplicates, known is not None, days,
