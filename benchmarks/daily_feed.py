@@ -31,7 +31,7 @@ MADE_FOR = "made-for.json"
 
 def feed_folder(data: Path, events: str, first: str) -> Path:
     """``DATA-DIR-daily/events``: the generated files cut to the events before ``first``."""
-    root = data.parent / f"{data.name}-daily"
+    root = _root(data)
     folder = root / "events"
     record = root / MADE_FOR
     wanted = {"first_night": first, "events": events}
@@ -53,7 +53,7 @@ def feed_folder(data: Path, events: str, first: str) -> Path:
 
 def day_file(data: Path, events: str, day: str) -> Path:
     """``DATA-DIR-daily/days/DAY.parquet``: the generated events of the UTC day ``day``."""
-    target = data.parent / f"{data.name}-daily" / "days" / f"{day}.parquet"
+    target = _root(data) / "days" / f"{day}.parquet"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         start, end = _utc(day), _utc(str((pd.Timestamp(day) + pd.Timedelta(days=1)).date()))
@@ -75,6 +75,11 @@ def arrived(feed: Path, day: Path) -> Iterator[Path]:
         yield delivered
     finally:
         delivered.unlink(missing_ok=True)
+
+
+def _root(data: Path) -> Path:
+    """``DATA-DIR-daily``, beside the generated data."""
+    return data.parent / f"{data.name}-daily"
 
 
 def _utc(day: str) -> str:
