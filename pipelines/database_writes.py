@@ -257,7 +257,9 @@ def _duckdb_upsert(
         # Every stored row is replaced (the scores of everyone): dropping them all spares
         # matching a million keys row by row (0.6 s of a million-row nightly).
         connection.execute(f"DELETE FROM {target.qualified}")
-    elif connection.execute(f"FROM {target.qualified} WHERE {found} LIMIT 1", bounds).fetchall():
+    elif connection.execute(
+        f"SELECT 1 FROM {target.qualified} WHERE {found} LIMIT 1", bounds
+    ).fetchall():
         match += "".join(
             f" AND t.{quote(k)} BETWEEN (SELECT min({quote(k)}) FROM {incoming}) "
             f"AND (SELECT max({quote(k)}) FROM {incoming})"
@@ -318,7 +320,9 @@ def _replaces_every_row(
     stored = connection.execute(f"SELECT count(*) FROM {target.qualified}").fetchone()[0]
     if not 0 < stored <= rows:
         return False
-    outside = f"FROM {target.qualified} t ANTI JOIN {incoming} s ON {match} LIMIT 1"
+    # SELECT 1, not the stored rows: the scan then reads the keys only (a million rows'
+    # reason texts decompressed for nothing took 0.75 s of CPU).
+    outside = f"SELECT 1 FROM {target.qualified} t ANTI JOIN {incoming} s ON {match} LIMIT 1"
     return not connection.execute(outside).fetchall()
 
 
