@@ -356,7 +356,11 @@ def rows_that_could_repeat(by_file: ir.Table, new_files: Sequence[str], con: Any
     first, last = span["first"].iloc[0], span["last"].iloc[0]
     if pd.isna(first):
         return new
-    return by_file.filter(is_new | by_file.event_time.between(first, last))
+    # Two scans, not one filter "new file or in the span": an OR with the file name
+    # keeps the engine from skipping row groups by their statistics (DuckDB read all
+    # 44M events of a daily feed for it: 0.5 s against 0.07 s).
+    older = by_file.filter(~is_new & by_file.event_time.between(first, last))
+    return new.union(older, distinct=False)
 
 
 def duplicate_count(table: ir.Table, con: Any) -> int:
