@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import cutoff_engine, engine, pivot
+from features import cutoff_engine, engine, engine_small, pivot
 from features.backend import EventsInput, connect, events_table, types_seen
 from features.event_table import EventTable
 from features.spec import FeatureSpec
@@ -108,7 +108,7 @@ def _build_one(
     with ThreadPoolExecutor(max_workers=1) as background:
         small = background.submit(
             con.to_pyarrow,
-            engine.nps_and_key_features(table, entity_rows, as_of, spec, con.name),
+            engine_small.nps_and_key_features(table, entity_rows, as_of, spec, con.name),
         )
         columns = pivot.spread(long, n_rows, codes, spec, featurised)
         engagement = pivot.with_nps_and_key_features(columns, small.result())

@@ -4,7 +4,7 @@ Training needs the feature table as of every training cutoff. Instead of one que
 per cutoff, the events are paired with every cutoff after them (a small table of
 cutoffs joined on ``event_time < cutoff``) and grouped by (cutoff, entity, event
 type) at once, with the very aggregates of :func:`features.engine.aggregate_per_type`
-and :func:`features.engine.latest_nps_and_key_features`. Each group holds the same
+and :func:`features.engine_small.latest_nps_and_key_features`. Each group holds the same
 events as in the query of its cutoff alone, so the values are the same.
 
 Entities are integers here (their position in :func:`stacked_rows`'s entity index):
@@ -29,13 +29,14 @@ from features.engine import (
     FEATURE_USE,
     KEY_FEATURES_WINDOW,
     NPS_ANSWER,
+    PURCHASE,
     aggregate_per_type,
     coded_events,
     epoch_microseconds,
-    latest_nps_and_key_features,
     microseconds,
     payload_columns,
 )
+from features.engine_small import SMALL_COLUMNS, latest_nps_and_key_features
 from features.spec import FeatureSpec
 
 #: The columns naming an entity at a cutoff in the one-pass query.
@@ -173,21 +174,23 @@ def per_cutoff_entity_and_type(
 def per_cutoff_nps_and_key_features(
     events: ir.Table, stacked: StackedRows, spec: FeatureSpec, backend: str
 ) -> ir.Table:
-    """:func:`features.engine.nps_and_key_features` of every cutoff in one query.
+    """:func:`features.engine_small.nps_and_key_features` of every cutoff in one query.
 
     Returns:
-        ``row, nps_latest, key_features_used`` of the rows with NPS answers or feature use.
+        :data:`~features.engine_small.SMALL_COLUMNS` of the rows with NPS answers, feature use
+        or purchases.
     """
     relevant = timed_events(
-        events.filter(events.event_type.isin([NPS_ANSWER, FEATURE_USE])), stacked, backend
-    )
-    # Feature use counts for 30 days, NPS answers for ever.
+        events.filter(events.event_type.isin([NPS_ANSWER, FEATURE_USE, PURCHASE])),
+        stacked, backend,
+    )  # fmt: skip
+    # Feature use counts for 30 days, NPS answers and purchases for ever.
     horizon = ibis.ifelse(
         relevant.event_type == FEATURE_USE, KEY_FEATURES_WINDOW * DAY_US, ALL_TIME_US
     )
     before = paired_with_cutoffs(relevant, stacked, horizon)
     both = latest_nps_and_key_features(before, KEYS, spec)
-    return _with_rows(both, stacked).select("row", "nps_latest", "key_features_used")
+    return _with_rows(both, stacked).select(*SMALL_COLUMNS)
 
 
 def _with_rows(table: ir.Table, stacked: StackedRows) -> ir.Table:

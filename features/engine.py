@@ -237,8 +237,9 @@ def aggregate_per_type(
         spec: The feature set.
 
     Returns:
-        ``keys``, ``code``, ``n_{N}d`` per count window, ``n_all`` (all time),
-        ``min_age_us`` and ``max_age_us`` (latest and first event), ``decayed``,
+        ``keys``, ``code``, ``n_{N}d`` per count window, ``min_age_us`` (the
+        latest event; a purchase's count and first time come from
+        :func:`features.engine_small.latest_nps_and_key_features`), ``decayed``,
         ``amount`` (session minutes, purchase amounts or the all-time count of
         tickets, by type), with undeclared types (:func:`generic_codes`) also
         ``value_sum_{N}d``, ``value_n_{N}d`` (values present) and ``items_{N}d``
@@ -275,10 +276,11 @@ def aggregate_per_type(
     )
     day_bits = _bit(day_offset) + ibis.ifelse(is_recent_login, login_bits, 0)
     aggregates = {f"n_{days}d": coded.count(where=window) for days, window in in_days.items()}
+    # No all-time count nor first event per type: only purchases read them, and every
+    # aggregate costs a pass over 44M rows (0.5 s of 4.9 s); the small query's scan of
+    # NPS answers reads the purchases too (features.engine_small).
     aggregates |= {
-        "n_all": coded.count(),
         "min_age_us": age.min(),
-        "max_age_us": age.max(),
         "decayed": (age.cast("float64") * rate).exp().sum(),
         # CASE rather than FILTER: the engines then compute the value on its rows only.
         "amount": ibis.cases((is_ticket, 1.0), (amount_counted, coded.value)).sum(),
@@ -325,69 +327,3 @@ def _with_distinct_items(
     )
     same = [grouped[key] == items[item_key] for item_key, key in renamed.items()]
     return grouped.left_join(items, same).drop(*renamed)
-
-
-def nps_and_key_features(
-    events: ir.Table,
-    entity_rows: ir.Table,
-    as_of: pd.Timestamp,
-    spec: FeatureSpec,
-    backend: str,
-) -> ir.Table:
-    """``row, nps_latest, key_features_used`` of entities with NPS answers or feature use.
-
-    See :func:`latest_nps_and_key_features`; entities without either have no row.
-    """
-    # Two scans with plain filters, which the engine applies as it reads: feature use of
-    # the key-feature window only, and NPS answers. One scan for both types (an IN list,
-    # which DuckDB applies only after reading every column) took twice as long at 44M
-    # events, and joined five times the rows to their entities.
-    since = ibis.literal((as_of - pd.Timedelta(days=KEY_FEATURES_WINDOW)).to_pydatetime(),
-                         type="timestamp('UTC')")  # fmt: skip
-    answers = events.filter(events.event_type == NPS_ANSWER)
-    uses = events.filter((events.event_type == FEATURE_USE) & (events.event_time >= since))
-    relevant = answers.union(uses)
-    before = with_entity_rows(events_before(relevant, as_of, backend), entity_rows)
-    both = latest_nps_and_key_features(before, ["row"], spec)
-    return both.select("row", "nps_latest", "key_features_used")
-
-
-def latest_nps_and_key_features(before: ir.Table, keys: list[str], spec: FeatureSpec) -> ir.Table:
-    """``keys, nps_latest, key_features_used`` per entity with NPS answers or feature use.
-
-    ``nps_latest`` is the score of the latest NPS answer before the cutoff; answers
-    without a score are ignored and of answers at the same instant the highest
-    score counts, so the result never depends on row order. ``key_features_used``
-    counts distinct ``item`` of ``feature_use`` events in the last 30 days (only
-    the spec's key features, when it lists them). Both read one filtered scan.
-
-    Args:
-        before: ``keys``, ``event_type``, ``age_us``, ``value``, ``item`` of the
-            events before the cutoff (see :func:`events_before`).
-        keys: The columns naming an entity at a cutoff (``row`` for one cutoff).
-        spec: The feature set.
-    """
-    relevant = before.filter(before.event_type.isin([NPS_ANSWER, FEATURE_USE]))
-    answers = relevant.filter((relevant.event_type == NPS_ANSWER) & relevant.value.notnull())
-    rank = ibis.row_number().over(
-        group_by=[answers[key] for key in keys], order_by=[answers.age_us, answers.value.desc()]
-    )
-    latest = answers.mutate(rank=rank).filter(ibis._.rank == 0)
-    latest = latest.select(*keys, nps_latest=latest.value, key_features_used=ibis.null("int64"))
-    uses = relevant.filter(
-        (relevant.event_type == FEATURE_USE)
-        & (relevant.age_us <= KEY_FEATURES_WINDOW * DAY_US)
-        & relevant.item.notnull()
-    )
-    if spec.key_features is not None:
-        uses = uses.filter(uses.item.isin(list(spec.key_features)))
-    # Deduplicate first: no engine needs count(DISTINCT ...).
-    pairs = uses.select(*keys, "item").distinct()
-    counts = pairs.group_by(keys).aggregate(
-        nps_latest=ibis.null("float64"), key_features_used=pairs.count()
-    )
-    stacked = latest.union(counts)
-    return stacked.group_by(keys).aggregate(
-        nps_latest=stacked.nps_latest.max(),
-        key_features_used=stacked.key_features_used.max().fill_null(0),
-    )

@@ -150,8 +150,8 @@ def spread(
 
     Returns:
         Every engagement feature of the catalog except ``tenure_days``,
-        ``nps_latest``, ``nps_class`` and ``key_features_used_30d`` (see
-        :func:`with_nps_and_key_features`).
+        ``nps_latest``, ``nps_class``, ``key_features_used_30d``, ``purchases_total``
+        and ``days_since_first_purchase`` (see :func:`with_nps_and_key_features`).
     """
     from features.spec import special_features
 
@@ -174,7 +174,7 @@ def spread(
     trend, kpi = spec.trend_window_days, spec.kpi_window_days
     # Type-specific values, spread over entity rows: (type, engine column) -> values.
     wanted = [(LOGIN, "day_mask"), (SESSION, "amount"), (SESSION, f"n_{SESSION_WINDOW}d"),
-              (PURCHASE, "amount"), (PURCHASE, "n_all"), (PURCHASE, "max_age_us"),
+              (PURCHASE, "amount"),
               (TICKET_OPENED, "amount"), (TICKET_RESOLVED, "amount"),
               *((name, f"n_{kpi}d") for name in EMAIL_TYPES)]  # fmt: skip
     typed = {key: np.zeros(n_rows, long.schema.field(key[1]).type.to_pandas_dtype())
@@ -252,11 +252,6 @@ def spread(
     tickets = typed[TICKET_OPENED, "amount"] - typed[TICKET_RESOLVED, "amount"]
     out["open_tickets"][:] = np.maximum(tickets, 0)
     out[f"purchase_amount_{kpi}d"][:] = typed[PURCHASE, "amount"]
-    purchases = typed[PURCHASE, "n_all"]
-    out["purchases_total"][:] = purchases
-    first = out["days_since_first_purchase"]
-    first[:] = np.nan
-    np.divide(typed[PURCHASE, "max_age_us"], DAY_US, out=first, where=purchases > 0)
     email = {name: typed[name, f"n_{kpi}d"] for name in EMAIL_TYPES}
     delivered = email[EMAIL_DELIVERED]
     for rate, numerator, denominator in (
@@ -278,6 +273,13 @@ def with_nps_and_key_features(columns: FeatureColumns, small: pa.Table) -> pd.Da
     """
     rows = _numpy(small, "row")
     columns[f"key_features_used_{KEY_FEATURES_WINDOW}d"][rows] = _numpy(small, "key_features_used")
+    purchases = _numpy(small, "purchases_total")
+    columns["purchases_total"][rows] = purchases
+    first = columns["days_since_first_purchase"]
+    first[:] = np.nan
+    bought = purchases > 0
+    ages = small.column("first_purchase_age_us").to_numpy(zero_copy_only=False)
+    first[rows[bought]] = ages[bought] / DAY_US
     scores = columns["nps_latest"]
     scores[:] = np.nan
     scores[rows] = small.column("nps_latest").to_numpy(zero_copy_only=False)

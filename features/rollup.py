@@ -19,7 +19,7 @@ in ``((d - 1) days, d days]`` at the cutoff ``d`` days after ``D``'s start, so
 ``(d - 1) // 7``. Recency weights are exact up to rounding: ``exp(age * rate)`` is
 ``exp((d - 1) days * rate) * exp((day_end - t) * rate)``. The features from the
 roll-ups are therefore the features of :func:`features.engine.per_entity_and_type`
-and :func:`features.engine.nps_and_key_features` (tested to 1e-9 in
+and :func:`features.engine_small.nps_and_key_features` (tested to 1e-9 in
 ``tests/features/test_rollup.py``). The features are read from the window state of
 :mod:`features.rollup_window` (one row per (entity, type)), which each night moves
 forward with only the days that enter or leave a window. Merging is a union for
@@ -41,7 +41,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from features import engine, pivot, rollup_window
+from features import engine, engine_small, pivot, rollup_window
 from features.engine import (
     ACTIVE_DAYS_WINDOW,
     DAY_US,
@@ -261,18 +261,29 @@ def _with_distinct_items(
 
 
 def nps_and_key_features(
+    state: ir.Table,
     nps: ir.Table,
     items: ir.Table,
     entity_rows: ir.Table,
     as_of: pd.Timestamp,
     spec: FeatureSpec,
 ) -> ir.Table:
-    """:func:`features.engine.nps_and_key_features` from the roll-ups (same columns)."""
+    """:func:`features.engine_small.nps_and_key_features` from the roll-ups (same columns).
+
+    The purchases' count and first time are the window state's (``state`` as of
+    ``as_of``, see :mod:`features.rollup_window`).
+    """
     cutoff_us = engine.microseconds(as_of)
+    no_count = ibis.null("int64")
     answers = nps.filter(nps.last_us < cutoff_us)
-    latest = answers.select(
-        "entity_id", nps_latest=answers.value, key_features_used=ibis.null("int64")
-    )
+    latest = answers.select("entity_id", nps_latest=answers.value, key_features_used=no_count,
+                            purchases_total=no_count, first_purchase_age_us=no_count)  # fmt: skip
+    bought = state.filter((state.event_type == engine.PURCHASE) & (state.n_all > 0))
+    purchases = bought.select(
+        "entity_id", nps_latest=ibis.null("float64"), key_features_used=no_count,
+        purchases_total=bought.n_all.cast("int64"),
+        first_purchase_age_us=(cutoff_us - bought.first_us).cast("int64"),
+    )  # fmt: skip
     uses = items.filter(
         (items.event_type == FEATURE_USE)
         & (items.last_us < cutoff_us)
@@ -281,15 +292,18 @@ def nps_and_key_features(
     if spec.key_features is not None:
         uses = uses.filter(uses.item.isin(list(spec.key_features)))
     counts = uses.group_by("entity_id").aggregate(
-        nps_latest=ibis.null("float64"), key_features_used=uses.count()
-    )
-    stacked = latest.union(counts)
+        nps_latest=ibis.null("float64"), key_features_used=uses.count(),
+        purchases_total=no_count, first_purchase_age_us=no_count,
+    )  # fmt: skip
+    stacked = latest.union(counts).union(purchases)
     both = stacked.group_by("entity_id").aggregate(
         nps_latest=stacked.nps_latest.max(),
         key_features_used=stacked.key_features_used.max().fill_null(0),
+        purchases_total=stacked.purchases_total.max().fill_null(0),
+        first_purchase_age_us=stacked.first_purchase_age_us.max(),
     )
     return both.join(entity_rows, both.entity_id == entity_rows.entity_id).select(
-        "row", "nps_latest", "key_features_used"
+        *engine_small.SMALL_COLUMNS
     )
 
 
@@ -328,7 +342,7 @@ def build_features(
     long = con.to_pyarrow(per_entity_and_type(state, items, entity_rows, codes, as_of, spec))
     with ThreadPoolExecutor(max_workers=1) as background:
         small = background.submit(
-            con.to_pyarrow, nps_and_key_features(nps, items, entity_rows, as_of, spec)
+            con.to_pyarrow, nps_and_key_features(state, nps, items, entity_rows, as_of, spec)
         )
         columns = pivot.spread(long, n_rows, codes, spec, featurised)
         engagement = pivot.with_nps_and_key_features(columns, small.result())

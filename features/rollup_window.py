@@ -252,9 +252,7 @@ def per_entity_and_type(
     login_bits = ibis.ifelse(code == names[LOGIN], week_bits + edge, 0)
     aggregates = {f"n_{w}d": coded[f"n_{w}"] for w in engine.count_windows(spec)}
     aggregates |= {
-        "n_all": coded.n_all,
         "min_age_us": cutoff_us - coded.last_us,
-        "max_age_us": cutoff_us - coded.first_us,
         "decayed": coded.decayed,
         "amount": ibis.cases(
             (
