@@ -3,8 +3,10 @@
 NPS answers (the latest score), purchases (how many, and the first one's age) and the
 distinct key features used in the last 30 days are read by their own filtered scans
 rather than by the main pass of :mod:`features.engine` over every event: every
-aggregate of the main pass costs a pass over all the events, while these types are
-rare (or, for feature use, recent) and the engine skips most of the files for them.
+aggregate of the main pass costs a pass over all the events, while these scans keep
+few rows. Feature use of the last 30 days lets the engine skip older row groups by
+their statistics; NPS answers and purchases are rare but spread over every file, so
+their scan decodes most pages whatever it keeps, and reads both types at once.
 Written once in Ibis for every engine, as the main pass.
 """
 
