@@ -82,8 +82,11 @@ def kinds(
     """
     converted = np.asarray(converted, dtype=bool)
     if "kind" in entities:
-        given = entities["kind"].astype("string").str.strip().str.lower().fillna(CONVERSION.kind)
-        kind = given.to_numpy(dtype=object)
-        return np.where((kind == CONVERSION.kind) & converted, CHURN.kind, kind).astype(object)
+        # The few distinct kinds tidied and shared, not a million strings made one by one.
+        codes, names = pd.factorize(entities["kind"])  # missing: -1, the last
+        tidy = pd.Series(names).astype("string").str.strip().str.lower()
+        kind = np.append(tidy.to_numpy(dtype=object), CONVERSION.kind)[codes]
+        kind[(kind == CONVERSION.kind) & converted] = CHURN.kind
+        return kind
     customer = converted if purchased is None else converted | np.asarray(purchased, dtype=bool)
-    return np.where(customer, CHURN.kind, CONVERSION.kind).astype(object)
+    return np.array([CONVERSION.kind, CHURN.kind], dtype=object)[customer * 1]

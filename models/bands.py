@@ -235,7 +235,8 @@ class BandRule:
             )
         at_risk = self._flagged("churn", churn, self.churn_threshold)
         high = self._flagged("conversion", conversion, self.conversion_threshold)
-        return np.where(at_risk, AT_RISK, np.where(high, HIGH, MEDIUM)).astype(object)
+        # Three shared names, not a million new strings (np.where on them: 0.4 s at 1M).
+        return np.array([MEDIUM, HIGH, AT_RISK], dtype=object)[np.where(at_risk, 2, high * 1)]
 
     def _flagged(self, target: str, p: np.ndarray, threshold: float | None) -> np.ndarray:
         """Who passes: the top share of the scored values, else the fixed threshold."""

@@ -209,7 +209,7 @@ def score_entities(
     col["band"][from_model] = bands[from_model]
     score_exact = col.pop("score_exact")
     score = np.round(score_exact)
-    versions = np.where(scored, model_versions(models), None).astype(object)
+    versions = np.array([None, model_versions(models)], dtype=object)[scored * 1]  # one string
 
     # Short text columns as Arrow text, made once here: every writer (score tables,
     # Parquet, CRM, board) would otherwise turn the same million Python strings into
@@ -345,7 +345,10 @@ def _rule_columns(
         has_rule = scored & (rule_row >= 0)
         points = pd.to_numeric(rules_scores["rule_score"], errors="coerce").to_numpy("float64")
         col["rule_score"][has_rule] = points[rule_row[has_rule]]
-        col["rule_band"][has_rule] = rules_scores["rule_band"].to_numpy(object)[rule_row[has_rule]]
+        # The few band names, shared: not a million new strings from the Arrow text.
+        codes, names = pd.factorize(rules_scores["rule_band"])  # missing: -1, the last
+        bands = np.append(np.asarray(names, dtype=object), None)
+        col["rule_band"][has_rule] = bands[codes[rule_row[has_rule]]]
     return col
 
 

@@ -94,3 +94,18 @@ def test_many_exact_duplicates_warn_with_a_sample_and_the_likely_cause():
     report.duplicates_kept = True
     assert "they were kept (sources.keep_duplicates)" in duplicates_warning(report)
     assert duplicates_warning(input_report(events.iloc[2:], "2024-04-01")) == ""
+
+
+def test_given_kinds_are_tidied_and_converted_leads_become_customers():
+    from features.population import kinds
+
+    entities = pd.DataFrame(
+        {"kind": [" Lead", "CUSTOMER", None, "lead", "Lead ", np.nan, "customer"]}
+    )
+    converted = np.array([False, False, False, True, False, True, False])
+    got = kinds(entities, converted, None)
+    assert got.dtype == object
+    assert got.tolist() == ["lead", "customer", "lead", "customer", "lead", "customer", "customer"]
+    inferred = kinds(pd.DataFrame(index=range(3)), np.array([True, False, False]),
+                     np.array([False, True, False]))  # fmt: skip
+    assert inferred.dtype == object and inferred.tolist() == ["customer", "customer", "lead"]
