@@ -364,12 +364,11 @@ def explain(
     buffer = None
     for start in range(0, len(positions), chunk_rows):
         chunk = positions[start : start + chunk_rows]
-        block = features.iloc[chunk]
         # The booster's input matrix: the same numbers LightGBM makes of model.prepare().
         if inputs.exact:
             prepared = buffer = inputs.rows(chunk, out=buffer)
         else:
-            prepared = model.prepare(block)
+            prepared = model.prepare(features.iloc[chunk])
         contrib = tree_contributions(model, prepared, num_threads)
         if base_score is None:
             base_score = float(score_from_margin(model, contrib[:1, -1], kind)[0])
@@ -380,7 +379,7 @@ def explain(
             exact = score_from_margin(model, margin, kind)
         else:
             exact = np.asarray(score[start : start + chunk_rows], dtype="float64")
-        values = entity_values(block, concepts)
+        values = entity_values(features, concepts, chunk, prepared if inputs.exact else None)
         blocks.append(candidates(contrib, exact, base_score, values, concepts, top_k + _SPARE))
         out["score_exact"].append(exact)
     shared = shared_reasons(blocks, top_k, shared_share)

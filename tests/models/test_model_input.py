@@ -8,6 +8,7 @@ import pandas as pd
 from features.spec import FeatureSpec, feature_catalog
 from models.concepts import concept_map
 from models.explain import explain, score_from_margin, tree_contributions
+from models.reason_text import entity_values
 from models.treeshap import contributions, margins
 from tests.models.test_explain import make_features, make_model
 
@@ -86,3 +87,17 @@ def test_rows_laid_out_by_feature_score_and_explain_as_their_row_major_copy():
         assert np.array_equal(
             contributions(model.booster, matrix), contributions(model.booster, row_major)
         )
+
+
+def test_reason_values_read_from_the_input_matrix_equal_those_of_the_rows():
+    model = make_model("conversion", seed=1)
+    frame = _awkward(300, seed=5)  # an int column, a missing one, unseen categories
+    catalog = feature_catalog(FeatureSpec(), fit_columns={"industry": "category"})
+    concepts = concept_map(model.feature_names, catalog, model.categorical_levels)
+    rows = np.array([299, 4, 4, 150, 0, 77])
+    matrix = model.inputs(frame).rows(rows)
+    from_matrix = entity_values(frame, concepts, rows, matrix)
+    matrix[:] = -1.0  # the caller's buffer is reused: the values must not follow it
+    for ours, theirs in zip(from_matrix, entity_values(frame.iloc[rows], concepts), strict=True):
+        assert ours.dtype == theirs.dtype
+        assert pd.Series(ours).equals(pd.Series(theirs))
