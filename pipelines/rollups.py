@@ -220,7 +220,7 @@ def prepare(
         # A rebuild merges the days older than every window into one row per (entity,
         # type): dated before the window, that row stays exact at every later cutoff.
         new_daily = rollup.compacted(new_daily, rollup.compaction_day(as_of, spec), spec)
-    con.to_parquet(new_daily, staged / DAILY / part)
+    _write_daily(con, new_daily, staged / DAILY / part)
     read = int(con.execute(con.read_parquet(staged / DAILY / part).n.sum().fill_null(0)))
     parts = [part]
     if folder is not None:
@@ -261,6 +261,18 @@ def prepare(
     return tables, report
 
 
+def _write_daily(con: Any, daily: Any, path: Path) -> None:
+    """Write a ``daily`` part in day order, so its row groups hold few days each.
+
+    A night reads the days leaving each window (:func:`features.rollup_window.advanced`):
+    with the part in day order the engine skips the other row groups by their
+    statistics. Unordered, the 23M-row part of a 1M-entity rebuild had every day in
+    every row group and was read whole each night (the advance took 1.7 s, 1.35 s in
+    day order; the sort costs the rebuild 1.4 s, once).
+    """
+    con.to_parquet(daily.order_by("day"), path)
+
+
 def _link(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
@@ -274,7 +286,7 @@ def _merge_parts(con: Any, folder: Path, parts: list[str], as_of: pd.Timestamp,
     merged = f"merged-{as_of.date()}.parquet"
     table = con.read_parquet([str(folder / part) for part in parts])
     compact = rollup.compacted(table, rollup.compaction_day(as_of, spec), spec)
-    con.to_parquet(compact, folder / merged)
+    _write_daily(con, compact, folder / merged)
     for part in parts:
         (folder / part).unlink()
     return [merged]
@@ -292,7 +304,7 @@ def _purge_days(con: Any, folder: Path, parts: list[str], first_day: int) -> lis
         remaining = table.filter(table.day >= first_day)
         if int(con.execute(remaining.count())):
             rewritten = folder / f"kept-{part}"
-            con.to_parquet(remaining, rewritten)
+            _write_daily(con, remaining, rewritten)
             path.unlink()
             rewritten.rename(path)
             kept.append(part)

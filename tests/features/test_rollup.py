@@ -281,3 +281,22 @@ def test_parts_beyond_the_window_are_merged_again(tmp_path):
     ]
     days = pd.read_parquet(folder / "daily")["day"]
     assert days.min() == rollup.compaction_day(FIRST + 2 * DAY, FeatureSpec()) - 1
+
+
+def test_daily_parts_are_written_in_day_order(tmp_path):
+    """Each part in day order: a night's read of the days leaving a window skips the rest."""
+    import pyarrow.parquet as pq
+
+    from features.event_table import EventTable
+    from pipelines import rollups
+
+    # The events shuffled: the order of the parts must not follow the input's.
+    shuffled = EVENTS.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    events = EventTable.from_frame(shuffled, ibis.duckdb.connect())
+    for night in range(4):  # a rebuild, nightly parts, and a merge of them (max_parts=2)
+        _, report = store_run(tmp_path, events, FIRST + night * DAY, max_parts=2)
+        rollups.commit(report)
+        folder = tmp_path / "rollups" / (tmp_path / "rollups" / "CURRENT").read_text()
+        for part in (folder / "daily").iterdir():
+            days = pq.read_table(part, columns=["day"])["day"].to_numpy()
+            assert len(days) and (np.diff(days) >= 0).all(), part.name
