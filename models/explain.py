@@ -367,8 +367,12 @@ def explain(
         # The booster's input matrix: the same numbers LightGBM makes of model.prepare().
         if inputs.exact:
             prepared = buffer = inputs.rows(chunk, out=buffer)
+            # Numeric values from the matrix (copied: the buffer is reused next chunk).
+            values = entity_values(features, concepts, chunk, prepared)
         else:
-            prepared = model.prepare(features.iloc[chunk])
+            block = features.iloc[chunk]
+            prepared = model.prepare(block)
+            values = entity_values(block, concepts)
         contrib = tree_contributions(model, prepared, num_threads)
         if base_score is None:
             base_score = float(score_from_margin(model, contrib[:1, -1], kind)[0])
@@ -379,7 +383,6 @@ def explain(
             exact = score_from_margin(model, margin, kind)
         else:
             exact = np.asarray(score[start : start + chunk_rows], dtype="float64")
-        values = entity_values(features, concepts, chunk, prepared if inputs.exact else None)
         blocks.append(candidates(contrib, exact, base_score, values, concepts, top_k + _SPARE))
         out["score_exact"].append(exact)
     shared = shared_reasons(blocks, top_k, shared_share)

@@ -59,12 +59,17 @@ def test_rows_reuse_a_buffer_of_enough_rows():
     assert not np.shares_memory(inputs.rows(np.arange(100), out=buffer), buffer)
 
 
-def test_explain_of_chosen_rows_with_given_scores_equals_explaining_their_copy():
+def _chosen_rows_to_explain():
+    """A model, an awkward table, its concepts and some rows in no order."""
     model = make_model("conversion", seed=1)
     frame = _awkward(400, seed=4)
     catalog = feature_catalog(FeatureSpec(), fit_columns={"industry": "category"})
     concepts = concept_map(model.feature_names, catalog, model.categorical_levels)
-    rows = np.array([399, 3, 10, 11, 250, 7, 0])
+    return model, frame, concepts, np.array([399, 3, 10, 11, 250, 7, 0])
+
+
+def test_explain_of_chosen_rows_with_given_scores_equals_explaining_their_copy():
+    model, frame, concepts, rows = _chosen_rows_to_explain()
     copied = explain(model, frame.iloc[rows], "lead", concepts, chunk_rows=3)
     score = score_from_margin(model, model.predict_margin(frame), "lead")[rows]
     inputs = model.inputs(frame)
@@ -101,3 +106,14 @@ def test_reason_values_read_from_the_input_matrix_equal_those_of_the_rows():
     for ours, theirs in zip(from_matrix, entity_values(frame.iloc[rows], concepts), strict=True):
         assert ours.dtype == theirs.dtype
         assert pd.Series(ours).equals(pd.Series(theirs))
+
+
+def test_explain_without_an_exact_matrix_gives_the_reasons_of_the_matrix_path():
+    """The fallback (a frame LightGBM converts itself) reads the same values and reasons."""
+    model, frame, concepts, rows = _chosen_rows_to_explain()
+    exact = explain(model, frame, "lead", concepts, chunk_rows=3, rows=rows,
+                    inputs=model.inputs(frame))  # fmt: skip
+    fallback = model.inputs(frame)
+    fallback.exact = False  # as when the booster's stored categories do not match
+    framed = explain(model, frame, "lead", concepts, chunk_rows=3, rows=rows, inputs=fallback)
+    pd.testing.assert_frame_equal(framed, exact)
