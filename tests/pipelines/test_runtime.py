@@ -112,3 +112,28 @@ def test_a_command_and_what_it_starts_run_without_transparent_huge_pages(tmp_pat
     assert _thp_enabled(eval(after)) == "0"
     assert _thp_enabled(eval(child)) == "0"
     assert (tmp_path / "ls.yaml").exists()
+
+
+@pytest.mark.parametrize(("users", "expected"), [(None, 1), ("2", 2)])
+def test_a_command_runs_numpy_s_openblas_on_one_thread_unless_the_user_says(
+    tmp_path, users, expected
+):
+    """Through the CLI: OpenBLAS gets one thread (no spinning helper), or the user's number."""
+    done = python(f"""
+        import os
+        os.environ.pop("OPENBLAS_NUM_THREADS", None)  # this test process set the default
+        if {users!r} is not None:
+            os.environ["OPENBLAS_NUM_THREADS"] = {users!r}
+        from typer.testing import CliRunner
+        from pipelines.cli import app
+
+        result = CliRunner().invoke(app, ["init", "--out", {str(tmp_path / "ls.yaml")!r}])
+        import numpy as np
+        from threadpoolctl import threadpool_info
+
+        np.ones((64, 64)) @ np.ones((64, 64))
+        blas = [p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openblas"]
+        print(result.exit_code, blas[:1])
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n", 1)[0] == f"0 [{expected}]"
