@@ -125,6 +125,21 @@ def assert_stores_agree(out: Path, database_url: str, day: str) -> None:
     assert json.loads((out / "summaries" / f"{day}.json").read_text())["as_of"] == day
 
 
+def read_lock_when_written(lock: Path, holder: subprocess.Popen) -> dict:
+    """The lock's content once its holder has written it.
+
+    The holder creates the file (``O_EXCL``) and then writes into it: a read in between
+    finds it empty, which the product's own reader waits out too (``run_lock._read``).
+    """
+    deadline = time.monotonic() + 300
+    while holder.poll() is None and time.monotonic() < deadline:
+        try:
+            return json.loads(lock.read_text())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+    raise AssertionError(f"the first run never wrote {lock} (exit {holder.poll()})")
+
+
 @pytest.fixture(scope="module")
 def settings(workspace):
     return load_settings(workspace.config)
@@ -140,10 +155,7 @@ def first_night(workspace, tmp_path_factory) -> dict:
         verbose, cwd=cwd, env=workspace.env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    holder = json.loads(lock.read_text())
+    holder = read_lock_when_written(lock, first)
     second = subprocess.run(
         command(workspace, D1), cwd=cwd, env=workspace.env, capture_output=True, text=True,
         timeout=300, check=False,
